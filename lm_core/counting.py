@@ -1,0 +1,178 @@
+"""Counting n-grams with numpy, and `CountTables`: all counts of a corpus in memory, as a `CountReader`.
+
+A token stream is a flat int array of word ids in which every sentence is `<s> w1 ... wk </s>`. N-grams never
+cross a sentence boundary; the lone `<s>` is kept as an order-1 row (so every n-gram's prefix has a row) but is
+excluded from the unigram distribution and the count-of-counts.
+
+Each order's table is sorted lexicographically by word ids. Rows are found through a hierarchical key:
+`key = rank_of_prefix * width + last_word`, where `rank_of_prefix` is the prefix's row in the table one order
+below, so the followers of a context are one contiguous slice and lookups are binary searches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lm_core.counts import ADJUSTED, COC_MAX, Level
+from lm_core.vocab import BOS, BOS_ID, UNK_ID, Vocab
+
+
+def encode_sentences(sentences: Iterable[Sequence[str]], vocab: Vocab, grow: bool = True) -> np.ndarray:
+    """A token stream (int64) for `sentences` (each a list of tokens ending with `</s>`), with `<s>` prepended.
+
+    New words are added to `vocab` when `grow`, else mapped to `<unk>`. A literal "<s>" inside text is `<unk>`.
+    """
+    ids: list[int] = []
+    lookup = vocab.add if grow else vocab.id_of
+    for sentence in sentences:
+        ids.append(BOS_ID)
+        ids.extend(UNK_ID if w == BOS else lookup(w) for w in sentence)
+    return np.asarray(ids, dtype=np.int64)
+
+
+@dataclass
+class OrderTable:
+    """All n-grams of one order, rows sorted lexicographically."""
+
+    grams: np.ndarray  # (M, n) int64 word ids
+    count: np.ndarray  # (M,) int64 raw counts
+    cont: np.ndarray  # (M,) int64 continuation counts (all 0 at the highest order)
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+
+@dataclass
+class CountTables:
+    """Every n-gram count of a token stream, up to `order`, in memory. Implements `CountReader`."""
+
+    order: int
+    tables: list[OrderTable]  # tables[n - 1] holds order n
+    vocab: Vocab = field(default_factory=Vocab)
+    version: int = 0
+    _keys: list[np.ndarray] | None = field(default=None, repr=False)
+    _width: int = field(default=0, repr=False)
+
+    # --- lookups -------------------------------------------------------------------------------------------
+    def _index(self) -> list[np.ndarray]:
+        if self._keys is None:
+            self._width = int(max((t.grams.max(initial=0) for t in self.tables), default=0)) + 1
+            self._keys = [self.tables[0].grams[:, 0].copy()]
+            for n in range(2, self.order + 1):
+                grams = self.tables[n - 1].grams
+                prefix = self.rows(grams[:, :-1])
+                self._keys.append(prefix * self._width + grams[:, -1])
+        return self._keys
+
+    def rows(self, grams: np.ndarray) -> np.ndarray:
+        """Row numbers of `grams` (an (M, n) array) in the order-n table; -1 where an n-gram is absent."""
+        keys = self._index()
+        grams = np.asarray(grams, dtype=np.int64)
+        rank = np.zeros(len(grams), dtype=np.int64)
+        found = np.ones(len(grams), dtype=bool)
+        for j in range(grams.shape[1]):
+            key = grams[:, j] if j == 0 else rank * self._width + grams[:, j]
+            table_keys = keys[j]
+            pos = np.searchsorted(table_keys, key)
+            pos_clipped = np.minimum(pos, max(len(table_keys) - 1, 0))
+            hit = (pos < len(table_keys)) & (table_keys[pos_clipped] == key) if len(table_keys) else pos < 0
+            found &= hit
+            rank = np.where(found, pos_clipped, 0)
+        return np.where(found, rank, -1)
+
+    def count(self, gram: Sequence[int]) -> int:
+        """Raw count of one n-gram of word ids."""
+        row = int(self.rows(np.asarray([gram]))[0])
+        return int(self.tables[len(gram) - 1].count[row]) if row >= 0 else 0
+
+    def level(self, context: tuple[int, ...]) -> Level:
+        """Followers of `context` (word ids); `()` gives the unigram level without `<s>`."""
+        if not context:
+            t = self.tables[0]
+            keep = t.grams[:, 0] != BOS_ID
+            return Level(t.grams[keep, 0], t.count[keep], t.cont[keep])
+        n = len(context) + 1
+        if n > self.order:
+            raise ValueError(f"context of {len(context)} words needs order {n}, tables have {self.order}")
+        row = int(self.rows(np.asarray([context]))[0])
+        if row < 0:
+            return Level.empty()
+        keys = self._index()[n - 1]
+        lo, hi = np.searchsorted(keys, [row * self._width, (row + 1) * self._width])
+        t = self.tables[n - 1]
+        return Level(t.grams[lo:hi, -1], t.count[lo:hi], t.cont[lo:hi])
+
+    def count_of_counts(self, order: int, kind: str) -> tuple[int, ...]:
+        """(n_1, ..., n_COC_MAX) over raw or adjusted counts of order `order` (the lone `<s>` excluded)."""
+        t = self.tables[order - 1]
+        values = adjusted_counts(t) if kind == ADJUSTED else t.count
+        if order == 1:
+            values = values[t.grams[:, 0] != BOS_ID]
+        hist = np.bincount(np.minimum(values, COC_MAX + 1), minlength=COC_MAX + 2)
+        return tuple(int(x) for x in hist[1 : COC_MAX + 1])
+
+    def touch(self) -> None:
+        """Mark the tables changed (drops the lookup index)."""
+        self._keys = None
+        self.version += 1
+
+
+def adjusted_counts(table: OrderTable) -> np.ndarray:
+    """Kneser-Ney adjusted counts: the raw count for n-grams starting with `<s>`, else the continuation count."""
+    return np.where(table.grams[:, 0] == BOS_ID, table.count, table.cont)
+
+
+def count_ngrams(stream: np.ndarray, order: int, vocab: Vocab | None = None) -> CountTables:
+    """Count every n-gram of order 1..`order` in a token stream (see the module docstring)."""
+    if not 1 <= order <= 9:
+        raise ValueError(f"order must be between 1 and 9, not {order}")
+    stream = np.asarray(stream, dtype=np.int64)
+    if len(stream) and stream[0] != BOS_ID:
+        raise ValueError("a token stream starts with <s>")
+    vocab = vocab if vocab is not None else Vocab()
+    if len(stream) == 0:
+        empty = [
+            OrderTable(np.zeros((0, n), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+            for n in range(1, order + 1)
+        ]
+        return CountTables(order, empty, vocab)
+    width = int(stream.max()) + 1
+    sentence = np.cumsum(stream == BOS_ID)
+    ids, rank, counts = np.unique(stream, return_inverse=True, return_counts=True)
+    tables = [OrderTable(ids[:, None], counts.astype(np.int64), np.zeros(len(ids), np.int64))]
+    for n in range(2, order + 1):
+        starts = np.flatnonzero(sentence[: len(stream) - n + 1] == sentence[n - 1 :])
+        keys = rank[starts] * width + stream[starts + n - 1]
+        uniq, first, inverse, counts = np.unique(
+            keys, return_index=True, return_inverse=True, return_counts=True
+        )
+        prev = tables[-1]
+        # Each distinct n-gram adds one to the continuation count of its suffix (one order down).
+        suffix_rank = rank[starts[first] + 1]
+        prev.cont = np.bincount(suffix_rank, minlength=len(prev)).astype(np.int64)
+        grams = np.column_stack([prev.grams[uniq // width], uniq % width])
+        tables.append(OrderTable(grams, counts.astype(np.int64), np.zeros(len(uniq), np.int64)))
+        rank_n = np.full(len(stream), -1, dtype=np.int64)
+        rank_n[starts] = inverse
+        rank = rank_n
+    return CountTables(order, tables, vocab)
+
+
+def ngram_delta(new: CountTables, old: CountTables) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per order, the n-grams whose raw count differs and by how much: [(grams (M, n), new - old (M,)), ...]."""
+    deltas = []
+    for n in range(1, new.order + 1):
+        a, b = new.tables[n - 1], old.tables[n - 1]
+        grams = np.concatenate([a.grams, b.grams]).reshape(-1, n)
+        change = np.concatenate([a.count, -b.count])
+        if len(grams) == 0:
+            deltas.append((grams, change))
+            continue
+        uniq, inverse = np.unique(grams, axis=0, return_inverse=True)
+        summed = np.bincount(inverse.ravel(), weights=change, minlength=len(uniq)).astype(np.int64)
+        keep = summed != 0
+        deltas.append((uniq[keep], summed[keep]))
+    return deltas

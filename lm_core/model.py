@@ -1,0 +1,37 @@
+"""The interface every language model in nextword satisfies.
+
+All probabilities cross this boundary either as plain probabilities (`Prediction.prob`) or as natural logarithms
+(`LanguageModel.logprob`). log10 appears only at the ARPA edge (`store.arpa`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+Context = tuple[str, ...]
+"""Tokens before the predicted word, oldest first; may start with "<s>" at a sentence start."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One candidate next word and its probability (a probability, not a log)."""
+
+    word: str
+    prob: float
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """A conditional distribution over the next token.
+
+    `order` is the n-gram order (None for unbounded context, as in an RNN). `logprob` is a natural log.
+    `predict` returns the k most probable next words that start with `prefix`, most probable first, with
+    probabilities equal to `exp(logprob(word, context))`.
+    """
+
+    order: int | None
+
+    def logprob(self, word: str, context: Context) -> float: ...
+
+    def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]: ...

@@ -1,0 +1,285 @@
+"""One n-gram language model over a `CountReader`, with the smoothing as a parameter.
+
+Smoothings (`Smoothing`):
+- `mle`: maximum likelihood, c(h w) / c(h) in the longest context h that was seen. Unseen words get 0.
+- `add-delta`: (c(h w) + delta) / (c(h) + delta |V|) in the full context; delta = 1 is Laplace, other values Lidstone.
+- `stupid-backoff`: Brants et al. (2007). c(h w) / c(h) if seen, else 0.4 x the score in the shorter context.
+  It does NOT normalise: its "probabilities" are scores that need not sum to 1, and its perplexity means little.
+- `katz`: Katz backoff with Good-Turing discounts for counts up to 5 and backoff weights that normalise.
+- `kneser-ney` (the default): interpolated modified Kneser-Ney (Chen and Goodman 1998) with three discounts per
+  order from count-of-counts, continuation counts below the highest order, interpolated with the uniform
+  distribution at the bottom, as KenLM's lmplz estimates it.
+
+The vocabulary V over which every normalised smoothing sums to 1 is every word with a positive count (not `<s>`)
+plus `<unk>`. Unknown words are scored as `<unk>`. All log-probabilities are natural logs.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from lm_core.counts import ADJUSTED, RAW, CountReader, Level
+from lm_core.model import Context, Prediction
+from lm_core.smoothing import good_turing_ratios, kneser_ney_discounts
+from lm_core.vocab import BOS, BOS_ID, UNK_ID
+
+
+class Smoothing(StrEnum):
+    MLE = "mle"
+    ADD_DELTA = "add-delta"
+    STUPID_BACKOFF = "stupid-backoff"
+    KATZ = "katz"
+    KNESER_NEY = "kneser-ney"
+
+
+NORMALISED = (Smoothing.MLE, Smoothing.ADD_DELTA, Smoothing.KATZ, Smoothing.KNESER_NEY)
+
+
+@dataclass(frozen=True)
+class NgramConfig:
+    """How to estimate: the smoothing and its parameters."""
+
+    smoothing: Smoothing = Smoothing.KNESER_NEY
+    order: int | None = None  # None: the count reader's order
+    delta: float = 1.0  # add-delta: 1.0 is Laplace, anything else Lidstone
+    backoff_factor: float = 0.4  # stupid backoff's fixed multiplier per backed-off order
+    katz_k: int = 5  # Katz: counts above this are trusted, not discounted
+
+
+class _Cache:
+    """Per-version memo of vocabulary-wide arrays; dropped whenever the counts change."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.items: dict[object, object] = {}
+
+
+class NgramModel:
+    """An n-gram `LanguageModel` reading counts through a `CountReader`."""
+
+    def __init__(self, counts: CountReader, config: NgramConfig | None = None, **overrides: object) -> None:
+        config = config or NgramConfig()
+        if overrides:
+            config = NgramConfig(**{**config.__dict__, **overrides})  # type: ignore[arg-type]
+        self.config = config
+        self.counts = counts
+        self.smoothing = Smoothing(config.smoothing)
+        self.order: int = config.order or counts.order
+        if not 1 <= self.order <= counts.order:
+            raise ValueError(
+                f"model order {self.order} must be between 1 and the counts' order {counts.order}"
+            )
+        if config.delta <= 0:
+            raise ValueError("add-delta needs delta > 0")
+        self._cache = _Cache()
+
+    # --- public interface --------------------------------------------------------------------------------
+    def logprob(self, word: str, context: Context) -> float:
+        """Natural log of P(word | context); -inf where the smoothing gives 0."""
+        if word == BOS:
+            return -math.inf
+        ids = self._context_ids(context)
+        wid = self.counts.vocab.id_of(word)
+        p = float(self._probs(ids, np.asarray([wid], dtype=np.int64))[0])
+        return math.log(p) if p > 0 else -math.inf
+
+    def distribution(self, context: Context) -> dict[str, float]:
+        """P(w | context) for every w in the vocabulary V (sums to 1 for normalised smoothings)."""
+        vocab_ids = self.vocabulary_ids()
+        probs = self._probs(self._context_ids(context), vocab_ids)
+        words = self.counts.vocab.words
+        return {words[i]: float(p) for i, p in zip(vocab_ids.tolist(), probs.tolist(), strict=True)}
+
+    def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]:
+        """The k most probable next words starting with `prefix`, most probable first (ties by word).
+
+        Exact: candidates are the followers of every context order plus the best words of the unigram level,
+        enough of them that no other word can beat the k-th (see `_candidates`).
+        """
+        if k <= 0:
+            return []
+        ids = self._context_ids(context)
+        candidates = self._candidates(ids, k, prefix)
+        if len(candidates) == 0:
+            return []
+        probs = self._probs(ids, candidates)
+        words = self.counts.vocab.words
+        ranked = sorted(
+            zip(probs.tolist(), candidates.tolist(), strict=True), key=lambda pw: (-pw[0], words[pw[1]])
+        )
+        return [Prediction(words[w], p) for p, w in ranked[:k] if p > 0]
+
+    def vocabulary_ids(self) -> np.ndarray:
+        """Ids of V: every word with a positive count except `<s>`, plus `<unk>`; ascending."""
+        return self._cached("vocab", lambda: np.union1d(self.counts.level(()).ids, [UNK_ID]).astype(np.int64))
+
+    # --- contexts and candidates ---------------------------------------------------------------------------
+    def _context_ids(self, context: Context) -> tuple[int, ...]:
+        """The last order-1 tokens of `context` as ids, never reaching back past a `<s>`."""
+        tokens = list(context)
+        if BOS in tokens:
+            tokens = tokens[len(tokens) - 1 - tokens[::-1].index(BOS) :]
+        tokens = tokens[max(0, len(tokens) - (self.order - 1)) :] if self.order > 1 else []
+        vocab = self.counts.vocab
+        return tuple(BOS_ID if (t == BOS and i == 0) else vocab.id_of(t) for i, t in enumerate(tokens))
+
+    def _levels(self, ids: tuple[int, ...]) -> list[Level]:
+        """levels[n-1] holds the followers of the last n-1 context words, for n = 1 .. len(ids)+1."""
+        return [self.counts.level(ids[len(ids) - n :] if n else ()) for n in range(len(ids) + 1)]
+
+    def _candidates(self, ids: tuple[int, ...], k: int, prefix: str) -> np.ndarray:
+        """Word ids that must contain the top k: all higher-order followers plus the top (k + their number)
+        words of the unigram-level score. Any other word only gets backed-off mass, a product of backoff
+        weights times its unigram-level score, which is at most that of those unigram-level words."""
+        higher = [lvl.ids for lvl in self._levels(ids)[1:]]
+        seen = np.unique(np.concatenate(higher)) if higher else np.zeros(0, np.int64)
+        pool = self._prefix_ids(prefix)
+        if prefix:
+            seen = seen[np.isin(seen, pool)]
+        base = self._unigram_scores()[np.searchsorted(self.vocabulary_ids(), pool)]
+        top_n = min(len(pool), k + len(seen))
+        top = pool[np.argpartition(-base, top_n - 1)[:top_n]] if top_n else pool[:0]
+        return np.union1d(seen, top).astype(np.int64)
+
+    def _prefix_ids(self, prefix: str) -> np.ndarray:
+        """Ids in V whose word starts with `prefix`."""
+        if not prefix:
+            return self.vocabulary_ids()
+        words, ids = self._cached("sorted_words", self._sort_vocabulary)
+        lo = bisect_left(words, prefix)
+        hi = bisect_left(words, prefix + "\U0010ffff", lo)
+        return np.sort(ids[lo:hi])
+
+    def _sort_vocabulary(self) -> tuple[list[str], np.ndarray]:
+        all_words = self.counts.vocab.words
+        vocab_ids = self.vocabulary_ids()
+        order = sorted(range(len(vocab_ids)), key=lambda i: all_words[vocab_ids[i]])
+        return [all_words[vocab_ids[i]] for i in order], vocab_ids[order]
+
+    def _unigram_scores(self) -> np.ndarray:
+        """The unigram-level probability (or score) of every word in V, aligned with `vocabulary_ids()`."""
+        return self._cached("unigram", lambda: self._probs((), self.vocabulary_ids()))
+
+    def _cached(self, key: str, make):
+        if self._cache.version != self.counts.version:
+            self._cache.version = self.counts.version
+            self._cache.items.clear()
+        if key not in self._cache.items:
+            self._cache.items[key] = make()
+        return self._cache.items[key]
+
+    # --- the estimators --------------------------------------------------------------------------------------
+    def _probs(self, ids: tuple[int, ...], words: np.ndarray) -> np.ndarray:
+        """P(w | context ids) for each id in `words` (float64 array)."""
+        levels = self._levels(ids)
+        if self.smoothing is Smoothing.KNESER_NEY:
+            return self._kneser_ney(ids, levels, words)
+        if self.smoothing is Smoothing.KATZ:
+            return self._katz(levels, words)
+        if self.smoothing is Smoothing.STUPID_BACKOFF:
+            return self._stupid_backoff(levels, words)
+        if self.smoothing is Smoothing.ADD_DELTA:
+            return self._add_delta(levels[-1], words)
+        return self._mle(levels, words)
+
+    def _vocab_size(self) -> int:
+        return len(self.vocabulary_ids())
+
+    def _discounts(self, n: int, kind: str) -> tuple[float, float, float]:
+        return self._cached(
+            f"kn{n}{kind}", lambda: kneser_ney_discounts(self.counts.count_of_counts(n, kind))
+        )
+
+    def _kneser_ney(self, ids: tuple[int, ...], levels: list[Level], words: np.ndarray) -> np.ndarray:
+        p = np.full(len(words), 1.0 / self._vocab_size())
+        for n, level in enumerate(levels, start=1):
+            raw = n == self.order or (n > 1 and ids[len(ids) - n + 1] == BOS_ID)
+            values = level.count if raw else level.cont
+            total = int(values.sum())
+            if total == 0:
+                continue  # unseen context: all mass goes to the shorter context
+            d1, d2, d3 = self._discounts(n, RAW if n == self.order else ADJUSTED)
+            n1, n2 = int((values == 1).sum()), int((values == 2).sum())
+            n3 = len(values) - n1 - n2 - int((values == 0).sum())
+            gamma = (d1 * n1 + d2 * n2 + d3 * n3) / total
+            a = _lookup(level.ids, values, words)
+            discount = np.select([a == 0, a == 1, a == 2], [0.0, d1, d2], d3)
+            p = np.maximum(a - discount, 0.0) / total + gamma * p
+        return p
+
+    def _katz_ratios(self, n: int) -> np.ndarray:
+        def make() -> np.ndarray:
+            k = self.config.katz_k
+            ratios = good_turing_ratios(self.counts.count_of_counts(n, RAW), k)
+            return np.asarray((1.0, *ratios), dtype=np.float64)  # index c for c <= k; 1.0 at 0 (unused)
+
+        return self._cached(f"katz{n}", make)
+
+    def _katz_seen(self, n: int, level: Level, discount: bool) -> tuple[np.ndarray, int]:
+        """Discounted probabilities d_c c / T of the seen followers of one level, and T."""
+        total = int(level.count.sum())
+        ratios = self._katz_ratios(n)
+        c = level.count
+        d = (
+            np.where(c <= self.config.katz_k, ratios[np.minimum(c, self.config.katz_k)], 1.0)
+            if discount
+            else 1.0
+        )
+        return d * c / total, total
+
+    def _katz(self, levels: list[Level], words: np.ndarray) -> np.ndarray:
+        unigram = levels[0]
+        unseen_words = self._vocab_size() - len(unigram)
+        seen_p, _ = self._katz_seen(1, unigram, discount=unseen_words > 0)
+        left = 1.0 - float(seen_p.sum())
+        p = _lookup(unigram.ids, seen_p, words, fill=left / unseen_words if unseen_words else 0.0)
+        prev_level, prev_seen = unigram, seen_p
+        for n, level in enumerate(levels[1:], start=2):
+            if len(level) == 0:
+                continue
+            seen_p, _ = self._katz_seen(n, level, discount=True)
+            lower = _lookup(prev_level.ids, prev_seen, level.ids)
+            numerator, denominator = 1.0 - float(seen_p.sum()), 1.0 - float(lower.sum())
+            if denominator <= 1e-12:  # the context was followed by every word: nothing to back off to
+                seen_p, _ = self._katz_seen(n, level, discount=False)
+                alpha = 0.0
+            else:
+                alpha = numerator / denominator
+            in_level = np.isin(words, level.ids)
+            p = np.where(in_level, _lookup(level.ids, seen_p, words), alpha * p)
+            prev_level, prev_seen = level, seen_p
+        return p
+
+    def _stupid_backoff(self, levels: list[Level], words: np.ndarray) -> np.ndarray:
+        score = np.zeros(len(words))
+        factor = 1.0
+        for level in reversed(levels):
+            if len(level):
+                c = _lookup(level.ids, level.count, words)
+                score = np.where((score == 0) & (c > 0), factor * c / level.count.sum(), score)
+            factor *= self.config.backoff_factor
+        return score
+
+    def _add_delta(self, level: Level, words: np.ndarray) -> np.ndarray:
+        delta = self.config.delta
+        c = _lookup(level.ids, level.count, words)
+        return (c + delta) / (level.count.sum() + delta * self._vocab_size())
+
+    def _mle(self, levels: list[Level], words: np.ndarray) -> np.ndarray:
+        level = next((lvl for lvl in reversed(levels) if len(lvl)), levels[0])
+        total = level.count.sum()
+        return _lookup(level.ids, level.count, words) / total if total else np.zeros(len(words))
+
+
+def _lookup(ids: np.ndarray, values: np.ndarray, words: np.ndarray, fill: float = 0) -> np.ndarray:
+    """values[i] where ids[i] == word, for each word; `fill` where the word is not among `ids` (ids ascending)."""
+    if len(ids) == 0:
+        return np.full(len(words), fill, dtype=np.float64 if isinstance(fill, float) else values.dtype)
+    pos = np.minimum(np.searchsorted(ids, words), len(ids) - 1)
+    hit = ids[pos] == words
+    return np.where(hit, values[pos], fill)

@@ -1,0 +1,485 @@
+"""The SQLite count store: build, learn, forget, read back.
+
+The invariant (checked by the tests): after any sequence of builds, learns and forgets, the tables equal a fresh
+build over the current text of every source. Learning a source again applies the difference between its new and
+old n-gram multisets; forgetting applies minus its contribution. Each learn or forget is one transaction, so a
+crash or a concurrent writer never leaves half of one applied.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from lm_core.counting import CountTables, OrderTable, count_ngrams, encode_sentences, ngram_delta
+from lm_core.counts import ADJUSTED, COC_MAX, RAW
+from lm_core.vocab import BOS_ID, Vocab
+from store import schema, sources
+from store.errors import InputError, StoreError, StoreMismatchError, UnknownSourceError
+
+DEFAULT_ORDER = 5
+MAX_ORDER = 9
+CHUNK_TOKENS = 4_000_000
+"""Bulk builds count this many tokens at a time, so memory stays bounded however large the corpus."""
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    kind: str  # "file", "document" or "base"
+    tokens: int
+    sha256: str | None
+    learned_at: str
+
+
+@dataclass(frozen=True)
+class LearnResult:
+    source: str
+    tokens: int  # tokens now counted for the source (sentence ends included)
+    changed_ngrams: int  # n-gram rows whose raw count changed
+    replaced: bool  # the source had been learned before
+
+
+def check_order(order: int) -> int:
+    if not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+        raise StoreError(f"order must be between 1 and {MAX_ORDER}, not {order}")
+    return order
+
+
+class CountStore:
+    """One store file. Use `CountStore.open(path)`; close it (or use it as a context manager) when done."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path, meta: dict[str, str]) -> None:
+        self.db = db
+        self.path = path
+        self.order = int(meta["order"])
+        self.tokenizer = meta["tokenizer"]
+        self.lock = threading.RLock()
+        self.vocab = Vocab()
+        self._commits = 0
+        self._seen_data_version: int | None = None
+        self._sync_vocab()
+
+    # --- opening -------------------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        order: int | None = None,
+        tokenizer: str | None = None,
+        create: bool = False,
+    ) -> CountStore:
+        """Open the store at `path`; with `create`, make an empty one (order 5, prose) if there is none.
+
+        `order` and `tokenizer`, when given, must match an existing store (else `StoreMismatchError`).
+        """
+        path = Path(path).expanduser()
+        if order is not None:
+            check_order(order)
+        if tokenizer is not None and tokenizer not in schema.TOKENIZERS:
+            raise StoreError(f"tokenizer must be one of {', '.join(schema.TOKENIZERS)}, not {tokenizer!r}")
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory, not a store file")
+        is_new = not path.exists() or path.stat().st_size == 0
+        if is_new and not create:
+            raise StoreError(
+                f"no store at {path}; create one with 'nextword build FILES' or 'nextword learn FILE'"
+            )
+        db = schema.connect(path, create=create)
+        try:
+            if is_new:
+                db.execute("BEGIN IMMEDIATE")
+                schema.create_schema(db, order or DEFAULT_ORDER, tokenizer or "prose")
+                db.execute("COMMIT")
+            meta = schema.read_meta(db, path)
+        except BaseException:
+            db.close()
+            raise
+        store = cls(db, path, meta)
+        if order is not None and order != store.order:
+            store.close()
+            raise StoreMismatchError(f"{path} holds order-{store.order} counts, not order {order}")
+        if tokenizer is not None and tokenizer != store.tokenizer:
+            store.close()
+            raise StoreMismatchError(
+                f"{path} was built with the {store.tokenizer} tokenizer, not {tokenizer}"
+            )
+        return store
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    def __enter__(self) -> CountStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- change tracking -----------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """Changes whenever counts change, through this connection or any other process's."""
+        with self.lock:
+            data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            if data_version != self._seen_data_version:
+                if self._seen_data_version is not None:
+                    self._commits += 1
+                    self._sync_vocab()
+                self._seen_data_version = data_version
+            return self._commits
+
+    def _sync_vocab(self) -> None:
+        rows = self.db.execute("SELECT id, word FROM vocab WHERE id >= ? ORDER BY id", (len(self.vocab),))
+        for wid, word in rows:
+            if self.vocab.add(word) != wid:
+                raise StoreError(f"{self.path}: vocabulary ids are not contiguous; run 'nextword doctor'")
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction; on failure everything (the in-memory vocabulary too) is rolled back."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self._sync_vocab()
+                known = len(self.vocab)
+                yield
+                new_words = self.vocab.words[known:]
+                self.db.executemany(
+                    "INSERT INTO vocab VALUES (?, ?)", [(known + i, w) for i, w in enumerate(new_words)]
+                )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                self.vocab = Vocab()
+                self._sync_vocab()
+                raise
+            finally:
+                self._commits += 1
+
+    # --- learning and forgetting ---------------------------------------------------------------------------
+    def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
+        """Make `text` the current content of `source`, replacing what it contributed before."""
+        analysed = sources.analyse(text, self.tokenizer)
+        with self._write():
+            old_stream, old_casing, existed = self._source_contribution(source)
+            new_stream = encode_sentences(analysed.sentences, self.vocab)
+            changed = self._apply_stream_change(new_stream, old_stream)
+            self._apply_casing(analysed.casing - old_casing, old_casing - analysed.casing)
+            self.db.execute(
+                "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    source,
+                    kind,
+                    sources.pack_stream(new_stream),
+                    sources.pack_casing(analysed.casing),
+                    analysed.tokens,
+                    sources.sha256(text),
+                    _now(),
+                ),
+            )
+        return LearnResult(source, analysed.tokens, changed, existed)
+
+    def learn_file(self, path: str | Path) -> LearnResult:
+        """Learn a text file; its resolved path names the source."""
+        path = Path(path).expanduser()
+        text = sources.read_text_file(path)
+        return self.learn(source_name(path), text, kind="file")
+
+    def forget(self, source: str) -> LearnResult:
+        """Remove every trace of `source`: its counts, casing and the record of it."""
+        with self._write():
+            old_stream, old_casing, existed = self._source_contribution(source)
+            if not existed:
+                raise UnknownSourceError(
+                    f"nothing was learned from {source!r}; see 'nextword stats' for sources"
+                )
+            changed = self._apply_stream_change(np.zeros(0, np.int64), old_stream)
+            self._apply_casing(Counter(), old_casing)
+            self.db.execute("DELETE FROM sources WHERE name = ?", (source,))
+        return LearnResult(source, 0, changed, True)
+
+    def _source_contribution(self, source: str) -> tuple[np.ndarray, Counter[tuple[str, str]], bool]:
+        row = self.db.execute("SELECT kind, stream, casing FROM sources WHERE name = ?", (source,)).fetchone()
+        if row is None:
+            return np.zeros(0, np.int64), Counter(), False
+        if row[0] == "base":
+            raise StoreError(f"{source!r} is the store's base model; it cannot be re-learned or forgotten")
+        return sources.unpack_stream(row[1]), sources.unpack_casing(row[2]), True
+
+    def _apply_stream_change(self, new: np.ndarray, old: np.ndarray) -> int:
+        """Apply count(new) - count(old) to the tables; returns how many n-gram rows changed."""
+        deltas = ngram_delta(count_ngrams(new, self.order), count_ngrams(old, self.order))
+        self._apply_deltas(deltas)
+        return sum(len(change) for _, change in deltas)
+
+    # --- bulk build ----------------------------------------------------------------------------------------
+    def build(
+        self,
+        paths: Sequence[str | Path],
+        progress: Callable[[int], None] | None = None,
+        chunk_tokens: int = CHUNK_TOKENS,
+    ) -> int:
+        """Learn many files at once; returns the number of tokens counted.
+
+        Files are read one at a time and counted in chunks of about `chunk_tokens` tokens, so memory is bounded
+        by the chunk, not the corpus. Into an empty store the first chunk is written directly; later chunks
+        are merged exactly as a learn would. All files are checked before anything is written; the whole
+        build is one transaction. `progress(n)` is called with the bytes read since its last call.
+        """
+        files = [Path(p).expanduser() for p in paths]
+        if not files:
+            raise InputError("no input files")
+        for path in files:  # fail early, before any work, on a file that cannot be read
+            if not path.exists():
+                raise InputError(f"{path}: no such file")
+            if path.is_dir():
+                raise InputError(f"{path} is a directory; give the text files inside it")
+        total = 0
+        with self._write():
+            pending: list[np.ndarray] = []
+            pending_tokens = 0
+            for path in files:
+                text = sources.read_text_file(path)
+                name = source_name(path)
+                if self._source_contribution(name)[2]:
+                    raise InputError(f"{path} is already in the store; use 'nextword learn' to update it")
+                analysed = sources.analyse(text, self.tokenizer)
+                stream = encode_sentences(analysed.sentences, self.vocab)
+                self.db.execute(
+                    "INSERT INTO sources VALUES (?, 'file', ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        sources.pack_stream(stream),
+                        sources.pack_casing(analysed.casing),
+                        analysed.tokens,
+                        sources.sha256(text),
+                        _now(),
+                    ),
+                )
+                self._apply_casing(analysed.casing, Counter())
+                pending.append(stream)
+                pending_tokens += len(stream)
+                total += analysed.tokens
+                if pending_tokens >= chunk_tokens:
+                    self._add_counts(np.concatenate(pending))
+                    pending, pending_tokens = [], 0
+                if progress:
+                    progress(len(text.encode("utf-8", "surrogatepass")))
+            if total == 0:
+                raise InputError("the corpus is empty: no tokens in " + ", ".join(str(p) for p in files))
+            if pending:
+                self._add_counts(np.concatenate(pending))
+        return total
+
+    def _add_counts(self, stream: np.ndarray) -> None:
+        """Add a stream's counts: a direct write into empty tables, else a merge."""
+        tables = count_ngrams(stream, self.order)
+        if self.db.execute("SELECT 1 FROM ng1 LIMIT 1").fetchone() is None:
+            self._write_tables(tables)
+        else:
+            empty = count_ngrams(np.zeros(0, np.int64), self.order)
+            self._apply_deltas(ngram_delta(tables, empty))
+
+    def add_base(self, tables: CountTables, name: str = "base") -> None:
+        """Make a count table (e.g. a pruned corpus model) the base of an empty store."""
+        with self._write():
+            if self.db.execute("SELECT 1 FROM ng1 LIMIT 1").fetchone() is not None:
+                raise StoreError("a base model can only be written into an empty store")
+            remap = np.asarray([self.vocab.add(w) for w in tables.vocab.words], dtype=np.int64)
+            remapped = [OrderTable(remap[t.grams], t.count, t.cont) for t in tables.tables]
+            self._write_tables(CountTables(tables.order, remapped, self.vocab))
+            tokens = int(tables.tables[0].count[tables.tables[0].grams[:, 0] != BOS_ID].sum())
+            self.db.execute(
+                "INSERT INTO sources VALUES (?, 'base', NULL, NULL, ?, NULL, ?)", (name, tokens, _now())
+            )
+
+    def _write_tables(self, tables: CountTables) -> None:
+        for n, table in enumerate(tables.tables, start=1):
+            rows = _rows(*table.grams.T, table.count, table.cont)
+            self.db.executemany(f"INSERT INTO ng{n} VALUES ({', '.join('?' * (n + 2))})", rows)
+            for kind in (RAW, ADJUSTED):
+                self.db.executemany(
+                    "UPDATE coc SET v = ? WHERE n = ? AND kind = ? AND k = ?",
+                    [(v, n, kind, k) for k, v in enumerate(tables.count_of_counts(n, kind), start=1)],
+                )
+
+    # --- the incremental update ----------------------------------------------------------------------------
+    def _apply_deltas(self, deltas: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Apply raw-count changes per order and keep continuation counts and count-of-counts exact.
+
+        Phase 1, each order: new raw counts (rows that reach 0 stay until phase 3). Phase 2, from the top order
+        down: an n-gram that appears or disappears changes its suffix's continuation count by one. Phase 3:
+        rows with a zero count are deleted.
+        """
+        for n in range(1, self.order + 1):
+            self._apply_raw(n, *deltas[n - 1])
+        for n in range(self.order, 1, -1):
+            self._apply_continuation(n)
+        for n in range(1, self.order + 1):
+            key = ", ".join(schema.columns(n))
+            self.db.execute(
+                f"DELETE FROM ng{n} WHERE ({key}) IN (SELECT {key} FROM temp.ch{n} WHERE new = 0)"
+            )
+
+    def _apply_raw(self, n: int, grams: np.ndarray, change: np.ndarray) -> None:
+        cols = schema.columns(n)
+        key = ", ".join(cols)
+        db = self.db
+        db.execute(f"CREATE TEMP TABLE IF NOT EXISTS d{n} ({key}, dc, PRIMARY KEY ({key})) WITHOUT ROWID")
+        db.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS ch{n} ({key}, old, new, PRIMARY KEY ({key})) WITHOUT ROWID"
+        )
+        db.execute(f"DELETE FROM temp.d{n}")
+        db.execute(f"DELETE FROM temp.ch{n}")
+        if len(change) == 0:
+            return
+        db.executemany(
+            f"INSERT INTO temp.d{n} VALUES ({', '.join('?' * (n + 1))})",
+            _rows(*grams.T, change),
+        )
+        join = " AND ".join(f"g.{c} = d.{c}" for c in cols)
+        db.execute(
+            f"INSERT INTO temp.ch{n} SELECT {', '.join('d.' + c for c in cols)}, COALESCE(g.c, 0), "
+            f"COALESCE(g.c, 0) + d.dc FROM temp.d{n} AS d LEFT JOIN ng{n} AS g ON {join}"
+        )
+        if db.execute(f"SELECT 1 FROM temp.ch{n} WHERE new < 0 LIMIT 1").fetchone():
+            raise StoreError(f"{self.path}: counts do not match the recorded sources; run 'nextword doctor'")
+        db.execute(
+            f"INSERT INTO ng{n} ({key}, c, cc) SELECT {key}, new, 0 FROM temp.ch{n} WHERE true "
+            f"ON CONFLICT ({key}) DO UPDATE SET c = excluded.c"
+        )
+        raw_rows = f"SELECT old, new FROM temp.ch{n}" + (f" WHERE w1 <> {BOS_ID}" if n == 1 else "")
+        self._update_coc(n, RAW, raw_rows)
+        if n >= 2:  # n-grams starting with <s> use their raw count as the adjusted count
+            self._update_coc(n, ADJUSTED, f"SELECT old, new FROM temp.ch{n} WHERE w1 = {BOS_ID}")
+
+    def _apply_continuation(self, n: int) -> None:
+        """N-grams of order n that appeared (+1) or disappeared (-1) change their suffix's continuation count."""
+        m = n - 1
+        mcols = schema.columns(m)
+        mkey = ", ".join(mcols)
+        suffix = ", ".join(schema.columns(n)[1:])
+        db = self.db
+        db.execute(f"CREATE TEMP TABLE IF NOT EXISTS e{m} ({mkey}, d, PRIMARY KEY ({mkey})) WITHOUT ROWID")
+        db.execute(f"DELETE FROM temp.e{m}")
+        db.execute(
+            f"INSERT INTO temp.e{m} SELECT {suffix}, SUM(CASE WHEN new > 0 THEN 1 ELSE -1 END) "
+            f"FROM temp.ch{n} WHERE (old > 0) <> (new > 0) GROUP BY {suffix}"
+        )
+        join = " AND ".join(f"ng{m}.{c} = e.{c}" for c in mcols)
+        self._update_coc(
+            m, ADJUSTED, f"SELECT ng{m}.cc, ng{m}.cc + e.d FROM temp.e{m} AS e JOIN ng{m} ON {join}"
+        )
+        db.execute(f"UPDATE ng{m} SET cc = ng{m}.cc + e.d FROM temp.e{m} AS e WHERE {join}")
+
+    def _update_coc(self, n: int, kind: str, old_new_query: str) -> None:
+        rows = self.db.execute(
+            f"WITH x(o, nw) AS ({old_new_query}) SELECT v, SUM(s) FROM "
+            f"(SELECT o AS v, -1 AS s FROM x UNION ALL SELECT nw, 1 FROM x) "
+            f"WHERE v BETWEEN 1 AND {COC_MAX} GROUP BY v"
+        ).fetchall()
+        self.db.executemany(
+            "UPDATE coc SET v = v + ? WHERE n = ? AND kind = ? AND k = ?",
+            [(d, n, kind, k) for k, d in rows if d],
+        )
+
+    def _apply_casing(self, added: Counter[tuple[str, str]], removed: Counter[tuple[str, str]]) -> None:
+        if not added and not removed:
+            return
+        rows = [(self.vocab.add(w), s, n) for (w, s), n in added.items()]
+        rows += [(self.vocab.add(w), s, -n) for (w, s), n in removed.items()]
+        self.db.executemany(
+            "INSERT INTO casing VALUES (?, ?, ?) ON CONFLICT (id, surface) DO UPDATE SET n = n + excluded.n",
+            rows,
+        )
+        self.db.execute("DELETE FROM casing WHERE n <= 0")
+
+    # --- reading -------------------------------------------------------------------------------------------
+    def sources(self) -> list[SourceInfo]:
+        with self.lock:
+            rows = self.db.execute("SELECT name, kind, tokens, sha256, learned_at FROM sources ORDER BY name")
+            return [SourceInfo(*row) for row in rows]
+
+    def load_tables(self) -> CountTables:
+        """Every count in memory (for exports, batch scoring and checks)."""
+        with self.lock:
+            self.version  # noqa: B018 - refreshes the vocabulary if another process changed it
+            tables = []
+            for n in range(1, self.order + 1):
+                cols = schema.columns(n)
+                rows = self.db.execute(
+                    f"SELECT {', '.join(cols)}, c, cc FROM ng{n} ORDER BY {', '.join(cols)}"
+                )
+                data = np.asarray(rows.fetchall(), dtype=np.int64).reshape(-1, n + 2)
+                tables.append(OrderTable(data[:, :n].copy(), data[:, n].copy(), data[:, n + 1].copy()))
+            return CountTables(self.order, tables, self.vocab)
+
+    def stored_count_of_counts(self, n: int, kind: str) -> tuple[int, ...]:
+        with self.lock:
+            rows = self.db.execute("SELECT v FROM coc WHERE n = ? AND kind = ? ORDER BY k", (n, kind))
+            return tuple(r[0] for r in rows)
+
+    def casing(self) -> dict[str, str]:
+        """Each word's most frequent surface form (only words whose surface forms were recorded)."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT v.word, c.surface FROM casing AS c JOIN vocab AS v ON v.id = c.id "
+                "ORDER BY c.id, c.n, c.surface DESC"
+            )
+            return dict(rows.fetchall())  # the last row per word (highest n) wins
+
+    def surface_of(self, word: str) -> str:
+        """The most frequent surface form of one normalised word (the word itself if none is recorded)."""
+        wid = self.vocab.get(word)
+        if wid is None:
+            return word
+        with self.lock:
+            row = self.db.execute(
+                "SELECT surface FROM casing WHERE id = ? ORDER BY n DESC, surface LIMIT 1", (wid,)
+            ).fetchone()
+        return row[0] if row else word
+
+    def stats(self) -> dict[str, object]:
+        """Sizes: n-grams per order, vocabulary, sources, tokens, file size in bytes."""
+        with self.lock:
+            ngrams = {
+                n: self.db.execute(f"SELECT count(*) FROM ng{n}").fetchone()[0]
+                for n in range(1, self.order + 1)
+            }
+            n_sources, tokens = self.db.execute(
+                "SELECT count(*), COALESCE(sum(tokens), 0) FROM sources"
+            ).fetchone()
+        return {
+            "path": str(self.path),
+            "order": self.order,
+            "tokenizer": self.tokenizer,
+            "vocabulary": ngrams.get(1, 0) - (1 if ngrams.get(1) else 0),
+            "ngrams": ngrams,
+            "sources": n_sources,
+            "tokens": tokens,
+            "bytes": self.path.stat().st_size if self.path.exists() else 0,
+        }
+
+
+def source_name(path: Path) -> str:
+    """A file source's name: its absolute, resolved path."""
+    return str(path.expanduser().resolve())
+
+
+def _rows(*columns: np.ndarray) -> Iterator[tuple[int, ...]]:
+    """Rows for executemany from parallel integer columns (much faster than a 2-D tolist)."""
+    return zip(*(c.tolist() for c in columns), strict=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,118 @@
+"""The count store's SQLite schema (version 1) and opening a file safely.
+
+Tables:
+- `meta(key, value)`: app, schema_version, order, tokenizer.
+- `vocab(id, word)`: ids 0, 1, 2 are `<unk>`, `<s>`, `</s>`; ids are never reused.
+- `ng{n}(w1..wn, c, cc)` for n = 1..order, WITHOUT ROWID, keyed by word ids: raw count and continuation count
+  (distinct words seen before the n-gram; 0 at the highest order). A row exists exactly when c > 0.
+- `coc(n, kind, k, v)`: how many order-n n-grams have count exactly k (k = 1..10), kind 'raw' or 'adjusted'.
+- `casing(id, surface, n)`: how often each word was written in each surface form (not at a sentence start).
+- `sources(name, kind, stream, casing, tokens, sha256, learned_at)`: what was learned, with what is needed to take
+  it back (the token-id stream and casing counts, zlib-compressed).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from lm_core.counts import ADJUSTED, COC_MAX, RAW
+from lm_core.vocab import BOS, EOS, UNK
+from store.errors import CorruptStoreError, NotAStoreError, StoreMismatchError
+
+APP = "nextword"
+SCHEMA_VERSION = 1
+TOKENIZERS = ("prose", "pretokenized")
+
+
+def columns(n: int) -> list[str]:
+    """The word-id column names of an order-n table: w1 .. wn."""
+    return [f"w{i}" for i in range(1, n + 1)]
+
+
+def create_schema(db: sqlite3.Connection, order: int, tokenizer: str) -> None:
+    """Create every table of an empty store (inside the caller's transaction)."""
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+    meta = {"app": APP, "schema_version": str(SCHEMA_VERSION), "order": str(order), "tokenizer": tokenizer}
+    db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+    db.execute("CREATE TABLE vocab (id INTEGER PRIMARY KEY, word TEXT NOT NULL UNIQUE)")
+    db.executemany("INSERT INTO vocab VALUES (?, ?)", [(0, UNK), (1, BOS), (2, EOS)])
+    for n in range(1, order + 1):
+        cols = columns(n)
+        db.execute(
+            f"CREATE TABLE ng{n} ({', '.join(f'{c} INTEGER NOT NULL' for c in cols)}, "
+            f"c INTEGER NOT NULL, cc INTEGER NOT NULL DEFAULT 0, PRIMARY KEY ({', '.join(cols)})) WITHOUT ROWID"
+        )
+    db.execute(
+        "CREATE TABLE coc (n INTEGER NOT NULL, kind TEXT NOT NULL, k INTEGER NOT NULL, v INTEGER NOT NULL, "
+        "PRIMARY KEY (n, kind, k)) WITHOUT ROWID"
+    )
+    db.executemany(
+        "INSERT INTO coc VALUES (?, ?, ?, 0)",
+        [
+            (n, kind, k)
+            for n in range(1, order + 1)
+            for kind in (RAW, ADJUSTED)
+            for k in range(1, COC_MAX + 1)
+        ],
+    )
+    db.execute(
+        "CREATE TABLE casing (id INTEGER NOT NULL, surface TEXT NOT NULL, n INTEGER NOT NULL, "
+        "PRIMARY KEY (id, surface)) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TABLE sources (name TEXT PRIMARY KEY, kind TEXT NOT NULL, stream BLOB, casing BLOB, "
+        "tokens INTEGER NOT NULL, sha256 TEXT, learned_at TEXT NOT NULL)"
+    )
+
+
+def connect(path: Path, create: bool) -> sqlite3.Connection:
+    """Open (or create, with file mode 0600) an SQLite file, in WAL mode, autocommit."""
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    try:
+        db.execute("PRAGMA busy_timeout = 30000")
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA temp_store = MEMORY")
+        db.execute("PRAGMA cache_size = -65536")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise classify(path, exc) from exc
+    return db
+
+
+def classify(path: Path, exc: sqlite3.DatabaseError) -> Exception:
+    """Turn an SQLite error on open into a named store error."""
+    message = str(exc)
+    if "file is not a database" in message:
+        return NotAStoreError(
+            f"{path} is not a nextword store (not an SQLite database); it was left untouched"
+        )
+    return CorruptStoreError(f"{path} is damaged ({message}); it was left untouched")
+
+
+def read_meta(db: sqlite3.Connection, path: Path) -> dict[str, str]:
+    """The store's meta table; raises if the file is not a nextword store of this schema version."""
+    try:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in names:
+            raise NotAStoreError(
+                f"{path} is an SQLite database but not a nextword store; it was left untouched"
+            )
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.DatabaseError as exc:
+        raise classify(path, exc) from exc
+    if meta.get("app") != APP:
+        raise NotAStoreError(f"{path} is an SQLite database but not a nextword store; it was left untouched")
+    if meta.get("schema_version") != str(SCHEMA_VERSION):
+        raise StoreMismatchError(
+            f"{path} has store schema version {meta.get('schema_version')}, this nextword reads version "
+            f"{SCHEMA_VERSION}; rebuild it with 'nextword build'"
+        )
+    return meta
