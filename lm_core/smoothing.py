@@ -17,7 +17,7 @@ def kneser_ney_discounts(coc: tuple[int, ...]) -> tuple[float, float, float]:
     Y = n1 / (n1 + 2 n2); D1 = 1 - 2Y n2/n1; D2 = 2 - 3Y n3/n2; D3+ = 3 - 4Y n4/n3. Falls back to
     `KN_FALLBACK` when a count-of-count is zero or a discount leaves its valid range (0 <= Dk <= k).
     """
-    n1, n2, n3, n4 = (coc + (0, 0, 0, 0))[:4]
+    n1, n2, n3, n4 = (*coc, 0, 0, 0, 0)[:4]
     if min(n1, n2, n3, n4) <= 0:
         return KN_FALLBACK
     y = n1 / (n1 + 2 * n2)
