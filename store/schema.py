@@ -24,6 +24,8 @@ from store.errors import CorruptStoreError, NotAStoreError, StoreMismatchError
 APP = "nextword"
 SCHEMA_VERSION = 1
 TOKENIZERS = ("prose", "pretokenized")
+COUNTS, ARPA = "counts", "arpa"
+"""Kinds of store file: n-gram counts that learn (CountStore), or an imported ARPA model (store.arpa.ArpaStore)."""
 
 
 def columns(n: int) -> list[str]:
@@ -34,7 +36,13 @@ def columns(n: int) -> list[str]:
 def create_schema(db: sqlite3.Connection, order: int, tokenizer: str) -> None:
     """Create every table of an empty store (inside the caller's transaction)."""
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
-    meta = {"app": APP, "schema_version": str(SCHEMA_VERSION), "order": str(order), "tokenizer": tokenizer}
+    meta = {
+        "app": APP,
+        "kind": COUNTS,
+        "schema_version": str(SCHEMA_VERSION),
+        "order": str(order),
+        "tokenizer": tokenizer,
+    }
     db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
     db.execute("CREATE TABLE vocab (id INTEGER PRIMARY KEY, word TEXT NOT NULL UNIQUE)")
     db.executemany("INSERT INTO vocab VALUES (?, ?)", [(0, UNK), (1, BOS), (2, EOS)])
@@ -97,8 +105,8 @@ def classify(path: Path, exc: sqlite3.DatabaseError) -> Exception:
     return CorruptStoreError(f"{path} is damaged ({message}); it was left untouched")
 
 
-def read_meta(db: sqlite3.Connection, path: Path) -> dict[str, str]:
-    """The store's meta table; raises if the file is not a nextword store of this schema version."""
+def read_meta(db: sqlite3.Connection, path: Path, kind: str = COUNTS) -> dict[str, str]:
+    """The store's meta table; raises if the file is not a nextword store of this kind and schema version."""
     try:
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" not in names:
@@ -110,6 +118,11 @@ def read_meta(db: sqlite3.Connection, path: Path) -> dict[str, str]:
         raise classify(path, exc) from exc
     if meta.get("app") != APP:
         raise NotAStoreError(f"{path} is an SQLite database but not a nextword store; it was left untouched")
+    if meta.get("kind", COUNTS) != kind:
+        raise StoreMismatchError(
+            f"{path} holds an {meta.get('kind')} model, not {kind}"
+            + ("; an imported ARPA model can score and complete but not learn" if meta.get("kind") == ARPA else "")
+        )
     if meta.get("schema_version") != str(SCHEMA_VERSION):
         raise StoreMismatchError(
             f"{path} has store schema version {meta.get('schema_version')}, this nextword reads version "
