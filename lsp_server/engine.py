@@ -1,0 +1,186 @@
+"""The Engine: one object that suggests, scores, learns and forgets, used by both the server and the CLI.
+
+It owns a `CountStore` and an n-gram model over it, turns editor text into model contexts (via the tokenizer),
+and turns model words back into what a person would type (casing from the store, capitalised at a sentence start).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm_core import tokenize
+from lm_core.metrics import perplexity_of_scores
+from lm_core.model import Context
+from lm_core.ngram import NgramConfig, NgramModel, Smoothing
+from lm_core.vocab import BOS, EOS, UNK
+from lsp_server.paths import default_db_path, seed_from_default_model
+from store.countstore import CountStore, LearnResult
+from store.sqlite_counts import SqliteCounts
+
+SPECIAL = frozenset({BOS, EOS, UNK})
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    word: str  # as the user would type it
+    prob: float  # P(word | context), a probability (not a log)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """Suggestions for the word at a cursor; `prefix` (typed so far, from `prefix_start`) is what they replace."""
+
+    suggestions: list[Suggestion]
+    prefix: str
+    prefix_start: int
+
+
+@dataclass(frozen=True, slots=True)
+class WordScore:
+    """One scored token of a document; `surprisal` is -log2 P in bits; `context` is what the model conditioned on."""
+
+    word: str
+    start: int
+    end: int
+    surprisal: float
+    context: Context
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentScore:
+    """Perplexity (per token, sentence ends included) and the scored words."""
+
+    perplexity: float
+    tokens: int
+    words: list[WordScore]
+
+
+class Engine:
+    """Suggest / score / learn / forget over one count store."""
+
+    def __init__(self, store: CountStore, config: NgramConfig | None = None) -> None:
+        self.store = store
+        self.counts = SqliteCounts(store)
+        self.model = NgramModel(self.counts, config or NgramConfig())
+        self._casing: dict[str, str] = {}
+        self._casing_version: int | None = None
+
+    @classmethod
+    def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
+        """Open the store at `db` (default: the user's store, seeded from the shipped model on first use).
+
+        An explicitly named store must exist unless `create` is set (then an empty prose store is made).
+        """
+        path = Path(db).expanduser() if db else default_db_path()
+        if db is None:
+            seed_from_default_model(path)
+        return cls(CountStore.open(path, create=create or db is None), config)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- suggestions ---------------------------------------------------------------------------------------
+    def next_words(
+        self, context: Context, k: int = 10, prefix: str = "", sentence_start: bool = False
+    ) -> list[Suggestion]:
+        """The k most probable next words (not punctuation or special tokens) after `context`, for display."""
+        wanted = max(k, 0)
+        ask = wanted * 2 + 8
+        while True:
+            predictions = self.model.predict(context, ask, prefix.casefold())
+            words = [p for p in predictions if _is_suggestible(p.word)]
+            if len(words) >= wanted or len(predictions) < ask:
+                break
+            ask *= 4
+        return [Suggestion(self.display(p.word, sentence_start, prefix), p.prob) for p in words[:wanted]]
+
+    def complete_at(self, text: str, offset: int, k: int = 10) -> Completion:
+        """Suggestions for the word at character `offset` of `text` (the next word after a space, or the rest of
+        the word being typed)."""
+        cursor = tokenize.cursor_context(text, offset, max_tokens=self.model.order - 1)
+        if cursor.skipped:
+            return Completion([], cursor.prefix, cursor.prefix_start)
+        suggestions = self.next_words(cursor.context, k, cursor.prefix, cursor.sentence_start)
+        return Completion(suggestions, cursor.prefix, cursor.prefix_start)
+
+    def context_of(self, text: str) -> Context:
+        """The model context after all of `text` (as if a space followed it)."""
+        if self.store.tokenizer == "pretokenized":
+            words = text.split()
+            return (BOS, *words)[-(self.model.order - 1) :] if self.model.order > 1 else ()
+        return tokenize.cursor_context(text + " ", len(text) + 1, max_tokens=self.model.order - 1).context
+
+    def display(self, word: str, sentence_start: bool, typed: str = "") -> str:
+        """How a person would type `word`: its most frequent surface form, capitalised at a sentence start or
+        when the typed prefix is; all capitals when the typed prefix (2+ letters) is."""
+        surface = self._surface(word)
+        if len(typed) > 1 and typed.isupper():
+            return surface.upper()
+        if (typed[:1].isupper() or (sentence_start and not typed)) and surface[:1].islower():
+            return surface[:1].upper() + surface[1:]
+        return surface
+
+    def _surface(self, word: str) -> str:
+        version = self.counts.version
+        if version != self._casing_version:
+            self._casing.clear()
+            self._casing_version = version
+        if word not in self._casing:
+            self._casing[word] = self.store.surface_of(word)
+        return self._casing[word]
+
+    # --- scoring ---------------------------------------------------------------------------------------------
+    def score(self, text: str) -> DocumentScore:
+        """Score every token of `text`: the perplexity and each word's surprisal."""
+        scored: list[WordScore] = []
+        logprobs: list[float] = []
+        for sentence in self._sentences(text):
+            history: list[str] = [BOS]
+            for token in sentence:
+                context = tuple(history[-(self.model.order - 1) :]) if self.model.order > 1 else ()
+                logprob = self.model.logprob(token.norm, context)
+                logprobs.append(logprob)
+                if token.kind != "eos":
+                    bits = -logprob / math.log(2) if logprob > -math.inf else math.inf
+                    scored.append(WordScore(token.surface, token.start, token.end, bits, context))
+                history.append(token.norm)
+        return DocumentScore(perplexity_of_scores(logprobs), len(logprobs), scored)
+
+    def _sentences(self, text: str) -> list[list[tokenize.Token]]:
+        if self.store.tokenizer == "prose":
+            return tokenize.sentences(text)
+        out, offset = [], 0
+        for line in text.split("\n"):
+            tokens, pos = [], 0
+            for word in line.split():
+                pos = line.index(word, pos)
+                tokens.append(tokenize.Token(word, word, offset + pos, offset + pos + len(word), "word"))
+                pos += len(word)
+            end = offset + len(line)
+            out.append([*tokens, tokenize.Token("", EOS, end, end, "eos")])
+            offset = end + 1
+        if text.endswith("\n"):
+            out.pop()
+        return out
+
+    # --- learning ---------------------------------------------------------------------------------------------
+    def learn(self, source: str, text: str) -> LearnResult:
+        return self.store.learn(source, text)
+
+    def learn_file(self, path: str | Path) -> LearnResult:
+        return self.store.learn_file(path)
+
+    def forget(self, source: str) -> LearnResult:
+        return self.store.forget(source)
+
+    def stats(self) -> dict[str, object]:
+        return {**self.store.stats(), "smoothing": str(self.model.smoothing), "model_order": self.model.order}
+
+
+def _is_suggestible(word: str) -> bool:
+    return word not in SPECIAL and any(ch.isalnum() for ch in word)
+
+
+__all__ = ["Completion", "DocumentScore", "Engine", "Smoothing", "Suggestion", "WordScore"]

@@ -1,0 +1,46 @@
+"""Where nextword keeps its files, and the default model it ships.
+
+The user's store defaults to `$XDG_DATA_HOME/nextword/nextword.db` (`~/.local/share/nextword/nextword.db`), or the
+path in `NEXTWORD_DB`. On first use it is seeded from the shipped default model (an n-gram store built from
+WikiText-2, xz-compressed inside the package), so nextword completes text with no corpus around.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+from pathlib import Path
+
+DATA_DIR = Path(__file__).parent / "data"
+DEFAULT_MODEL = DATA_DIR / "default-ngram.db.xz"
+
+
+def user_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "nextword"
+
+
+def default_db_path() -> Path:
+    """The store the CLI and the server use when none is named."""
+    override = os.environ.get("NEXTWORD_DB")
+    return Path(override).expanduser() if override else user_data_dir() / "nextword.db"
+
+
+def seed_from_default_model(path: Path, model: Path = DEFAULT_MODEL) -> bool:
+    """Create the store at `path` from the shipped default model if there is no store there yet.
+
+    Returns True if it seeded the store. The copy is written beside the target and renamed into place, so an
+    interrupted seed never leaves a partial store; the file gets mode 0600.
+    """
+    if path.exists() and path.stat().st_size > 0:
+        return False
+    if not model.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".seeding")
+    fd = os.open(partial, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out, lzma.open(model, "rb") as src:
+        shutil.copyfileobj(src, out, length=1 << 20)
+    os.replace(partial, path)
+    return True
