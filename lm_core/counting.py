@@ -11,6 +11,7 @@ below, so the followers of a context are one contiguous slice and lookups are bi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -159,6 +160,30 @@ def count_ngrams(stream: np.ndarray, order: int, vocab: Vocab | None = None) -> 
         rank_n[starts] = inverse
         rank = rank_n
     return CountTables(order, tables, vocab)
+
+
+def prune(tables: CountTables, min_counts: Sequence[int]) -> CountTables:
+    """Drop n-grams of order n whose raw count is below `min_counts[n-1]` (order 1 is always kept whole).
+
+    Thresholds must not decrease with the order, so every kept n-gram keeps its prefix and suffix. Continuation
+    counts are recomputed from the kept n-grams, so the result is exactly what counting would give if the pruned
+    n-grams had never been seen: it can be a store's base and still be learned into exactly.
+    """
+    given = list(min_counts) or [1]
+    limits = [1, *(given[min(n, len(given) - 1)] for n in range(1, tables.order))]
+    if any(b < a for a, b in itertools.pairwise(limits)):
+        raise ValueError(f"pruning thresholds must not decrease with the order: {list(min_counts)}")
+    kept = [OrderTable(t.grams, t.count, t.cont) for t in tables.tables]
+    for n in range(2, tables.order + 1):
+        t = tables.tables[n - 1]
+        keep = t.count >= limits[n - 1]
+        kept[n - 1] = OrderTable(t.grams[keep], t.count[keep], t.cont[keep])
+    result = CountTables(tables.order, kept, tables.vocab)
+    for n in range(2, tables.order + 1):
+        suffix_rows = result.rows(kept[n - 1].grams[:, 1:])
+        kept[n - 2].cont = np.bincount(suffix_rows, minlength=len(kept[n - 2])).astype(np.int64)
+    result.touch()
+    return result
 
 
 def ngram_delta(new: CountTables, old: CountTables) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -290,14 +290,21 @@ class CountStore:
             empty = count_ngrams(np.zeros(0, np.int64), self.order)
             self._apply_deltas(ngram_delta(tables, empty))
 
-    def add_base(self, tables: CountTables, name: str = "base") -> None:
-        """Make a count table (e.g. a pruned corpus model) the base of an empty store."""
+    def add_base(
+        self, tables: CountTables, name: str = "base", casing: Counter[tuple[str, str]] | None = None
+    ) -> None:
+        """Make a count table (e.g. a pruned corpus model) and its casing counts the base of an empty store.
+
+        The base has no text behind it, so it cannot be forgotten or re-learned; sources learned on top of it
+        still keep the invariant (tables == base + a fresh count of their text).
+        """
         with self._write():
             if self.db.execute("SELECT 1 FROM ng1 LIMIT 1").fetchone() is not None:
                 raise StoreError("a base model can only be written into an empty store")
             remap = np.asarray([self.vocab.add(w) for w in tables.vocab.words], dtype=np.int64)
             remapped = [OrderTable(remap[t.grams], t.count, t.cont) for t in tables.tables]
             self._write_tables(CountTables(tables.order, remapped, self.vocab))
+            self._apply_casing(casing or Counter(), Counter())
             tokens = int(tables.tables[0].count[tables.tables[0].grams[:, 0] != BOS_ID].sum())
             self.db.execute(
                 "INSERT INTO sources VALUES (?, 'base', NULL, NULL, ?, NULL, ?)", (name, tokens, _now())
