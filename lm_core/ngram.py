@@ -108,10 +108,12 @@ class NgramModel:
         if len(candidates) == 0:
             return []
         probs = self._probs(ids, candidates)
+        if len(candidates) > k:  # keep the k best and every word tied with the k-th, then order those exactly
+            kth = np.partition(probs, len(probs) - k)[len(probs) - k]
+            keep = probs >= kth
+            probs, candidates = probs[keep], candidates[keep]
         words = self.counts.vocab.words
-        ranked = sorted(
-            zip(probs.tolist(), candidates.tolist(), strict=True), key=lambda pw: (-pw[0], words[pw[1]])
-        )
+        ranked = sorted(zip(probs.tolist(), candidates.tolist(), strict=True), key=lambda pw: (-pw[0], words[pw[1]]))
         return [Prediction(words[w], p) for p, w in ranked[:k] if p > 0]
 
     def vocabulary_ids(self) -> np.ndarray:
@@ -136,15 +138,19 @@ class NgramModel:
         """Word ids that must contain the top k: all higher-order followers plus the top (k + their number)
         words of the unigram-level score. Any other word only gets backed-off mass, a product of backoff
         weights times its unigram-level score, which is at most that of those unigram-level words."""
-        higher = [lvl.ids for lvl in self._levels(ids)[1:]]
-        seen = np.unique(np.concatenate(higher)) if higher else np.zeros(0, np.int64)
+        levels = self._levels(ids)
+        # Every follower of a longer context also follows the shorter one: the bigram level holds them all.
+        seen = levels[1].ids if len(levels) > 1 else np.zeros(0, np.int64)
         pool = self._prefix_ids(prefix)
         if prefix:
-            seen = seen[np.isin(seen, pool)]
-        base = self._unigram_scores()[np.searchsorted(self.vocabulary_ids(), pool)]
+            seen = seen[np.isin(seen, pool, assume_unique=True)]
         top_n = min(len(pool), k + len(seen))
-        top = pool[np.argpartition(-base, top_n - 1)[:top_n]] if top_n else pool[:0]
-        return np.union1d(seen, top).astype(np.int64)
+        if prefix:
+            base = self._dense_unigram_scores()[pool]
+            top = pool[np.argpartition(-base, top_n - 1)[:top_n]] if top_n else pool[:0]
+        else:
+            top = self._ranked_vocabulary()[:top_n]
+        return np.concatenate([seen, top[~np.isin(top, seen, assume_unique=True)]]).astype(np.int64)
 
     def _prefix_ids(self, prefix: str) -> np.ndarray:
         """Ids in V whose word starts with `prefix`."""
@@ -161,9 +167,40 @@ class NgramModel:
         order = sorted(range(len(vocab_ids)), key=lambda i: all_words[vocab_ids[i]])
         return [all_words[vocab_ids[i]] for i in order], vocab_ids[order]
 
-    def _unigram_scores(self) -> np.ndarray:
-        """The unigram-level probability (or score) of every word in V, aligned with `vocabulary_ids()`."""
-        return self._cached("unigram", lambda: self._probs((), self.vocabulary_ids()))
+    def _dense_unigram_scores(self) -> np.ndarray:
+        """The unigram-level probability (or score) of every word, indexed by word id (0 outside V)."""
+
+        def make() -> np.ndarray:
+            vocab_ids = self.vocabulary_ids()
+            dense = np.zeros(max(len(self.counts.vocab), int(vocab_ids.max(initial=0)) + 1))
+            dense[vocab_ids] = self._probs((), vocab_ids)
+            return dense
+
+        return self._cached("unigram", make)
+
+    def _ranked_vocabulary(self) -> np.ndarray:
+        """V's ids by descending unigram-level score."""
+        def make() -> np.ndarray:
+            vocab_ids = self.vocabulary_ids()
+            return vocab_ids[np.argsort(-self._dense_unigram_scores()[vocab_ids], kind="stable")]
+
+        return self._cached("ranked", make)
+
+    def _dense_level(self, level: Level, values: np.ndarray, key: str) -> np.ndarray:
+        """A level's values indexed by word id (for the big unigram level: a gather beats a binary search)."""
+
+        def make() -> np.ndarray:
+            dense = np.zeros(max(len(self.counts.vocab), int(level.ids.max(initial=0)) + 1), dtype=values.dtype)
+            dense[level.ids] = values
+            return dense
+
+        return self._cached(key, make)
+
+    def _unigram_values(self, level: Level, values: np.ndarray, key: str, words: np.ndarray) -> np.ndarray:
+        dense = self._dense_level(level, values, key)
+        if len(words) and int(words.max()) >= len(dense):
+            return _lookup(level.ids, values, words)
+        return dense[words]
 
     def _cached(self, key: str, make):
         if self._cache.version != self.counts.version:
@@ -207,8 +244,11 @@ class NgramModel:
             n1, n2 = int((values == 1).sum()), int((values == 2).sum())
             n3 = len(values) - n1 - n2 - int((values == 0).sum())
             gamma = (d1 * n1 + d2 * n2 + d3 * n3) / total
-            a = _lookup(level.ids, values, words)
-            discount = np.select([a == 0, a == 1, a == 2], [0.0, d1, d2], d3)
+            if n == 1:
+                a = self._unigram_values(level, values, f"dense{raw}", words)
+            else:
+                a = _lookup(level.ids, values, words)
+            discount = np.asarray((0.0, d1, d2, d3))[np.minimum(a, 3)]
             p = np.maximum(a - discount, 0.0) / total + gamma * p
         return p
 
