@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lm_core.counts import ADJUSTED, COC_MAX, Level
+from lm_core.counts import ADJUSTED, COC_MAX, RAW, Level
 from lm_core.vocab import BOS, BOS_ID, UNK_ID, Vocab
 
 
@@ -54,6 +54,7 @@ class CountTables:
     tables: list[OrderTable]  # tables[n - 1] holds order n
     vocab: Vocab = field(default_factory=Vocab)
     version: int = 0
+    frozen_coc: dict[tuple[int, str], tuple[int, ...]] | None = None  # set by prune(): the full data's
     _keys: list[np.ndarray] | None = field(default=None, repr=False)
     _width: int = field(default=0, repr=False)
 
@@ -108,6 +109,8 @@ class CountTables:
 
     def count_of_counts(self, order: int, kind: str) -> tuple[int, ...]:
         """(n_1, ..., n_COC_MAX) over raw or adjusted counts of order `order` (the lone `<s>` excluded)."""
+        if self.frozen_coc is not None:
+            return self.frozen_coc[(order, kind)]
         t = self.tables[order - 1]
         values = adjusted_counts(t) if kind == ADJUSTED else t.count
         if order == 1:
@@ -162,12 +165,13 @@ def count_ngrams(stream: np.ndarray, order: int, vocab: Vocab | None = None) -> 
     return CountTables(order, tables, vocab)
 
 
-def prune(tables: CountTables, min_counts: Sequence[int]) -> CountTables:
+def prune(tables: CountTables, min_counts: Sequence[int], keep_statistics: bool = True) -> CountTables:
     """Drop n-grams of order n whose raw count is below `min_counts[n-1]` (order 1 is always kept whole).
 
-    Thresholds must not decrease with the order, so every kept n-gram keeps its prefix and suffix. Continuation
-    counts are recomputed from the kept n-grams, so the result is exactly what counting would give if the pruned
-    n-grams had never been seen: it can be a store's base and still be learned into exactly.
+    Thresholds must not decrease with the order, so every kept n-gram keeps its prefix and suffix. With
+    `keep_statistics` (the default, as KenLM prunes) the kept n-grams keep the continuation counts and the
+    count-of-counts (so the discounts) of the full data; pruning then costs little perplexity. Without it they are
+    recomputed from what is kept, as if the pruned n-grams had never been seen.
     """
     given = list(min_counts) or [1]
     limits = [1, *(given[min(n, len(given) - 1)] for n in range(1, tables.order))]
@@ -179,10 +183,15 @@ def prune(tables: CountTables, min_counts: Sequence[int]) -> CountTables:
         keep = t.count >= limits[n - 1]
         kept[n - 1] = OrderTable(t.grams[keep], t.count[keep], t.cont[keep])
     result = CountTables(tables.order, kept, tables.vocab)
-    for n in range(2, tables.order + 1):
-        suffix_rows = result.rows(kept[n - 1].grams[:, 1:])
-        kept[n - 2].cont = np.bincount(suffix_rows, minlength=len(kept[n - 2])).astype(np.int64)
-    result.touch()
+    if keep_statistics:
+        result.frozen_coc = {
+            (n, kind): tables.count_of_counts(n, kind) for n in range(1, tables.order + 1) for kind in (RAW, ADJUSTED)
+        }
+    else:
+        for n in range(2, tables.order + 1):
+            suffix_rows = result.rows(kept[n - 1].grams[:, 1:])
+            kept[n - 2].cont = np.bincount(suffix_rows, minlength=len(kept[n - 2])).astype(np.int64)
+        result.touch()
     return result
 
 

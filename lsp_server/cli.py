@@ -173,7 +173,7 @@ def complete(text: str, db: Path | None, k: int, prefix: str, smoothing: str, mo
         click.echo("(no suggestions)")
     width = max((len(s.word) for s in suggestions), default=0)
     for rank, s in enumerate(suggestions, start=1):
-        click.echo(f"{rank:>3}  {s.word:<{width}}  {s.prob:.4f}")
+        click.echo(f"{rank:>3}  {s.word:<{width}}  {s.prob:.3g}")
 
 
 @main.command()
@@ -244,8 +244,7 @@ def generate_command(
     seed_tokens = context[1:] if context[:1] == ["<s>"] else context
     config = SamplingConfig(temperature, top_k, top_p, greedy, seed=random_seed)
     words = generate(engine.model, seed_tokens, n, config)
-    shown = [engine.display(w, False) if w != "</s>" else "\n" for w in words]
-    click.echo((seed + " " if seed else "") + " ".join(shown).replace(" \n ", "\n").strip())
+    click.echo((seed + " " if seed else "") + engine.render(words, sentence_start=not seed.strip()))
 
 
 @main.command(name="export-arpa")

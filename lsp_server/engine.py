@@ -20,6 +20,8 @@ from store.countstore import CountStore, LearnResult
 from store.sqlite_counts import SqliteCounts
 
 SPECIAL = frozenset({BOS, EOS, UNK})
+_CLOSERS = frozenset(",.;:!?)]}%\u2026")
+_OPENERS = frozenset("([{$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,21 @@ class Engine:
         if (typed[:1].isupper() or (sentence_start and not typed)) and surface[:1].islower():
             return surface[:1].upper() + surface[1:]
         return surface
+
+    def render(self, words: list[str], sentence_start: bool = True) -> str:
+        """Generated tokens as prose: display casing, sentences capitalised, no space before closing punctuation,
+        a new line after each sentence end."""
+        out: list[str] = []
+        for word in words:
+            if word == EOS:
+                out.append("\n")
+                sentence_start = True
+                continue
+            text = self.display(word, sentence_start)
+            glue = not out or out[-1] == "\n" or out[-1].strip() in _OPENERS or text in _CLOSERS or text.startswith("'")
+            out.append(text if glue else " " + text)
+            sentence_start = False
+        return "".join(out).replace(" \n", "\n").strip()
 
     def _surface(self, word: str) -> str:
         version = self.counts.version

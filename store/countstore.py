@@ -303,7 +303,7 @@ class CountStore:
                 raise StoreError("a base model can only be written into an empty store")
             remap = np.asarray([self.vocab.add(w) for w in tables.vocab.words], dtype=np.int64)
             remapped = [OrderTable(remap[t.grams], t.count, t.cont) for t in tables.tables]
-            self._write_tables(CountTables(tables.order, remapped, self.vocab))
+            self._write_tables(CountTables(tables.order, remapped, self.vocab, frozen_coc=tables.frozen_coc))
             self._apply_casing(casing or Counter(), Counter())
             tokens = int(tables.tables[0].count[tables.tables[0].grams[:, 0] != BOS_ID].sum())
             self.db.execute(
