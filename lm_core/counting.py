@@ -80,8 +80,9 @@ class CountTables:
             table_keys = keys[j]
             pos = np.searchsorted(table_keys, key)
             pos_clipped = np.minimum(pos, max(len(table_keys) - 1, 0))
+            in_range = (grams[:, j] >= 0) & (grams[:, j] < self._width)  # else rank * width + id would alias
             hit = (pos < len(table_keys)) & (table_keys[pos_clipped] == key) if len(table_keys) else pos < 0
-            found &= hit
+            found &= hit & in_range
             rank = np.where(found, pos_clipped, 0)
         return np.where(found, rank, -1)
 

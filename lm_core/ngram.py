@@ -147,9 +147,15 @@ class NgramModel:
         top_n = min(len(pool), k + len(seen))
         if prefix:
             base = self._dense_unigram_scores()[pool]
-            top = pool[np.argpartition(-base, top_n - 1)[:top_n]] if top_n else pool[:0]
+            # every word tied with the top_n-th too, so that ties are broken by word exactly
+            top = pool[base >= np.partition(base, len(base) - top_n)[len(base) - top_n]] if top_n else pool[:0]
         else:
-            top = self._ranked_vocabulary()[:top_n]
+            ranked = self._ranked_vocabulary()
+            if 0 < top_n < len(ranked):
+                scores = self._dense_unigram_scores()
+                last = scores[ranked[top_n - 1]]
+                top_n = int(np.searchsorted(-scores[ranked], -last, side="right"))
+            top = ranked[:top_n]
         return np.concatenate([seen, top[~np.isin(top, seen, assume_unique=True)]]).astype(np.int64)
 
     def _prefix_ids(self, prefix: str) -> np.ndarray:

@@ -262,7 +262,7 @@ def export_arpa_command(output: Path, db: Path | None, model_order: int | None) 
     from store.arpa import export_arpa
 
     engine = Engine.open(db)
-    written = export_arpa(engine.store.load_tables(), output, order=model_order)
+    written = export_arpa(engine.counts_store.load_tables(), output, order=model_order)
     click.echo(f"{output}: " + ", ".join(f"{n}-grams {c:,}" for n, c in written.items()))
 
 
@@ -297,7 +297,7 @@ def stats(db: Path | None) -> None:
         elif isinstance(value, int):
             value = f"{value:,}"
         click.echo(f"{key:>12}: {value}")
-    for source in engine.store.sources():
+    for source in engine.store.sources() if isinstance(engine.store, CountStore) else []:
         click.echo(f"  {source.kind:<8} {source.tokens:>10,} tokens  {source.learned_at}  {source.name}")
 
 

@@ -11,12 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lm_core import tokenize
+from lm_core.backoff import BackoffModel
 from lm_core.metrics import perplexity_of_scores
 from lm_core.model import Context
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.vocab import BOS, EOS, UNK
 from lsp_server.paths import default_db_path, seed_from_default_model
+from store import schema
+from store.arpa import ArpaStore
 from store.countstore import CountStore, LearnResult
+from store.errors import StoreError
 from store.sqlite_counts import SqliteCounts
 
 SPECIAL = frozenset({BOS, EOS, UNK})
@@ -60,12 +64,17 @@ class DocumentScore:
 
 
 class Engine:
-    """Suggest / score / learn / forget over one count store."""
+    """Suggest / score / learn / forget over one store: a count store (which learns), or an imported ARPA model
+    (which only scores and completes)."""
 
-    def __init__(self, store: CountStore, config: NgramConfig | None = None) -> None:
+    def __init__(self, store: CountStore | ArpaStore, config: NgramConfig | None = None) -> None:
         self.store = store
-        self.counts = SqliteCounts(store)
-        self.model = NgramModel(self.counts, config or NgramConfig())
+        self.tokenizer = store.tokenizer
+        self.model: NgramModel | BackoffModel
+        if isinstance(store, ArpaStore):
+            self.model = store.model()
+        else:
+            self.model = NgramModel(SqliteCounts(store), config or NgramConfig())
         self._casing: dict[str, str] = {}
         self._casing_version: int | None = None
 
@@ -78,7 +87,21 @@ class Engine:
         path = Path(db).expanduser() if db else default_db_path()
         if db is None:
             seed_from_default_model(path)
+        if schema.peek_kind(path) == schema.ARPA:
+            return cls(ArpaStore.open(path), config)
         return cls(CountStore.open(path, create=create or db is None), config)
+
+    @property
+    def counts_store(self) -> CountStore:
+        """The count store, for learning; an imported ARPA model cannot learn."""
+        if not isinstance(self.store, CountStore):
+            raise StoreError(f"{self.store.path} is an imported ARPA model: it scores and completes but cannot learn")
+        return self.store
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the model's counts change."""
+        return self.store.version if isinstance(self.store, CountStore) else 0
 
     def close(self) -> None:
         self.store.close()
@@ -109,7 +132,7 @@ class Engine:
 
     def context_of(self, text: str) -> Context:
         """The model context after all of `text` (as if a space followed it)."""
-        if self.store.tokenizer == "pretokenized":
+        if self.tokenizer == "pretokenized":
             words = text.split()
             return (BOS, *words)[-(self.model.order - 1) :] if self.model.order > 1 else ()
         return tokenize.cursor_context(text + " ", len(text) + 1, max_tokens=self.model.order - 1).context
@@ -140,7 +163,9 @@ class Engine:
         return "".join(out).replace(" \n", "\n").strip()
 
     def _surface(self, word: str) -> str:
-        version = self.counts.version
+        if not isinstance(self.store, CountStore):
+            return word
+        version = self.version
         if version != self._casing_version:
             self._casing.clear()
             self._casing_version = version
@@ -166,7 +191,7 @@ class Engine:
         return DocumentScore(perplexity_of_scores(logprobs), len(logprobs), scored)
 
     def _sentences(self, text: str) -> list[list[tokenize.Token]]:
-        if self.store.tokenizer == "prose":
+        if self.tokenizer == "prose":
             return tokenize.sentences(text)
         out, offset = [], 0
         for line in text.split("\n"):
@@ -184,16 +209,17 @@ class Engine:
 
     # --- learning ---------------------------------------------------------------------------------------------
     def learn(self, source: str, text: str) -> LearnResult:
-        return self.store.learn(source, text)
+        return self.counts_store.learn(source, text)
 
     def learn_file(self, path: str | Path) -> LearnResult:
-        return self.store.learn_file(path)
+        return self.counts_store.learn_file(path)
 
     def forget(self, source: str) -> LearnResult:
-        return self.store.forget(source)
+        return self.counts_store.forget(source)
 
     def stats(self) -> dict[str, object]:
-        return {**self.store.stats(), "smoothing": str(self.model.smoothing), "model_order": self.model.order}
+        smoothing = str(self.model.smoothing) if isinstance(self.model, NgramModel) else "ARPA backoff"
+        return {**self.store.stats(), "smoothing": smoothing, "model_order": self.model.order}
 
 
 def _is_suggestible(word: str) -> bool:

@@ -105,6 +105,26 @@ def classify(path: Path, exc: sqlite3.DatabaseError) -> Exception:
     return CorruptStoreError(f"{path} is damaged ({message}); it was left untouched")
 
 
+def peek_kind(path: Path) -> str | None:
+    """The kind of store file at `path` (COUNTS or ARPA), or None if there is no file; nothing is written."""
+    if not path.exists() or path.is_dir() or path.stat().st_size == 0:
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        raise classify(path, exc) from exc
+    try:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in names:
+            raise NotAStoreError(f"{path} is an SQLite database but not a nextword store; it was left untouched")
+        row = db.execute("SELECT value FROM meta WHERE key = 'kind'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise classify(path, exc) from exc
+    finally:
+        db.close()
+    return row[0] if row else COUNTS
+
+
 def read_meta(db: sqlite3.Connection, path: Path, kind: str = COUNTS) -> dict[str, str]:
     """The store's meta table; raises if the file is not a nextword store of this kind and schema version."""
     try:

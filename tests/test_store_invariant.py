@@ -25,10 +25,10 @@ def snapshot(store: CountStore) -> dict[str, object]:
         for table in tables.tables
         for gram, c, cc in zip(table.grams.tolist(), table.count.tolist(), table.cont.tolist(), strict=True)
     }
-    coc = {(n, kind): store.stored_count_of_counts(n, kind) for n in range(1, store.order + 1) for kind in (RAW, ADJUSTED)}
-    casing = sorted(
-        (words[i], s, n) for i, s, n in store.db.execute("SELECT id, surface, n FROM casing").fetchall()
-    )
+    coc = {
+        (n, kind): store.stored_count_of_counts(n, kind) for n in range(1, store.order + 1) for kind in (RAW, ADJUSTED)
+    }
+    casing = sorted((words[i], s, n) for i, s, n in store.db.execute("SELECT id, surface, n FROM casing").fetchall())
     return {"ngrams": ngrams, "coc": coc, "casing": casing}
 
 
