@@ -89,6 +89,9 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA temp_store = MEMORY")
         db.execute("PRAGMA cache_size = -65536")
+        # A learn dirties hundreds of pages spread over the tables; checkpointing (which fsyncs) every 1000 pages,
+        # SQLite's default, would checkpoint after almost every learn.
+        db.execute("PRAGMA wal_autocheckpoint = 10000")
     except sqlite3.DatabaseError as exc:
         db.close()
         raise classify(path, exc) from exc
