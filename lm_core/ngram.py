@@ -85,7 +85,10 @@ class NgramModel:
             return -math.inf
         ids = self._context_ids(context)
         wid = self.counts.vocab.id_of(word)
-        p = float(self._probs(ids, np.asarray([wid], dtype=np.int64))[0])
+        if self.smoothing is Smoothing.KNESER_NEY:
+            p = self._kneser_ney_one(ids, wid)
+        else:
+            p = float(self._probs(ids, np.asarray([wid], dtype=np.int64))[0])
         return math.log(p) if p > 0 else -math.inf
 
     def distribution(self, context: Context) -> dict[str, float]:
@@ -256,6 +259,40 @@ class NgramModel:
                 a = _lookup(level.ids, values, words)
             discount = np.asarray((0.0, d1, d2, d3))[np.minimum(a, 3)]
             p = np.maximum(a - discount, 0.0) / total + gamma * p
+        return p
+
+    def _kn_level(self, ids: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray, int, float, tuple] | None:
+        """One level's followers, adjusted counts, total, gamma and discounts; None for an unseen context."""
+        memo = self._cached("kn_levels", dict)
+        key = ids[len(ids) - n + 1 :] if n > 1 else ()
+        if key in memo:
+            return memo[key]
+        level = self.counts.level(key)
+        raw = n == self.order or (n > 1 and key[0] == BOS_ID)
+        values = level.count if raw else level.cont
+        total = int(values.sum())
+        entry = None
+        if total:
+            d1, d2, d3 = self._discounts(n, RAW if n == self.order else ADJUSTED)
+            n1, n2 = int((values == 1).sum()), int((values == 2).sum())
+            n3 = len(values) - n1 - n2 - int((values == 0).sum())
+            entry = (level.ids, values, total, (d1 * n1 + d2 * n2 + d3 * n3) / total, (0.0, d1, d2, d3))
+        if len(memo) > 200_000:
+            memo.clear()
+        memo[key] = entry
+        return entry
+
+    def _kneser_ney_one(self, ids: tuple[int, ...], wid: int) -> float:
+        """P(wid | ids) under Kneser-Ney for one word, in plain floats (the same arithmetic as `_kneser_ney`)."""
+        p = 1.0 / self._vocab_size()
+        for n in range(1, len(ids) + 2):
+            entry = self._kn_level(ids, n)
+            if entry is None:
+                continue
+            level_ids, values, total, gamma, discounts = entry
+            pos = int(level_ids.searchsorted(wid))
+            a = int(values[pos]) if pos < len(level_ids) and level_ids[pos] == wid else 0
+            p = max(a - discounts[min(a, 3)], 0.0) / total + gamma * p
         return p
 
     def _katz_ratios(self, n: int) -> np.ndarray:

@@ -8,8 +8,10 @@ crash or a concurrent writer never leaves half of one applied.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +27,8 @@ from lm_core.vocab import BOS_ID, Vocab
 from store import schema, sources
 from store.errors import InputError, StoreError, StoreMismatchError, UnknownSourceError
 
+OTHER_WRITERS_CHECK_S = 0.02
+"""How often readers look for other processes' commits (PRAGMA data_version)."""
 DEFAULT_ORDER = 5
 MAX_ORDER = 9
 CHUNK_TOKENS = 4_000_000
@@ -66,6 +70,7 @@ class CountStore:
         self.vocab = Vocab()
         self._commits = 0
         self._seen_data_version: int | None = None
+        self._checked_at = -math.inf
         self._sync_vocab()
 
     # --- opening -------------------------------------------------------------------------------------------
@@ -128,8 +133,13 @@ class CountStore:
     # --- change tracking -----------------------------------------------------------------------------------
     @property
     def version(self) -> int:
-        """Changes whenever counts change, through this connection or any other process's."""
+        """Changes whenever counts change: at once for this connection's writes, and within
+        `OTHER_WRITERS_CHECK_S` for another process's (checking costs a query, so it is not done on every call)."""
+        now = time.monotonic()
+        if now - self._checked_at < OTHER_WRITERS_CHECK_S:
+            return self._commits
         with self.lock:
+            self._checked_at = now
             data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
             if data_version != self._seen_data_version:
                 if self._seen_data_version is not None:

@@ -1,0 +1,101 @@
+"""The server's settings: a defaulted dataclass, read from `initializationOptions` and
+`workspace/didChangeConfiguration`. A bad value never stops the server: it is reported and the default is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+DEFAULT_LANGUAGES = ("plaintext", "markdown", "gitcommit", "restructuredtext", "latex")
+
+
+@dataclass(frozen=True)
+class Settings:
+    languages: tuple[str, ...] = DEFAULT_LANGUAGES  # language ids the server completes, checks and learns
+    comments: bool = False  # also work inside comments of code files (not yet: code files are skipped)
+    suggestions: int = 10  # completion items per request (1..100)
+    oddity_threshold: float = 7.0  # bits: flag a word when an alternative makes its window 2**t times likelier
+    perplexity_diagnostic: bool = True  # publish the document's perplexity as an Information diagnostic
+    learning: bool = True  # learn documents on save
+    learn_on_change: bool = False  # also learn while typing (debounced)
+    inline_completion: bool = True  # multi-word ghost text
+    inline_max_words: int = 6  # longest ghost-text continuation
+    database: str | None = None  # store path; None: $NEXTWORD_DB or the user's data folder
+    debounce_ms: int = 400  # wait after the last change before diagnostics (or learning on change)
+    max_document_chars: int = 2_000_000  # larger documents get completions but no diagnostics or learning
+    ignored_words: tuple[str, ...] = field(default=())  # never flagged as odd
+
+
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "suggestions": (1, 100),
+    "oddity_threshold": (0.0, 64.0),
+    "inline_max_words": (1, 30),
+    "debounce_ms": (0, 60_000),
+    "max_document_chars": (1_000, 1_000_000_000),
+}
+_ALIASES = {
+    "maxSuggestions": "suggestions",
+    "oddityThreshold": "oddity_threshold",
+    "perplexityDiagnostic": "perplexity_diagnostic",
+    "learnOnChange": "learn_on_change",
+    "inlineCompletion": "inline_completion",
+    "inlineMaxWords": "inline_max_words",
+    "debounceMs": "debounce_ms",
+    "maxDocumentChars": "max_document_chars",
+    "ignoredWords": "ignored_words",
+    "databasePath": "database",
+}
+
+
+def _to_snake(name: str) -> str:
+    return _ALIASES.get(name, "".join("_" + c.lower() if c.isupper() else c for c in name))
+
+
+def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Settings from a client's JSON object (camelCase or snake_case keys, optionally under "nextword").
+
+    Returns the settings and one message per rejected value (that value keeps its previous/default value).
+    """
+    settings = base or Settings()
+    if raw is None:
+        return settings, []
+    if isinstance(raw, dict) and isinstance(raw.get("nextword"), dict):
+        raw = raw["nextword"]
+    if not isinstance(raw, dict):
+        return settings, [f"nextword settings must be an object, not {type(raw).__name__}; using defaults"]
+    known = {f.name: f for f in fields(Settings)}
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in raw.items():
+        name = _to_snake(str(key))
+        if name not in known:
+            problems.append(f"unknown nextword setting {key!r} ignored")
+            continue
+        default = getattr(Settings(), name)
+        try:
+            changes[name] = _coerce(name, value, default)
+        except ValueError as exc:
+            problems.append(f"nextword setting {key!r}: {exc}; using {getattr(settings, name)!r}")
+    return replace(settings, **changes), problems
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if name == "database":
+        if value is None or (isinstance(value, str) and value.strip()):
+            return value
+        raise ValueError("must be a file path or null")
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"must be true or false, not {value!r}")
+    if isinstance(default, tuple):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ValueError("must be a list of strings")
+    if isinstance(default, int | float) and not isinstance(value, bool) and isinstance(value, int | float):
+        low, high = _BOUNDS[name]
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}, not {value!r}")
+        return int(value) if isinstance(default, int) else float(value)
+    raise ValueError(f"must be a {type(default).__name__}, not {value!r}")
