@@ -12,9 +12,10 @@ from pathlib import Path
 
 from lm_core import tokenize
 from lm_core.backoff import BackoffModel
-from lm_core.metrics import perplexity_of_scores
+from lm_core.metrics import perplexity_of_scores, score_tokens
 from lm_core.model import Context
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
+from lm_core.oddities import Oddity, OddityConfig, find_oddities
 from lm_core.vocab import BOS, EOS, UNK
 from lsp_server.paths import default_db_path, seed_from_default_model
 from store import schema
@@ -63,6 +64,25 @@ class DocumentScore:
     words: list[WordScore]
 
 
+@dataclass(frozen=True, slots=True)
+class OddWord:
+    """A word that reads oddly, at text[start:end]; alternatives as the user would type them ("" = delete it),
+    with how many bits more probable each makes the words around it."""
+
+    start: int
+    end: int
+    word: str
+    surprisal: float
+    alternatives: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentCheck:
+    perplexity: float  # per token, sentence ends included; nan for no tokens
+    tokens: int
+    oddities: list[OddWord]
+
+
 class Engine:
     """Suggest / score / learn / forget over one store: a count store (which learns), or an imported ARPA model
     (which only scores and completes)."""
@@ -77,6 +97,8 @@ class Engine:
             self.model = NgramModel(SqliteCounts(store), config or NgramConfig())
         self._casing: dict[str, str] = {}
         self._casing_version: int | None = None
+        self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
+        self._check_version: tuple[int, OddityConfig] | None = None
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -206,6 +228,42 @@ class Engine:
         if text.endswith("\n"):
             out.pop()
         return out
+
+    def check(
+        self, text: str, config: OddityConfig | None = None, ignored: frozenset[str] = frozenset()
+    ) -> DocumentCheck:
+        """The document's perplexity and its odd words. Sentences are scored once per model version and kept, so
+        re-checking an edited document only scores the sentences that changed."""
+        config = config or OddityConfig()
+        if self._check_version != (self.version, config):
+            self._sentence_cache.clear()
+            self._check_version = (self.version, config)
+        total, count, found = 0.0, 0, []
+        for sentence in self._sentences(text):
+            norms = tuple(t.norm for t in sentence)
+            if norms not in self._sentence_cache:
+                self._sentence_cache[norms] = self._check_sentence(sentence, config)
+            logprob, oddities = self._sentence_cache[norms]
+            total, count = total + logprob, count + len(norms)
+            for odd in oddities:
+                token = sentence[odd.index]
+                if odd.word in ignored or token.surface in ignored:
+                    continue
+                alternatives = tuple(
+                    (self.display(a, odd.index == 0, token.surface) if a else "", gain) for a, gain in odd.alternatives
+                )
+                found.append(OddWord(token.start, token.end, token.surface, odd.surprisal, alternatives))
+        perplexity = math.exp(-total / count) if count else math.nan
+        if len(self._sentence_cache) > 50_000:
+            self._sentence_cache.clear()
+        return DocumentCheck(perplexity, count, found)
+
+    def _check_sentence(self, sentence: list[tokenize.Token], config: OddityConfig) -> tuple[float, list[Oddity]]:
+        norms = [t.norm for t in sentence]
+        skip = [t.kind not in ("word", "number") for t in sentence]
+        guessable = [t.surface.islower() for t in sentence]  # not names, numbers or acronyms
+        logprobs = [s.logprob for s in score_tokens(self.model, norms)]
+        return math.fsum(logprobs), find_oddities(self.model, norms, config, skip, guessable, logprobs)
 
     # --- learning ---------------------------------------------------------------------------------------------
     def learn(self, source: str, text: str) -> LearnResult:

@@ -1,0 +1,151 @@
+"""Finding words that read oddly: real-word errors a spell checker cannot see ("their is", "the the", "I has").
+
+For a word w at position i, an alternative a (a word from w's confusion set, the model's own best guesses when w is
+very surprising, or deleting w when it doubles the word before it) is scored on the window of tokens whose context
+it changes: log P(a, w[i+1], ..., w[i+n-1]) against log P(w, w[i+1], ..., w[i+n-1]), each token given the tokens
+before it (Mays, Damerau and Mercer's method). The word is odd when the best alternative's window is at least
+`threshold_bits` bits more probable. Works with any `LanguageModel`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lm_core.model import LanguageModel
+from lm_core.vocab import BOS, EOS, UNK
+
+SPECIAL = frozenset({BOS, EOS, UNK})
+
+CONFUSION_SETS: tuple[tuple[str, ...], ...] = (
+    ("their", "there", "they're"),
+    ("its", "it's"),
+    ("your", "you're"),
+    ("whose", "who's"),
+    ("then", "than"),
+    ("to", "too", "two"),
+    ("affect", "effect"),
+    ("lose", "loose"),
+    ("accept", "except"),
+    ("advice", "advise"),
+    ("weather", "whether"),
+    ("quite", "quiet"),
+    ("principal", "principle"),
+    ("peace", "piece"),
+    ("passed", "past"),
+    ("were", "where", "we're"),
+    ("has", "have"),
+    ("is", "are"),
+    ("was", "were"),
+    ("a", "an"),
+    ("of", "off"),
+    ("breath", "breathe"),
+    ("choose", "chose"),
+    ("fewer", "less"),
+)
+VALID_DOUBLES = frozenset({"had", "that"})
+"""Words that may stand twice in a row in good English ("she had had enough", "that that is")."""
+DELETE = ""
+"""The alternative 'drop this word' (for a doubled word)."""
+
+
+def _confusions() -> dict[str, tuple[str, ...]]:
+    table: dict[str, list[str]] = {}
+    for group in CONFUSION_SETS:
+        for word in group:
+            table.setdefault(word, [])
+            table[word].extend(w for w in group if w != word and w not in table[word])
+    return {w: tuple(alts) for w, alts in table.items()}
+
+
+CONFUSIONS = _confusions()
+
+
+@dataclass(frozen=True)
+class OddityConfig:
+    threshold_bits: float = 7.0  # how much more probable (log2) the best alternative's window must be
+    surprisal_bits: float = 14.0  # words at least this surprising also try the model's own best guesses
+    guesses: int = 0  # how many of the model's own guesses to try (0: off; they flag rare names and terms too often)
+    guess_extra_bits: float = 10.0  # a guess (not a confusable word) must beat the threshold by this much more
+    max_alternatives: int = 3  # alternatives reported per odd word
+
+
+@dataclass(frozen=True)
+class Oddity:
+    """Token `index` of the sentence reads oddly; `alternatives` (best first, "" = delete the word) with the gain
+    in bits of each."""
+
+    index: int
+    word: str
+    surprisal: float  # bits, -log2 P(word | context)
+    alternatives: tuple[tuple[str, float], ...]
+
+
+def _context(model: LanguageModel, tokens: Sequence[str], i: int) -> tuple[str, ...]:
+    """The context of token i: the tokens before it from `<s>`, the last order-1 of them."""
+    history = (BOS, *tokens[:i])
+    if model.order is None:
+        return history
+    width = model.order - 1
+    return history[max(0, len(history) - width) :] if width else ()
+
+
+def _window_logprob(model: LanguageModel, tokens: Sequence[str], start: int, stop: int) -> float:
+    """Natural-log probability of tokens[start:stop], each given the tokens before it."""
+    return sum(model.logprob(tokens[i], _context(model, tokens, i)) for i in range(start, min(stop, len(tokens))))
+
+
+def find_oddities(
+    model: LanguageModel,
+    sentence: Sequence[str],
+    config: OddityConfig | None = None,
+    skip: Sequence[bool] | None = None,
+    guessable: Sequence[bool] | None = None,
+    logprobs: Sequence[float] | None = None,
+) -> list[Oddity]:
+    """The odd words of one sentence of normalised tokens (ending with `</s>`); `skip[i]` excludes token i
+    (punctuation, ignored words); the model's own guesses are tried only where `guessable[i]` (the caller leaves
+    out proper names, which are surprising by nature). `logprobs[i]`, when given, is token i's natural-log
+    probability in context (saves scoring it again)."""
+    config = config or OddityConfig()
+    span = 1 if model.order is None else model.order  # tokens whose probability a change at i can affect
+    span = max(span, 2)
+    found: list[Oddity] = []
+    for i, word in enumerate(sentence):
+        if word == EOS or (skip is not None and skip[i]):
+            continue
+        context = _context(model, sentence, i)
+        logprob = logprobs[i] if logprobs is not None else model.logprob(word, context)
+        surprisal = -logprob / math.log(2) if logprob > -math.inf else math.inf
+        candidates = list(CONFUSIONS.get(word, ()))
+        if i > 0 and sentence[i - 1] == word and word not in VALID_DOUBLES:
+            candidates.append(DELETE)
+        guesses: list[str] = []
+        if surprisal >= config.surprisal_bits and (guessable is None or guessable[i]):
+            predicted = model.predict(context, config.guesses + 4)
+            guesses = [p.word for p in predicted if _is_word(p.word) and p.word != word and p.word not in candidates]
+            guesses = guesses[: config.guesses]
+        candidates.extend(guesses)
+        if not candidates:
+            continue
+        original = _window_logprob(model, sentence, i, i + span)
+        gains: list[tuple[str, float]] = []
+        for alternative in candidates:
+            if alternative == DELETE:
+                changed = [*sentence[:i], *sentence[i + 1 :]]
+                score = _window_logprob(model, changed, i, i + span - 1) - _window_logprob(model, sentence, i, i + span)
+                gains.append((alternative, score / math.log(2)))
+            else:
+                changed = [*sentence[:i], alternative, *sentence[i + 1 :]]
+                gains.append((alternative, (_window_logprob(model, changed, i, i + span) - original) / math.log(2)))
+        needed = {g: config.threshold_bits + config.guess_extra_bits for g in guesses}
+        kept = [(a, gain) for a, gain in gains if gain >= needed.get(a, config.threshold_bits)]
+        kept.sort(key=lambda ag: -ag[1])
+        if kept:
+            found.append(Oddity(i, word, surprisal, tuple(kept[: config.max_alternatives])))
+    return found
+
+
+def _is_word(token: str) -> bool:
+    return token not in SPECIAL and any(ch.isalnum() for ch in token)
