@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from lm_core.ngram import NgramConfig, Smoothing
 from lm_core.sampling import SamplingConfig, generate
 from lsp_server.engine import Engine
 from lsp_server.paths import default_db_path
-from store.countstore import MAX_ORDER, CountStore
+from store.countstore import MAX_ORDER, CountStore, source_name
 from store.errors import StoreError
 from store.sources import read_text_file
 
@@ -38,6 +39,10 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if os.environ.get("NEXTWORD_DEBUG"):
+                raise
+            fail(f"the store could not be read ({exc}); it was left untouched")
         except (StoreError, ValueError, OSError) as exc:
             if os.environ.get("NEXTWORD_DEBUG"):
                 raise
@@ -88,23 +93,29 @@ def main() -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @db_option
-@click.option("--order", type=int, default=5, show_default=True, help="N-gram order of a new store (1 to 9).")
+@click.option("--order", type=int, default=None, help="N-gram order of a new store, 1 to 9 [default: 5].")
 @click.option("--pretokenized", is_flag=True, help="Text is already tokenized: split on spaces, one sentence a line.")
 @friendly_errors
-def build(files: tuple[Path, ...], db: Path | None, order: int, pretokenized: bool) -> None:
-    """Count n-grams of FILES into a store (created if missing).
+def build(files: tuple[Path, ...], db: Path | None, order: int | None, pretokenized: bool) -> None:
+    """Count n-grams of FILES into a store (created if missing; added to if not).
 
     Example: nextword build --db ptb.db --order 5 --pretokenized ptb.train.txt
     """
-    if not 1 <= order <= MAX_ORDER:
+    if order is not None and not 1 <= order <= MAX_ORDER:
         fail(f"--order must be between 1 and {MAX_ORDER}, not {order}")
+    for file in files:  # before anything is created
+        if not file.exists():
+            fail(f"{file}: no such file")
+        if file.is_dir():
+            fail(f"{file} is a directory; give the text files inside it")
     path = db or default_db_path()
     tokenizer = "pretokenized" if pretokenized else "prose"
     existed = path.exists() and path.stat().st_size > 0
-    with CountStore.open(path, order=order, tokenizer=tokenizer, create=True) as store:
-        total_bytes = sum(f.stat().st_size for f in files if f.is_file())
+    with CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True) as store:
+        total_bytes = sum(f.stat().st_size for f in files)
         try:
-            with click.progressbar(length=total_bytes, label="counting", file=sys.stderr) as bar:
+            bar = click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
+            with bar:
                 tokens = store.build(files, progress=bar.update)
         except BaseException:
             if not existed:
@@ -114,6 +125,10 @@ def build(files: tuple[Path, ...], db: Path | None, order: int, pretokenized: bo
         stats = store.stats()
     counts = ", ".join(f"{n}-grams {c:,}" for n, c in stats["ngrams"].items())
     click.echo(f"{path}: {tokens:,} tokens from {len(files)} file(s); {counts}")
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty()
 
 
 def _remove_store(path: Path) -> None:
@@ -130,8 +145,9 @@ def learn(file: Path, db: Path | None) -> None:
 
     Example: nextword learn notes/today.md
     """
+    text = read_text_file(file)  # a file that cannot be learned creates nothing
     engine = Engine.open(db, create=True)
-    result = engine.learn_file(file)
+    result = engine.learn(source_name(file), text)
     verb = "re-learned" if result.replaced else "learned"
     click.echo(f"{verb} {result.source}: {result.tokens:,} tokens, {result.changed_ngrams:,} n-gram counts changed")
 
@@ -145,8 +161,6 @@ def forget(file: Path, db: Path | None) -> None:
 
     Example: nextword forget notes/today.md
     """
-    from store.countstore import source_name
-
     engine = Engine.open(db)
     result = engine.forget(source_name(file))
     click.echo(f"forgot {result.source}: {result.changed_ngrams:,} n-gram counts changed")
@@ -204,7 +218,7 @@ def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: in
         column = w.start - (text.rfind("\n", 0, w.start) + 1) + 1
         expected = ", ".join(s.word for s in engine.next_words(w.context, 3))
         bits = "inf" if math.isinf(w.surprisal) else f"{w.surprisal:.1f}"
-        click.echo(f"  {line}:{column}  {w.word!r:<20} {bits:>6} bits   likelier: {expected}")
+        click.echo(f"  {f'{line}:{column}':<9} {w.word!r:<20} {bits:>6} bits   likelier: {expected}")
 
 
 @main.command(name="generate")
@@ -269,15 +283,16 @@ def export_arpa_command(output: Path, db: Path | None, model_order: int | None) 
 @main.command(name="import-arpa")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True, help="New model file to create.")
+@click.option("--prose", is_flag=True, help="The model's words are nextword prose tokens (case-folded), not raw text.")
 @friendly_errors
-def import_arpa_command(file: Path, db: Path) -> None:
+def import_arpa_command(file: Path, db: Path, prose: bool) -> None:
     """Import an ARPA model (KenLM, SRILM) into a new model file that 'score' and 'complete' can use.
 
     Example: nextword import-arpa lm.arpa --db lm.db
     """
     from store.arpa import ArpaStore
 
-    store = ArpaStore.import_arpa(file, db)
+    store = ArpaStore.import_arpa(file, db, tokenizer="prose" if prose else "pretokenized")
     click.echo(f"{db}: imported order-{store.order} ARPA model from {file}")
 
 
@@ -301,5 +316,19 @@ def stats(db: Path | None) -> None:
         click.echo(f"  {source.kind:<8} {source.tokens:>10,} tokens  {source.learned_at}  {source.name}")
 
 
+def run() -> None:
+    """The console script: click's usage errors become one line too."""
+    try:
+        main.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"nextword: error: {exc.format_message()} (see 'nextword --help')", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("nextword: interrupted", err=True)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -99,6 +99,8 @@ class CountStore:
             raise StoreError(
                 f"no store at {path}; create one with 'nextword build FILES' or 'nextword learn FILE'"
             )
+        if not is_new:
+            schema.peek_kind(path)  # read-only: a foreign or damaged file is refused before anything writes to it
         db = schema.connect(path, create=create)
         try:
             if is_new:
@@ -106,10 +108,13 @@ class CountStore:
                 schema.create_schema(db, order or DEFAULT_ORDER, tokenizer or "prose")
                 db.execute("COMMIT")
             meta = schema.read_meta(db, path)
+            store = cls(db, path, meta)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise schema.classify(path, exc) from exc
         except BaseException:
             db.close()
             raise
-        store = cls(db, path, meta)
         if order is not None and order != store.order:
             store.close()
             raise StoreMismatchError(f"{path} holds order-{store.order} counts, not order {order}")
@@ -254,7 +259,7 @@ class CountStore:
                 raise InputError(f"{path}: no such file")
             if path.is_dir():
                 raise InputError(f"{path} is a directory; give the text files inside it")
-        total = 0
+        total = words = 0
         with self._write():
             pending: list[np.ndarray] = []
             pending_tokens = 0
@@ -280,13 +285,14 @@ class CountStore:
                 pending.append(stream)
                 pending_tokens += len(stream)
                 total += analysed.tokens
+                words += analysed.words
                 if pending_tokens >= chunk_tokens:
                     self._add_counts(np.concatenate(pending))
                     pending, pending_tokens = [], 0
                 if progress:
                     progress(len(text.encode("utf-8", "surrogatepass")))
-            if total == 0:
-                raise InputError("the corpus is empty: no tokens in " + ", ".join(str(p) for p in files))
+            if words == 0:
+                raise InputError("the corpus is empty: no words in " + ", ".join(str(p) for p in files))
             if pending:
                 self._add_counts(np.concatenate(pending))
         return total

@@ -101,7 +101,7 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
 def classify(path: Path, exc: sqlite3.DatabaseError) -> Exception:
     """Turn an SQLite error on open into a named store error."""
     message = str(exc)
-    if "file is not a database" in message:
+    if "file is not a database" in message or "not a database" in message:
         return NotAStoreError(
             f"{path} is not a nextword store (not an SQLite database); it was left untouched"
         )

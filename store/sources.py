@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from lm_core import tokenize
 from store.errors import InputError
 
 BINARY_SNIFF_BYTES = 8192
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,13 @@ class Analysed:
 
     @property
     def tokens(self) -> int:
+        """Tokens counted, sentence ends included."""
         return sum(len(s) for s in self.sentences)
+
+    @property
+    def words(self) -> int:
+        """Tokens other than sentence ends."""
+        return sum(len(s) - 1 for s in self.sentences)
 
 
 def read_text_file(path: Path) -> str:
@@ -59,8 +67,8 @@ def decode_text(data: bytes, name: str) -> str:
 
 def analyse(text: str, tokenizer: str) -> Analysed:
     """Split text into sentences for counting; prose mode also records surface forms for the casing table."""
-    if tokenizer == "pretokenized":
-        return Analysed(tokenize.pretokenized_sentences(text), Counter())
+    if tokenizer == "pretokenized":  # lone surrogates (possible in editor text) cannot be stored: replace them
+        return Analysed(tokenize.pretokenized_sentences(_SURROGATES.sub("\ufffd", text)), Counter())
     sentences: list[list[str]] = []
     casing: Counter[tuple[str, str]] = Counter()
     for sentence in tokenize.sentences(text):
