@@ -80,3 +80,54 @@ def generate(
         else:
             history.append(word)
     return out
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    max_words: int = 6  # longest continuation, in tokens
+    beam_width: int = 3  # hypotheses kept after each step
+    branching: int = 5  # next words tried per hypothesis
+    min_step_prob: float = 0.1  # a hypothesis stops before a word less probable than this (low confidence)
+
+
+def beam_continuation(
+    model: LanguageModel, context: Sequence[str], config: BeamConfig | None = None, prefix: str = ""
+) -> list[str]:
+    """The most confident continuation of `context` by beam search: hypotheses grow while each next word has
+    probability >= `min_step_prob` and stop at a sentence end; the best by mean natural-log probability per word
+    wins. The first word must start with `prefix` (its probability is then taken among such words)."""
+    config = config or BeamConfig()
+    width = None if model.order is None else model.order - 1
+    beams: list[tuple[float, list[str], bool]] = [(0.0, [], False)]
+    for step in range(config.max_words):
+        grown: list[tuple[float, list[str], bool]] = []
+        for logprob, words, done in beams:
+            if done:
+                grown.append((logprob, words, True))
+                continue
+            history = (*context, *words)
+            ctx = history if width is None else history[max(0, len(history) - width) :] if width else ()
+            predictions = [p for p in model.predict(tuple(ctx), config.branching + 1, prefix if step == 0 else "")]
+            predictions = [p for p in predictions if p.word != UNK]
+            mass = sum(p.prob for p in predictions) if (step == 0 and prefix) else 1.0
+            extended = False
+            for p in predictions[: config.branching]:
+                prob = p.prob / mass if mass > 0 else 0.0
+                if prob < config.min_step_prob:
+                    break
+                extended = True
+                if p.word == EOS:
+                    grown.append((logprob, words, True))
+                else:
+                    grown.append((logprob + math.log(prob), [*words, p.word], False))
+            if not extended:
+                grown.append((logprob, words, True))
+        beams = sorted(grown, key=lambda b: -_mean(b[0], b[1]))[: config.beam_width]
+        if all(done for _, _, done in beams):
+            break
+    best = max(beams, key=lambda b: (bool(b[1]), _mean(b[0], b[1])))
+    return best[1]
+
+
+def _mean(logprob: float, words: list[str]) -> float:
+    return logprob / len(words) if words else -math.inf

@@ -298,6 +298,22 @@ def import_arpa_command(file: Path, db: Path, prose: bool) -> None:
 
 @main.command()
 @db_option
+@click.option("--tcp", is_flag=True, help="Listen on TCP instead of stdio.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind with --tcp.")
+@click.option("--port", type=click.IntRange(1, 65535), default=2087, show_default=True, help="Port for --tcp.")
+@friendly_errors
+def serve(db: Path | None, tcp: bool, host: str, port: int) -> None:
+    """Run the language server (stdio by default) for VS Code, Neovim or any LSP client.
+
+    Example: nextword serve --db ~/notes.db
+    """
+    from lsp_server.server import main as serve_main
+
+    serve_main(tcp=tcp, host=host, port=port, db=str(db) if db else None)
+
+
+@main.command()
+@db_option
 @friendly_errors
 def stats(db: Path | None) -> None:
     """Show what the store holds: n-grams per order, vocabulary, sources.

@@ -25,6 +25,7 @@ from store.errors import StoreError
 from store.sqlite_counts import SqliteCounts
 
 SPECIAL = frozenset({BOS, EOS, UNK})
+LOOKBACK = 4000
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
 
@@ -81,6 +82,18 @@ class DocumentCheck:
     perplexity: float  # per token, sentence ends included; nan for no tokens
     tokens: int
     oddities: list[OddWord]
+
+
+@dataclass(frozen=True, slots=True)
+class WordInfo:
+    """One word of a document in its context: P(word | context), surprisal in bits, the likelier words."""
+
+    word: str
+    start: int
+    end: int
+    prob: float
+    surprisal: float
+    alternatives: list[Suggestion]
 
 
 class Engine:
@@ -257,6 +270,26 @@ class Engine:
         if len(self._sentence_cache) > 50_000:
             self._sentence_cache.clear()
         return DocumentCheck(perplexity, count, found)
+
+    def word_info(self, text: str, offset: int, k: int = 5) -> WordInfo | None:
+        """The word at character `offset` (None if there is none), scored in its sentence. Looks back at most
+        `LOOKBACK` characters, so it is cheap on any document."""
+        begin = max(0, offset - LOOKBACK)
+        paragraph = text.rfind("\n\n", begin, offset)
+        begin = paragraph + 2 if paragraph >= 0 else begin
+        segment = text[begin : offset + 200]
+        for sentence in self._sentences(segment):
+            for i, token in enumerate(sentence):
+                if token.kind in ("word", "number") and begin + token.start <= offset <= begin + token.end:
+                    history = (BOS, *(t.norm for t in sentence[:i]))
+                    width = (self.model.order or 1) - 1
+                    context = history[max(0, len(history) - width) :] if width else ()
+                    logprob = self.model.logprob(token.norm, context)
+                    prob = math.exp(logprob) if logprob > -math.inf else 0.0
+                    bits = -logprob / math.log(2) if logprob > -math.inf else math.inf
+                    alternatives = [a for a in self.next_words(context, k + 1, "", i == 0) if a.word != token.surface]
+                    return WordInfo(token.surface, begin + token.start, begin + token.end, prob, bits, alternatives[:k])
+        return None
 
     def _check_sentence(self, sentence: list[tokenize.Token], config: OddityConfig) -> tuple[float, list[Oddity]]:
         norms = [t.norm for t in sentence]

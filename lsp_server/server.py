@@ -1,0 +1,580 @@
+"""The nextword language server (pygls): thin handlers that turn LSP requests into Engine calls.
+
+Model work runs on one worker thread, never on the event loop. A completion request that a newer one for the same
+document has superseded by the time its turn comes is answered as cancelled, not computed. Every handler catches
+what goes wrong with its input, logs it, and answers empty: the server never dies on a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcRequestCancelled
+from pygls.lsp.server import LanguageServer
+
+from lm_core import tokenize
+from lm_core.oddities import OddityConfig
+from lm_core.sampling import BeamConfig, beam_continuation
+from lsp_server.engine import Engine, Suggestion
+from lsp_server.positions import LineIndex, offset_at, units
+from lsp_server.settings import Settings, parse_settings
+from store.errors import StoreError, UnknownSourceError
+
+log = logging.getLogger("nextword")
+T = TypeVar("T")
+
+PERPLEXITY_NOTIFICATION = "nextword/perplexity"
+SOURCE = "nextword"
+ODD_WORD = "odd-word"
+PERPLEXITY = "perplexity"
+COMMANDS = {
+    "learn_workspace": "nextword.learnWorkspace",
+    "forget_document": "nextword.forgetDocument",
+    "pause_learning": "nextword.pauseLearning",
+    "resume_learning": "nextword.resumeLearning",
+    "statistics": "nextword.statistics",
+    "ignore_word": "nextword.ignoreWord",
+}
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
+
+
+class NextwordServer(LanguageServer):
+    """Server state: settings, the engine (opened lazily), per-document tasks and request generations."""
+
+    def __init__(self, db: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            server_version = version("nextword")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            server_version = "0"
+        super().__init__("nextword", server_version)
+        self.settings = Settings(database=db)
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-model")
+        self._engine: Engine | None = None
+        self._engine_error: str | None = None
+        self.learning_paused = False
+        self.ignored: set[str] = set()
+        self.diagnostic_tasks: dict[str, asyncio.Task[None]] = {}
+        self.learn_tasks: dict[str, asyncio.Task[None]] = {}
+        self.completion_generation: dict[str, int] = {}
+
+    # --- the engine, on its own thread -----------------------------------------------------------------------
+    def engine(self) -> Engine:
+        """The Engine (opened on first use, on the model thread). Raises StoreError if the store cannot open."""
+        if self._engine is None:
+            try:
+                self._engine = Engine.open(self.settings.database, create=self.settings.database is not None)
+                self._engine_error = None
+            except StoreError as exc:
+                self._engine_error = str(exc)
+                raise
+        return self._engine
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """Run model work on the model thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.model_thread, work, *args)
+
+    def reopen(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+        self._engine = None
+
+    # --- documents --------------------------------------------------------------------------------------------
+    def open_document(self, uri: str) -> Any | None:
+        """The open document at `uri`, or None (logged) for a document the client never opened."""
+        document = self.workspace.text_documents.get(unquote(uri)) or self.workspace.text_documents.get(uri)
+        if document is None:
+            log.warning("request for a document that is not open: %s", uri)
+        return document
+
+    def enabled(self, document: Any) -> bool:
+        language = getattr(document, "language_id", None)
+        return language is None or language in self.settings.languages
+
+    def utf16(self) -> bool:
+        encoding = getattr(self.protocol, "_position_encoding", None) or getattr(
+            getattr(self.server_capabilities, "position_encoding", None), "value", "utf-16"
+        )
+        return str(encoding).replace("PositionEncodingKind.", "").lower() not in ("utf-32", "utf32")
+
+    def message(self, text: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        self.window_show_message(types.ShowMessageParams(type=kind, message=text))
+
+    def apply_settings(self, raw: Any) -> None:
+        old = self.settings
+        self.settings, problems = parse_settings(raw, self.settings)
+        for problem in problems:
+            log.warning(problem)
+            self.message(problem)
+        if self.settings.database != old.database:
+            self.model_thread.submit(self.reopen)
+
+
+server = NextwordServer()
+
+
+# --- lifecycle and configuration -------------------------------------------------------------------------------
+@server.feature(types.INITIALIZE)
+def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
+    ls.apply_settings(params.initialization_options)
+
+
+@server.feature(types.INITIALIZED)
+def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
+    ls.model_thread.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
+
+
+def _warm_up(ls: NextwordServer) -> None:
+    try:
+        engine = ls.engine()
+        engine.next_words(("<s>",), ls.settings.suggestions)
+    except StoreError as exc:
+        ls.message(f"nextword cannot open its store: {exc}", types.MessageType.Error)
+    except Exception:  # never kill the server from a background task
+        log.exception("warm-up failed")
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+def did_change_configuration(ls: NextwordServer, params: types.DidChangeConfigurationParams) -> None:
+    ls.apply_settings(params.settings)
+    for uri in list(ls.workspace.text_documents):
+        schedule_diagnostics(ls, uri, delay=0)
+
+
+# --- document events -----------------------------------------------------------------------------------------
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: NextwordServer, params: types.DidOpenTextDocumentParams) -> None:
+    schedule_diagnostics(ls, params.text_document.uri, delay=0)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: NextwordServer, params: types.DidChangeTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    schedule_diagnostics(ls, uri)
+    if ls.settings.learn_on_change:
+        schedule_learning(ls, uri, delay=ls.settings.debounce_ms / 1000)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def did_save(ls: NextwordServer, params: types.DidSaveTextDocumentParams) -> None:
+    schedule_learning(ls, params.text_document.uri, delay=0)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: NextwordServer, params: types.DidCloseTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    for tasks in (ls.diagnostic_tasks, ls.learn_tasks):
+        task = tasks.pop(uri, None)
+        if task is not None:
+            task.cancel()
+    ls.completion_generation.pop(uri, None)
+    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+
+
+def schedule_learning(ls: NextwordServer, uri: str, delay: float) -> None:
+    """Learn the document (replacing what it contributed before) after `delay` seconds, unless paused."""
+    if not ls.settings.learning or ls.learning_paused:
+        return
+    previous = ls.learn_tasks.pop(uri, None)
+    if previous is not None:
+        previous.cancel()
+    ls.learn_tasks[uri] = asyncio.ensure_future(_learn_later(ls, uri, delay))
+
+
+async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
+    try:
+        await asyncio.sleep(delay)
+        document = ls.open_document(uri)
+        if document is None or not ls.enabled(document) or ls.learning_paused:
+            return
+        text = document.source
+        if len(text) > ls.settings.max_document_chars:
+            log.info("not learning %s: %d characters is over maxDocumentChars", uri, len(text))
+            return
+        result = await ls.run(lambda: ls.engine().learn(uri, text))
+        log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
+        schedule_diagnostics(ls, uri, delay=0)
+    except asyncio.CancelledError:
+        pass
+    except StoreError as exc:
+        ls.message(f"nextword could not learn {uri}: {exc}")
+    except Exception:
+        log.exception("learning %s failed", uri)
+
+
+# --- diagnostics -----------------------------------------------------------------------------------------------
+def schedule_diagnostics(ls: NextwordServer, uri: str, delay: float | None = None) -> None:
+    """Recompute the document's diagnostics after a quiet period (debounced per document)."""
+    previous = ls.diagnostic_tasks.pop(uri, None)
+    if previous is not None:
+        previous.cancel()
+    wait = ls.settings.debounce_ms / 1000 if delay is None else delay
+    ls.diagnostic_tasks[uri] = asyncio.ensure_future(_diagnose_later(ls, uri, wait))
+
+
+async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
+    try:
+        await asyncio.sleep(delay)
+        document = ls.open_document(uri)
+        if document is None:
+            return
+        if not ls.enabled(document):
+            ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+            return
+        text, version = document.source, document.version
+        if len(text) > ls.settings.max_document_chars:
+            log.info("no diagnostics for %s: %d characters is over maxDocumentChars", uri, len(text))
+            return
+        settings = ls.settings
+        ignored = frozenset(ls.ignored | set(settings.ignored_words))
+        config = OddityConfig(threshold_bits=settings.oddity_threshold)
+        check = await ls.run(lambda: ls.engine().check(text, config, ignored))
+        diagnostics = build_diagnostics(text, check, settings, ls.utf16())
+        ls.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics, version=version)
+        )
+        perplexity = None if math.isnan(check.perplexity) else round(check.perplexity, 2)
+        ls.protocol.notify(PERPLEXITY_NOTIFICATION, {"uri": uri, "perplexity": perplexity, "tokens": check.tokens})
+    except asyncio.CancelledError:
+        pass
+    except StoreError as exc:
+        ls.message(f"nextword cannot check {uri}: {exc}")
+    except Exception:
+        log.exception("diagnostics for %s failed", uri)
+
+
+def build_diagnostics(text: str, check: Any, settings: Settings, utf16: bool) -> list[types.Diagnostic]:
+    """The perplexity diagnostic (if enabled) and one diagnostic per odd word, alternatives in `data`."""
+    index = LineIndex(text, utf16)
+    diagnostics: list[types.Diagnostic] = []
+    if settings.perplexity_diagnostic and check.tokens:
+        diagnostics.append(
+            types.Diagnostic(
+                range=index.range(0, 0),
+                message=f"Perplexity {check.perplexity:.1f} over {check.tokens} tokens",
+                severity=types.DiagnosticSeverity.Information,
+                source=SOURCE,
+                code=PERPLEXITY,
+                data={"perplexity": check.perplexity, "tokens": check.tokens},
+            )
+        )
+    for odd in check.oddities:
+        alternatives = [a for a, _ in odd.alternatives]
+        shown = ", ".join(repr(a) if a else "(remove it)" for a in alternatives)
+        diagnostics.append(
+            types.Diagnostic(
+                range=index.range(odd.start, odd.end),
+                message=f"'{odd.word}' reads oddly here; likelier: {shown}",
+                severity=types.DiagnosticSeverity.Warning,
+                source=SOURCE,
+                code=ODD_WORD,
+                data={
+                    "word": odd.word,
+                    "alternatives": alternatives,
+                    "gain_bits": [round(g, 2) for _, g in odd.alternatives],
+                    "surprisal_bits": None if math.isinf(odd.surprisal) else round(odd.surprisal, 2),
+                },
+            )
+        )
+    return diagnostics
+
+
+# --- completion --------------------------------------------------------------------------------------------------
+@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[" "]))
+async def completion(ls: NextwordServer, params: types.CompletionParams) -> types.CompletionList | None:
+    uri = params.text_document.uri
+    generation = ls.completion_generation.get(uri, 0) + 1
+    ls.completion_generation[uri] = generation
+    document = ls.open_document(uri)
+    if document is None or not ls.enabled(document):
+        return None
+    text = document.source
+    offset = offset_at(text, params.position, ls.utf16())
+    k = ls.settings.suggestions
+
+    def work() -> Any:
+        if ls.completion_generation.get(uri) != generation:
+            raise JsonRpcRequestCancelled("superseded by a newer completion request")
+        return ls.engine().complete_at(text, offset, k)
+
+    try:
+        result = await ls.run(work)
+    except StoreError as exc:
+        ls.message(f"nextword cannot complete: {exc}")
+        return None
+    start = types.Position(
+        line=params.position.line,
+        character=max(0, params.position.character - units(result.prefix, ls.utf16())),
+    )
+    edit_range = types.Range(start=start, end=params.position)
+    items = [_completion_item(s, rank, edit_range) for rank, s in enumerate(result.suggestions)]
+    return types.CompletionList(is_incomplete=True, items=items)
+
+
+def _completion_item(suggestion: Suggestion, rank: int, edit_range: types.Range) -> types.CompletionItem:
+    return types.CompletionItem(
+        label=suggestion.word,
+        kind=types.CompletionItemKind.Text,
+        sort_text=f"{rank:04d}",
+        filter_text=suggestion.word,
+        text_edit=types.TextEdit(range=edit_range, new_text=suggestion.word),
+        label_details=types.CompletionItemLabelDetails(description=f"{suggestion.prob:.1%}"),
+        detail=f"P = {suggestion.prob:.4f}",
+    )
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(
+    ls: NextwordServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList | None:
+    document = ls.open_document(params.text_document.uri)
+    if document is None or not ls.enabled(document) or not ls.settings.inline_completion:
+        return None
+    text = document.source
+    offset = offset_at(text, params.position, ls.utf16())
+    config = BeamConfig(max_words=ls.settings.inline_max_words)
+
+    def work() -> tuple[str, str] | None:
+        engine = ls.engine()
+        cursor = tokenize.cursor_context(text, offset, max_tokens=engine.model.order - 1)
+        if cursor.skipped:
+            return None
+        words = beam_continuation(engine.model, cursor.context, config, cursor.prefix.casefold())
+        if not words:
+            return None
+        first = engine.display(words[0], cursor.sentence_start, cursor.prefix)
+        rest = engine.render(words[1:], sentence_start=False) if len(words) > 1 else ""
+        glue = "" if not rest or rest[0] in ",.;:!?)" or rest.startswith("'") else " "
+        return cursor.prefix, first + glue + rest
+
+    try:
+        found = await ls.run(work)
+    except StoreError as exc:
+        ls.message(f"nextword cannot complete: {exc}")
+        return None
+    if found is None:
+        return types.InlineCompletionList(items=[])
+    prefix, insert = found
+    start = types.Position(
+        line=params.position.line, character=max(0, params.position.character - units(prefix, ls.utf16()))
+    )
+    item = types.InlineCompletionItem(insert_text=insert, range=types.Range(start=start, end=params.position))
+    return types.InlineCompletionList(items=[item])
+
+
+# --- hover and code actions -----------------------------------------------------------------------------------
+@server.feature(types.TEXT_DOCUMENT_HOVER)
+async def hover(ls: NextwordServer, params: types.HoverParams) -> types.Hover | None:
+    document = ls.open_document(params.text_document.uri)
+    if document is None or not ls.enabled(document):
+        return None
+    text = document.source
+    offset = offset_at(text, params.position, ls.utf16())
+    info = await ls.run(lambda: ls.engine().word_info(text, offset))
+    if info is None:
+        return None
+    alternatives = ", ".join(f"{a.word} ({a.prob:.1%})" for a in info.alternatives)
+    value = (
+        f"**{info.word}**: surprisal {info.surprisal:.1f} bits (P = {info.prob:.2g})\n\n"
+        f"Likelier here: {alternatives or '(none)'}"
+    )
+    index = LineIndex(text, ls.utf16())
+    return types.Hover(
+        contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=value),
+        range=index.range(info.start, info.end),
+    )
+
+
+@server.feature(
+    types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix])
+)
+def code_action(ls: NextwordServer, params: types.CodeActionParams) -> list[types.CodeAction]:
+    uri = params.text_document.uri
+    document = ls.open_document(uri)
+    actions: list[types.CodeAction] = []
+    for diagnostic in params.context.diagnostics:
+        if diagnostic.source != SOURCE or diagnostic.code != ODD_WORD or not isinstance(diagnostic.data, dict):
+            continue
+        word = str(diagnostic.data.get("word", ""))
+        for alternative in diagnostic.data.get("alternatives", []) or []:
+            if not isinstance(alternative, str):
+                continue
+            edit_range = diagnostic.range
+            if alternative == "" and document is not None:
+                edit_range = _with_space_before(document.source, diagnostic.range, ls.utf16())
+            title = f"Replace with '{alternative}'" if alternative else f"Remove the repeated '{word}'"
+            actions.append(
+                types.CodeAction(
+                    title=title,
+                    kind=types.CodeActionKind.QuickFix,
+                    diagnostics=[diagnostic],
+                    is_preferred=not actions,
+                    edit=types.WorkspaceEdit(changes={uri: [types.TextEdit(range=edit_range, new_text=alternative)]}),
+                )
+            )
+        actions.append(
+            types.CodeAction(
+                title=f"Ignore '{word}'",
+                kind=types.CodeActionKind.QuickFix,
+                diagnostics=[diagnostic],
+                command=types.Command(title=f"Ignore '{word}'", command=COMMANDS["ignore_word"], arguments=[word]),
+            )
+        )
+    actions.append(
+        types.CodeAction(
+            title="Forget this document (nextword)",
+            kind=types.CodeActionKind.Empty,
+            command=types.Command(title="Forget this document", command=COMMANDS["forget_document"], arguments=[uri]),
+        )
+    )
+    return actions
+
+
+def _with_space_before(text: str, word_range: types.Range, utf16: bool) -> types.Range:
+    """The range of a word plus the white space before it (removing a doubled word removes one space too)."""
+    start = offset_at(text, word_range.start, utf16)
+    begin = start
+    while begin > 0 and text[begin - 1] in " \t":
+        begin -= 1
+    return types.Range(start=LineIndex(text, utf16).position(begin), end=word_range.end)
+
+
+# --- commands ----------------------------------------------------------------------------------------------------
+@server.command(COMMANDS["ignore_word"])
+def ignore_word(ls: NextwordServer, *args: Any) -> dict[str, Any]:
+    words = [str(a) for a in _flatten(args) if isinstance(a, str) and a]
+    ls.ignored.update(words)
+    for uri in list(ls.workspace.text_documents):
+        schedule_diagnostics(ls, uri, delay=0)
+    return {"ignored": sorted(ls.ignored)}
+
+
+@server.command(COMMANDS["pause_learning"])
+def pause_learning(ls: NextwordServer, *args: Any) -> dict[str, Any]:
+    ls.learning_paused = True
+    for task in ls.learn_tasks.values():
+        task.cancel()
+    ls.learn_tasks.clear()
+    return {"learning": False}
+
+
+@server.command(COMMANDS["resume_learning"])
+def resume_learning(ls: NextwordServer, *args: Any) -> dict[str, Any]:
+    ls.learning_paused = False
+    return {"learning": True}
+
+
+@server.command(COMMANDS["statistics"])
+async def statistics(ls: NextwordServer, *args: Any) -> dict[str, Any]:
+    stats = await ls.run(lambda: ls.engine().stats())
+    return {
+        **{k: v for k, v in stats.items() if k != "ngrams"},
+        "ngrams": {str(n): c for n, c in stats.get("ngrams", {}).items()},  # type: ignore[union-attr]
+        "learning": not ls.learning_paused and ls.settings.learning,
+        "ignored": sorted(ls.ignored),
+    }
+
+
+@server.command(COMMANDS["forget_document"])
+async def forget_document(ls: NextwordServer, *args: Any) -> dict[str, Any]:
+    uris = [a for a in _flatten(args) if isinstance(a, str)]
+    if not uris:
+        raise ValueError("nextword.forgetDocument needs the document's URI")
+    uri = uris[0]
+    task = ls.learn_tasks.pop(uri, None)
+    if task is not None:
+        task.cancel()
+    try:
+        result = await ls.run(lambda: ls.engine().forget(uri))
+    except UnknownSourceError:
+        return {"uri": uri, "forgotten": False, "changed_ngrams": 0}
+    schedule_diagnostics(ls, uri, delay=0)
+    return {"uri": uri, "forgotten": True, "changed_ngrams": result.changed_ngrams}
+
+
+@server.command(COMMANDS["learn_workspace"])
+async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
+    """Learn every text file of the workspace folders, with $/progress; cancellable from the client."""
+    files = _workspace_text_files(ls)
+    token = str(uuid.uuid4())
+    try:
+        await ls.work_done_progress.create_async(token)
+    except Exception:  # the client does not support server-initiated progress: go on without it
+        log.info("client refused window/workDoneProgress/create; learning without progress")
+    ls.work_done_progress.begin(
+        token, types.WorkDoneProgressBegin(title="nextword: learning the workspace", cancellable=True, percentage=0)
+    )
+    learned = skipped = 0
+    cancelled = False
+    try:
+        for i, path in enumerate(files):
+            if ls.work_done_progress.tokens.get(token) is not None and ls.work_done_progress.tokens[token].cancelled():
+                cancelled = True
+                break
+            try:
+                await ls.run(lambda p=path: ls.engine().learn_file(p))
+                learned += 1
+            except StoreError as exc:
+                skipped += 1
+                log.info("not learned: %s", exc)
+            ls.work_done_progress.report(
+                token,
+                types.WorkDoneProgressReport(message=path.name, percentage=int(100 * (i + 1) / max(len(files), 1))),
+            )
+    except asyncio.CancelledError:
+        cancelled = True
+    finally:
+        ls.work_done_progress.end(
+            token, types.WorkDoneProgressEnd(message=f"learned {learned} files" + (" (cancelled)" if cancelled else ""))
+        )
+        ls.work_done_progress.tokens.pop(token, None)
+    return {"learned": learned, "skipped": skipped, "files": len(files), "cancelled": cancelled}
+
+
+def _workspace_text_files(ls: NextwordServer) -> list[Path]:
+    """Text files (by suffix) under the workspace folders; never outside them, never hidden folders."""
+    roots: list[Path] = []
+    for folder in (ls.workspace.folders or {}).values():
+        parsed = urlparse(folder.uri)
+        if parsed.scheme == "file":
+            roots.append(Path(unquote(parsed.path)))
+    if not roots and ls.workspace.root_path:
+        roots.append(Path(ls.workspace.root_path))
+    files: list[Path] = []
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            relative = path.relative_to(root)
+            if any(part.startswith(".") or part == "node_modules" for part in relative.parts):
+                continue
+            if path.is_file() and not path.is_symlink() and path.suffix.lower() in TEXT_SUFFIXES:
+                files.append(path)
+    return files
+
+
+def _flatten(args: Any) -> list[Any]:
+    out: list[Any] = []
+    for arg in args if isinstance(args, list | tuple) else [args]:
+        out.extend(_flatten(arg) if isinstance(arg, list | tuple) else [arg])
+    return out
+
+
+def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str | None = None) -> None:
+    """Serve over stdio (default) or TCP (bound to `host`, 127.0.0.1 unless asked otherwise)."""
+    logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    if db:
+        server.settings = Settings(database=db)
+    if tcp:
+        server.start_tcp(host, port)
+    else:
+        server.start_io()
