@@ -215,9 +215,11 @@ class NgramModel:
         if self._cache.version != self.counts.version:
             self._cache.version = self.counts.version
             self._cache.items.clear()
-        if key not in self._cache.items:
-            self._cache.items[key] = make()
-        return self._cache.items[key]
+        items = self._cache.items
+        value = items.get(key)
+        if value is None:
+            value = items[key] = make()
+        return value
 
     # --- the estimators --------------------------------------------------------------------------------------
     def _probs(self, ids: tuple[int, ...], words: np.ndarray) -> np.ndarray:

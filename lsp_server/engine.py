@@ -139,6 +139,8 @@ class Engine:
         return self.store.version if isinstance(self.store, CountStore) else 0
 
     def close(self) -> None:
+        if isinstance(self.model, NgramModel) and isinstance(self.model.counts, SqliteCounts):
+            self.model.counts.close()
         self.store.close()
 
     # --- suggestions ---------------------------------------------------------------------------------------
@@ -204,9 +206,12 @@ class Engine:
         if version != self._casing_version:
             self._casing.clear()
             self._casing_version = version
-        if word not in self._casing:
-            self._casing[word] = self.store.surface_of(word)
-        return self._casing[word]
+        surface = self._casing.get(word)
+        if surface is None:
+            counts = self.model.counts if isinstance(self.model, NgramModel) else None
+            reader = counts if isinstance(counts, SqliteCounts) else self.store
+            surface = self._casing[word] = reader.surface_of(word)
+        return surface
 
     # --- scoring ---------------------------------------------------------------------------------------------
     def score(self, text: str) -> DocumentScore:

@@ -1,7 +1,9 @@
 """The nextword language server (pygls): thin handlers that turn LSP requests into Engine calls.
 
-Model work runs on one worker thread, never on the event loop. A completion request that a newer one for the same
-document has superseded by the time its turn comes is answered as cancelled, not computed. Every handler catches
+Model work never runs on the event loop: requests a person waits for (completion, inline completion, hover) run on
+one thread, background work (diagnostics, learning, commands) on another, and reads use their own SQLite connection,
+so a learn never delays a key press. A completion request that a newer one for the same document has superseded by
+the time its turn comes is answered as cancelled, not computed. Every handler catches
 what goes wrong with its input, logs it, and answers empty: the server never dies on a request.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,9 +62,10 @@ class NextwordServer(LanguageServer):
             server_version = "0"
         super().__init__("nextword", server_version)
         self.settings = Settings(database=db)
-        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-model")
+        self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-interactive")
+        self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-background")
+        self._engine_lock = threading.Lock()
         self._engine: Engine | None = None
-        self._engine_error: str | None = None
         self.learning_paused = False
         self.ignored: set[str] = set()
         self.diagnostic_tasks: dict[str, asyncio.Task[None]] = {}
@@ -70,24 +74,26 @@ class NextwordServer(LanguageServer):
 
     # --- the engine, on its own thread -----------------------------------------------------------------------
     def engine(self) -> Engine:
-        """The Engine (opened on first use, on the model thread). Raises StoreError if the store cannot open."""
-        if self._engine is None:
-            try:
+        """The Engine (opened on first use). Raises StoreError if the store cannot be opened."""
+        with self._engine_lock:
+            if self._engine is None:
                 self._engine = Engine.open(self.settings.database, create=self.settings.database is not None)
-                self._engine_error = None
-            except StoreError as exc:
-                self._engine_error = str(exc)
-                raise
-        return self._engine
+            return self._engine
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
-        """Run model work on the model thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.model_thread, work, *args)
+        """Run work a person is waiting for (completion, hover) on the interactive thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.interactive, work, *args)
+
+    async def run_background(self, work: Callable[..., T], *args: Any) -> T:
+        """Run diagnostics, learning and commands on the background thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.background, work, *args)
 
     def reopen(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-        self._engine = None
+        """Close the engine so the next use opens the store named by the settings."""
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.close()
+            self._engine = None
 
     # --- documents --------------------------------------------------------------------------------------------
     def open_document(self, uri: str) -> Any | None:
@@ -117,7 +123,7 @@ class NextwordServer(LanguageServer):
             log.warning(problem)
             self.message(problem)
         if self.settings.database != old.database:
-            self.model_thread.submit(self.reopen)
+            self.background.submit(self.reopen)
 
 
 server = NextwordServer()
@@ -131,7 +137,7 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
-    ls.model_thread.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
+    ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
 
 
 def _warm_up(ls: NextwordServer) -> None:
@@ -201,7 +207,7 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
         if len(text) > ls.settings.max_document_chars:
             log.info("not learning %s: %d characters is over maxDocumentChars", uri, len(text))
             return
-        result = await ls.run(lambda: ls.engine().learn(uri, text))
+        result = await ls.run_background(lambda: ls.engine().learn(uri, text))
         log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
         schedule_diagnostics(ls, uri, delay=0)
     except asyncio.CancelledError:
@@ -238,7 +244,7 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
         settings = ls.settings
         ignored = frozenset(ls.ignored | set(settings.ignored_words))
         config = OddityConfig(threshold_bits=settings.oddity_threshold)
-        check = await ls.run(lambda: ls.engine().check(text, config, ignored))
+        check = await ls.run_background(lambda: ls.engine().check(text, config, ignored))
         diagnostics = build_diagnostics(text, check, settings, ls.utf16())
         ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics, version=version)
@@ -476,7 +482,7 @@ def resume_learning(ls: NextwordServer, *args: Any) -> dict[str, Any]:
 
 @server.command(COMMANDS["statistics"])
 async def statistics(ls: NextwordServer, *args: Any) -> dict[str, Any]:
-    stats = await ls.run(lambda: ls.engine().stats())
+    stats = await ls.run_background(lambda: ls.engine().stats())
     return {
         **{k: v for k, v in stats.items() if k != "ngrams"},
         "ngrams": {str(n): c for n, c in stats.get("ngrams", {}).items()},  # type: ignore[union-attr]
@@ -495,7 +501,7 @@ async def forget_document(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     if task is not None:
         task.cancel()
     try:
-        result = await ls.run(lambda: ls.engine().forget(uri))
+        result = await ls.run_background(lambda: ls.engine().forget(uri))
     except UnknownSourceError:
         return {"uri": uri, "forgotten": False, "changed_ngrams": 0}
     schedule_diagnostics(ls, uri, delay=0)
@@ -522,7 +528,7 @@ async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
                 cancelled = True
                 break
             try:
-                await ls.run(lambda p=path: ls.engine().learn_file(p))
+                await ls.run_background(lambda p=path: ls.engine().learn_file(p))
                 learned += 1
             except StoreError as exc:
                 skipped += 1

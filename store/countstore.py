@@ -153,6 +153,17 @@ class CountStore:
                 self._seen_data_version = data_version
             return self._commits
 
+    @property
+    def commits(self) -> int:
+        """How many write transactions this object has run (readers compare it to notice this process's writes)."""
+        return self._commits
+
+    def sync_vocab(self) -> None:
+        """Load words other processes added."""
+        with self.lock:
+            if not self.db.in_transaction:
+                self._sync_vocab()
+
     def _sync_vocab(self) -> None:
         rows = self.db.execute("SELECT id, word FROM vocab WHERE id >= ? ORDER BY id", (len(self.vocab),))
         for wid, word in rows:

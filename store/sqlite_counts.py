@@ -1,11 +1,15 @@
 """`SqliteCounts`: the `CountReader` that n-gram models use over a `CountStore`.
 
+It reads through a connection of its own, so a learn in progress (on the store's connection, another thread or
+another process) never shows half-applied and never blocks a read: WAL gives each query the last committed state.
 Follower lists are cached in memory (least recently used first out) and the whole cache is dropped when the
-store's version changes, that is after any learn or forget by this process or another one.
+counts change: at once after this process's writes, within `OTHER_WRITERS_CHECK_S` after another process's.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -13,7 +17,7 @@ import numpy as np
 from lm_core.counts import Level
 from lm_core.vocab import BOS_ID, Vocab
 from store import schema
-from store.countstore import CountStore
+from store.countstore import OTHER_WRITERS_CHECK_S, CountStore
 
 
 class SqliteCounts:
@@ -23,10 +27,19 @@ class SqliteCounts:
         self.store = store
         self.order = store.order
         self.cache_size = cache_size
+        self.db = schema.connect(store.path, create=False)
+        self.lock = threading.RLock()
         self._levels: OrderedDict[tuple[int, ...], Level] = OrderedDict()
         self._coc: dict[tuple[int, str], tuple[int, ...]] = {}
-        self._cache_version: int | None = None
         self._queries = [self._level_query(n) for n in range(1, self.order + 1)]
+        self._version = 0
+        self._seen_commits = store.commits
+        self._seen_data_version: int | None = None
+        self._checked_at = 0.0
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
 
     @property
     def vocab(self) -> Vocab:
@@ -34,14 +47,23 @@ class SqliteCounts:
 
     @property
     def version(self) -> int:
-        return self.store.version
-
-    def _fresh(self) -> None:
-        version = self.store.version
-        if version != self._cache_version:
-            self._levels.clear()
-            self._coc.clear()
-            self._cache_version = version
+        """Changes (and the caches go) whenever the counts change; see the module docstring."""
+        with self.lock:
+            changed = self.store.commits != self._seen_commits
+            now = time.monotonic()
+            if changed or now - self._checked_at >= OTHER_WRITERS_CHECK_S:
+                self._checked_at = now
+                data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+                if data_version != self._seen_data_version:
+                    changed = changed or self._seen_data_version is not None
+                    self._seen_data_version = data_version
+            if changed:
+                self._seen_commits = self.store.commits
+                self.store.sync_vocab()
+                self._levels.clear()
+                self._coc.clear()
+                self._version += 1
+            return self._version
 
     @staticmethod
     def _level_query(n: int) -> str:
@@ -53,30 +75,45 @@ class SqliteCounts:
 
     def level(self, context: tuple[int, ...]) -> Level:
         """Followers of `context` (word ids), ascending by id; `()` is the unigram level without `<s>`."""
-        self._fresh()
-        cached = self._levels.get(context)
-        if cached is not None:
-            self._levels.move_to_end(context)
-            return cached
+        self.version  # noqa: B018 - drops the caches if the counts changed
+        with self.lock:
+            cached = self._levels.get(context)
+            if cached is not None:
+                self._levels.move_to_end(context)
+                return cached
         if len(context) >= self.order:
             raise ValueError(
                 f"context of {len(context)} words needs order {len(context) + 1}, store has {self.order}"
             )
-        with self.store.lock:
-            rows = self.store.db.execute(self._queries[len(context)], context).fetchall()
+        with self.lock:
+            rows = self.db.execute(self._queries[len(context)], context).fetchall()
         if rows:
             data = np.asarray(rows, dtype=np.int64)
             level = Level(data[:, 0].copy(), data[:, 1].copy(), data[:, 2].copy())
         else:
             level = Level.empty()
-        self._levels[context] = level
-        if len(self._levels) > self.cache_size:
-            self._levels.popitem(last=False)
+        with self.lock:
+            self._levels[context] = level
+            if len(self._levels) > self.cache_size:
+                self._levels.popitem(last=False)
         return level
 
     def count_of_counts(self, order: int, kind: str) -> tuple[int, ...]:
-        self._fresh()
+        self.version  # noqa: B018 - drops the caches if the counts changed
         key = (order, kind)
-        if key not in self._coc:
-            self._coc[key] = self.store.stored_count_of_counts(order, kind)
-        return self._coc[key]
+        with self.lock:
+            if key not in self._coc:
+                rows = self.db.execute("SELECT v FROM coc WHERE n = ? AND kind = ? ORDER BY k", key)
+                self._coc[key] = tuple(r[0] for r in rows)
+            return self._coc[key]
+
+    def surface_of(self, word: str) -> str:
+        """The most frequent surface form of a normalised word (the word itself if none is recorded)."""
+        wid = self.vocab.get(word)
+        if wid is None:
+            return word
+        with self.lock:
+            row = self.db.execute(
+                "SELECT surface FROM casing WHERE id = ? ORDER BY n DESC, surface LIMIT 1", (wid,)
+            ).fetchone()
+        return row[0] if row else word
