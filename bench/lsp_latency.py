@@ -1,0 +1,237 @@
+"""Completion latency through the real language server over stdio.
+
+Starts `nextword serve` as a subprocess on a store built from WikiText-2 train (by default the shipped default
+model, a pruned WikiText-2 train 5-gram store; `--full` builds an unpruned prose 5-gram store first), opens one
+document, and for each of `--requests` positions taken from WikiText-2 test text sets the document to the text
+before the position (didChange) and asks for a completion there — half of them right after a space, half after a
+1-2 letter prefix of the true next word. Reports the round-trip latency (p50/p95/p99/max), the time from process
+start to the first completion answer, and the server's resident memory. A tiny JSON-RPC client is used (not a
+full LSP client library) so the client's own overhead stays out of the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402
+    Stopwatch,
+    base_parser,
+    corpora_dir,
+    fmt,
+    markdown_table,
+    percentiles,
+    require_files,
+    results_path,
+    section_text,
+    step,
+    write_section,
+)
+
+URI = "file:///bench/document.md"
+
+
+class RawClient:
+    """Just enough JSON-RPC over a child's stdin/stdout: requests answered in order, notifications skipped."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
+        )
+        self.next_id = 0
+
+    def send(self, message: dict[str, Any]) -> None:
+        body = json.dumps({"jsonrpc": "2.0", **message}).encode()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        length = 0
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the server closed its output")
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return json.loads(self.proc.stdout.read(length))
+
+    def request(self, method: str, params: Any) -> Any:
+        self.next_id += 1
+        self.send({"id": self.next_id, "method": method, "params": params})
+        while True:
+            message = self.read()
+            if message.get("id") == self.next_id and "method" not in message:
+                if "error" in message:
+                    raise RuntimeError(f"{method} failed: {message['error']}")
+                return message.get("result")
+            if "method" in message and "id" in message:  # a request from the server: say yes
+                self.send({"id": message["id"], "result": None})
+
+    def notify(self, method: str, params: Any) -> None:
+        self.send({"method": method, "params": params})
+
+    def rss(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) of the server in bytes."""
+        values = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                values[line.split(":")[0]] = int(line.split()[1]) * 1024
+        return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+    def close(self) -> None:
+        try:
+            self.request("shutdown", None)
+            self.notify("exit", None)
+            self.proc.wait(timeout=10)
+        except Exception:
+            self.proc.kill()
+
+
+def positions(test_file: Path, count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(text before the cursor, the word that truly follows) pairs from WikiText-2 test paragraphs, as prose."""
+    from lsp_server.default_model import UNK_MARKER, detokenize_wikitext
+
+    paragraphs = [
+        detokenize_wikitext(line)
+        for line in test_file.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.strip().startswith("=")
+    ]
+    rng = random.Random(seed)
+    out: list[tuple[str, str]] = []
+    while len(out) < count:
+        words = rng.choice(paragraphs).split(" ")
+        if len(words) < 3:
+            continue
+        cut = rng.randrange(1, len(words))
+        following = words[cut]
+        if not following.isalpha() or UNK_MARKER in following or UNK_MARKER in " ".join(words[:cut]):
+            continue
+        out.append((" ".join(words[:cut]) + " ", following))
+    return out
+
+
+def prepare_store(folder: Path, full: bool, corpora: Path) -> Path:
+    """A prose store from WikiText-2 train: the shipped default model, or an unpruned 5-gram build."""
+    db = folder / "wikitext2.db"
+    if full:
+        from lm_core.counting import count_ngrams, encode_sentences
+        from lm_core.vocab import Vocab
+        from lsp_server.default_model import analyse_wikitext
+        from store.countstore import CountStore
+
+        train = require_files(corpora, ["wikitext-2/wiki.train.tokens"])[0]
+        sentences, casing = analyse_wikitext(train.read_text(encoding="utf-8"))
+        vocab = Vocab()
+        tables = count_ngrams(encode_sentences(sentences, vocab), 5, vocab)
+        with CountStore.open(db, order=5, tokenizer="prose", create=True) as store:
+            store.add_base(tables, name="WikiText-2 train", casing=casing)
+    else:
+        from lsp_server.paths import seed_from_default_model
+
+        if not seed_from_default_model(db):
+            sys.exit("error: the shipped default model is missing; run python -m lsp_server.default_model")
+    return db
+
+
+def completion_params(text: str) -> dict[str, Any]:
+    lines = text.split("\n")
+    character = len(lines[-1].encode("utf-16-le")) // 2
+    return {"textDocument": {"uri": URI}, "position": {"line": len(lines) - 1, "character": character}}
+
+
+def run(args: Any) -> dict[str, Any]:
+    corpora = corpora_dir(args.corpora)
+    test_file = require_files(corpora, ["wikitext-2/wiki.test.tokens"])[0]
+    count = 200 if args.quick else args.requests
+    cases = positions(test_file, count)
+    with tempfile.TemporaryDirectory() as tmp:
+        with step("preparing the store"):
+            db = prepare_store(Path(tmp), args.full, corpora)
+        env = {**os.environ, "XDG_DATA_HOME": tmp}
+        started = time.perf_counter()
+        client = RawClient([sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(db)], env)
+        client.request(
+            "initialize", {"processId": os.getpid(), "capabilities": {}, "rootUri": None, "initializationOptions": {}}
+        )
+        client.notify("initialized", {})
+        first_text = cases[0][0]
+        client.notify(
+            "textDocument/didOpen",
+            {"textDocument": {"uri": URI, "languageId": "markdown", "version": 1, "text": first_text}},
+        )
+        client.request("textDocument/completion", completion_params(first_text))
+        first_completion_s = time.perf_counter() - started
+        latencies = {"after a space": [], "with a prefix": []}
+        version = 1
+        with step(f"{len(cases)} completions"):
+            for i, (before, following) in enumerate(cases):
+                prefixed = i % 2 == 1
+                text = before + (following[: 1 + i % 2] if prefixed else "")
+                version += 1
+                client.notify(
+                    "textDocument/didChange",
+                    {"textDocument": {"uri": URI, "version": version}, "contentChanges": [{"text": text}]},
+                )
+                with Stopwatch() as sw:
+                    result = client.request("textDocument/completion", completion_params(text))
+                if not result or not result.get("items"):
+                    raise RuntimeError(f"no completion for {text[-60:]!r}")
+                latencies["with a prefix" if prefixed else "after a space"].append(sw.seconds * 1000)
+        rss, hwm = client.rss()
+        client.close()
+    return {"latencies": latencies, "first_completion_s": first_completion_s, "rss": rss, "hwm": hwm, "count": count}
+
+
+def report(figures: dict[str, Any], full: bool) -> str:
+    rows = []
+    everything = [x for values in figures["latencies"].values() for x in values]
+    for name, values in [*figures["latencies"].items(), ("all", everything)]:
+        p50, p95, p99 = percentiles(values)
+        rows.append([name, fmt(len(values)), fmt(p50), fmt(p95), fmt(p99), fmt(max(values))])
+    table = markdown_table(["completion", "requests", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
+    store = "an unpruned prose 5-gram store" if full else "the shipped default model (pruned prose 5-gram)"
+    p50, _, p99 = percentiles(everything)
+    return (
+        f"Round trips of `textDocument/completion` through `nextword serve` over stdio, on {store} built from "
+        f"WikiText-2 train, at positions from WikiText-2 test (each preceded by a didChange with the text before "
+        f"the cursor).\n\n{table}\n\n"
+        f"| measure | value | aim |\n|---|---|---|\n"
+        f"| p50 / p99 latency | {p50:.2f} / {p99:.2f} ms | <= 3 / <= 10 ms |\n"
+        f"| process start to first completion answer | {figures['first_completion_s']:.2f} s | <= 1 s |\n"
+        f"| server resident memory at the end (peak) | {figures['rss'] / 2**20:.0f} MiB "
+        f"({figures['hwm'] / 2**20:.0f} MiB) | <= 300 MB |\n"
+    )
+
+
+def main() -> None:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="completion requests (default 2000)")
+    parser.add_argument("--full", action="store_true", help="build an unpruned prose 5-gram store first (~1 min)")
+    args = parser.parse_args()
+    with Stopwatch() as total:
+        figures = run(args)
+    body = report(figures, args.full)
+    print(body)
+    path = results_path(args)
+    if path is not None:
+        write_section(path, "lsp_latency", section_text("Completion latency through the server", body, total.seconds))
+
+
+if __name__ == "__main__":
+    main()
