@@ -306,16 +306,24 @@ class NgramModel:
         return self._cached(f"katz{n}", make)
 
     def _katz_seen(self, n: int, level: Level, discount: bool) -> tuple[np.ndarray, int]:
-        """Discounted probabilities d_c c / T of the seen followers of one level, and T."""
+        """Discounted probabilities d_c c / T of the seen followers of one level, and T.
+
+        Where Good-Turing leaves no mass at all (every follower seen more than k times), the level is discounted
+        absolutely instead (D = n1 / (n1 + 2 n2) of the order), so that unseen words never get probability 0.
+        """
         total = int(level.count.sum())
-        ratios = self._katz_ratios(n)
         c = level.count
-        d = (
-            np.where(c <= self.config.katz_k, ratios[np.minimum(c, self.config.katz_k)], 1.0)
-            if discount
-            else 1.0
-        )
-        return d * c / total, total
+        if not discount:
+            return c / total, total
+        k = self.config.katz_k
+        ratios = self._katz_ratios(n)
+        d = np.where(c <= k, ratios[np.minimum(c, k)], 1.0)
+        seen = d * c / total
+        if 1.0 - float(seen.sum()) <= 1e-12:
+            n1, n2 = self.counts.count_of_counts(n, RAW)[:2]
+            absolute = n1 / (n1 + 2 * n2) if n1 > 0 else 0.5
+            seen = np.maximum(c - absolute, 0.0) / total
+        return seen, total
 
     def _katz(self, levels: list[Level], words: np.ndarray) -> np.ndarray:
         unigram = levels[0]
@@ -327,14 +335,14 @@ class NgramModel:
         for n, level in enumerate(levels[1:], start=2):
             if len(level) == 0:
                 continue
-            seen_p, _ = self._katz_seen(n, level, discount=True)
             lower = _lookup(prev_level.ids, prev_seen, level.ids)
-            numerator, denominator = 1.0 - float(seen_p.sum()), 1.0 - float(lower.sum())
+            denominator = 1.0 - float(lower.sum())
             if denominator <= 1e-12:  # the context was followed by every word: nothing to back off to
                 seen_p, _ = self._katz_seen(n, level, discount=False)
                 alpha = 0.0
             else:
-                alpha = numerator / denominator
+                seen_p, _ = self._katz_seen(n, level, discount=True)
+                alpha = (1.0 - float(seen_p.sum())) / denominator
             in_level = np.isin(words, level.ids)
             p = np.where(in_level, _lookup(level.ids, seen_p, words), alpha * p)
             prev_level, prev_seen = level, seen_p
