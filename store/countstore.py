@@ -35,6 +35,17 @@ CHUNK_TOKENS = 4_000_000
 """Bulk builds count this many tokens at a time, so memory stays bounded however large the corpus."""
 
 
+CHANGE_LOG_SIZE = 64
+
+
+@dataclass
+class Changes:
+    """What one commit changed: follower lists of these contexts (word-id tuples), and these unigrams."""
+
+    contexts: set[tuple[int, ...]]
+    unigrams: set[int]
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     name: str
@@ -69,6 +80,9 @@ class CountStore:
         self.lock = threading.RLock()
         self.vocab = Vocab()
         self._commits = 0
+        self._external = 0
+        self._change_log: dict[int, Changes] = {}
+        self._pending: Changes | None = None
         self._seen_data_version: int | None = None
         self._checked_at = -math.inf
         self._sync_vocab()
@@ -140,23 +154,33 @@ class CountStore:
     def version(self) -> int:
         """Changes whenever counts change: at once for this connection's writes, and within
         `OTHER_WRITERS_CHECK_S` for another process's (checking costs a query, so it is not done on every call)."""
+        return self._commits + self.external_changes
+
+    @property
+    def external_changes(self) -> int:
+        """How many times other connections' commits were noticed (checked at most every OTHER_WRITERS_CHECK_S)."""
         now = time.monotonic()
-        if now - self._checked_at < OTHER_WRITERS_CHECK_S:
-            return self._commits
-        with self.lock:
-            self._checked_at = now
-            data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
-            if data_version != self._seen_data_version:
-                if self._seen_data_version is not None:
-                    self._commits += 1
-                    self._sync_vocab()
-                self._seen_data_version = data_version
-            return self._commits
+        if now - self._checked_at >= OTHER_WRITERS_CHECK_S:
+            with self.lock:
+                self._checked_at = now
+                data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+                if data_version != self._seen_data_version:
+                    if self._seen_data_version is not None:
+                        self._external += 1
+                        if not self.db.in_transaction:
+                            self._sync_vocab()
+                    self._seen_data_version = data_version
+        return self._external
 
     @property
     def commits(self) -> int:
         """How many write transactions this object has run (readers compare it to notice this process's writes)."""
         return self._commits
+
+    def changes_since(self, commit: int) -> list[Changes] | None:
+        """What this object's commits after `commit` changed, oldest first; None if any is not known."""
+        found = [self._change_log.get(c) for c in range(commit + 1, self._commits + 1)]
+        return None if any(f is None for f in found) else found  # type: ignore[return-value]
 
     def sync_vocab(self) -> None:
         """Load words other processes added."""
@@ -175,6 +199,7 @@ class CountStore:
         """One write transaction; on failure everything (the in-memory vocabulary too) is rolled back."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
+            self._pending = Changes(set(), set())
             try:
                 self._sync_vocab()
                 known = len(self.vocab)
@@ -184,13 +209,18 @@ class CountStore:
                     "INSERT INTO vocab VALUES (?, ?)", [(known + i, w) for i, w in enumerate(new_words)]
                 )
                 self.db.execute("COMMIT")
+                self._commits += 1
+                if self._pending is not None:
+                    self._change_log[self._commits] = self._pending
+                    self._change_log.pop(self._commits - CHANGE_LOG_SIZE, None)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 self.vocab = Vocab()
                 self._sync_vocab()
+                self._commits += 1  # unknown changes: readers drop everything
                 raise
             finally:
-                self._commits += 1
+                self._pending = None
 
     # --- learning and forgetting ---------------------------------------------------------------------------
     def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
@@ -338,6 +368,7 @@ class CountStore:
             )
 
     def _write_tables(self, tables: CountTables) -> None:
+        self._pending = None  # too much changed to list: readers drop all they cached
         for n, table in enumerate(tables.tables, start=1):
             rows = _rows(*table.grams.T, table.count, table.cont)
             self.db.executemany(f"INSERT INTO ng{n} VALUES ({', '.join('?' * (n + 2))})", rows)
@@ -359,11 +390,25 @@ class CountStore:
             self._apply_raw(n, *deltas[n - 1])
         for n in range(self.order, 1, -1):
             self._apply_continuation(n)
+        self._record_changes()
         for n in range(1, self.order + 1):
             key = ", ".join(schema.columns(n))
             self.db.execute(
                 f"DELETE FROM ng{n} WHERE ({key}) IN (SELECT {key} FROM temp.ch{n} WHERE new = 0)"
             )
+
+    def _record_changes(self) -> None:
+        """Note which follower lists the update changed, so readers in this process drop only those."""
+        if self._pending is None:
+            return
+        db = self.db
+        unigrams = "SELECT w1 FROM temp.ch1" + (" UNION SELECT w1 FROM temp.e1" if self.order > 1 else "")
+        self._pending.unigrams.update(r[0] for r in db.execute(unigrams))
+        for n in range(2, self.order + 1):
+            context = ", ".join(schema.columns(n - 1))
+            self._pending.contexts.update(db.execute(f"SELECT DISTINCT {context} FROM temp.ch{n}"))
+            if n < self.order:
+                self._pending.contexts.update(db.execute(f"SELECT DISTINCT {context} FROM temp.e{n}"))
 
     def _apply_raw(self, n: int, grams: np.ndarray, change: np.ndarray) -> None:
         cols = schema.columns(n)

@@ -3,13 +3,13 @@
 It reads through a connection of its own, so a learn in progress (on the store's connection, another thread or
 another process) never shows half-applied and never blocks a read: WAL gives each query the last committed state.
 Follower lists are cached in memory (least recently used first out) and the whole cache is dropped when the
-counts change: at once after this process's writes, within `OTHER_WRITERS_CHECK_S` after another process's.
+counts change: after another process's writes all of it (noticed within `OTHER_WRITERS_CHECK_S`), after this
+process's writes only the follower lists they changed (the store records them per commit).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -17,7 +17,7 @@ import numpy as np
 from lm_core.counts import Level
 from lm_core.vocab import BOS_ID, Vocab
 from store import schema
-from store.countstore import OTHER_WRITERS_CHECK_S, CountStore
+from store.countstore import Changes, CountStore
 
 
 class SqliteCounts:
@@ -34,8 +34,7 @@ class SqliteCounts:
         self._queries = [self._level_query(n) for n in range(1, self.order + 1)]
         self._version = 0
         self._seen_commits = store.commits
-        self._seen_data_version: int | None = None
-        self._checked_at = 0.0
+        self._seen_external = store.external_changes
 
     def close(self) -> None:
         with self.lock:
@@ -47,23 +46,53 @@ class SqliteCounts:
 
     @property
     def version(self) -> int:
-        """Changes (and the caches go) whenever the counts change; see the module docstring."""
+        """Changes (and caches go) whenever the counts change; see the module docstring."""
         with self.lock:
-            changed = self.store.commits != self._seen_commits
-            now = time.monotonic()
-            if changed or now - self._checked_at >= OTHER_WRITERS_CHECK_S:
-                self._checked_at = now
-                data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
-                if data_version != self._seen_data_version:
-                    changed = changed or self._seen_data_version is not None
-                    self._seen_data_version = data_version
-            if changed:
-                self._seen_commits = self.store.commits
-                self.store.sync_vocab()
-                self._levels.clear()
-                self._coc.clear()
-                self._version += 1
+            external, commits = self.store.external_changes, self.store.commits
+            if external != self._seen_external:
+                self._drop_all()
+            elif commits != self._seen_commits:
+                changes = self.store.changes_since(self._seen_commits)
+                if changes is None:
+                    self._drop_all()
+                else:
+                    self._drop_changed(changes)
+            else:
+                return self._version
+            self._seen_external, self._seen_commits = external, commits
+            self._version += 1
             return self._version
+
+    def _drop_all(self) -> None:
+        self._levels.clear()
+        self._coc.clear()
+
+    def _drop_changed(self, changes: list[Changes]) -> None:
+        """Drop only the follower lists these commits changed; patch the (large) unigram level in place."""
+        unigrams: set[int] = set()
+        for change in changes:
+            for context in change.contexts:
+                self._levels.pop(context, None)
+            unigrams |= change.unigrams
+        self._coc.clear()
+        cached = self._levels.get(())
+        if cached is not None and unigrams:
+            self._levels[()] = self._patched_unigrams(cached, sorted(unigrams))
+
+    def _patched_unigrams(self, level: Level, changed: list[int]) -> Level:
+        rows: list[tuple[int, int, int]] = []
+        for start in range(0, len(changed), 500):
+            chunk = changed[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT w1, c, cc FROM ng1 WHERE w1 IN ({marks}) AND w1 <> {BOS_ID}"
+            rows += self.db.execute(query, chunk).fetchall()
+        keep = ~np.isin(level.ids, np.asarray(changed, dtype=np.int64))
+        fresh = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+        ids = np.concatenate([level.ids[keep], fresh[:, 0]])
+        order = np.argsort(ids, kind="stable")
+        count = np.concatenate([level.count[keep], fresh[:, 1]])
+        cont = np.concatenate([level.cont[keep], fresh[:, 2]])
+        return Level(ids[order], count[order], cont[order])
 
     @staticmethod
     def _level_query(n: int) -> str:

@@ -96,3 +96,35 @@ def test_any_sequence_of_learns_and_forgets_equals_a_fresh_build(
                 store.forget(name)
                 del docs[name]
         assert snapshot(store) == fresh_build(tmp_path, docs, 3, tokenizer)
+
+
+def all_contexts(store: CountStore) -> list[tuple[int, ...]]:
+    tables = store.load_tables()
+    return [()] + [tuple(g) for t in tables.tables[:-1] for g in t.grams.tolist()]
+
+
+def test_a_warm_reader_sees_exactly_what_a_fresh_one_sees_after_each_learn(tmp_path: Path) -> None:
+    import random
+
+    from store.sqlite_counts import SqliteCounts
+
+    rng = random.Random(7)
+    with CountStore.open(tmp_path / "s.db", order=3, tokenizer="pretokenized", create=True) as store:
+        warm = SqliteCounts(store)
+        for step in range(25):
+            name = f"d{rng.randrange(3)}"
+            if step % 5 == 4:
+                if any(s.name == name for s in store.sources()):
+                    store.forget(name)
+            else:
+                lines = [" ".join(rng.choices(WORDS, k=rng.randrange(1, 6))) for _ in range(rng.randrange(1, 4))]
+                store.learn(name, "\n".join(lines))
+            contexts = [*all_contexts(store), (0,), (999,)]
+            fresh = SqliteCounts(store)
+            for context in contexts:
+                got, want = warm.level(context), fresh.level(context)
+                assert got.ids.tolist() == want.ids.tolist(), (step, context)
+                assert got.count.tolist() == want.count.tolist(), (step, context)
+                assert got.cont.tolist() == want.cont.tolist(), (step, context)
+            fresh.close()
+        warm.close()
