@@ -265,7 +265,7 @@ class Engine:
             total, count = total + logprob, count + len(norms)
             for odd in oddities:
                 token = sentence[odd.index]
-                if odd.word in ignored or token.surface in ignored:
+                if token.norm in ignored or token.surface in ignored:
                     continue
                 alternatives = tuple(
                     (self.display(a, odd.index == 0, token.surface) if a else "", gain) for a, gain in odd.alternatives

@@ -21,14 +21,16 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcRequestCancelled
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lm_core import tokenize
 from lm_core.oddities import OddityConfig
 from lm_core.sampling import BeamConfig, beam_continuation
 from lsp_server.engine import Engine, Suggestion
-from lsp_server.positions import LineIndex, offset_at, units
+from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
 
@@ -50,6 +52,27 @@ COMMANDS = {
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
 
 
+IGNORED = "$/nextword/ignoredMessage"
+
+
+class NextwordProtocol(LanguageServerProtocol):
+    """pygls' protocol, but a message whose params cannot be read gets an error response (requests) or a log
+    line (notifications), instead of no response and an error pop-up in the editor."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except (JsonRpcInvalidParams, JsonRpcInternalError):
+            method = data.get("method", "?")
+            if "id" in data and "method" in data:
+                log.warning("answering %s with an error: its params could not be read", method)
+                error = JsonRpcInvalidParams(f"invalid params for {method}")
+                self._send_response(data["id"], error=error.to_response_error())
+            else:
+                log.warning("ignoring %s: its params could not be read", method)
+            return JsonRPCNotification(method=IGNORED, jsonrpc="2.0", params=None)
+
+
 class NextwordServer(LanguageServer):
     """Server state: settings, the engine (opened lazily), per-document tasks and request generations."""
 
@@ -60,7 +83,7 @@ class NextwordServer(LanguageServer):
             server_version = version("nextword")
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
             server_version = "0"
-        super().__init__("nextword", server_version)
+        super().__init__("nextword", server_version, protocol_cls=NextwordProtocol)
         self.settings = Settings(database=db)
         self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-interactive")
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-background")
@@ -71,6 +94,14 @@ class NextwordServer(LanguageServer):
         self.diagnostic_tasks: dict[str, asyncio.Task[None]] = {}
         self.learn_tasks: dict[str, asyncio.Task[None]] = {}
         self.completion_generation: dict[str, int] = {}
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Log what went wrong; only errors of the server's own making reach the user, never bad input."""
+        if isinstance(error, JsonRpcException | ValueError):
+            log.warning("bad message from the client: %s", error)
+            return
+        log.error("internal error: %r", error)
+        super().report_server_error(error, source)
 
     # --- the engine, on its own thread -----------------------------------------------------------------------
     def engine(self) -> Engine:
@@ -107,11 +138,11 @@ class NextwordServer(LanguageServer):
         language = getattr(document, "language_id", None)
         return language is None or language in self.settings.languages
 
-    def utf16(self) -> bool:
-        encoding = getattr(self.protocol, "_position_encoding", None) or getattr(
-            getattr(self.server_capabilities, "position_encoding", None), "value", "utf-16"
-        )
-        return str(encoding).replace("PositionEncodingKind.", "").lower() not in ("utf-32", "utf32")
+    def encoding(self) -> str:
+        """The position encoding agreed with the client: "utf-8", "utf-16" (the LSP default) or "utf-32"."""
+        negotiated = getattr(self.server_capabilities, "position_encoding", None)
+        value = getattr(negotiated, "value", negotiated) or "utf-16"
+        return str(value).lower()
 
     def message(self, text: str, kind: types.MessageType = types.MessageType.Warning) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=text))
@@ -242,10 +273,10 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
             log.info("no diagnostics for %s: %d characters is over maxDocumentChars", uri, len(text))
             return
         settings = ls.settings
-        ignored = frozenset(ls.ignored | set(settings.ignored_words))
+        ignored = frozenset(ls.ignored | {w.casefold() for w in settings.ignored_words})
         config = OddityConfig(threshold_bits=settings.oddity_threshold)
         check = await ls.run_background(lambda: ls.engine().check(text, config, ignored))
-        diagnostics = build_diagnostics(text, check, settings, ls.utf16())
+        diagnostics = build_diagnostics(text, check, settings, ls.encoding())
         ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics, version=version)
         )
@@ -259,9 +290,9 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
         log.exception("diagnostics for %s failed", uri)
 
 
-def build_diagnostics(text: str, check: Any, settings: Settings, utf16: bool) -> list[types.Diagnostic]:
+def build_diagnostics(text: str, check: Any, settings: Settings, encoding: str) -> list[types.Diagnostic]:
     """The perplexity diagnostic (if enabled) and one diagnostic per odd word, alternatives in `data`."""
-    index = LineIndex(text, utf16)
+    index = LineIndex(text, encoding)
     diagnostics: list[types.Diagnostic] = []
     if settings.perplexity_diagnostic and check.tokens:
         diagnostics.append(
@@ -305,7 +336,8 @@ async def completion(ls: NextwordServer, params: types.CompletionParams) -> type
     if document is None or not ls.enabled(document):
         return None
     text = document.source
-    offset = offset_at(text, params.position, ls.utf16())
+    encoding = ls.encoding()
+    offset, cursor = locate(text, params.position, encoding)
     k = ls.settings.suggestions
 
     def work() -> Any:
@@ -318,11 +350,8 @@ async def completion(ls: NextwordServer, params: types.CompletionParams) -> type
     except StoreError as exc:
         ls.message(f"nextword cannot complete: {exc}")
         return None
-    start = types.Position(
-        line=params.position.line,
-        character=max(0, params.position.character - units(result.prefix, ls.utf16())),
-    )
-    edit_range = types.Range(start=start, end=params.position)
+    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(result.prefix, encoding)))
+    edit_range = types.Range(start=start, end=cursor)
     items = [_completion_item(s, rank, edit_range) for rank, s in enumerate(result.suggestions)]
     return types.CompletionList(is_incomplete=True, items=items)
 
@@ -347,7 +376,8 @@ async def inline_completion(
     if document is None or not ls.enabled(document) or not ls.settings.inline_completion:
         return None
     text = document.source
-    offset = offset_at(text, params.position, ls.utf16())
+    encoding = ls.encoding()
+    offset, cursor = locate(text, params.position, encoding)
     config = BeamConfig(max_words=ls.settings.inline_max_words)
 
     def work() -> tuple[str, str] | None:
@@ -371,10 +401,8 @@ async def inline_completion(
     if found is None:
         return types.InlineCompletionList(items=[])
     prefix, insert = found
-    start = types.Position(
-        line=params.position.line, character=max(0, params.position.character - units(prefix, ls.utf16()))
-    )
-    item = types.InlineCompletionItem(insert_text=insert, range=types.Range(start=start, end=params.position))
+    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(prefix, encoding)))
+    item = types.InlineCompletionItem(insert_text=insert, range=types.Range(start=start, end=cursor))
     return types.InlineCompletionList(items=[item])
 
 
@@ -385,7 +413,7 @@ async def hover(ls: NextwordServer, params: types.HoverParams) -> types.Hover | 
     if document is None or not ls.enabled(document):
         return None
     text = document.source
-    offset = offset_at(text, params.position, ls.utf16())
+    offset = offset_at(text, params.position, ls.encoding())
     info = await ls.run(lambda: ls.engine().word_info(text, offset))
     if info is None:
         return None
@@ -394,11 +422,9 @@ async def hover(ls: NextwordServer, params: types.HoverParams) -> types.Hover | 
         f"**{info.word}**: surprisal {info.surprisal:.1f} bits (P = {info.prob:.2g})\n\n"
         f"Likelier here: {alternatives or '(none)'}"
     )
-    index = LineIndex(text, ls.utf16())
-    return types.Hover(
-        contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=value),
-        range=index.range(info.start, info.end),
-    )
+    encoding = ls.encoding()
+    word_range = types.Range(start=position_at(text, info.start, encoding), end=position_at(text, info.end, encoding))
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=value), range=word_range)
 
 
 @server.feature(
@@ -417,7 +443,7 @@ def code_action(ls: NextwordServer, params: types.CodeActionParams) -> list[type
                 continue
             edit_range = diagnostic.range
             if alternative == "" and document is not None:
-                edit_range = _with_space_before(document.source, diagnostic.range, ls.utf16())
+                edit_range = _with_space_before(document.source, diagnostic.range, ls.encoding())
             title = f"Replace with '{alternative}'" if alternative else f"Remove the repeated '{word}'"
             actions.append(
                 types.CodeAction(
@@ -446,20 +472,20 @@ def code_action(ls: NextwordServer, params: types.CodeActionParams) -> list[type
     return actions
 
 
-def _with_space_before(text: str, word_range: types.Range, utf16: bool) -> types.Range:
+def _with_space_before(text: str, word_range: types.Range, encoding: str) -> types.Range:
     """The range of a word plus the white space before it (removing a doubled word removes one space too)."""
-    start = offset_at(text, word_range.start, utf16)
+    start = offset_at(text, word_range.start, encoding)
     begin = start
     while begin > 0 and text[begin - 1] in " \t":
         begin -= 1
-    return types.Range(start=LineIndex(text, utf16).position(begin), end=word_range.end)
+    return types.Range(start=position_at(text, begin, encoding), end=word_range.end)
 
 
 # --- commands ----------------------------------------------------------------------------------------------------
 @server.command(COMMANDS["ignore_word"])
 def ignore_word(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     words = [str(a) for a in _flatten(args) if isinstance(a, str) and a]
-    ls.ignored.update(words)
+    ls.ignored.update(w.casefold() for w in words)
     for uri in list(ls.workspace.text_documents):
         schedule_diagnostics(ls, uri, delay=0)
     return {"ignored": sorted(ls.ignored)}

@@ -98,4 +98,5 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not low <= value <= high:
             raise ValueError(f"must be between {low:g} and {high:g}, not {value!r}")
         return int(value) if isinstance(default, int) else float(value)
-    raise ValueError(f"must be a {type(default).__name__}, not {value!r}")
+    kind = "a whole number" if isinstance(default, int) else "a number"
+    raise ValueError(f"must be {kind}, not {value!r}")
