@@ -29,6 +29,7 @@ from pygls.protocol.json_rpc import JsonRPCNotification
 from lm_core import tokenize
 from lm_core.oddities import OddityConfig
 from lm_core.sampling import BeamConfig, beam_continuation
+from lsp_server import comments
 from lsp_server.engine import Engine, Suggestion
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
@@ -134,9 +135,17 @@ class NextwordServer(LanguageServer):
             log.warning("request for a document that is not open: %s", uri)
         return document
 
-    def enabled(self, document: Any) -> bool:
+    def prose(self, document: Any, cursor: int | None = None) -> str | None:
+        """The document's text as nextword should read it: all of it for the enabled languages, only the comments
+        (in place, the rest blanked) for code files when the `comments` setting is on; None when neither applies,
+        or when `cursor` is given and lies outside every comment."""
         language = getattr(document, "language_id", None)
-        return language is None or language in self.settings.languages
+        if language is None or language in self.settings.languages:
+            return document.source
+        if self.settings.comments and comments.supports(language):
+            view = comments.comment_text(document.source, language)
+            return view.text if cursor is None or view.inside(cursor) else None
+        return None
 
     def encoding(self) -> str:
         """The position encoding agreed with the client: "utf-8", "utf-16" (the LSP default) or "utf-32"."""
@@ -232,9 +241,9 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
     try:
         await asyncio.sleep(delay)
         document = ls.open_document(uri)
-        if document is None or not ls.enabled(document) or ls.learning_paused:
+        text = None if document is None or ls.learning_paused else ls.prose(document)
+        if text is None:
             return
-        text = document.source
         if len(text) > ls.settings.max_document_chars:
             log.info("not learning %s: %d characters is over maxDocumentChars", uri, len(text))
             return
@@ -265,10 +274,10 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
         document = ls.open_document(uri)
         if document is None:
             return
-        if not ls.enabled(document):
+        text, version = ls.prose(document), document.version
+        if text is None:
             ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
             return
-        text, version = document.source, document.version
         if len(text) > ls.settings.max_document_chars:
             log.info("no diagnostics for %s: %d characters is over maxDocumentChars", uri, len(text))
             return
@@ -333,11 +342,13 @@ async def completion(ls: NextwordServer, params: types.CompletionParams) -> type
     generation = ls.completion_generation.get(uri, 0) + 1
     ls.completion_generation[uri] = generation
     document = ls.open_document(uri)
-    if document is None or not ls.enabled(document):
+    if document is None:
         return None
-    text = document.source
     encoding = ls.encoding()
-    offset, cursor = locate(text, params.position, encoding)
+    offset, cursor = locate(document.source, params.position, encoding)
+    text = ls.prose(document, offset)
+    if text is None:
+        return None
     k = ls.settings.suggestions
 
     def work() -> Any:
@@ -373,11 +384,13 @@ async def inline_completion(
     ls: NextwordServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList | None:
     document = ls.open_document(params.text_document.uri)
-    if document is None or not ls.enabled(document) or not ls.settings.inline_completion:
+    if document is None or not ls.settings.inline_completion:
         return None
-    text = document.source
     encoding = ls.encoding()
-    offset, cursor = locate(text, params.position, encoding)
+    offset, cursor = locate(document.source, params.position, encoding)
+    text = ls.prose(document, offset)
+    if text is None:
+        return None
     config = BeamConfig(max_words=ls.settings.inline_max_words)
 
     def work() -> tuple[str, str] | None:
@@ -410,10 +423,12 @@ async def inline_completion(
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 async def hover(ls: NextwordServer, params: types.HoverParams) -> types.Hover | None:
     document = ls.open_document(params.text_document.uri)
-    if document is None or not ls.enabled(document):
+    if document is None:
         return None
-    text = document.source
-    offset = offset_at(text, params.position, ls.encoding())
+    offset = offset_at(document.source, params.position, ls.encoding())
+    text = ls.prose(document, offset)
+    if text is None:
+        return None
     info = await ls.run(lambda: ls.engine().word_info(text, offset))
     if info is None:
         return None

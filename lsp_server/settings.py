@@ -13,7 +13,7 @@ DEFAULT_LANGUAGES = ("plaintext", "markdown", "gitcommit", "restructuredtext", "
 @dataclass(frozen=True)
 class Settings:
     languages: tuple[str, ...] = DEFAULT_LANGUAGES  # language ids the server completes, checks and learns
-    comments: bool = False  # also work inside comments of code files (not yet: code files are skipped)
+    comments: bool = False  # also complete, check and learn the comments of code files (see lsp_server.comments)
     suggestions: int = 10  # completion items per request (1..100)
     oddity_threshold: float = 7.0  # bits: flag a word when an alternative makes its window 2**t times likelier
     perplexity_diagnostic: bool = True  # publish the document's perplexity as an Information diagnostic

@@ -771,3 +771,18 @@ async def test_malformed_params_are_answered_with_an_error(shared: LanguageClien
     with pytest.raises(JsonRpcException) as error:
         malformed.result()
     assert error.value.code == INVALID_PARAMS
+
+
+# --- comments in code files -----------------------------------------------------------------------------------
+async def test_code_files_complete_only_inside_comments_when_asked(launch: Launch) -> None:
+    text = "x = 1  # The cat sat on the "
+    code = "x = the cat sat on the "
+    plain = await launch()
+    uri = open_doc(plain, text, language="python")
+    assert await complete(plain, uri, end_of(text, plain.encoding)) is None  # type: ignore[attr-defined]
+
+    client = await launch({"comments": True})
+    uri = open_doc(client, text, language="python")
+    assert (await labels_at_end(client, uri, text))[:2] == ["mat", "rug"]
+    code_uri = open_doc(client, code, language="python")
+    assert await complete(client, code_uri, end_of(code, client.encoding)) is None  # type: ignore[attr-defined]
