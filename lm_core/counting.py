@@ -151,9 +151,7 @@ def count_ngrams(stream: np.ndarray, order: int, vocab: Vocab | None = None) -> 
     for n in range(2, order + 1):
         starts = np.flatnonzero(sentence[: len(stream) - n + 1] == sentence[n - 1 :])
         keys = rank[starts] * width + stream[starts + n - 1]
-        uniq, first, inverse, counts = np.unique(
-            keys, return_index=True, return_inverse=True, return_counts=True
-        )
+        uniq, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
         prev = tables[-1]
         # Each distinct n-gram adds one to the continuation count of its suffix (one order down).
         suffix_rank = rank[starts[first] + 1]

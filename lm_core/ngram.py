@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -71,9 +72,7 @@ class NgramModel:
         self.smoothing = Smoothing(config.smoothing)
         self.order: int = config.order or counts.order
         if not 1 <= self.order <= counts.order:
-            raise ValueError(
-                f"model order {self.order} must be between 1 and the counts' order {counts.order}"
-            )
+            raise ValueError(f"model order {self.order} must be between 1 and the counts' order {counts.order}")
         if config.delta <= 0:
             raise ValueError("add-delta needs delta > 0")
         self._cache = _Cache()
@@ -118,6 +117,17 @@ class NgramModel:
         words = self.counts.vocab.words
         ranked = sorted(zip(probs.tolist(), candidates.tolist(), strict=True), key=lambda pw: (-pw[0], words[pw[1]]))
         return [Prediction(words[w], p) for p, w in ranked[:k] if p > 0]
+
+    def prefetch(self, contexts: Iterable[Context]) -> None:
+        """Warm the count reader for many contexts at once (if it can fetch in bulk); results do not change."""
+        fetch = getattr(self.counts, "prefetch", None)
+        if fetch is None:
+            return
+        wanted: set[tuple[int, ...]] = set()
+        for context in contexts:
+            ids = self._context_ids(context)
+            wanted.update(ids[len(ids) - n :] for n in range(1, len(ids) + 1))
+        fetch(wanted)
 
     def vocabulary_ids(self) -> np.ndarray:
         """Ids of V: every word with a positive count except `<s>`, plus `<unk>`; ascending."""
@@ -189,6 +199,7 @@ class NgramModel:
 
     def _ranked_vocabulary(self) -> np.ndarray:
         """V's ids by descending unigram-level score."""
+
         def make() -> np.ndarray:
             vocab_ids = self.vocabulary_ids()
             return vocab_ids[np.argsort(-self._dense_unigram_scores()[vocab_ids], kind="stable")]
@@ -239,9 +250,7 @@ class NgramModel:
         return len(self.vocabulary_ids())
 
     def _discounts(self, n: int, kind: str) -> tuple[float, float, float]:
-        return self._cached(
-            f"kn{n}{kind}", lambda: kneser_ney_discounts(self.counts.count_of_counts(n, kind))
-        )
+        return self._cached(f"kn{n}{kind}", lambda: kneser_ney_discounts(self.counts.count_of_counts(n, kind)))
 
     def _kneser_ney(self, ids: tuple[int, ...], levels: list[Level], words: np.ndarray) -> np.ndarray:
         p = np.full(len(words), 1.0 / self._vocab_size())

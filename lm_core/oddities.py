@@ -122,7 +122,7 @@ def find_oddities(
         if i > 0 and sentence[i - 1] == word and word not in VALID_DOUBLES:
             candidates.append(DELETE)
         guesses: list[str] = []
-        if surprisal >= config.surprisal_bits and (guessable is None or guessable[i]):
+        if config.guesses and surprisal >= config.surprisal_bits and (guessable is None or guessable[i]):
             predicted = model.predict(context, config.guesses + 4)
             guesses = [p.word for p in predicted if _is_word(p.word) and p.word != word and p.word not in candidates]
             guesses = guesses[: config.guesses]

@@ -257,7 +257,9 @@ class Engine:
             self._sentence_cache.clear()
             self._check_version = (self.version, config)
         total, count, found = 0.0, 0, []
-        for sentence in self._sentences(text):
+        sentences = self._sentences(text)
+        self._prefetch([s for s in sentences if tuple(t.norm for t in s) not in self._sentence_cache])
+        for sentence in sentences:
             norms = tuple(t.norm for t in sentence)
             if norms not in self._sentence_cache:
                 self._sentence_cache[norms] = self._check_sentence(sentence, config)
@@ -295,6 +297,17 @@ class Engine:
                     alternatives = [a for a in self.next_words(context, k + 1, "", i == 0) if a.word != token.surface]
                     return WordInfo(token.surface, begin + token.start, begin + token.end, prob, bits, alternatives[:k])
         return None
+
+    def _prefetch(self, sentences: list[list[tokenize.Token]]) -> None:
+        """Fetch in bulk the counts that scoring these sentences will read."""
+        if not isinstance(self.model, NgramModel) or not sentences:
+            return
+        width = self.model.order - 1
+        contexts = []
+        for sentence in sentences:
+            history = [BOS, *(t.norm for t in sentence)]
+            contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
+        self.model.prefetch(contexts)
 
     def _check_sentence(self, sentence: list[tokenize.Token], config: OddityConfig) -> tuple[float, list[Oddity]]:
         norms = [t.norm for t in sentence]

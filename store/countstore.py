@@ -110,9 +110,7 @@ class CountStore:
             raise StoreError(f"{path} is a directory, not a store file")
         is_new = not path.exists() or path.stat().st_size == 0
         if is_new and not create:
-            raise StoreError(
-                f"no store at {path}; create one with 'nextword build FILES' or 'nextword learn FILE'"
-            )
+            raise StoreError(f"no store at {path}; create one with 'nextword build FILES' or 'nextword learn FILE'")
         if not is_new:
             schema.peek_kind(path)  # read-only: a foreign or damaged file is refused before anything writes to it
         db = schema.connect(path, create=create)
@@ -134,9 +132,7 @@ class CountStore:
             raise StoreMismatchError(f"{path} holds order-{store.order} counts, not order {order}")
         if tokenizer is not None and tokenizer != store.tokenizer:
             store.close()
-            raise StoreMismatchError(
-                f"{path} was built with the {store.tokenizer} tokenizer, not {tokenizer}"
-            )
+            raise StoreMismatchError(f"{path} was built with the {store.tokenizer} tokenizer, not {tokenizer}")
         return store
 
     def close(self) -> None:
@@ -256,9 +252,7 @@ class CountStore:
         with self._write():
             old_stream, old_casing, existed = self._source_contribution(source)
             if not existed:
-                raise UnknownSourceError(
-                    f"nothing was learned from {source!r}; see 'nextword stats' for sources"
-                )
+                raise UnknownSourceError(f"nothing was learned from {source!r}; see 'nextword stats' for sources")
             changed = self._apply_stream_change(np.zeros(0, np.int64), old_stream)
             self._apply_casing(Counter(), old_casing)
             self.db.execute("DELETE FROM sources WHERE name = ?", (source,))
@@ -347,9 +341,7 @@ class CountStore:
             empty = count_ngrams(np.zeros(0, np.int64), self.order)
             self._apply_deltas(ngram_delta(tables, empty))
 
-    def add_base(
-        self, tables: CountTables, name: str = "base", casing: Counter[tuple[str, str]] | None = None
-    ) -> None:
+    def add_base(self, tables: CountTables, name: str = "base", casing: Counter[tuple[str, str]] | None = None) -> None:
         """Make a count table (e.g. a pruned corpus model) and its casing counts the base of an empty store.
 
         The base has no text behind it, so it cannot be forgotten or re-learned; sources learned on top of it
@@ -363,9 +355,7 @@ class CountStore:
             self._write_tables(CountTables(tables.order, remapped, self.vocab, frozen_coc=tables.frozen_coc))
             self._apply_casing(casing or Counter(), Counter())
             tokens = int(tables.tables[0].count[tables.tables[0].grams[:, 0] != BOS_ID].sum())
-            self.db.execute(
-                "INSERT INTO sources VALUES (?, 'base', NULL, NULL, ?, NULL, ?)", (name, tokens, _now())
-            )
+            self.db.execute("INSERT INTO sources VALUES (?, 'base', NULL, NULL, ?, NULL, ?)", (name, tokens, _now()))
 
     def _write_tables(self, tables: CountTables) -> None:
         self._pending = None  # too much changed to list: readers drop all they cached
@@ -393,9 +383,7 @@ class CountStore:
         self._record_changes()
         for n in range(1, self.order + 1):
             key = ", ".join(schema.columns(n))
-            self.db.execute(
-                f"DELETE FROM ng{n} WHERE ({key}) IN (SELECT {key} FROM temp.ch{n} WHERE new = 0)"
-            )
+            self.db.execute(f"DELETE FROM ng{n} WHERE ({key}) IN (SELECT {key} FROM temp.ch{n} WHERE new = 0)")
 
     def _record_changes(self) -> None:
         """Note which follower lists the update changed, so readers in this process drop only those."""
@@ -415,9 +403,7 @@ class CountStore:
         key = ", ".join(cols)
         db = self.db
         db.execute(f"CREATE TEMP TABLE IF NOT EXISTS d{n} ({key}, dc, PRIMARY KEY ({key})) WITHOUT ROWID")
-        db.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS ch{n} ({key}, old, new, PRIMARY KEY ({key})) WITHOUT ROWID"
-        )
+        db.execute(f"CREATE TEMP TABLE IF NOT EXISTS ch{n} ({key}, old, new, PRIMARY KEY ({key})) WITHOUT ROWID")
         db.execute(f"DELETE FROM temp.d{n}")
         db.execute(f"DELETE FROM temp.ch{n}")
         if len(change) == 0:
@@ -456,9 +442,7 @@ class CountStore:
             f"FROM temp.ch{n} WHERE (old > 0) <> (new > 0) GROUP BY {suffix}"
         )
         join = " AND ".join(f"ng{m}.{c} = e.{c}" for c in mcols)
-        self._update_coc(
-            m, ADJUSTED, f"SELECT ng{m}.cc, ng{m}.cc + e.d FROM temp.e{m} AS e JOIN ng{m} ON {join}"
-        )
+        self._update_coc(m, ADJUSTED, f"SELECT ng{m}.cc, ng{m}.cc + e.d FROM temp.e{m} AS e JOIN ng{m} ON {join}")
         db.execute(f"UPDATE ng{m} SET cc = ng{m}.cc + e.d FROM temp.e{m} AS e WHERE {join}")
 
     def _update_coc(self, n: int, kind: str, old_new_query: str) -> None:
@@ -496,9 +480,7 @@ class CountStore:
             tables = []
             for n in range(1, self.order + 1):
                 cols = schema.columns(n)
-                rows = self.db.execute(
-                    f"SELECT {', '.join(cols)}, c, cc FROM ng{n} ORDER BY {', '.join(cols)}"
-                )
+                rows = self.db.execute(f"SELECT {', '.join(cols)}, c, cc FROM ng{n} ORDER BY {', '.join(cols)}")
                 data = np.asarray(rows.fetchall(), dtype=np.int64).reshape(-1, n + 2)
                 tables.append(OrderTable(data[:, :n].copy(), data[:, n].copy(), data[:, n + 1].copy()))
             return CountTables(self.order, tables, self.vocab)
@@ -531,13 +513,8 @@ class CountStore:
     def stats(self) -> dict[str, object]:
         """Sizes: n-grams per order, vocabulary, sources, tokens, file size in bytes."""
         with self.lock:
-            ngrams = {
-                n: self.db.execute(f"SELECT count(*) FROM ng{n}").fetchone()[0]
-                for n in range(1, self.order + 1)
-            }
-            n_sources, tokens = self.db.execute(
-                "SELECT count(*), COALESCE(sum(tokens), 0) FROM sources"
-            ).fetchone()
+            ngrams = {n: self.db.execute(f"SELECT count(*) FROM ng{n}").fetchone()[0] for n in range(1, self.order + 1)}
+            n_sources, tokens = self.db.execute("SELECT count(*), COALESCE(sum(tokens), 0) FROM sources").fetchone()
         return {
             "path": str(self.path),
             "order": self.order,

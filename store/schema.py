@@ -58,12 +58,7 @@ def create_schema(db: sqlite3.Connection, order: int, tokenizer: str) -> None:
     )
     db.executemany(
         "INSERT INTO coc VALUES (?, ?, ?, 0)",
-        [
-            (n, kind, k)
-            for n in range(1, order + 1)
-            for kind in (RAW, ADJUSTED)
-            for k in range(1, COC_MAX + 1)
-        ],
+        [(n, kind, k) for n in range(1, order + 1) for kind in (RAW, ADJUSTED) for k in range(1, COC_MAX + 1)],
     )
     db.execute(
         "CREATE TABLE casing (id INTEGER NOT NULL, surface TEXT NOT NULL, n INTEGER NOT NULL, "
@@ -102,9 +97,7 @@ def classify(path: Path, exc: sqlite3.DatabaseError) -> Exception:
     """Turn an SQLite error on open into a named store error."""
     message = str(exc)
     if "file is not a database" in message or "not a database" in message:
-        return NotAStoreError(
-            f"{path} is not a nextword store (not an SQLite database); it was left untouched"
-        )
+        return NotAStoreError(f"{path} is not a nextword store (not an SQLite database); it was left untouched")
     return CorruptStoreError(f"{path} is damaged ({message}); it was left untouched")
 
 
@@ -133,9 +126,7 @@ def read_meta(db: sqlite3.Connection, path: Path, kind: str = COUNTS) -> dict[st
     try:
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" not in names:
-            raise NotAStoreError(
-                f"{path} is an SQLite database but not a nextword store; it was left untouched"
-            )
+            raise NotAStoreError(f"{path} is an SQLite database but not a nextword store; it was left untouched")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     except sqlite3.DatabaseError as exc:
         raise classify(path, exc) from exc

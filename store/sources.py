@@ -24,9 +24,7 @@ class Analysed:
     """Text as the store learns it: normalised sentences (each ending with `</s>`) and casing counts."""
 
     sentences: list[list[str]]
-    casing: Counter[
-        tuple[str, str]
-    ]  # (normalised word, surface form) -> times written so, not sentence-initially
+    casing: Counter[tuple[str, str]]  # (normalised word, surface form) -> times written so, not sentence-initially
 
     @property
     def tokens(self) -> int:
@@ -60,9 +58,7 @@ def decode_text(data: bytes, name: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise InputError(
-            f"{name} is not valid UTF-8 (byte {exc.start}, line {line}); convert it to UTF-8"
-        ) from exc
+        raise InputError(f"{name} is not valid UTF-8 (byte {exc.start}, line {line}); convert it to UTF-8") from exc
 
 
 def analyse(text: str, tokenizer: str) -> Analysed:

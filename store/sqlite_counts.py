@@ -111,9 +111,7 @@ class SqliteCounts:
                 self._levels.move_to_end(context)
                 return cached
         if len(context) >= self.order:
-            raise ValueError(
-                f"context of {len(context)} words needs order {len(context) + 1}, store has {self.order}"
-            )
+            raise ValueError(f"context of {len(context)} words needs order {len(context) + 1}, store has {self.order}")
         with self.lock:
             rows = self.db.execute(self._queries[len(context)], context).fetchall()
         if rows:
@@ -146,3 +144,46 @@ class SqliteCounts:
                 "SELECT surface FROM casing WHERE id = ? ORDER BY n DESC, surface LIMIT 1", (wid,)
             ).fetchone()
         return row[0] if row else word
+
+    def prefetch(self, contexts: set[tuple[int, ...]]) -> None:
+        """Fetch the follower lists of many contexts at once (one query per order instead of one per context):
+        scoring a whole document needs thousands of them."""
+        self.version  # noqa: B018 - drops the caches if the counts changed
+        with self.lock:
+            wanted = [c for c in contexts if c and len(c) < self.order and c not in self._levels]
+        by_order: dict[int, list[tuple[int, ...]]] = {}
+        for context in wanted:
+            by_order.setdefault(len(context) + 1, []).append(context)
+        for n, group in by_order.items():
+            for context, level in self._fetch_many(n, group).items():
+                with self.lock:
+                    self._levels[context] = level
+        with self.lock:
+            while len(self._levels) > self.cache_size:
+                self._levels.popitem(last=False)
+
+    def _fetch_many(self, n: int, contexts: list[tuple[int, ...]]) -> dict[tuple[int, ...], Level]:
+        cols = schema.columns(n)
+        key = ", ".join(cols[:-1])
+        join = " AND ".join(f"g.{c} = p.{c}" for c in cols[:-1])
+        with self.lock:
+            self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS pf{n} ({key}, PRIMARY KEY ({key})) WITHOUT ROWID")
+            self.db.execute(f"DELETE FROM temp.pf{n}")
+            self.db.executemany(f"INSERT OR IGNORE INTO temp.pf{n} VALUES ({', '.join('?' * (n - 1))})", contexts)
+            rows = self.db.execute(
+                f"SELECT {', '.join('g.' + c for c in cols)}, g.c, g.cc FROM temp.pf{n} AS p "
+                f"JOIN ng{n} AS g ON {join} ORDER BY {', '.join('g.' + c for c in cols)}"
+            ).fetchall()
+        levels = {context: Level.empty() for context in contexts}
+        if not rows:
+            return levels
+        data = np.asarray(rows, dtype=np.int64)
+        heads = data[:, : n - 1]
+        starts = np.flatnonzero(np.r_[True, np.any(heads[1:] != heads[:-1], axis=1)])
+        ends = np.r_[starts[1:], len(data)]
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            block = data[start:end]
+            levels[tuple(block[0, : n - 1].tolist())] = Level(
+                block[:, n - 1].copy(), block[:, n].copy(), block[:, n + 1].copy()
+            )
+        return levels
