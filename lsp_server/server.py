@@ -98,6 +98,8 @@ class NextwordServer(LanguageServer):
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Log what went wrong; only errors of the server's own making reach the user, never bad input."""
+        if isinstance(error, JsonRpcRequestCancelled):
+            return
         if isinstance(error, JsonRpcException | ValueError):
             log.warning("bad message from the client: %s", error)
             return
@@ -341,6 +343,9 @@ async def completion(ls: NextwordServer, params: types.CompletionParams) -> type
     uri = params.text_document.uri
     generation = ls.completion_generation.get(uri, 0) + 1
     ls.completion_generation[uri] = generation
+    await asyncio.sleep(0)  # let requests already read (a newer completion, a $/cancelRequest) take effect first
+    if ls.completion_generation.get(uri) != generation:
+        raise JsonRpcRequestCancelled("superseded by a newer completion request")
     document = ls.open_document(uri)
     if document is None:
         return None
@@ -619,6 +624,7 @@ def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str |
     """Serve over stdio (default) or TCP (bound to `host`, 127.0.0.1 unless asked otherwise)."""
     logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
+    logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs every cancelled request with a traceback
     if db:
         server.settings = Settings(database=db)
     if tcp:
