@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import sqlite3
 import subprocess
@@ -267,6 +268,9 @@ def replace_section(text: str, name: str, content: str) -> str:
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
+_FIRST_SECTION = re.compile(r"^<!-- [\w-]+:start -->$", re.MULTILINE)
+
+
 def write_section(path: Path, name: str, content: str) -> None:
     """Replace this benchmark's section of the results file, under a file lock; the preamble (everything before
     the first section) is rewritten from `PREAMBLE`, the other sections are kept as they are."""
@@ -275,8 +279,8 @@ def write_section(path: Path, name: str, content: str) -> None:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         old = f.read()
-        first = old.find("<!-- ")
-        sections = old[first:] if first >= 0 else ""
+        first = _FIRST_SECTION.search(old)
+        sections = old[first.start() :] if first else ""
         f.seek(0)
         f.truncate()
         f.write(replace_section(PREAMBLE + "\n" + sections, name, content))

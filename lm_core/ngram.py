@@ -337,7 +337,7 @@ class NgramModel:
     def _katz(self, levels: list[Level], words: np.ndarray) -> np.ndarray:
         unigram = levels[0]
         unseen_words = self._vocab_size() - len(unigram)
-        seen_p, _ = self._katz_seen(1, unigram, discount=unseen_words > 0)
+        seen_p = self._cached("katz_unigram", lambda: self._katz_seen(1, unigram, discount=unseen_words > 0)[0])
         left = 1.0 - float(seen_p.sum())
         p = _lookup(unigram.ids, seen_p, words, fill=left / unseen_words if unseen_words else 0.0)
         prev_level, prev_seen = unigram, seen_p
