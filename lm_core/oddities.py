@@ -129,12 +129,15 @@ def find_oddities(
         candidates.extend(guesses)
         if not candidates:
             continue
-        original = _window_logprob(model, sentence, i, i + span)
+        if logprobs is not None:  # the same tokens in the same contexts: already scored
+            original = math.fsum(logprobs[i : min(i + span, len(sentence))])
+        else:
+            original = _window_logprob(model, sentence, i, i + span)
         gains: list[tuple[str, float]] = []
         for alternative in candidates:
             if alternative == DELETE:
                 changed = [*sentence[:i], *sentence[i + 1 :]]
-                score = _window_logprob(model, changed, i, i + span - 1) - _window_logprob(model, sentence, i, i + span)
+                score = _window_logprob(model, changed, i, i + span - 1) - original
                 gains.append((alternative, score / math.log(2)))
             else:
                 changed = [*sentence[:i], alternative, *sentence[i + 1 :]]
