@@ -25,6 +25,7 @@ class Settings:
     debounce_ms: int = 400  # wait after the last change before diagnostics (or learning on change)
     max_document_chars: int = 2_000_000  # larger documents get completions but no diagnostics or learning
     ignored_words: tuple[str, ...] = field(default=())  # never flagged as odd
+    exclude_globs: tuple[str, ...] = ()  # files never learned, gitignore syntax, as in .nextwordignore (excludeGlobs)
 
 
 _BOUNDS: dict[str, tuple[float, float]] = {
