@@ -1,0 +1,273 @@
+"""Linear interpolation of language models (an n-gram and a neural model), with the weights fit by EM.
+
+    P(w | h) = sum_m  weights[m] * P'_m(w | h)
+
+The first model is the reference: the blend's vocabulary V is the reference's (the words its `distribution`
+lists), so the blend sums to 1 over V as the reference does, and a word outside V is scored as V's `<unk>`.
+Every other model m has a vocabulary W_m of its own (a neural model's fixed word list); P'_m re-expresses its
+distribution over V, moving no mass in or out:
+
+- a word of V that m knows (not `<unk>`): P'_m(w) = P_m(w);
+- m's `<unk>` mass U = P_m(<unk> | h) is shared among the words of V that m does not know, and V's `<unk>`, in
+  proportion to the reference's probabilities of them in the same context:
+  P'_m(w) = U * P_ref(w | h) / Z  with  Z = P_ref(<unk> | h) + sum of P_ref(v | h) over the v in V outside W_m
+  (if Z = 0, U goes to V's `<unk>`);
+- the mass m gives to words the reference does not know (outside V) goes to V's `<unk>`, which is how the reference
+  itself scores such words.
+
+So sum over V of P'_m = sum over W_m of P_m = 1, and the blend sums to 1 whenever its weights do. A component needs
+`logprob` and a full distribution: `distribution_arrays(context) -> (words, probs)` if it has one (`NeuralLM`),
+else `distribution(context) -> dict` (`NgramModel`, `BackoffModel`). All logs are natural logs.
+
+`fit_weights_em` fits the weights on held-out tokens by expectation-maximisation: the weights that maximise the
+held-out likelihood of the mixture (a concave problem, so EM's fixed point is the optimum).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lm_core.metrics import contexts
+from lm_core.model import Context, LanguageModel, Prediction
+from lm_core.vocab import BOS, UNK
+
+
+@dataclass
+class _Alignment:
+    """How one component's vocabulary maps onto the reference's (positions in each one's word list)."""
+
+    both_ref: np.ndarray  # positions in V of the words both know (not <unk>)
+    both_m: np.ndarray  # ... and the same words' positions in the component's list
+    pool_ref: np.ndarray  # positions in V that share the component's <unk> mass (V's <unk> included)
+    unk_m: int | None  # the component's <unk>
+    extra_m: np.ndarray  # positions of the component's words outside V (their mass goes to V's <unk>)
+
+
+class Blend:
+    """A `LanguageModel` interpolating `models` linearly with `weights` (non-negative, summing to 1; default
+    uniform). See the module docstring for how vocabularies are reconciled. `order` is None when any component's
+    is (a neural model's unbounded context), else the largest."""
+
+    def __init__(self, models: Sequence[LanguageModel], weights: Sequence[float] | None = None) -> None:
+        if not models:
+            raise ValueError("a blend needs at least one model")
+        self.models = list(models)
+        self.weights = _check_weights(weights, len(self.models))
+        orders = [m.order for m in self.models]
+        self.order: int | None = None if None in orders else max(o for o in orders if o is not None)
+        self._ref_words: list[str] | None = None
+        self._ref_index: dict[str, int] = {}
+        self._sorted: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int64))
+        self._alignments: dict[int, tuple[list[str], _Alignment]] = {}
+        self._known: list[frozenset[str] | None] = [None] * len(self.models)
+        self._known_key: object = object()
+        self._memo: tuple[object, Context, np.ndarray] | None = None
+
+    def with_weights(self, weights: Sequence[float]) -> Blend:
+        """The same components with other weights."""
+        return Blend(self.models, weights)
+
+    # --- the LanguageModel interface --------------------------------------------------------------------------------
+    def logprob(self, word: str, context: Context) -> float:
+        """Natural log of the blended P(word | context); a word outside V is scored as `<unk>`; -inf for `<s>`."""
+        lps = self.component_logprobs(word, context)
+        with np.errstate(divide="ignore"):
+            terms = np.log(self.weights) + lps
+        return float(np.logaddexp.reduce(terms)) if np.isfinite(terms).any() else -math.inf
+
+    def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]:
+        """The k most probable next words starting with `prefix`, most probable first (ties by word). Exact: the
+        whole blended distribution is computed (numpy, one row per component) and ranked."""
+        if k <= 0:
+            return []
+        words, probs = self.component_arrays(context)
+        blended = self.weights @ probs  # (V,)
+        positions = self._prefix_positions(prefix)
+        values = blended[positions]
+        if len(values) > k:  # the k best and every word tied with the k-th
+            kth = np.partition(values, len(values) - k)[len(values) - k]
+            keep = values >= kth
+            positions, values = positions[keep], values[keep]
+        ranked = sorted(zip(values.tolist(), positions.tolist(), strict=True), key=lambda vp: (-vp[0], words[vp[1]]))
+        return [Prediction(words[i], p) for p, i in ranked[:k] if p > 0]
+
+    def distribution(self, context: Context) -> dict[str, float]:
+        """The blended P(w | context) for every w in V (sums to 1 when the components do)."""
+        words, probs = self.component_arrays(context)
+        return dict(zip(words, (self.weights @ probs).tolist(), strict=True))
+
+    # --- per-component probabilities --------------------------------------------------------------------------------
+    def component_logprobs(self, word: str, context: Context) -> np.ndarray:
+        """log P'_m(word | context) for each component m (natural logs), as blended (see the module docstring).
+
+        A word every component knows costs one `logprob` per component; any other word needs the components'
+        full distributions (its probability depends on how `<unk>` mass is shared)."""
+        if word == BOS:
+            return np.full(len(self.models), -math.inf)
+        self._refresh_known()
+        if word != UNK and all(known is not None and word in known for known in self._known):
+            return np.asarray([m.logprob(word, context) for m in self.models], dtype=np.float64)
+        _, probs = self.component_arrays(context)
+        i = self._ref_index.get(word, self._ref_index.get(UNK))
+        if i is None:  # the reference knows neither the word nor <unk>: it gives the word nothing
+            return np.full(len(self.models), -math.inf)
+        with np.errstate(divide="ignore"):
+            return np.log(probs[:, i])
+
+    def component_arrays(self, context: Context) -> tuple[list[str], np.ndarray]:
+        """(V's words, an (M, |V|) array of P'_m(w | context)): each row sums to 1 when its model's does."""
+        key = self._version()
+        if self._memo is not None and self._memo[0] == key and self._memo[1] == context and self._ref_words:
+            return self._ref_words, self._memo[2]
+        ref_words, p_ref = _arrays(self.models[0], context)
+        self._set_reference(ref_words)
+        rows = [p_ref]
+        for m, model in enumerate(self.models[1:], start=1):
+            words_m, p_m = _arrays(model, context)
+            rows.append(self._reexpress(m, words_m, p_m, p_ref))
+        probs = np.vstack(rows)
+        self._memo = (key, tuple(context), probs)
+        return ref_words, probs
+
+    def _reexpress(self, m: int, words_m: list[str], p_m: np.ndarray, p_ref: np.ndarray) -> np.ndarray:
+        """Component m's distribution over V (the mapping of the module docstring)."""
+        a = self._alignment(m, words_m)
+        row = np.zeros(len(p_ref))
+        row[a.both_ref] = p_m[a.both_m]
+        unknown_mass = float(p_m[a.unk_m]) if a.unk_m is not None else 0.0
+        extra_mass = float(p_m[a.extra_m].sum())
+        unk_ref = self._ref_index.get(UNK)
+        share = p_ref[a.pool_ref]
+        z = float(share.sum())
+        if z > 0:
+            row[a.pool_ref] += unknown_mass * share / z
+        elif unk_ref is not None:
+            row[unk_ref] += unknown_mass
+        elif len(a.pool_ref):
+            row[a.pool_ref] += unknown_mass / len(a.pool_ref)
+        if unk_ref is not None:
+            row[unk_ref] += extra_mass
+        elif z > 0:  # no <unk> in V: words V cannot name share the unknown-word pool too
+            row[a.pool_ref] += extra_mass * share / z
+        return row
+
+    # --- vocabularies -----------------------------------------------------------------------------------------------
+    def _set_reference(self, ref_words: list[str]) -> None:
+        if ref_words is self._ref_words or ref_words == self._ref_words:
+            self._ref_words = ref_words
+            return
+        self._ref_words = ref_words
+        self._ref_index = {w: i for i, w in enumerate(ref_words)}
+        order = sorted(range(len(ref_words)), key=ref_words.__getitem__)
+        self._sorted = ([ref_words[i] for i in order], np.asarray(order, dtype=np.int64))
+        self._alignments.clear()
+
+    def _alignment(self, m: int, words_m: list[str]) -> _Alignment:
+        cached = self._alignments.get(m)
+        if cached is not None and (cached[0] is words_m or cached[0] == words_m):
+            return cached[1]
+        index_m = {w: i for i, w in enumerate(words_m)}
+        both = [(i, index_m[w]) for i, w in enumerate(self._ref_words or []) if w != UNK and w in index_m]
+        pool = [i for i, w in enumerate(self._ref_words or []) if w == UNK or w not in index_m]
+        extra = [j for j, w in enumerate(words_m) if w not in self._ref_index and w != UNK]
+        alignment = _Alignment(
+            np.asarray([i for i, _ in both], dtype=np.int64),
+            np.asarray([j for _, j in both], dtype=np.int64),
+            np.asarray(pool, dtype=np.int64),
+            index_m.get(UNK),
+            np.asarray(extra, dtype=np.int64),
+        )
+        self._alignments[m] = (list(words_m), alignment)
+        return alignment
+
+    def _prefix_positions(self, prefix: str) -> np.ndarray:
+        words, positions = self._sorted
+        if not prefix:
+            return positions
+        lo = bisect_left(words, prefix)
+        hi = bisect_left(words, prefix + "\U0010ffff", lo)
+        return positions[lo:hi]
+
+    def _version(self) -> tuple[object, ...]:
+        """Changes when a component's counts change (an n-gram store that learned): cached vocabularies are stale."""
+        return tuple(getattr(getattr(m, "counts", None), "version", None) for m in self.models)
+
+    def _refresh_known(self) -> None:
+        """The word sets that decide whether a word can take the cheap path (read from full distributions)."""
+        key = self._version()
+        if key == self._known_key:
+            return
+        for m, model in enumerate(self.models):
+            words, _ = _arrays(model, (BOS,))
+            self._known[m] = frozenset(words) - {BOS}
+        self._known_key = key
+
+
+def _arrays(model: LanguageModel, context: Context) -> tuple[list[str], np.ndarray]:
+    """A model's full distribution as (words, float64 probabilities)."""
+    arrays = getattr(model, "distribution_arrays", None)
+    if arrays is not None:
+        words, probs = arrays(context)
+        return words, np.asarray(probs, dtype=np.float64)
+    distribution = getattr(model, "distribution", None)
+    if distribution is None:
+        raise TypeError(f"{type(model).__name__} cannot be blended: it has no distribution(context)")
+    d = distribution(context)
+    return list(d), np.fromiter(d.values(), dtype=np.float64, count=len(d))
+
+
+def _check_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"{n} models need {n} weights, not {len(w)}")
+    if (w < 0).any() or not math.isclose(float(w.sum()), 1.0, abs_tol=1e-9):
+        raise ValueError(f"blend weights must be non-negative and sum to 1, not {w.tolist()}")
+    return w
+
+
+# --- fitting the weights --------------------------------------------------------------------------------------------
+def em_weights(logprobs: np.ndarray, iterations: int = 200, tol: float = 1e-9) -> np.ndarray:
+    """Mixture weights maximising the mean log-likelihood of the rows of `logprobs` (T tokens x M components,
+    natural logs), by EM from uniform weights. Stops after `iterations` or when an iteration gains less than `tol`
+    nats per token. Tokens that every component gives probability 0 are left out."""
+    lp = np.asarray(logprobs, dtype=np.float64)
+    if lp.ndim != 2 or lp.shape[1] == 0:
+        raise ValueError("logprobs must be a (tokens, models) array")
+    lp = lp[np.isfinite(lp).any(axis=1)]
+    m = lp.shape[1]
+    w = np.full(m, 1.0 / m)
+    if len(lp) == 0:
+        return w
+    previous = -math.inf
+    with np.errstate(divide="ignore"):
+        for _ in range(iterations):
+            joint = lp + np.log(w)  # (T, M): log w_m P_m(token)
+            total = np.logaddexp.reduce(joint, axis=1)  # (T,): log of the mixture's probability
+            w = np.exp(joint - total[:, None]).mean(axis=0)  # E step (responsibilities), M step (their means)
+            w /= w.sum()
+            likelihood = float(total.mean())
+            if likelihood - previous < tol:
+                break
+            previous = likelihood
+    return w
+
+
+def fit_weights_em(
+    models: Sequence[LanguageModel], tokens: Sequence[str], iterations: int = 200, tol: float = 1e-9
+) -> list[float]:
+    """Blend weights for `models` fit by EM on held-out `tokens` (a flat sequence with `</s>` at sentence ends;
+    contexts restart with `<s>` after each, as in `lm_core.metrics`). Each component's probabilities are those
+    the blend uses (P'_m), so the fitted weights maximise the blend's held-out likelihood."""
+    blend = Blend(models)
+    max_context = None if blend.order is None else blend.order - 1
+    rows = [blend.component_logprobs(word, context) for word, context in contexts(tokens, max_context)]
+    if not rows:
+        raise ValueError("no held-out tokens to fit the blend weights on")
+    return em_weights(np.vstack(rows), iterations, tol).tolist()

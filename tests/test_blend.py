@@ -1,0 +1,178 @@
+"""The blend of an n-gram and a neural model: it sums to 1, agrees with itself, reconciles vocabularies, and EM finds
+the weight of a known mixture."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lm_core.blend import Blend, em_weights, fit_weights_em
+from lm_core.counting import count_ngrams, encode_sentences
+from lm_core.metrics import perplexity
+from lm_core.model import Context, Prediction
+from lm_core.neural import NeuralConfig, NeuralLM, build_model
+from lm_core.ngram import NgramModel
+from lm_core.vocab import Vocab
+
+torch.set_num_threads(1)
+
+LINES = [
+    "the cat sat on the mat",
+    "the dog sat on the log",
+    "a cat ran to the dog",
+    "the red car ran",
+    "then the cat saw a dog",
+]
+# The neural model's vocabulary differs from the n-gram's: it lacks "log", "red", "then", "saw", "ran", "to" and knows
+# "zebra" and "car" (the n-gram knows car, not zebra), as a shipped model's vocabulary differs from a user's store.
+NEURAL_WORDS = ["<unk>", "<s>", "</s>", "the", "cat", "sat", "on", "mat", "dog", "a", "car", "zebra"]
+CONTEXTS: list[Context] = [(), ("<s>",), ("<s>", "the"), ("<s>", "the", "cat", "sat"), ("zebra",), ("log", "the")]
+
+
+@pytest.fixture(scope="module")
+def ngram() -> NgramModel:
+    vocab = Vocab()
+    sentences = [[*line.split(), "</s>"] for line in LINES]
+    return NgramModel(count_ngrams(encode_sentences(sentences, vocab), order=3, vocab=vocab))
+
+
+@pytest.fixture(scope="module")
+def neural() -> NeuralLM:
+    torch.manual_seed(0)
+    config = NeuralConfig(cell="gru", vocab_size=len(NEURAL_WORDS), embed_dim=8, hidden_dim=8, layers=1)
+    model = build_model(config)
+    with torch.no_grad():  # make <unk> likely, so that its share matters
+        model.decoder.bias[0] = 2.0
+    return NeuralLM(model, NEURAL_WORDS)
+
+
+@pytest.fixture(scope="module")
+def blend(ngram: NgramModel, neural: NeuralLM) -> Blend:
+    return Blend([ngram, neural], [0.4, 0.6])
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_blended_distributions_sum_to_one_over_the_ngram_vocabulary(blend: Blend, ngram: NgramModel, context) -> None:
+    dist = blend.distribution(context)
+    assert set(dist) == set(ngram.distribution(context))
+    assert sum(dist.values()) == pytest.approx(1, abs=1e-9)
+    _, rows = blend.component_arrays(context)
+    assert rows.sum(axis=1) == pytest.approx([1, 1], abs=1e-9)  # the neural row re-expressed over the n-gram's words
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_predict_agrees_with_logprob_and_distribution(blend: Blend, context) -> None:
+    dist = blend.distribution(context)
+    for prefix in ["", "c", "th", "zz"]:
+        predictions = blend.predict(context, 4, prefix)
+        matching = [(w, p) for w, p in dist.items() if w.startswith(prefix)]
+        expected = sorted(matching, key=lambda wp: (-wp[1], wp[0]))[:4]
+        assert [p.word for p in predictions] == [w for w, _ in expected]
+        for p in predictions:
+            assert p.prob == pytest.approx(math.exp(blend.logprob(p.word, context)), rel=1e-12)
+            assert p.prob == pytest.approx(dist[p.word], rel=1e-12)
+
+
+def test_a_word_both_models_know_is_a_plain_mixture(blend: Blend, ngram: NgramModel, neural: NeuralLM) -> None:
+    context = ("<s>", "the")
+    expected = 0.4 * math.exp(ngram.logprob("cat", context)) + 0.6 * math.exp(neural.logprob("cat", context))
+    assert math.exp(blend.logprob("cat", context)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_neural_unk_mass_is_shared_in_proportion_to_the_ngram(blend: Blend, ngram: NgramModel, neural) -> None:
+    context = ("<s>", "the")
+    _, (p_ngram, p_neural) = blend.component_arrays(context)
+    words, _ = blend.component_arrays(context)
+    at = {w: i for i, w in enumerate(words)}
+    # "log" and "red" are unknown to the neural model: their shares keep the n-gram's ratio
+    assert p_neural[at["log"]] / p_neural[at["red"]] == pytest.approx(p_ngram[at["log"]] / p_ngram[at["red"]])
+    pool = ["log", "red", "then", "saw", "ran", "to", "<unk>"]
+    zebra = math.exp(neural.logprob("zebra", context))  # known to the neural model only: it goes to <unk>
+    shared = sum(p_neural[at[w]] for w in pool)
+    assert shared == pytest.approx(math.exp(neural.logprob("<unk>", context)) + zebra, rel=1e-12)
+
+
+def test_a_word_outside_the_ngram_vocabulary_is_scored_as_unk(blend: Blend) -> None:
+    for context in CONTEXTS:
+        assert blend.logprob("zebra", context) == blend.logprob("<unk>", context) == blend.logprob("qqq", context)
+        assert blend.logprob("<s>", context) == -math.inf
+
+
+def test_weight_one_gives_back_the_component(ngram: NgramModel, neural: NeuralLM) -> None:
+    only_ngram = Blend([ngram, neural], [1.0, 0.0])
+    assert only_ngram.logprob("cat", ("<s>", "the")) == pytest.approx(ngram.logprob("cat", ("<s>", "the")), rel=1e-12)
+    tokens = "the cat ran </s> a dog sat on the mat </s>".split()  # noqa: SIM905
+    assert perplexity(only_ngram, tokens) == pytest.approx(perplexity(ngram, tokens), rel=1e-9)
+
+
+def test_bad_weights_are_refused(ngram: NgramModel, neural: NeuralLM) -> None:
+    for weights in ([0.5], [0.7, 0.7], [1.5, -0.5]):
+        with pytest.raises(ValueError, match="weights"):
+            Blend([ngram, neural], weights)
+
+
+# --- EM -----------------------------------------------------------------------------------------------------------
+class Fixed:
+    """A context-free model with a fixed distribution (order 1), for a mixture whose weight is known."""
+
+    order = 1
+
+    def __init__(self, probs: dict[str, float]) -> None:
+        self.probs = probs
+
+    def logprob(self, word: str, context: Context) -> float:
+        p = self.probs.get(word, self.probs["<unk>"])
+        return math.log(p) if p > 0 else -math.inf
+
+    def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]:
+        ranked = sorted(self.probs.items(), key=lambda wp: (-wp[1], wp[0]))
+        return [Prediction(w, p) for w, p in ranked if w.startswith(prefix)][:k]
+
+    def distribution(self, context: Context) -> dict[str, float]:
+        return dict(self.probs)
+
+
+def _fixed(rng: random.Random, words: list[str]) -> Fixed:
+    raw = [rng.random() ** 3 for _ in words]  # skewed, so the two distributions differ clearly
+    return Fixed({w: r / sum(raw) for w, r in zip(words, raw, strict=True)})
+
+
+def test_em_finds_the_known_weight_of_a_synthetic_mixture() -> None:
+    rng = random.Random(0)
+    words = ["<unk>", "</s>", *(f"w{i}" for i in range(30))]
+    a, b = _fixed(rng, words), _fixed(rng, words)
+    mixture = [0.3 * a.probs[w] + 0.7 * b.probs[w] for w in words]
+    tokens = rng.choices(words, mixture, k=20_000)
+    weights = fit_weights_em([a, b], tokens)
+    assert weights[0] == pytest.approx(0.3, abs=0.02)
+    assert sum(weights) == pytest.approx(1)
+
+
+def test_em_weights_on_a_matrix_maximise_the_likelihood() -> None:
+    rng = np.random.default_rng(0)
+    logprobs = np.log(rng.random((500, 3)))
+    w = em_weights(logprobs, iterations=2000, tol=0)
+
+    def likelihood(weights: np.ndarray) -> float:
+        return float(np.log(np.exp(logprobs) @ weights).mean())
+
+    for _ in range(20):  # no other point of the simplex does better
+        other = rng.dirichlet(np.ones(3))
+        assert likelihood(w) >= likelihood(other) - 1e-9
+
+
+def test_em_leaves_out_tokens_no_component_can_explain() -> None:
+    logprobs = np.array([[math.log(0.5), math.log(0.1)], [-math.inf, -math.inf], [math.log(0.5), math.log(0.1)]])
+    assert em_weights(logprobs)[0] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_fitting_the_blend_on_held_out_text_helps(ngram: NgramModel, neural: NeuralLM) -> None:
+    held_out = "the cat sat on the log </s> a dog ran </s> the zebra sat on the mat </s>".split()  # noqa: SIM905
+    weights = fit_weights_em([ngram, neural], held_out)
+    best = perplexity(Blend([ngram, neural], weights), held_out)
+    assert best <= perplexity(ngram, held_out) + 1e-9
+    assert best <= perplexity(Blend([ngram, neural], [0.5, 0.5]), held_out) + 1e-9

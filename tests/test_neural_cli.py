@@ -1,0 +1,125 @@
+"""`nextword train-neural` and `nextword eval`, end to end on tiny texts of their own."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner, Result
+
+from lm_core.neural import load_checkpoint
+from lsp_server.cli import main
+
+TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--bptt", "10", "--dropout", "0"]
+
+
+def grammar_lines(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    nouns, verbs = ["cat", "dog", "bird", "cow"], ["sees", "likes", "chases"]
+    return "".join(f"the {rng.choice(nouns)} {rng.choice(verbs)} the {rng.choice(nouns)}\n" for _ in range(n))
+
+
+@pytest.fixture(autouse=True)
+def private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("NEXTWORD_DB", raising=False)
+    monkeypatch.delenv("NEXTWORD_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "train.txt"
+    path.write_text(grammar_lines(300, seed=0))
+    return path
+
+
+def run(*args: object) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def ok(*args: object) -> str:
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def error_of(*args: object) -> str:
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nextword: error: "), result.stderr
+    return lines[0].removeprefix("nextword: error: ")
+
+
+def test_train_neural_writes_a_checkpoint_and_a_plot(corpus: Path, tmp_path: Path) -> None:
+    out = ok(
+        "train-neural",
+        "--pretokenized",
+        "--cell",
+        "gru",
+        "--epochs",
+        "2",
+        *TINY,
+        "-o",
+        "m.pt",
+        "--plot",
+        "c.png",
+        corpus,
+    )
+    assert "epoch 1/2: train perplexity" in out and "epoch 2/2" in out and "best valid perplexity" in out
+    checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert checkpoint.config.cell == "gru" and "chases" in checkpoint.vocab
+    assert len(checkpoint.metrics["valid_loss"]) == 2
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_neural_learns_the_documents_of_the_store(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text(grammar_lines(200, seed=1).replace("cow", "yak"))
+    ok("build", "--db", "s.db", "--pretokenized", "--order", "3", tmp_path / "notes.txt")
+    out = ok("train-neural", "--from-store", "--db", "s.db", "--epochs", "1", *TINY, "-o", "m.pt")
+    assert "epoch 1/1" in out
+    assert "yak" in load_checkpoint(tmp_path / "m.pt").vocab
+
+
+def test_train_neural_fine_tunes_and_resumes(corpus: Path, tmp_path: Path) -> None:
+    ok("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "base.pt", corpus)
+    (tmp_path / "mine.txt").write_text(grammar_lines(100, seed=2).replace("bird", "owl"))
+    out = ok("train-neural", "--pretokenized", "--epochs", "1", "--init", "base.pt", "-o", "mine.pt", "mine.txt")
+    assert "fine-tuning base.pt" in out
+    assert load_checkpoint(tmp_path / "mine.pt").vocab == load_checkpoint(tmp_path / "base.pt").vocab  # owl is <unk>
+    ok("train-neural", "--pretokenized", "--epochs", "2", "--resume", "-o", "mine.pt", "mine.txt")
+    assert load_checkpoint(tmp_path / "mine.pt").metrics["epoch"] == [1, 2]
+
+
+def test_train_neural_errors_are_one_line(corpus: Path, tmp_path: Path) -> None:
+    assert "give text files" in error_of("train-neural", "-o", "m.pt")
+    assert "no such file" in error_of("train-neural", "-o", "m.pt", "absent.txt")
+    assert "keeps the checkpoint's shape; drop --cell" in error_of(
+        "train-neural", "--init", "x.pt", "--cell", "gru", "-o", "m.pt", corpus
+    )
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    assert "not a readable neural checkpoint" in error_of("train-neural", "--init", "bad.pt", "-o", "m.pt", corpus)
+    (tmp_path / "short.txt").write_text("one line\n")
+    assert "too little text" in error_of("train-neural", "--pretokenized", "-o", "m.pt", "short.txt")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_eval_prints_ngram_neural_and_blend_side_by_side(corpus: Path, tmp_path: Path) -> None:
+    ok("build", "--db", "s.db", "--pretokenized", "--order", "3", corpus)
+    ok("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "m.pt", corpus)
+    (tmp_path / "test.txt").write_text(grammar_lines(20, seed=3))
+    out = ok("eval", "--db", "s.db", "--neural", "m.pt", "test.txt")
+    assert "fit by EM on the first half" in out and "perplexity on the second half" in out
+    rows = {line.split()[0]: float(line.split()[-1]) for line in out.splitlines()[2:]}
+    assert set(rows) == {"n-gram", "neural", "blend"}
+    assert all(1 < ppl < 20 for ppl in rows.values())
+    assert "n-gram" in ok("eval", "--db", "s.db", "test.txt")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    assert "bad.pt is not a readable neural checkpoint" in error_of(
+        "eval", "--db", "s.db", "--neural", "bad.pt", "test.txt"
+    )
