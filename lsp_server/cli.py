@@ -5,12 +5,14 @@ Errors are one line on stderr and a non-zero exit status, never a traceback (set
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,10 @@ import click
 from lm_core.ngram import NgramConfig, Smoothing
 from lm_core.sampling import SamplingConfig, generate
 from lsp_server.engine import Engine
-from lsp_server.paths import default_db_path
+from lsp_server.paths import default_db_path, seed_from_default_model
 from store.countstore import MAX_ORDER, CountStore, source_name
 from store.errors import StoreError
+from store.secrets import is_secret_file
 from store.sources import read_text_file
 
 EXIT_ERROR = 1
@@ -145,10 +148,15 @@ def learn(file: Path, db: Path | None) -> None:
 
     Example: nextword learn notes/today.md
     """
+    if is_secret_file(file):
+        fail(f"{file} is a credentials file by its name; nextword never learns such files")
     text = read_text_file(file)  # a file that cannot be learned creates nothing
     engine = Engine.open(db, create=True)
     result = engine.learn(source_name(file), text)
     verb = "re-learned" if result.replaced else "learned"
+    if result.secrets:
+        kinds = ", ".join(sorted(set(result.secrets)))
+        click.echo(f"not learned: {len(result.secrets)} sentence(s) holding a secret ({kinds})")
     click.echo(f"{verb} {result.source}: {result.tokens:,} tokens, {result.changed_ngrams:,} n-gram counts changed")
 
 
@@ -330,6 +338,372 @@ def stats(db: Path | None) -> None:
         click.echo(f"{key:>12}: {value}")
     for source in engine.store.sources() if isinstance(engine.store, CountStore) else []:
         click.echo(f"  {source.kind:<8} {source.tokens:>10,} tokens  {source.learned_at}  {source.name}")
+
+
+# --- neural models ----------------------------------------------------------------------------------------------------
+# torch is imported inside these commands only, so that every other command (and the server) starts without it.
+NEURAL_CELLS = ("rnn", "lstm", "gru", "window")
+
+
+def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[str]]:
+    """Sentences (each ending with `</s>`) of text files, tokenized for pretokenized or prose text."""
+    from lm_core import tokenize
+
+    split = tokenize.pretokenized_sentences if pretokenized else tokenize.prose_sentences
+    return [s for file in files for s in split(read_text_file(file))]
+
+
+def _store_sentences(engine: Engine) -> list[list[str]]:
+    """The sentences of every document and file the store has learned (its base model has no text), oldest first."""
+    from lm_core.vocab import BOS_ID
+    from store.sources import unpack_stream
+
+    store = engine.counts_store
+    with store.lock:
+        rows = store.db.execute(
+            "SELECT name, kind, stream FROM sources WHERE stream IS NOT NULL ORDER BY learned_at, name"
+        ).fetchall()
+    words = store.vocab.words
+    sentences: list[list[str]] = []
+    for _name, _kind, blob in rows:
+        sentence: list[str] = []
+        for wid in unpack_stream(blob).tolist():  # <s> w1 .. wk </s> <s> ...
+            if wid == BOS_ID:
+                sentence = []
+                sentences.append(sentence)
+            else:
+                sentence.append(words[wid])
+    return [s for s in sentences if s]
+
+
+def _print_progress(p: Any) -> None:
+    """A status line on an interactive stderr; one line per finished epoch on stdout."""
+    if p.valid_perplexity is not None:
+        if _interactive():
+            click.echo("\r\033[K", nl=False, err=True)
+        click.echo(
+            f"epoch {p.epoch}/{p.epochs}: train perplexity {p.perplexity:,.2f}, "
+            f"valid perplexity {p.valid_perplexity:,.2f}, lr {p.lr:.3g}"
+        )
+    elif _interactive():
+        click.echo(
+            f"\r\033[Kepoch {p.epoch}/{p.epochs}  batch {p.batch}/{p.batches}  loss {p.loss:.3f}  "
+            f"perplexity {p.perplexity:,.1f}  lr {p.lr:.3g}  {p.tokens_per_s:,.0f} tokens/s",
+            nl=False,
+            err=True,
+        )
+
+
+@main.command(name="train-neural")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--from-store", is_flag=True, help="Train on the documents the store has learned (your own text) too.")
+@db_option
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write."
+)
+@click.option(
+    "--init",
+    "init_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Fine-tune this checkpoint (its vocabulary and shape) instead of training from scratch.",
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from the training state saved in -o.")
+@click.option("--cell", type=click.Choice(NEURAL_CELLS), default=None, help="Network: Elman RNN, LSTM, GRU or window.")
+@click.option("--hidden", type=click.IntRange(1), default=None, help="Hidden units per layer [default: 200].")
+@click.option("--embed", type=click.IntRange(1), default=None, help="Word-vector size [default: --hidden].")
+@click.option("--layers", type=click.IntRange(1), default=None, help="Recurrent layers [default: 2].")
+@click.option("--window", type=click.IntRange(1), default=None, help="The window model's context in words [4].")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout [default: 0.2].")
+@click.option("--tie/--no-tie", default=None, help="Share input and output word vectors [default: tie].")
+@click.option("--vocab-size", type=click.IntRange(4), default=10_000, show_default=True, help="Most words kept.")
+@click.option("--epochs", type=click.IntRange(1), default=6, show_default=True, help="Passes over the text.")
+@click.option("--minutes", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this long.")
+@click.option("--batch-size", type=click.IntRange(1), default=20, show_default=True, help="Parallel streams.")
+@click.option("--bptt", type=click.IntRange(1), default=35, show_default=True, help="Truncated BPTT length.")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="[default: adam 0.002, sgd 20].")
+@click.option("--clip", type=click.FloatRange(0), default=0.5, show_default=True, help="Gradient norm bound (0: off).")
+@click.option("--seed", type=int, default=1234, show_default=True, help="Random seed.")
+@click.option("--valid", "valid_file", type=click.Path(path_type=Path), default=None, help="Validation text file.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG of the curves.")
+@click.option("--pretokenized", is_flag=True, help="FILES are one sentence a line, split on spaces.")
+@click.option("--device", default="cpu", show_default=True, help="Where to train: cpu, cuda, mps.")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="CPU threads for torch (more only help on idle cores: on busy ones they slow training many times over).",
+)
+@friendly_errors
+def train_neural(
+    files: tuple[Path, ...],
+    from_store: bool,
+    db: Path | None,
+    output: Path,
+    init_path: Path | None,
+    resume: bool,
+    cell: str | None,
+    hidden: int | None,
+    embed: int | None,
+    layers: int | None,
+    window: int | None,
+    dropout: float | None,
+    tie: bool | None,
+    vocab_size: int,
+    epochs: int,
+    minutes: float | None,
+    batch_size: int,
+    bptt: int,
+    optimizer: str,
+    lr: float | None,
+    clip: float,
+    seed: int,
+    valid_file: Path | None,
+    plot: Path | None,
+    pretokenized: bool,
+    device: str,
+    threads: int,
+) -> None:
+    """Train a neural language model (offline) on FILES and/or your own text in the store.
+
+    Holds out the last 10% of the text for validation (or --valid FILE); writes the best model to -o after every
+    epoch, so an interrupted run keeps its best model (continue it with --resume). With --init, fine-tunes a
+    trained model (keeping its vocabulary and shape) instead of starting from scratch.
+
+    Example: nextword train-neural --pretokenized --cell lstm --epochs 6 -o ptb-lstm.pt ptb.train.txt
+    """
+    if not files and not from_store:
+        fail("give text files to train on, or --from-store for the documents the store has learned")
+    shape = {"cell": cell, "hidden": hidden, "embed": embed, "layers": layers, "window": window, "tie": tie}
+    if (init_path is not None or resume) and any(v is not None for v in shape.values()):
+        given = ", ".join(f"--{k}" for k, v in shape.items() if v is not None)
+        fail(f"{'--init' if init_path else '--resume'} keeps the checkpoint's shape; drop {given}")
+    if init_path is not None and resume:
+        fail("--resume continues -o's own run; it cannot be combined with --init")
+    for file in (*files, *([valid_file] if valid_file else [])):
+        if not file.is_file():
+            read_text_file(file)  # says why (missing, a directory) before any work
+
+    import dataclasses
+
+    import torch
+
+    from lm_core import neural, training
+
+    torch.set_num_threads(threads)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+    checkpoint = None
+    if init_path is not None or resume:  # the checkpoint's shape and vocabulary (and, resuming, its weights)
+        try:
+            checkpoint = neural.load_checkpoint(init_path or output)
+        except neural.CheckpointError as exc:
+            fail(str(exc))
+    sentences = _text_sentences(files, pretokenized)
+    if from_store:
+        engine = Engine.open(db)
+        if files and not pretokenized and engine.tokenizer == "pretokenized":
+            fail("the store holds pretokenized text; give --pretokenized so FILES are read the same way")
+        sentences += _store_sentences(engine)
+        engine.close()
+    if valid_file is not None:
+        train_sentences, valid = sentences, _text_sentences((valid_file,), pretokenized)
+    else:
+        train_sentences, valid = training.split_holdout(sentences, 0.1)
+    if not valid or sum(len(s) for s in train_sentences) < 2 * batch_size:
+        fail(f"too little text to train on ({sum(len(s) for s in sentences):,} tokens); give more")
+
+    if checkpoint is not None:
+        config, vocab = checkpoint.config, checkpoint.vocab
+        if dropout is not None:
+            config = dataclasses.replace(config, dropout=dropout)
+        model = neural.build_model(config)
+        model.load_state_dict(checkpoint.model.state_dict())
+    else:
+        vocab = training.build_vocab(train_sentences, max_size=vocab_size)
+        size = hidden or 200
+        config = neural.NeuralConfig(
+            cell=cell or "lstm",
+            vocab_size=len(vocab),
+            embed_dim=embed or size,
+            hidden_dim=size,
+            layers=layers or 2,
+            dropout=0.2 if dropout is None else dropout,
+            tie_weights=(embed or size) == size if tie is None else tie,
+            window=window or 4,
+        )
+        torch.manual_seed(seed)
+        model = neural.build_model(config)
+    train_ids, valid_ids = training.encode(train_sentences, vocab), training.encode(valid, vocab)
+    unknown = float((train_ids == 0).float().mean()) * 100
+    params = sum(p.numel() for p in model.parameters())
+    shape_text = f"{config.cell} {config.layers}x{config.hidden_dim}" if config.cell != "window" else "window"
+    click.echo(
+        f"training {shape_text} ({params:,} weights, vocabulary {len(vocab):,} words) on {len(train_ids):,} tokens "
+        f"({unknown:.1f}% <unk>), validating on {len(valid_ids):,}"
+        + (f"; fine-tuning {init_path}" if init_path else "")
+    )
+    train_config = training.TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        bptt=bptt,
+        optimizer=optimizer,
+        lr=lr if lr is not None else (20.0 if optimizer == "sgd" else 2e-3),
+        clip_norm=clip,
+        max_minutes=minutes,
+        seed=seed,
+        device=device,
+    )
+    try:
+        result = training.train(
+            model, train_ids, valid_ids, train_config, output, vocab, progress=_print_progress, resume=resume
+        )
+    except (neural.NeuralError, ValueError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        kept = f"{output} holds the best model of the finished epochs" if output.exists() else "nothing was written"
+        click.echo(f"\nnextword: interrupted; {kept} (continue with --resume)", err=True)
+        sys.exit(130)
+    if plot is not None:
+        training.plot_curves(result.metrics, plot)
+    click.echo(
+        f"{output}: best valid perplexity {result.best_valid_perplexity:,.2f} "
+        f"(epoch {result.metrics.get('best_epoch', '?')}); stopped: {result.stopped}"
+        + (f"; curves in {plot}" if plot else "")
+    )
+
+
+@main.command(name="eval")
+@click.argument("file", type=click.Path(path_type=Path))
+@db_option
+@click.option(
+    "--neural", "neural_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Neural checkpoint."
+)
+@click.option("--pretokenized", is_flag=True, help="FILE is one sentence a line, split on spaces.")
+@smoothing_option
+@model_order_option
+@friendly_errors
+def eval_command(
+    file: Path, db: Path | None, neural_path: Path | None, pretokenized: bool, smoothing: str, model_order: int | None
+) -> None:
+    """Perplexity of FILE under the n-gram model, a neural model and their blend, side by side.
+
+    The blend's weights are fit by EM on the first half of FILE's sentences; every perplexity is measured on the
+    second half (per token, sentence ends included, each sentence scored from its start).
+
+    Example: nextword eval --db ptb.db --neural ptb-lstm.pt --pretokenized ptb.test.txt
+    """
+    from lm_core import tokenize
+    from lm_core.metrics import perplexity, perplexity_of_scores
+
+    text = read_text_file(file)
+    engine = open_engine(db, smoothing, model_order)
+    split = tokenize.pretokenized_sentences if pretokenized or engine.tokenizer == "pretokenized" else None
+    sentences = split(text) if split else tokenize.prose_sentences(text)
+    half = len(sentences) // 2
+    if half == 0:
+        fail(f"{file} needs at least 2 sentences (one half fits the blend, the other is scored)")
+    fit = [w for s in sentences[:half] for w in s]
+    held = [w for s in sentences[half:] for w in s]
+    click.echo(
+        f"{file}: blend weights fit by EM on the first half ({len(fit):,} tokens); perplexity on the second half "
+        f"({len(held):,} tokens, sentence ends included)"
+    )
+    kind = str(getattr(engine.model, "smoothing", "ARPA backoff"))
+    rows = [("n-gram", f"{kind}, order {engine.model.order}", perplexity(engine.model, held))]
+    if neural_path is not None:
+        import torch
+
+        from lm_core import neural
+        from lm_core.blend import Blend, fit_weights_em
+
+        torch.set_num_threads(1)  # one token at a time: more threads only wait on each other
+
+        try:
+            lm = neural.NeuralLM.load(neural_path)
+        except neural.CheckpointError as exc:
+            fail(str(exc))
+        unknown = sum(lm.id_of(w) == 0 for w in held) / len(held) * 100
+        shape = f"{lm.config.cell} {lm.config.layers}x{lm.config.hidden_dim}" if lm.order is None else "window"
+        described = f"{shape}, {len(lm.words):,} words, {unknown:.1f}% <unk>"
+        rows.append(("neural", described, perplexity_of_scores(lm.sentence_logprobs(held))))
+        weights = fit_weights_em([engine.model, lm], fit)
+        blend = Blend([engine.model, lm], weights)
+        rows.append(("blend", f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural", perplexity(blend, held)))
+    width = max(len(d) for _, d, _ in rows)
+    click.echo(f"  {'model':<7} {'':<{width}}  perplexity")
+    for name, described, ppl in rows:
+        click.echo(f"  {name:<7} {described:<{width}}  {ppl:>10,.2f}")
+    if neural_path is None:
+        click.echo("  (give --neural CHECKPOINT to compare a neural model and the blend)")
+
+
+@main.command()
+@db_option
+@click.option("--repair", is_flag=True, help="Rebuild a store with problems from its sources (kept aside, not lost).")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Rebuild even a healthy store: drops the words of forgotten documents (see SECURITY.md).",
+)
+@friendly_errors
+def doctor(db: Path | None, repair: bool, rebuild: bool) -> None:
+    """Check a store: SQLite's integrity checks, then that its counts equal a rebuild from the sources it learned.
+
+    With --repair a store with problems is rebuilt from the sources it can read; the damaged file is kept beside it
+    as NAME.damaged-<time>, never overwritten. --rebuild rebuilds a healthy store too (the old file is kept as
+    NAME.replaced-<time>: delete it). Stop editors using the store first.
+
+    Example: nextword doctor --db ~/notes.db --repair
+    """
+    from store import doctor as store_doctor
+
+    path = (db or default_db_path()).expanduser()
+    if not path.exists():
+        fail(f"no store at {path}")
+    with _shipped_model() as base:
+        report = store_doctor.diagnose(path, base)
+        for line in report.checked:
+            click.echo(f"ok: {line}")
+        for line in report.problems:
+            click.echo(f"problem: {line}")
+        if report.healthy and not rebuild:
+            click.echo(f"{path}: healthy")
+            return
+        if not report.healthy and not (repair or rebuild):
+            fail(f"{path} has problems; 'nextword doctor --repair' rebuilds it from its sources")
+        label = "damaged" if not report.healthy else "replaced"
+        result = store_doctor.repair(path, base, label)
+        click.echo(f"the {'damaged' if label == 'damaged' else 'old'} file is kept as {result.damaged}")
+        click.echo(
+            f"rebuilt {path}: {len(result.restored)} source(s) from their records, "
+            f"{len(result.reread)} read again from their files, {len(result.lost)} lost"
+        )
+        for item in result.lost:
+            click.echo(f"lost: {item}")
+        after = store_doctor.diagnose(path, base)
+        for line in after.problems:
+            click.echo(f"problem after the rebuild: {line}")
+        if not after.healthy:
+            fail(f"{path} still has problems after the rebuild")
+        click.echo(f"{path}: healthy")
+
+
+@contextlib.contextmanager
+def _shipped_model() -> Iterator[Callable[[], Path | None]]:
+    """The shipped default model, decompressed into a temporary folder on first use (a user store's base)."""
+    with tempfile.TemporaryDirectory(prefix="nextword-doctor-") as tmp:
+        found: list[Path | None] = []
+
+        def model() -> Path | None:
+            if not found:
+                target = Path(tmp) / "default-model.db"
+                found.append(target if seed_from_default_model(target) else None)
+            return found[0]
+
+        yield model
 
 
 def run() -> None:

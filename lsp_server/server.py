@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from lm_core.oddities import OddityConfig
 from lm_core.sampling import BeamConfig, beam_continuation
 from lsp_server import comments
 from lsp_server.engine import Engine, Suggestion
+from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
@@ -100,7 +102,8 @@ class NextwordServer(LanguageServer):
         """Log what went wrong; only errors of the server's own making reach the user, never bad input."""
         if isinstance(error, JsonRpcRequestCancelled):
             return
-        if isinstance(error, JsonRpcException | ValueError):
+        if source is JsonRpcException or isinstance(error, JsonRpcException | ValueError):
+            # what the client sent could not be read as a message (pygls reports those with this source)
             log.warning("bad message from the client: %s", error)
             return
         log.error("internal error: %r", error)
@@ -245,6 +248,10 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
         document = ls.open_document(uri)
         text = None if document is None or ls.learning_paused else ls.prose(document)
         if text is None:
+            return
+        reason = _never_learned(ls, uri)
+        if reason is not None:
+            log.info("not learning %s: %s", uri, reason)
             return
         if len(text) > ls.settings.max_document_chars:
             log.info("not learning %s: %d characters is over maxDocumentChars", uri, len(text))
@@ -593,8 +600,7 @@ async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     return {"learned": learned, "skipped": skipped, "files": len(files), "cancelled": cancelled}
 
 
-def _workspace_text_files(ls: NextwordServer) -> list[Path]:
-    """Text files (by suffix) under the workspace folders; never outside them, never hidden folders."""
+def _workspace_roots(ls: NextwordServer) -> list[Path]:
     roots: list[Path] = []
     for folder in (ls.workspace.folders or {}).values():
         parsed = urlparse(folder.uri)
@@ -602,14 +608,43 @@ def _workspace_text_files(ls: NextwordServer) -> list[Path]:
             roots.append(Path(unquote(parsed.path)))
     if not roots and ls.workspace.root_path:
         roots.append(Path(ls.workspace.root_path))
+    return roots
+
+
+def _never_learned(ls: NextwordServer, uri: str) -> str | None:
+    """Why the document at `uri` must not be learned (credentials by its name, `.nextwordignore`, `excludeGlobs`), or
+    None. Documents that are not files (untitled ones) may be learned; their secrets are dropped all the same."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    path = Path(unquote(parsed.path))
+    roots = [root for root in _workspace_roots(ls) if path.is_relative_to(root)]
+    rules = [IgnoreRules.load(root, ls.settings.exclude_globs) for root in roots]
+    return never_learned(path, rules or [IgnoreRules(None, ls.settings.exclude_globs)])
+
+
+def _workspace_text_files(ls: NextwordServer) -> list[Path]:
+    """Text files (by suffix) under the workspace folders; never outside them, never hidden files or folders, never
+    node_modules, never files that hold credentials (`.env`, keys) or that `.nextwordignore` or `excludeGlobs`
+    exclude (excluded folders are not even walked)."""
     files: list[Path] = []
-    for root in roots:
-        for path in sorted(root.rglob("*")):
-            relative = path.relative_to(root)
-            if any(part.startswith(".") or part == "node_modules" for part in relative.parts):
-                continue
-            if path.is_file() and not path.is_symlink() and path.suffix.lower() in TEXT_SUFFIXES:
-                files.append(path)
+    for root in _workspace_roots(ls):
+        rules = IgnoreRules.load(root, ls.settings.exclude_globs)
+        found: list[Path] = []
+        for folder, subfolders, names in os.walk(root):
+            here = Path(folder)
+            subfolders[:] = [
+                d
+                for d in subfolders
+                if not d.startswith(".") and d not in ALWAYS_SKIPPED_FOLDERS and not rules.ignores(here / d, True)
+            ]
+            for name in names:
+                path = here / name
+                if name.startswith(".") or path.suffix.lower() not in TEXT_SUFFIXES:
+                    continue
+                if path.is_file() and not path.is_symlink() and never_learned(path, [rules]) is None:
+                    found.append(path)
+        files.extend(sorted(found))
     return files
 
 

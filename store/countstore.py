@@ -26,6 +26,7 @@ from lm_core.counts import ADJUSTED, COC_MAX, RAW
 from lm_core.vocab import BOS_ID, Vocab
 from store import schema, sources
 from store.errors import InputError, StoreError, StoreMismatchError, UnknownSourceError
+from store.secrets import is_secret_file
 
 OTHER_WRITERS_CHECK_S = 0.02
 """How often readers look for other processes' commits (PRAGMA data_version)."""
@@ -61,6 +62,7 @@ class LearnResult:
     tokens: int  # tokens now counted for the source (sentence ends included)
     changed_ngrams: int  # n-gram rows whose raw count changed
     replaced: bool  # the source had been learned before
+    secrets: tuple[str, ...] = ()  # kinds of secrets found; their sentences were not learned
 
 
 def check_order(order: int) -> int:
@@ -239,11 +241,13 @@ class CountStore:
                     _now(),
                 ),
             )
-        return LearnResult(source, analysed.tokens, changed, existed)
+        return LearnResult(source, analysed.tokens, changed, existed, analysed.secrets)
 
     def learn_file(self, path: str | Path) -> LearnResult:
         """Learn a text file; its resolved path names the source."""
         path = Path(path).expanduser()
+        if is_secret_file(path):
+            raise InputError(f"{path} is a credentials file by its name; nextword never learns such files")
         text = sources.read_text_file(path)
         return self.learn(source_name(path), text, kind="file")
 
@@ -257,6 +261,32 @@ class CountStore:
             self._apply_casing(Counter(), old_casing)
             self.db.execute("DELETE FROM sources WHERE name = ?", (source,))
         return LearnResult(source, 0, changed, True)
+
+    def restore_source(
+        self, info: SourceInfo, sentences: Sequence[Sequence[str]], casing: Counter[tuple[str, str]]
+    ) -> LearnResult:
+        """`nextword doctor`'s entry point: add a source from its recorded sentences (decoded from another store's
+        token-id stream) and casing counts, exactly as learning its text did, keeping its name, kind, token count,
+        sha256 and date."""
+        with self._write():
+            if self._source_contribution(info.name)[2]:
+                raise StoreError(f"{info.name!r} is already in {self.path}")
+            stream = encode_sentences(sentences, self.vocab)
+            changed = self._apply_stream_change(stream, np.zeros(0, np.int64))
+            self._apply_casing(casing, Counter())
+            self.db.execute(
+                "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    info.name,
+                    info.kind,
+                    sources.pack_stream(stream),
+                    sources.pack_casing(casing),
+                    info.tokens,
+                    info.sha256,
+                    info.learned_at,
+                ),
+            )
+        return LearnResult(info.name, info.tokens, changed, False)
 
     def _source_contribution(self, source: str) -> tuple[np.ndarray, Counter[tuple[str, str]], bool]:
         row = self.db.execute("SELECT kind, stream, casing FROM sources WHERE name = ?", (source,)).fetchone()

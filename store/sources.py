@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import re
 import zlib
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_core import tokenize
+from store import secrets
 from store.errors import InputError
 
 BINARY_SNIFF_BYTES = 8192
@@ -25,6 +28,7 @@ class Analysed:
 
     sentences: list[list[str]]
     casing: Counter[tuple[str, str]]  # (normalised word, surface form) -> times written so, not sentence-initially
+    secrets: tuple[str, ...] = ()  # the kind of each secret found (its sentences, or lines, were dropped)
 
     @property
     def tokens(self) -> int:
@@ -62,17 +66,62 @@ def decode_text(data: bytes, name: str) -> str:
 
 
 def analyse(text: str, tokenizer: str) -> Analysed:
-    """Split text into sentences for counting; prose mode also records surface forms for the casing table."""
+    """Split text into sentences for counting; prose mode also records surface forms for the casing table.
+
+    Secrets (`store.secrets`) are never learned: every sentence a secret overlaps is dropped whole, with the words
+    written around the secret in it (in pretokenized mode, every line). A sentence's extent for this runs from the
+    end of the previous sentence's last token, or its own line's start if that is later, to the start of the next
+    sentence's first token, or its own line's end if that is sooner: so a secret that produces no tokens of its own
+    (inside a URL or inline code, say) still drops the sentence written around it on its line.
+    """
+    found = secrets.find_secrets(text)
+    kinds = tuple(s.kind for s in found)
     if tokenizer == "pretokenized":  # lone surrogates (possible in editor text) cannot be stored: replace them
-        return Analysed(tokenize.pretokenized_sentences(_SURROGATES.sub("\ufffd", text)), Counter())
+        text = _SURROGATES.sub("\ufffd", text)  # one character for one: the secrets' offsets still hold
+        if found:
+            text = _blank_secret_lines(text, found)
+        return Analysed(tokenize.pretokenized_sentences(text), Counter(), kinds)
     sentences: list[list[str]] = []
     casing: Counter[tuple[str, str]] = Counter()
-    for sentence in tokenize.sentences(text):
+    tokenized = tokenize.sentences(text)
+    keep = _without_secrets(text, tokenized, found) if found else tokenized
+    for sentence in keep:
         sentences.append([t.norm for t in sentence])
         for token in sentence[1:]:
             if token.kind == "word":
                 casing[(token.norm, token.surface)] += 1
-    return Analysed(sentences, casing)
+    return Analysed(sentences, casing, kinds)
+
+
+def _without_secrets(
+    text: str, sentences: list[list[tokenize.Token]], found: list[secrets.Secret]
+) -> list[list[tokenize.Token]]:
+    """The sentences that no secret overlaps (see `analyse` for a sentence's extent)."""
+    starts = [s.start for s in found]
+    ends = list(itertools.accumulate((s.end for s in found), max))  # ends[i]: the furthest end among found[:i+1]
+    kept = []
+    for i, sentence in enumerate(sentences):
+        first, last = sentence[0].start, sentence[-1].end
+        before = sentences[i - 1][-1].end if i else 0
+        after = sentences[i + 1][0].start if i + 1 < len(sentences) else len(text)
+        lo = max(before, text.rfind("\n", before, first) + 1)
+        newline = text.find("\n", last, after)
+        hi = after if newline < 0 else newline
+        j = bisect.bisect_left(starts, hi)  # the secrets that start before hi: does one of them end after lo?
+        if j and ends[j - 1] > lo:
+            continue
+        kept.append(sentence)
+    return kept
+
+
+def _blank_secret_lines(text: str, found: list[secrets.Secret]) -> str:
+    """`text` without the lines that a secret overlaps (pretokenized mode: a line is a sentence)."""
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    drop: set[int] = set()
+    for secret in found:  # line i runs from newlines[i - 1] + 1 to newlines[i]
+        first = bisect.bisect_left(newlines, secret.start)
+        drop.update(range(first, bisect.bisect_left(newlines, secret.end - 1) + 1))
+    return "\n".join(line for i, line in enumerate(text.split("\n")) if i not in drop)
 
 
 def pack_stream(stream: np.ndarray) -> bytes:
