@@ -51,6 +51,13 @@ class Vocab:
         """The id of `word`, or None."""
         return self._ids.get(word)
 
+    def retire(self, ids: list[int], placeholder: str) -> None:
+        """Forget the words at `ids`: each id keeps its place (ids are never reused) under `placeholder.format(id)`."""
+        for wid in ids:
+            del self._ids[self._words[wid]]
+            self._words[wid] = placeholder.format(wid)
+            self._ids[self._words[wid]] = wid
+
     def word(self, wid: int) -> str:
         return self._words[wid]
 

@@ -23,11 +23,13 @@ import numpy as np
 
 from lm_core.counting import CountTables, OrderTable, count_ngrams, encode_sentences, ngram_delta
 from lm_core.counts import ADJUSTED, COC_MAX, RAW
-from lm_core.vocab import BOS_ID, Vocab
+from lm_core.vocab import BOS_ID, EOS_ID, Vocab
 from store import schema, sources
 from store.errors import InputError, StoreError, StoreMismatchError, UnknownSourceError
 from store.secrets import is_secret_file
 
+FORGOTTEN = "\x00forgotten\x00{}"
+"""What a forgotten word's vocabulary row becomes (no tokenizer produces a NUL, so no text can match it)."""
 OTHER_WRITERS_CHECK_S = 0.02
 """How often readers look for other processes' commits (PRAGMA data_version)."""
 DEFAULT_ORDER = 5
@@ -81,6 +83,7 @@ class CountStore:
         self.tokenizer = meta["tokenizer"]
         self.lock = threading.RLock()
         self.vocab = Vocab()
+        self._vocab_epoch: str | None = None
         self._commits = 0
         self._external = 0
         self._change_log: dict[int, Changes] = {}
@@ -187,6 +190,11 @@ class CountStore:
                 self._sync_vocab()
 
     def _sync_vocab(self) -> None:
+        epoch = self.db.execute("SELECT value FROM meta WHERE key = 'vocab_epoch'").fetchone()
+        epoch = epoch[0] if epoch else "0"
+        if epoch != self._vocab_epoch:  # words were forgotten (here or in another process): read them all again
+            self.vocab = Vocab()
+            self._vocab_epoch = epoch
         rows = self.db.execute("SELECT id, word FROM vocab WHERE id >= ? ORDER BY id", (len(self.vocab),))
         for wid, word in rows:
             if self.vocab.add(word) != wid:
@@ -213,7 +221,7 @@ class CountStore:
                     self._change_log.pop(self._commits - CHANGE_LOG_SIZE, None)
             except BaseException:
                 self.db.execute("ROLLBACK")
-                self.vocab = Vocab()
+                self._vocab_epoch = None
                 self._sync_vocab()
                 self._commits += 1  # unknown changes: readers drop everything
                 raise
@@ -241,6 +249,7 @@ class CountStore:
                     _now(),
                 ),
             )
+            self._forget_unused_words()
         return LearnResult(source, analysed.tokens, changed, existed, analysed.secrets)
 
     def learn_file(self, path: str | Path) -> LearnResult:
@@ -260,7 +269,22 @@ class CountStore:
             changed = self._apply_stream_change(np.zeros(0, np.int64), old_stream)
             self._apply_casing(Counter(), old_casing)
             self.db.execute("DELETE FROM sources WHERE name = ?", (source,))
+            self._forget_unused_words()
+        with self.lock:  # move the zeroed pages out of the write-ahead log now, not at some later checkpoint
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return LearnResult(source, 0, changed, True)
+
+    def _forget_unused_words(self) -> None:
+        """Words no source uses any more leave the vocabulary too: their ids keep a placeholder (ids are never
+        reused), so nothing of a forgotten document stays in the file (deleted content is zeroed: secure_delete)."""
+        unused = [r[0] for r in self.db.execute(f"SELECT w1 FROM temp.ch1 WHERE new = 0 AND w1 > {EOS_ID}")]
+        if not unused:
+            return
+        self.db.executemany("UPDATE vocab SET word = ? WHERE id = ?", [(FORGOTTEN.format(i), i) for i in unused])
+        self.vocab.retire(unused, FORGOTTEN)
+        epoch = str(int(self._vocab_epoch or "0") + 1)
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('vocab_epoch', ?)", (epoch,))
+        self._vocab_epoch = epoch
 
     def restore_source(
         self, info: SourceInfo, sentences: Sequence[Sequence[str]], casing: Counter[tuple[str, str]]
@@ -502,6 +526,25 @@ class CountStore:
         with self.lock:
             rows = self.db.execute("SELECT name, kind, tokens, sha256, learned_at FROM sources ORDER BY name")
             return [SourceInfo(*row) for row in rows]
+
+    def learned_sentences(self) -> list[list[str]]:
+        """The sentences (each ending with `</s>`) of every document and file the store has learned, oldest first;
+        a base model has no text. What `nextword train-neural --from-store` and the server's retraining read."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT stream FROM sources WHERE stream IS NOT NULL ORDER BY learned_at, name"
+            ).fetchall()
+            words = self.vocab.words
+        out: list[list[str]] = []
+        for (blob,) in rows:
+            sentence: list[str] = []
+            for wid in sources.unpack_stream(blob).tolist():  # <s> w1 .. wk </s> <s> ...
+                if wid == BOS_ID:
+                    sentence = []
+                    out.append(sentence)
+                else:
+                    sentence.append(words[wid])
+        return [s for s in out if s]
 
     def load_tables(self) -> CountTables:
         """Every count in memory (for exports, batch scoring and checks)."""

@@ -83,6 +83,7 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
             db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA temp_store = MEMORY")
+        db.execute("PRAGMA secure_delete = ON")  # deleted content (a forgotten document) is overwritten with zeros
         db.execute("PRAGMA cache_size = -65536")
         # A learn dirties hundreds of pages spread over the tables; checkpointing (which fsyncs) every 1000 pages,
         # SQLite's default, would checkpoint after almost every learn.

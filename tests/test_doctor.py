@@ -217,11 +217,12 @@ def test_a_store_with_a_base_model_is_checked_against_that_model(tmp_path: Path)
     assert doctor.diagnose(user, lambda: model).healthy
 
 
-def test_rebuild_drops_the_words_a_forgotten_document_left_in_the_vocabulary(store: Path) -> None:
+def test_forgetting_leaves_no_word_behind_and_a_rebuild_keeps_the_counts(store: Path) -> None:
     with CountStore.open(store) as s:
         s.learn("untitled:2", "Zanzibar is my passphrase hint.")
         s.forget("untitled:2")
-        assert "zanzibar" in s.vocab.words  # word ids are never reused: forgetting keeps the word
+        assert "zanzibar" not in s.vocab.words  # its id keeps a placeholder; the word itself is gone
+        assert b"anzibar" not in store.read_bytes()
         before = snapshot(s)
     result = run("doctor", "--db", store, "--rebuild")
     assert result.exit_code == 0, result.output
