@@ -36,9 +36,12 @@ import torch
 from torch.nn import functional as F
 
 from lm_core.neural import (
+    Checkpoint,
+    NeuralConfig,
     NeuralError,
     NeuralModule,
     State,
+    build_model,
     detach_state,
     load_checkpoint,
     save_checkpoint,
@@ -377,6 +380,40 @@ def train(
     _restore(model, optimizer, best)
     model.eval()
     return TrainResult(at.best_valid_loss, at.epoch, at.step, stopped, metrics)
+
+
+SMALL_MODEL = {"cell": "lstm", "embed_dim": 128, "hidden_dim": 128, "layers": 1, "dropout": 0.1, "tie_weights": True}
+"""The model `train_on_sentences` trains from scratch: a one-layer LSTM of 128 units with tied word vectors."""
+
+
+def train_on_sentences(
+    sentences: Sequence[Sequence[str]],
+    checkpoint_path: str | Path,
+    init: Checkpoint | None = None,
+    config: TrainConfig | None = None,
+    vocab_size: int = 10_000,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Fine-tune `init` (keeping its shape and vocabulary), or train a `SMALL_MODEL` from scratch (a vocabulary of
+    the `vocab_size` commonest words), on `sentences` (each ending with `</s>`); the last 10% of the tokens are held
+    out for validation. The best model is written to `checkpoint_path` (see `train`). Raises `TrainingError` for
+    too little text."""
+    config = config or TrainConfig()
+    train_sentences, valid = split_holdout(sentences, 0.1)
+    tokens = sum(len(s) for s in sentences)
+    if not valid or sum(len(s) for s in train_sentences) < 2 * config.batch_size:
+        raise TrainingError(f"too little text to train on ({tokens:,} tokens); learn more documents first")
+    torch.manual_seed(config.seed)
+    if init is not None:
+        vocab = init.vocab
+        model = build_model(init.config)
+        model.load_state_dict(init.model.state_dict())
+    else:
+        vocab = build_vocab(train_sentences, max_size=vocab_size)
+        model = build_model(NeuralConfig(vocab_size=len(vocab), **SMALL_MODEL))
+    train_ids, valid_ids = encode(train_sentences, vocab), encode(valid, vocab)
+    return train(model, train_ids, valid_ids, config, checkpoint_path, vocab, progress, should_stop)
 
 
 def _exp(loss: float) -> float:

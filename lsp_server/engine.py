@@ -7,8 +7,10 @@ and turns model words back into what a person would type (casing from the store,
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lm_core import tokenize
 from lm_core.backoff import BackoffModel
@@ -24,8 +26,15 @@ from store.countstore import CountStore, LearnResult
 from store.errors import StoreError
 from store.sqlite_counts import SqliteCounts
 
+if TYPE_CHECKING:  # torch is imported only when a neural model is attached
+    from lm_core.blend import Blend
+
 SPECIAL = frozenset({BOS, EOS, UNK})
 LOOKBACK = 4000
+UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (a recurrent neural model, a blend)
+DEFAULT_BLEND_WEIGHT = 0.3  # the neural model's weight when neither the caller nor the checkpoint says
+OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the store's OVERLAP_WORDS likeliest words
+MIN_OVERLAP = 0.5
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
 
@@ -103,15 +112,20 @@ class Engine:
     def __init__(self, store: CountStore | ArpaStore, config: NgramConfig | None = None) -> None:
         self.store = store
         self.tokenizer = store.tokenizer
-        self.model: NgramModel | BackoffModel
+        self.ngram: NgramModel | BackoffModel
         if isinstance(store, ArpaStore):
-            self.model = store.model()
+            self.ngram = store.model()
         else:
-            self.model = NgramModel(SqliteCounts(store), config or NgramConfig())
+            self.ngram = NgramModel(SqliteCounts(store), config or NgramConfig())
+        self.neural: Any = None  # the attached checkpoint's module and vocabulary (see attach_neural), or None
+        self.neural_path: Path | None = None
+        self.neural_weight = 0.0
+        self._neural_generation = 0  # changes on every attach/detach (cached check results are stale)
+        self._local = threading.local()  # each thread's own Blend (a neural model's caches are not thread-safe)
         self._casing: dict[str, str] = {}
         self._casing_version: int | None = None
         self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
-        self._check_version: tuple[int, OddityConfig] | None = None
+        self._check_version: tuple[int, int, OddityConfig] | None = None
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -127,6 +141,70 @@ class Engine:
         return cls(CountStore.open(path, create=create or db is None), config)
 
     @property
+    def model(self) -> NgramModel | BackoffModel | Blend:
+        """The model that suggests and scores: the n-gram model, or its blend with the attached neural model (one
+        Blend per thread, over the same network, so the interactive and background threads never share caches)."""
+        neural = self.neural
+        if neural is None:
+            return self.ngram
+        local = self._local
+        module, vocab, weight, generation = neural
+        if getattr(local, "generation", None) != generation:
+            from lm_core.blend import Blend
+            from lm_core.neural import NeuralLM
+
+            local.blend = Blend([self.ngram, NeuralLM(module, vocab)], [1 - weight, weight])
+            local.generation = generation
+        return local.blend
+
+    @property
+    def context_width(self) -> int:
+        """How many tokens of context the model reads: order - 1, or UNBOUNDED_CONTEXT for an unbounded model."""
+        order = self.model.order
+        return UNBOUNDED_CONTEXT if order is None else order - 1
+
+    # --- the neural model ---------------------------------------------------------------------------------------
+    def attach_neural(self, path: str | Path, weight: float | None = None) -> None:
+        """Blend the neural model of the checkpoint at `path` with the n-gram model: P = (1-w) P_ngram + w P_neural,
+        w = `weight`, else the checkpoint's metrics["blend_weight"], else DEFAULT_BLEND_WEIGHT.
+
+        Raises `CheckpointError` (one line) for a missing or damaged checkpoint, or one whose vocabulary knows fewer
+        than MIN_OVERLAP of the n-gram model's OVERLAP_WORDS likeliest words with no context (a model trained on
+        other text, or on another tokenization); the engine then keeps the model it had. torch is imported here.
+        """
+        import torch
+
+        from lm_core.neural import CheckpointError, load_checkpoint
+
+        torch.set_num_threads(1)
+        path = Path(path).expanduser()
+        checkpoint = load_checkpoint(path)
+        if weight is None:
+            stored = checkpoint.metrics.get("blend_weight")
+            weight = float(stored) if isinstance(stored, int | float) else DEFAULT_BLEND_WEIGHT
+        if not 0 <= weight <= 1:
+            raise CheckpointError(f"{path}: blend weight {weight!r} is not between 0 and 1")
+        known = set(checkpoint.vocab)
+        common = [p.word for p in self.ngram.predict((), OVERLAP_WORDS + len(SPECIAL)) if p.word not in SPECIAL]
+        common = common[:OVERLAP_WORDS]
+        if common:
+            overlap = sum(w in known for w in common) / len(common)
+            if overlap < MIN_OVERLAP:
+                raise CheckpointError(
+                    f"{path} knows only {overlap:.0%} of the store's {len(common):,} commonest words "
+                    f"(it needs {MIN_OVERLAP:.0%}): it was trained on other text or another tokenization"
+                )
+        self._neural_generation += 1
+        self.neural = (checkpoint.model, checkpoint.vocab, weight, self._neural_generation)
+        self.neural_path, self.neural_weight = path, weight
+
+    def detach_neural(self) -> None:
+        """Back to the n-gram model alone."""
+        if self.neural is not None:
+            self._neural_generation += 1
+            self.neural, self.neural_path, self.neural_weight = None, None, 0.0
+
+    @property
     def counts_store(self) -> CountStore:
         """The count store, for learning; an imported ARPA model cannot learn."""
         if not isinstance(self.store, CountStore):
@@ -139,8 +217,9 @@ class Engine:
         return self.store.version if isinstance(self.store, CountStore) else 0
 
     def close(self) -> None:
-        if isinstance(self.model, NgramModel) and isinstance(self.model.counts, SqliteCounts):
-            self.model.counts.close()
+        self.detach_neural()
+        if isinstance(self.ngram, NgramModel) and isinstance(self.ngram.counts, SqliteCounts):
+            self.ngram.counts.close()
         self.store.close()
 
     # --- suggestions ---------------------------------------------------------------------------------------
@@ -161,7 +240,7 @@ class Engine:
     def complete_at(self, text: str, offset: int, k: int = 10) -> Completion:
         """Suggestions for the word at character `offset` of `text` (the next word after a space, or the rest of
         the word being typed)."""
-        cursor = tokenize.cursor_context(text, offset, max_tokens=self.model.order - 1)
+        cursor = tokenize.cursor_context(text, offset, max_tokens=self.context_width)
         if cursor.skipped:
             return Completion([], cursor.prefix, cursor.prefix_start)
         suggestions = self.next_words(cursor.context, k, cursor.prefix, cursor.sentence_start)
@@ -170,9 +249,9 @@ class Engine:
     def context_of(self, text: str) -> Context:
         """The model context after all of `text` (as if a space followed it)."""
         if self.tokenizer == "pretokenized":
-            words = text.split()
-            return (BOS, *words)[-(self.model.order - 1) :] if self.model.order > 1 else ()
-        return tokenize.cursor_context(text + " ", len(text) + 1, max_tokens=self.model.order - 1).context
+            width = self.context_width
+            return (BOS, *text.split())[-width:] if width > 0 else ()
+        return tokenize.cursor_context(text + " ", len(text) + 1, max_tokens=self.context_width).context
 
     def display(self, word: str, sentence_start: bool, typed: str = "") -> str:
         """How a person would type `word`: its most frequent surface form, capitalised at a sentence start or
@@ -208,7 +287,7 @@ class Engine:
             self._casing_version = version
         surface = self._casing.get(word)
         if surface is None:
-            counts = self.model.counts if isinstance(self.model, NgramModel) else None
+            counts = self.ngram.counts if isinstance(self.ngram, NgramModel) else None
             reader = counts if isinstance(counts, SqliteCounts) else self.store
             surface = self._casing[word] = reader.surface_of(word)
         return surface
@@ -218,11 +297,12 @@ class Engine:
         """Score every token of `text`: the perplexity and each word's surprisal."""
         scored: list[WordScore] = []
         logprobs: list[float] = []
+        model, width = self.model, self.context_width
         for sentence in self._sentences(text):
             history: list[str] = [BOS]
             for token in sentence:
-                context = tuple(history[-(self.model.order - 1) :]) if self.model.order > 1 else ()
-                logprob = self.model.logprob(token.norm, context)
+                context = tuple(history[-width:]) if width > 0 else ()
+                logprob = model.logprob(token.norm, context)
                 logprobs.append(logprob)
                 if token.kind != "eos":
                     bits = -logprob / math.log(2) if logprob > -math.inf else math.inf
@@ -253,9 +333,9 @@ class Engine:
         """The document's perplexity and its odd words. Sentences are scored once per model version and kept, so
         re-checking an edited document only scores the sentences that changed."""
         config = config or OddityConfig()
-        if self._check_version != (self.version, config):
+        if self._check_version != (self.version, self._neural_generation, config):
             self._sentence_cache.clear()
-            self._check_version = (self.version, config)
+            self._check_version = (self.version, self._neural_generation, config)
         total, count, found = 0.0, 0, []
         sentences = self._sentences(text)
         self._prefetch([s for s in sentences if tuple(t.norm for t in s) not in self._sentence_cache])
@@ -289,7 +369,7 @@ class Engine:
             for i, token in enumerate(sentence):
                 if token.kind in ("word", "number") and begin + token.start <= offset <= begin + token.end:
                     history = (BOS, *(t.norm for t in sentence[:i]))
-                    width = (self.model.order or 1) - 1
+                    width = self.context_width
                     context = history[max(0, len(history) - width) :] if width else ()
                     logprob = self.model.logprob(token.norm, context)
                     prob = math.exp(logprob) if logprob > -math.inf else 0.0
@@ -300,21 +380,22 @@ class Engine:
 
     def _prefetch(self, sentences: list[list[tokenize.Token]]) -> None:
         """Fetch in bulk the counts that scoring these sentences will read."""
-        if not isinstance(self.model, NgramModel) or not sentences:
+        if not isinstance(self.ngram, NgramModel) or not sentences:
             return
-        width = self.model.order - 1
+        width = self.ngram.order - 1
         contexts = []
         for sentence in sentences:
             history = [BOS, *(t.norm for t in sentence)]
             contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
-        self.model.prefetch(contexts)
+        self.ngram.prefetch(contexts)
 
     def _check_sentence(self, sentence: list[tokenize.Token], config: OddityConfig) -> tuple[float, list[Oddity]]:
         norms = [t.norm for t in sentence]
         skip = [t.kind not in ("word", "number") for t in sentence]
         guessable = [t.surface.islower() for t in sentence]  # not names, numbers or acronyms
-        logprobs = [s.logprob for s in score_tokens(self.model, norms)]
-        return math.fsum(logprobs), find_oddities(self.model, norms, config, skip, guessable, logprobs)
+        model = self.model
+        logprobs = [s.logprob for s in score_tokens(model, norms)]
+        return math.fsum(logprobs), find_oddities(model, norms, config, skip, guessable, logprobs)
 
     # --- learning ---------------------------------------------------------------------------------------------
     def learn(self, source: str, text: str) -> LearnResult:
@@ -327,8 +408,11 @@ class Engine:
         return self.counts_store.forget(source)
 
     def stats(self) -> dict[str, object]:
-        smoothing = str(self.model.smoothing) if isinstance(self.model, NgramModel) else "ARPA backoff"
-        return {**self.store.stats(), "smoothing": smoothing, "model_order": self.model.order}
+        smoothing = str(self.ngram.smoothing) if isinstance(self.ngram, NgramModel) else "ARPA backoff"
+        stats: dict[str, object] = {**self.store.stats(), "smoothing": smoothing, "model_order": self.ngram.order}
+        if self.neural_path is not None:
+            stats.update(neural_model=str(self.neural_path), blend_weight=self.neural_weight)
+        return stats
 
 
 def _is_suggestible(word: str) -> bool:

@@ -51,7 +51,10 @@ COMMANDS = {
     "resume_learning": "nextword.resumeLearning",
     "statistics": "nextword.statistics",
     "ignore_word": "nextword.ignoreWord",
+    "retrain_neural": "nextword.retrainNeural",
 }
+RETRAIN_EPOCHS = 3  # nextword.retrainNeural's defaults: passes over the learned documents ...
+RETRAIN_MINUTES = 5.0  # ... and its time budget
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
 
 
@@ -90,6 +93,10 @@ class NextwordServer(LanguageServer):
         self.settings = Settings(database=db)
         self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-interactive")
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-background")
+        self.training = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-training")
+        self.initialized = False  # the neural model is loaded only after initialization
+        self.retraining = False
+        self.neural_task: asyncio.Future[None] | None = None
         self._engine_lock = threading.Lock()
         self._engine: Engine | None = None
         self.learning_paused = False
@@ -169,6 +176,9 @@ class NextwordServer(LanguageServer):
             self.message(problem)
         if self.settings.database != old.database:
             self.background.submit(self.reopen)
+        neural = ("database", "neural_model", "blend_weight")
+        if self.initialized and any(getattr(self.settings, k) != getattr(old, k) for k in neural):
+            schedule_neural(self)
 
 
 server = NextwordServer()
@@ -183,6 +193,43 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
     ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
+    ls.initialized = True
+    if ls.settings.neural_model is not None:
+        schedule_neural(ls)
+
+
+def schedule_neural(ls: NextwordServer) -> None:
+    """Attach the `neuralModel` checkpoint (or detach, when the setting is empty) on the background thread; until
+    it is ready, completions come from the n-gram model (torch is imported there, never on the way to a completion).
+    """
+    ls.neural_task = asyncio.ensure_future(_load_neural(ls))
+
+
+async def _load_neural(ls: NextwordServer) -> None:
+    path, weight = ls.settings.neural_model, ls.settings.blend_weight
+
+    def work() -> bool:
+        engine = ls.engine()
+        if path is None:
+            changed = engine.neural is not None
+            engine.detach_neural()
+            return changed
+        engine.attach_neural(Path(path).expanduser(), weight)
+        return True
+
+    try:
+        changed = await ls.run_background(work)
+    except StoreError as exc:
+        log.warning("no neural model: the store cannot be opened: %s", exc)
+        return
+    except Exception as exc:  # CheckpointError (one line), or torch missing or failing
+        log.warning("neural model %s not loaded: %s", path, exc)
+        ls.message(f"nextword stays on the n-gram model: {exc}")
+        return
+    if changed:
+        log.info("neural model %s", f"{path} attached" if path else "detached")
+        for uri in list(ls.workspace.text_documents):
+            schedule_diagnostics(ls, uri, delay=0)
 
 
 def _warm_up(ls: NextwordServer) -> None:
@@ -407,7 +454,7 @@ async def inline_completion(
 
     def work() -> tuple[str, str] | None:
         engine = ls.engine()
-        cursor = tokenize.cursor_context(text, offset, max_tokens=engine.model.order - 1)
+        cursor = tokenize.cursor_context(text, offset, max_tokens=engine.context_width)
         if cursor.skipped:
             return None
         words = beam_continuation(engine.model, cursor.context, config, cursor.prefix.casefold())
@@ -598,6 +645,102 @@ async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
         )
         ls.work_done_progress.tokens.pop(token, None)
     return {"learned": learned, "skipped": skipped, "files": len(files), "cancelled": cancelled}
+
+
+@server.command(COMMANDS["retrain_neural"])
+async def retrain_neural(ls: NextwordServer, *args: Any) -> dict[str, Any]:
+    """Fine-tune the attached neural model (or, with none attached, train `lm_core.training.SMALL_MODEL` from
+    scratch: a one-layer 128-unit LSTM) on the documents the store has learned, then attach the result.
+
+    Training runs on a thread of its own (diagnostics and learning go on meanwhile) for at most RETRAIN_EPOCHS
+    epochs and RETRAIN_MINUTES minutes (an optional argument {"epochs": n, "minutes": m} changes them), with
+    $/progress (loss and perplexity) and cancellation (window/workDoneProgress/cancel). The checkpoint is written
+    next to the store, as `<store>.neural.pt`. Returns {"status": "finished" | "cancelled" | "failed" | "busy",
+    "epochs", "valid_perplexity", "path"} (and "error" when it failed).
+    """
+    options = next((a for a in _flatten(args) if isinstance(a, dict)), {})
+    epochs, minutes = options.get("epochs", RETRAIN_EPOCHS), options.get("minutes", RETRAIN_MINUTES)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 1000:
+        raise ValueError("nextword.retrainNeural: epochs must be a whole number from 1 to 1000")
+    if not isinstance(minutes, int | float) or isinstance(minutes, bool) or not 0 < minutes <= 24 * 60:
+        raise ValueError("nextword.retrainNeural: minutes must be a number above 0")
+    if ls.retraining:
+        return {"status": "busy", "epochs": 0, "valid_perplexity": None, "path": None}
+    ls.retraining = True
+    try:
+        return await _retrain(ls, epochs, float(minutes))
+    finally:
+        ls.retraining = False
+
+
+async def _retrain(ls: NextwordServer, epochs: int, minutes: float) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    token = str(uuid.uuid4())
+    try:
+        await ls.work_done_progress.create_async(token)
+    except Exception:
+        log.info("client refused window/workDoneProgress/create; retraining without progress")
+    title = "nextword: retraining the neural model"
+    ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0))
+
+    def cancelled() -> bool:
+        future = ls.work_done_progress.tokens.get(token)
+        return future is not None and future.cancelled()
+
+    def report(p: Any) -> None:  # on the training thread
+        message = f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.3f}, perplexity {p.perplexity:,.1f}"
+        if p.valid_perplexity is not None:
+            message += f", valid perplexity {p.valid_perplexity:,.1f}"
+        percentage = min(100, int(100 * (p.epoch - 1 + p.batch / p.batches) / p.epochs))
+        value = types.WorkDoneProgressReport(message=message, percentage=percentage)
+        loop.call_soon_threadsafe(ls.work_done_progress.report, token, value)
+
+    def read() -> tuple[list[list[str]], Path, Path | None]:
+        engine = ls.engine()
+        return engine.counts_store.learned_sentences(), Path(f"{engine.store.path}.neural.pt"), engine.neural_path
+
+    output: Path | None = None
+    result: dict[str, Any] = {"status": "failed", "epochs": 0, "valid_perplexity": None, "path": None}
+    try:
+        sentences, output, current = await ls.run_background(read)
+
+        def train() -> Any:
+            import torch
+
+            from lm_core import neural, training
+
+            torch.set_num_threads(1)
+            init = neural.load_checkpoint(current) if current is not None else None
+            config = training.TrainConfig(epochs=epochs, max_minutes=minutes, log_every=5)
+            return training.train_on_sentences(sentences, output, init, config, progress=report, should_stop=cancelled)
+
+        trained = await loop.run_in_executor(ls.training, train)
+        finished = trained.stopped != "cancelled"
+        ppl = trained.best_valid_perplexity if math.isfinite(trained.best_valid_loss) else None
+        result = {
+            "status": "finished" if finished else "cancelled",
+            "epochs": trained.epochs_run,
+            "valid_perplexity": ppl,
+            "path": str(output) if output.exists() else None,
+        }
+        if finished:
+            weight = ls.settings.blend_weight
+            await ls.run_background(lambda: ls.engine().attach_neural(output, weight))
+            for uri in list(ls.workspace.text_documents):
+                schedule_diagnostics(ls, uri, delay=0)
+    except asyncio.CancelledError:
+        result["status"] = "cancelled"
+    except Exception as exc:  # too little text, a damaged checkpoint, torch missing: said in one line
+        log.warning("retraining failed: %s", exc)
+        result["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        ls.message(f"nextword could not retrain the neural model: {result['error']}")
+    finally:
+        end = result["status"]
+        if result["valid_perplexity"] is not None:
+            end += f": valid perplexity {result['valid_perplexity']:,.1f}"
+        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=end))
+        ls.work_done_progress.tokens.pop(token, None)
+    return result
 
 
 def _workspace_roots(ls: NextwordServer) -> list[Path]:

@@ -26,6 +26,8 @@ class Settings:
     max_document_chars: int = 2_000_000  # larger documents get completions but no diagnostics or learning
     ignored_words: tuple[str, ...] = field(default=())  # never flagged as odd
     exclude_globs: tuple[str, ...] = ()  # files never learned, gitignore syntax, as in .nextwordignore (excludeGlobs)
+    neural_model: str | None = None  # a neural checkpoint blended with the n-gram model; None (or ""): n-gram only
+    blend_weight: float | None = None  # the neural model's weight, 0..1; None: the checkpoint's, else 0.3
 
 
 _BOUNDS: dict[str, tuple[float, float]] = {
@@ -86,6 +88,18 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if value is None or (isinstance(value, str) and value.strip()):
             return value
         raise ValueError("must be a file path or null")
+    if name == "neural_model":
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return value.strip() or None
+        raise ValueError("must be a checkpoint path, or empty for none")
+    if name == "blend_weight":
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+            return float(value)
+        raise ValueError(f"must be a number between 0 and 1, or null, not {value!r}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value

@@ -208,7 +208,10 @@ def test_neovim_plugin_completes_checks_and_runs_commands(nvim: str, store: Path
     assert result["perplexity"] == {"perplexity": round(check.perplexity, 2), "tokens": check.tokens}
     assert result["statusline"] == f"PPL {round(check.perplexity, 2):.1f}"
     assert result["statusline_paused"] == result["statusline"] + " (paused)"
-    assert result["statusline_resumed"] == result["statusline"]
+    if "nextword.retrainNeural" in server_commands():  # retraining attached a neural model: the blend scores now
+        assert result["statusline_resumed"].startswith("PPL ")
+    else:
+        assert result["statusline_resumed"] == result["statusline"]
     # The user commands, and what they told the user.
     assert {c for c in result["user_commands"] if c.startswith("Nextword")} == {
         "NextwordLearnWorkspace",
@@ -225,7 +228,9 @@ def test_neovim_plugin_completes_checks_and_runs_commands(nvim: str, store: Path
         "message": "nextword: 163 tokens from 1 source, 33 words; 1-grams 34, 2-grams 64, 3-grams 84; "
         f"kneser-ney order 3; learning paused. Store: {store}",
     }
-    if "nextword.retrainNeural" not in server_commands():  # until the server has a neural model
+    if "nextword.retrainNeural" in server_commands():
+        assert result["retrain"] == {"level": INFO, "message": "nextword: the neural model was retrained."}
+    else:  # until the server has a neural model
         assert result["retrain"] == {
             "level": ERROR,
             "message": "nextword: retrain the neural model is not available from this server yet "
@@ -326,8 +331,8 @@ def test_vscode_declares_every_server_setting_with_the_servers_default() -> None
         expected = getattr(defaults, name)
         if name == "languages":
             expected = [vscode_language_ids.get(language, language) for language in expected]
-        elif name == "database":
-            expected = ""  # empty: the server's default store
+        elif name in ("database", "neural_model"):
+            expected = ""  # empty: the server's default store; no neural model
         elif isinstance(expected, tuple):
             expected = list(expected)
         assert declared[key]["default"] == expected, key

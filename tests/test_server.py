@@ -13,6 +13,7 @@ import concurrent.futures
 import itertools
 import math
 import os
+import random
 import shutil
 import sys
 import time
@@ -786,3 +787,136 @@ async def test_code_files_complete_only_inside_comments_when_asked(launch: Launc
     assert (await labels_at_end(client, uri, text))[:2] == ["mat", "rug"]
     code_uri = open_doc(client, code, language="python")
     assert await complete(client, code_uri, end_of(code, client.encoding)) is None  # type: ignore[attr-defined]
+
+
+# --- the neural model ------------------------------------------------------------------------------------------
+NEURAL_KIND = "visual-studio-code"  # one client kind is enough: these test the server, not the client
+
+
+@pytest.fixture(scope="session")
+def neural_checkpoint(corpus_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small LSTM trained one epoch on the corpus store's own documents."""
+    import torch
+
+    from lm_core import training
+
+    torch.set_num_threads(1)
+    with CountStore.open(corpus_db) as store:
+        sentences = store.learned_sentences()
+    path = tmp_path_factory.mktemp("neural") / "corpus.pt"
+    training.train_on_sentences(sentences, path, config=training.TrainConfig(epochs=1, batch_size=4, bptt=10))
+    return path
+
+
+def details(result: types.CompletionList | None) -> list[tuple[str, str | None]]:
+    assert result is not None
+    return [(item.label, item.detail) for item in result.items]
+
+
+async def test_a_neural_model_is_attached_in_the_background(
+    store_copy: Path, tmp_path: Path, neural_checkpoint: Path
+) -> None:
+    text = "I saw the dog.\nThe cat sat on the "
+    engine = Engine.open(store_copy)
+    ngram = [(s.word, f"P = {s.prob:.4f}") for s in engine.complete_at(text, len(text)).suggestions]
+    engine.attach_neural(neural_checkpoint)
+    blend = [(s.word, f"P = {s.prob:.4f}") for s in engine.complete_at(text, len(text)).suggestions]
+    engine.close()
+    assert blend != ngram
+
+    client = await start_server(NEURAL_KIND, store_copy, tmp_path / "home", {"neuralModel": str(neural_checkpoint)})
+    try:
+        uri = open_doc(client, text)
+        first = details(await complete(client, uri, end_of(text)))
+        assert first in (ngram, blend)  # answered at once, from the n-gram model until the neural one is ready
+        deadline = time.monotonic() + 30
+        while details(await complete(client, uri, end_of(text))) != blend:
+            assert time.monotonic() < deadline, "completions never came from the blend"
+            await asyncio.sleep(0.05)
+        stats = await command(client, "nextword.statistics")
+        assert stats["neural_model"] == str(neural_checkpoint) and stats["blend_weight"] == 0.3
+
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"neuralModel": ""}))
+        deadline = time.monotonic() + 30
+        while details(await complete(client, uri, end_of(text))) != ngram:
+            assert time.monotonic() < deadline, "completions never went back to the n-gram model"
+            await asyncio.sleep(0.05)
+        assert client.messages == []
+    finally:
+        await stop_server(client)
+
+
+async def test_a_damaged_neural_model_is_reported_and_completions_go_on(store_copy: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "damaged.pt"
+    bad.write_bytes(b"not a checkpoint")
+    client = await start_server(NEURAL_KIND, store_copy, tmp_path / "home", {"neuralModel": str(bad)})
+    try:
+        [message] = await eventually(lambda: client.messages, "a window/showMessage")
+        assert message.type == types.MessageType.Warning
+        assert "stays on the n-gram model" in message.message and str(bad) in message.message
+        assert "\n" not in message.message
+        await still_completes(client)
+    finally:
+        await stop_server(client)
+
+
+async def retrain(client: LanguageClient, cancel_on_first_report: bool = False, **options: Any) -> Any:
+    """Run nextword.retrainNeural; optionally cancel it (window/workDoneProgress/cancel) on its first report."""
+    task = asyncio.ensure_future(command(client, "nextword.retrainNeural", options))
+    if cancel_on_first_report:
+
+        def first_report() -> Any:
+            for token, reports in client.progress_reports.items():
+                if any(isinstance(r, types.WorkDoneProgressReport) for r in reports):
+                    return token
+            return None
+
+        token = await eventually(first_report, "a $/progress report", timeout=60)
+        client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
+    return await asyncio.wait_for(task, 120)
+
+
+async def test_retrain_neural_trains_on_the_learned_documents_and_attaches_the_model(
+    store_copy: Path, tmp_path: Path
+) -> None:
+    client = await start_server(NEURAL_KIND, store_copy, tmp_path / "home")
+    try:
+        text = "The cat sat on the "
+        uri = open_doc(client, text)
+        ngram = details(await complete(client, uri, end_of(text)))
+        result = await retrain(client, epochs=1)
+        checkpoint = Path(f"{store_copy}.neural.pt")
+        assert result["status"] == "finished" and result["epochs"] == 1
+        assert result["path"] == str(checkpoint) and checkpoint.exists()
+        assert 1 < result["valid_perplexity"] < 1000
+        [(_, reports)] = client.progress_reports.items()
+        assert isinstance(reports[0], types.WorkDoneProgressBegin)
+        assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+        middle = reports[1:-1]
+        assert middle and all(isinstance(r, types.WorkDoneProgressReport) for r in middle)
+        assert "loss" in middle[0].message and "perplexity" in middle[0].message
+        assert reports[-1].message.startswith("finished: valid perplexity")
+        assert details(await complete(client, uri, end_of(text))) != ngram  # the blend answers now
+        assert (await command(client, "nextword.statistics"))["neural_model"] == str(checkpoint)
+        assert client.messages == []
+    finally:
+        await stop_server(client)
+
+
+async def test_retrain_neural_can_be_cancelled(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    nouns, verbs = ["cat", "dog", "bird", "cow", "fox", "owl"], ["sees", "likes", "chases", "feeds"]
+    text = "".join(f"The {rng.choice(nouns)} {rng.choice(verbs)} the {rng.choice(nouns)}.\n" for _ in range(3000))
+    store = build_store(tmp_path / "big.db", {"notes": text})
+    client = await start_server(NEURAL_KIND, store, tmp_path / "home")
+    try:
+        result = await retrain(client, cancel_on_first_report=True, epochs=1000)
+        assert result["status"] == "cancelled" and result["epochs"] == 0
+        [(_, reports)] = client.progress_reports.items()
+        assert reports[-1].message == "cancelled"
+        stats = await command(client, "nextword.statistics")
+        assert "neural_model" not in stats
+        typed = "The cat sees the "
+        assert (await labels_at_end(client, open_doc(client, typed), typed))[0] in nouns
+    finally:
+        await stop_server(client)

@@ -44,6 +44,7 @@ export const SERVER_SETTINGS = [
   'maxDocumentChars',
   'ignoredWords',
   'excludeGlobs',
+  'blendWeight',
 ] as const;
 
 /** Settings whose change needs a new server: how it is started, its store, the documents it is given. */
@@ -102,7 +103,7 @@ export function expandPath(value: string, workspaceFolder?: string): string {
 }
 
 /** The settings object the server reads (initializationOptions and didChangeConfiguration, under "nextword").
- * An empty `databasePath` is left out, so the server keeps its default store (or a `--db` among the arguments). */
+ * An empty `databasePath` (or `neuralModel`) is left out, so the server keeps its default store (or a `--db` among the arguments). */
 export function serverSettings(settings: Settings, workspaceFolder?: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const key of SERVER_SETTINGS) {
@@ -114,6 +115,10 @@ export function serverSettings(settings: Settings, workspaceFolder?: string): Re
   const database = settings.get<string>('databasePath');
   if (typeof database === 'string' && database.trim()) {
     out.databasePath = expandPath(database, workspaceFolder);
+  }
+  const neural = settings.get<string>('neuralModel');
+  if (typeof neural === 'string' && neural.trim()) {
+    out.neuralModel = expandPath(neural, workspaceFolder);
   }
   return out;
 }

@@ -22,7 +22,7 @@ function settings(values: Record<string, unknown> = {}): core.Settings {
 describe('package.json', () => {
   test('declares every server setting, and the client settings, and nothing else', () => {
     const declared = Object.keys(properties).map((key) => key.replace(/^nextword\./, ''));
-    const client = ['server.command', 'server.args', 'databasePath', 'trace.server'];
+    const client = ['server.command', 'server.args', 'databasePath', 'neuralModel', 'trace.server']; // paths: expanded
     assert.deepEqual(new Set(declared), new Set([...core.SERVER_SETTINGS, ...client]));
   });
 

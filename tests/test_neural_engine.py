@@ -1,0 +1,114 @@
+"""The Engine with a neural model attached: a blend of the n-gram and neural models, every Engine method working
+with the blend's unbounded order, and a bad checkpoint leaving the n-gram model in place."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm_core import training
+from lm_core.blend import Blend
+from lm_core.neural import CheckpointError, NeuralConfig, build_model, save_checkpoint
+from lsp_server.engine import UNBOUNDED_CONTEXT, Engine
+from store.countstore import CountStore
+
+TEXT = """\
+The cat sat on the mat. The cat sat on the mat again. The dog sat on the rug.
+There is a problem with the plan. There is a cat on the mat. I have a dog. I have a cat.
+It is better than nothing. Their house is big. Their dog is big. I saw the cat on the mat.
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("neural-engine") / "s.db"
+    with CountStore.open(path, order=3, tokenizer="prose", create=True) as s:
+        s.learn("notes", TEXT * 3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(store: Path) -> Path:
+    """A small LSTM trained one epoch on the store's own documents (what nextword.retrainNeural does)."""
+    torch.set_num_threads(1)
+    with CountStore.open(store) as s:
+        sentences = s.learned_sentences()
+    path = store.with_name("m.pt")
+    config = training.TrainConfig(epochs=1, batch_size=4, bptt=10)
+    result = training.train_on_sentences(sentences, path, config=config)
+    assert result.epochs_run == 1 and path.exists()
+    return path
+
+
+@pytest.fixture
+def engine(store: Path) -> Engine:
+    engine = Engine.open(store)
+    yield engine
+    engine.close()
+
+
+def test_learned_sentences_are_the_documents_tokens(store: Path) -> None:
+    with CountStore.open(store) as s:
+        sentences = s.learned_sentences()
+    assert sentences[0] == ["the", "cat", "sat", "on", "the", "mat", ".", "</s>"]
+    assert len(sentences) == 3 * 11
+
+
+def test_attached_model_is_a_blend_that_sums_to_one(engine: Engine, checkpoint: Path) -> None:
+    text = "The cat sat on the "
+    before = engine.complete_at(text, len(text), 5).suggestions
+    assert engine.model is engine.ngram
+    engine.attach_neural(checkpoint, 0.4)
+    assert isinstance(engine.model, Blend) and engine.model.order is None and engine.context_width == UNBOUNDED_CONTEXT
+    assert engine.model.weights.tolist() == [0.6, 0.4]
+    after = engine.complete_at(text, len(text), 5).suggestions
+    assert after and [s.prob for s in after] != [s.prob for s in before]
+    assert math.isclose(sum(engine.model.distribution(engine.context_of(text)).values()), 1.0, abs_tol=1e-9)
+    assert engine.stats()["neural_model"] == str(checkpoint)
+    engine.detach_neural()
+    assert engine.model is engine.ngram
+    assert engine.complete_at(text, len(text), 5).suggestions == before
+
+
+def test_every_engine_method_works_with_the_unbounded_blend(engine: Engine, checkpoint: Path) -> None:
+    engine.attach_neural(checkpoint)
+    assert engine.neural_weight == 0.3  # the checkpoint has no blend weight of its own
+    long = "the cat and " * 40 + "the dog sat on the "  # one sentence: the context is cut at 64 tokens
+    assert len(engine.context_of(long)) == UNBOUNDED_CONTEXT
+    assert engine.complete_at(long, len(long), 3).suggestions
+    checked = engine.check("Their is a problem. I saw the the cat.")
+    assert checked.tokens > 0 and math.isfinite(checked.perplexity)
+    info = engine.word_info("I saw the cat on the mat.", 11)
+    assert info is not None and info.word == "cat" and 0 < info.prob < 1
+    scored = engine.score("The cat sat on the mat.")
+    assert math.isfinite(scored.perplexity) and [w.word for w in scored.words][:2] == ["The", "cat"]
+    assert engine.next_words(("<s>",), 3, sentence_start=True)[0].word[0].isupper()  # casing from the store
+
+
+def test_a_checkpoint_weight_is_used_when_none_is_given(engine: Engine, checkpoint: Path, tmp_path: Path) -> None:
+    loaded = torch.load(checkpoint, weights_only=True)
+    loaded["metrics"]["blend_weight"] = 0.55
+    torch.save(loaded, tmp_path / "w.pt")
+    engine.attach_neural(tmp_path / "w.pt")
+    assert engine.neural_weight == 0.55
+
+
+def test_bad_checkpoints_leave_the_ngram_model(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    torch.manual_seed(0)
+    foreign = ["<unk>", "<s>", "</s>", "zebra", "quark", "lemma"]
+    config = NeuralConfig(cell="gru", vocab_size=len(foreign), embed_dim=8, hidden_dim=8, layers=1, dropout=0)
+    save_checkpoint(tmp_path / "foreign.pt", build_model(config), config, foreign)
+    for path, reason in [
+        (tmp_path / "absent.pt", "no such checkpoint"),
+        (tmp_path / "bad.pt", "not a readable neural checkpoint"),
+        (tmp_path / "foreign.pt", "knows only 0% of the store's"),
+    ]:
+        with pytest.raises(CheckpointError) as raised:
+            engine.attach_neural(path)
+        message = str(raised.value)
+        assert reason in message and str(path) in message and "\n" not in message
+        assert engine.model is engine.ngram and engine.neural is None
