@@ -165,6 +165,11 @@ class NextwordServer(LanguageServer):
         value = getattr(negotiated, "value", negotiated) or "utf-16"
         return str(value).lower()
 
+    def log_to_client(self, text: str) -> None:
+        """An informational line in the editor's log for the server (window/logMessage), not a pop-up."""
+        log.info(text)
+        self.window_log_message(types.LogMessageParams(type=types.MessageType.Info, message=text))
+
     def message(self, text: str, kind: types.MessageType = types.MessageType.Warning) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=text))
 
@@ -301,7 +306,7 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
             log.info("not learning %s: %s", uri, reason)
             return
         if len(text) > ls.settings.max_document_chars:
-            log.info("not learning %s: %d characters is over maxDocumentChars", uri, len(text))
+            ls.log_to_client(f"not learning {uri}: {len(text):,} characters is over maxDocumentChars")
             return
         result = await ls.run_background(lambda: ls.engine().learn(uri, text))
         log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
@@ -335,7 +340,8 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
             ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
             return
         if len(text) > ls.settings.max_document_chars:
-            log.info("no diagnostics for %s: %d characters is over maxDocumentChars", uri, len(text))
+            ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+            ls.log_to_client(f"no diagnostics for {uri}: {len(text):,} characters is over maxDocumentChars")
             return
         settings = ls.settings
         ignored = frozenset(ls.ignored | {w.casefold() for w in settings.ignored_words})

@@ -741,6 +741,34 @@ async def test_a_50_mb_one_line_document_completes_at_its_end(shared: LanguageCl
     await still_completes(shared)
 
 
+async def test_a_100000_line_document_completes_and_gets_diagnostics(shared: LanguageClient) -> None:
+    text = "The cat sat on the mat.\n" * 99_999 + "The cat sat on the "
+    uri = open_doc(shared, text)
+    result = await complete(shared, uri, types.Position(line=99_999, character=len("The cat sat on the ")))
+    assert result is not None and [item.label for item in result.items][:2] == ["mat", "rug"]
+    # 2.4 M characters: over maxDocumentChars, so no diagnostics (published empty) and a line in the server's log
+    assert await eventually(lambda: uri in shared.diagnostics, "diagnostics") and list(shared.diagnostics[uri]) == []
+    assert await eventually(
+        lambda: any(uri in m.message and "maxDocumentChars" in m.message for m in shared.log_messages), "a log line"
+    )
+    shared.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri)))
+    await still_completes(shared)
+
+
+async def test_changes_with_out_of_order_versions_are_applied_and_answered(shared: LanguageClient) -> None:
+    text = "The cat sat on the "
+    uri = open_doc(shared, "Hello.")
+    for version in (5, 3, 3, 1):  # versions going backwards, and repeated: applied in the order they arrive
+        shared.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)],
+            )
+        )
+    assert await labels_at_end(shared, uri, text) == (await labels_at_end(shared, open_doc(shared, text), text))
+    await still_completes(shared)
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -128,3 +128,31 @@ def test_a_warm_reader_sees_exactly_what_a_fresh_one_sees_after_each_learn(tmp_p
                 assert got.cont.tolist() == want.cont.tolist(), (step, context)
             fresh.close()
         warm.close()
+
+
+unicode_document = st.text(min_size=0, max_size=80)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    operations=st.lists(
+        st.tuples(st.sampled_from(["learn", "forget"]), st.sampled_from(["a", "b"]), unicode_document),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_arbitrary_unicode_learned_and_forgotten_equals_a_fresh_build(
+    tmp_path: Path, operations: list[tuple[str, str, str]]
+) -> None:
+    """Any text at all (control characters, lone surrogates, every script) keeps the invariant, in prose mode."""
+    path = tmp_path / f"uni{next(counter)}.db"
+    docs: dict[str, str] = {}
+    with CountStore.open(path, order=3, tokenizer="prose", create=True) as store:
+        for op, name, text in operations:
+            if op == "learn":
+                store.learn(name, text)
+                docs[name] = text
+            elif name in docs:
+                store.forget(name)
+                del docs[name]
+        assert snapshot(store) == fresh_build(tmp_path, docs, 3, "prose")
