@@ -353,29 +353,6 @@ def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[st
     return [s for file in files for s in split(read_text_file(file))]
 
 
-def _store_sentences(engine: Engine) -> list[list[str]]:
-    """The sentences of every document and file the store has learned (its base model has no text), oldest first."""
-    from lm_core.vocab import BOS_ID
-    from store.sources import unpack_stream
-
-    store = engine.counts_store
-    with store.lock:
-        rows = store.db.execute(
-            "SELECT name, kind, stream FROM sources WHERE stream IS NOT NULL ORDER BY learned_at, name"
-        ).fetchall()
-    words = store.vocab.words
-    sentences: list[list[str]] = []
-    for _name, _kind, blob in rows:
-        sentence: list[str] = []
-        for wid in unpack_stream(blob).tolist():  # <s> w1 .. wk </s> <s> ...
-            if wid == BOS_ID:
-                sentence = []
-                sentences.append(sentence)
-            else:
-                sentence.append(words[wid])
-    return [s for s in sentences if s]
-
-
 def _print_progress(p: Any) -> None:
     """A status line on an interactive stderr; one line per finished epoch on stdout."""
     if p.valid_perplexity is not None:
@@ -506,7 +483,7 @@ def train_neural(
         engine = Engine.open(db)
         if files and not pretokenized and engine.tokenizer == "pretokenized":
             fail("the store holds pretokenized text; give --pretokenized so FILES are read the same way")
-        sentences += _store_sentences(engine)
+        sentences += engine.counts_store.learned_sentences()
         engine.close()
     if valid_file is not None:
         train_sentences, valid = sentences, _text_sentences((valid_file,), pretokenized)
@@ -704,6 +681,41 @@ def _shipped_model() -> Iterator[Callable[[], Path | None]]:
             return found[0]
 
         yield model
+
+
+@main.command(name="report")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write.",
+)
+@db_option
+@click.option("--alternatives", type=click.IntRange(0, 20), default=3, show_default=True, help="Per word tooltip.")
+@friendly_errors
+def report_command(file: Path, output: Path, db: Path | None, alternatives: int) -> None:
+    """Write a self-contained HTML page of FILE: each word coloured by its surprisal, the likelier words on
+    hover, the perplexity and the odd words summarised.
+
+    Example: nextword report draft.md -o draft.html
+    """
+    from lsp_server.report import format_perplexity, render_report
+
+    text = read_text_file(file)
+    engine = open_engine(db)
+    try:
+        page = render_report(engine, text, title=f"nextword report: {file.name}", alternatives=alternatives)
+        checked = engine.check(text)
+    finally:
+        engine.close()
+    output.write_text(page, encoding="utf-8")
+    click.echo(
+        f"{output}: perplexity {format_perplexity(checked.perplexity)} over {checked.tokens:,} tokens, "
+        f"{len(checked.oddities):,} odd word(s)"
+    )
 
 
 def run() -> None:

@@ -270,9 +270,20 @@ class CountStore:
             self._apply_casing(Counter(), old_casing)
             self.db.execute("DELETE FROM sources WHERE name = ?", (source,))
             self._forget_unused_words()
-        with self.lock:  # move the zeroed pages out of the write-ahead log now, not at some later checkpoint
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._empty_wal()
         return LearnResult(source, 0, changed, True)
+
+    def _empty_wal(self) -> None:
+        """Move the zeroed pages out of the write-ahead log now rather than at some later checkpoint — but only if
+        nobody is reading or writing at this instant: a waiting checkpoint would hold other writers back."""
+        with self.lock:
+            self.db.execute("PRAGMA busy_timeout = 0")
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError:
+                pass  # busy: the next automatic checkpoint will do it
+            finally:
+                self.db.execute(f"PRAGMA busy_timeout = {schema.BUSY_TIMEOUT_MS}")
 
     def _forget_unused_words(self) -> None:
         """Words no source uses any more leave the vocabulary too: their ids keep a placeholder (ids are never

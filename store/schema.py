@@ -24,6 +24,8 @@ from store.errors import CorruptStoreError, NotAStoreError, StoreMismatchError
 APP = "nextword"
 SCHEMA_VERSION = 1
 TOKENIZERS = ("prose", "pretokenized")
+BUSY_TIMEOUT_MS = 30_000
+"""How long a writer waits for another process's transaction before giving up."""
 COUNTS, ARPA = "counts", "arpa"
 """Kinds of store file: n-gram counts that learn (CountStore), or an imported ARPA model (store.arpa.ArpaStore)."""
 
@@ -77,7 +79,7 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     try:
-        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
         if mode != "wal":
             db.execute("PRAGMA journal_mode = WAL")

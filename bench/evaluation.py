@@ -1,0 +1,780 @@
+"""Predictive-text evaluation: next-word accuracy, keystroke savings, personal adaptation, oddity detection (beside
+Harper), with PNG plots under bench/plots/.
+
+(a) Top-1/3/5 next-word accuracy of KN5 on PTB and WikiText-2 test (5-gram pretokenized stores built from train,
+    as bench/perplexity.py does), over word targets only (`lm_core.evaluation`; `<unk>` targets count as misses).
+(b) Keystroke savings (Presage's KSR) for k = 1, 3, 5 on a held-out PTB test slice with the PTB KN5 model.
+(c) Personal adaptation: the shipped default model (WikiText-2, prose mode) seeded into a temporary store, then
+    a "user's" text learned (the first 80 % of Austen's three Gutenberg books; separately, Reuters train), with
+    accuracy and KSR on the rest (Austen's last 20 %; Reuters test) before and after learning.
+(d) Oddity detection: real-word errors planted (fixed seed) into WikiText-2 test sentences (detokenized prose),
+    `Engine.check` over every sentence, precision / recall / F1 at the default threshold (7 bits) and a
+    precision-recall curve over the threshold; Harper (`harper-py`) on the same sentences, side by side.
+
+    python bench/evaluation.py            # the full run: about 10 minutes on 2 cores
+    python bench/evaluation.py --quick    # small slices, a smoke test (nothing written unless --results)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402
+    base_parser,
+    corpora_dir,
+    fmt,
+    machine,
+    markdown_table,
+    require_files,
+    results_path,
+    section_text,
+    step,
+    write_section,
+)
+from lm_core import tokenize  # noqa: E402
+from lm_core.evaluation import (  # noqa: E402
+    KeystrokeResult,
+    Suggest,
+    accuracy_from_ranks,
+    f1,
+    keystroke_savings,
+    model_suggest,
+    precision_recall,
+    word_ranks,
+)
+from lm_core.model import LanguageModel  # noqa: E402
+from lm_core.ngram import NgramModel  # noqa: E402
+from lm_core.oddities import CONFUSIONS, VALID_DOUBLES, OddityConfig  # noqa: E402
+from lm_core.tokenize import pretokenized_sentences  # noqa: E402
+from lm_core.vocab import BOS, EOS, UNK  # noqa: E402
+from lsp_server.default_model import UNK_MARKER, detokenize_wikitext  # noqa: E402
+from lsp_server.engine import Engine  # noqa: E402
+from lsp_server.paths import seed_from_default_model  # noqa: E402
+from store.countstore import CountStore  # noqa: E402
+from store.sqlite_counts import SqliteCounts  # noqa: E402
+
+SECTION = "evaluation"
+PLOTS = ROOT / "bench" / "plots"
+KS = (1, 3, 5)
+SEED = 20261129
+_SPACE_BEFORE = re.compile(r" ([,.;:!?%)\]])")  # WikiText's "word , word" as prose
+_SPACE_AFTER = re.compile(r"([(\[$]) ")
+HARD_ET_AL = {"n-gram": (13.0, 22.1), "LSTM": (16.4, 27.0)}  # Gboard top-1 / top-3 recall, %, their data
+THRESHOLDS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 12.0, 14.0, 16.0, 20.0)
+ARTICLES = ("the", "a", "an")
+NOT_WORD_LEVEL = frozenset({"Spelling", "Formatting", "Punctuation"})  # Harper lint kinds left out of its 2nd row
+
+
+@dataclass
+class Sizes:
+    accuracy_words: int  # word targets per corpus for (a)
+    ksr_words: int  # words typed for (b) and (c)
+    adapt_words: int  # accuracy targets for (c)
+    sentences: int  # sentences for (d)
+    errors: int  # planted errors for (d)
+
+
+FULL = Sizes(10**9, 5_000, 10_000, 1_500, 300)  # accuracy: the whole test sets
+QUICK = Sizes(1_000, 150, 300, 150, 30)
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------------
+def slice_sentences(sentences: list[list[str]], words: int) -> list[list[str]]:
+    """Whole sentences from the start until at least `words` word tokens."""
+    kept, n = [], 0
+    for sentence in sentences:
+        if n >= words:
+            break
+        kept.append(sentence)
+        n += sum(1 for t in sentence if t not in (EOS, BOS))
+    return kept
+
+
+def ksr_by_sentence(suggest: Suggest, sentences: Sequence[Sequence[str]]) -> dict[int, KeystrokeResult]:
+    """Keystroke savings summed over sentences (each typed from a fresh sentence start)."""
+    totals = {k: [0, 0, 0, 0, 0] for k in KS}
+    for sentence in sentences:
+        words = [t for t in sentence if t != EOS]
+        if not words:
+            continue
+        for k, r in keystroke_savings(suggest, words, KS).items():
+            for i, v in enumerate((r.typed, r.selections, r.without, r.words, r.taken)):
+                totals[k][i] += v
+    out = {}
+    for k, (typed, sel, without, words, taken) in totals.items():
+        out[k] = KeystrokeResult(
+            k, 1 - (typed + sel) / without if without else math.nan, typed, sel, without, words, taken
+        )
+    return out
+
+
+def engine_suggest(engine: Engine) -> Suggest:
+    """Suggestions as the editor shows them: the Engine's display casing, capitalised at a sentence start."""
+    width = engine.context_width
+
+    def suggest(context: Sequence[str], prefix: str, k: int) -> list[str]:
+        history = (BOS, *(w.casefold() for w in context))
+        ctx = history[max(0, len(history) - width) :] if width > 0 else ()
+        return [s.word for s in engine.next_words(ctx, k, prefix, sentence_start=not context)]
+
+    return suggest
+
+
+def pct(x: float) -> str:
+    return fmt(100 * x, 1)
+
+
+# --- plots (the dependency-free PNG canvas of lm_core.training, with the missing letters added) -------------------
+_EXTRA_GLYPHS = {
+    "B": "110101110101110", "F": "111100110100100", "J": "001001001101111", "K": "101101110101101",
+    "M": "101111111101101", "Q": "111101101111001", "U": "101101101101111", "W": "101101111111101",
+    "Z": "111001010100111", "-": "000000111000000", "%": "101001010100101", ":": "000010000010000",
+    "=": "000111000111000", "(": "010100100100010", ")": "010001001001010", "+": "000010111010000",
+}  # fmt: skip
+_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def line_chart(
+    series: list[tuple[str, list[tuple[float, float]]]],
+    path: Path,
+    title: str,
+    x_label: str,
+    y_label: str,
+    x_ticks: Sequence[float] | None = None,
+    y_range: tuple[float, float] = (0.0, 100.0),
+    width: int = 720,
+    height: int = 440,
+) -> Path:
+    """A PNG line chart (dots at the points) of named series on linear axes."""
+    from lm_core import training  # the canvas; imports torch
+
+    glyphs = {**training._GLYPHS, **_EXTRA_GLYPHS}
+
+    class Canvas(training._Canvas):
+        def text(self, x: int, y: int, text: str, color: tuple[int, int, int] = (0, 0, 0), scale: int = 2) -> int:
+            for n, ch in enumerate(text.upper()):
+                for j, bit in enumerate(glyphs.get(ch, glyphs[" "])):
+                    if bit == "1":
+                        self.dot(x + (4 * n + j % 3) * scale, y + (j // 3) * scale, color, scale)
+            return 4 * len(text) * scale
+
+    canvas = Canvas(width, height)
+    left, right, top, bottom = 70, width - 20, 40, height - 80
+    canvas.text(left, 12, title)
+    canvas.line(left, top, left, bottom, (0, 0, 0))
+    canvas.line(left, bottom, right, bottom, (0, 0, 0))
+    xs = [x for _, pts in series for x, _ in pts] or [0.0, 1.0]
+    x_lo, x_hi = min([*xs, *(x_ticks or [])]), max([*xs, *(x_ticks or [])])
+    x_span = (x_hi - x_lo) or 1.0
+    y_lo, y_hi = y_range
+
+    def xy(x: float, y: float) -> tuple[int, int]:
+        px = left + 10 + round((x - x_lo) / x_span * (right - left - 30))
+        py = bottom - round((min(max(y, y_lo), y_hi) - y_lo) / (y_hi - y_lo) * (bottom - top - 10))
+        return px, py
+
+    for n in range(6):
+        v = y_lo + (y_hi - y_lo) * n / 5
+        _, py = xy(x_lo, v)
+        canvas.line(left + 1, py, right, py, (220, 220, 220))
+        label = f"{v:g}"
+        canvas.text(left - 6 - 8 * len(label), py - 5, label)
+    for x in x_ticks or sorted(set(xs)):
+        px, _ = xy(x, y_lo)
+        canvas.line(px, bottom, px, bottom + 4, (0, 0, 0))
+        canvas.text(px - 4 * len(f"{x:g}"), bottom + 8, f"{x:g}")
+    for n, (_, pts) in enumerate(series):
+        color = _PALETTE[n % len(_PALETTE)]
+        coords = [xy(x, y) for x, y in pts if math.isfinite(y)]
+        for (x0, y0), (x1, y1) in itertools.pairwise(coords):
+            canvas.line(x0, y0, x1, y1, color, width=2)
+        for px, py in coords:
+            canvas.dot(px - 3, py - 3, color, 7)
+    canvas.text(left, bottom + 26, f"{x_label}   Y: {y_label}")
+    lx, ly = 10, bottom + 44
+    for n, (name, _) in enumerate(series):
+        if lx + 14 + 8 * len(name) > width - 10:
+            lx, ly = 10, ly + 16
+        canvas.dot(lx, ly, _PALETTE[n % len(_PALETTE)], 10)
+        lx += 14 + canvas.text(lx + 14, ly, name) + 20
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(canvas.png())
+    return path
+
+
+# --- (a) and (b): accuracy and keystroke savings on PTB and WikiText-2 ------------------------------------------------
+@dataclass
+class AccuracyRow:
+    corpus: str
+    model: str
+    targets: int
+    unk_share: float
+    acc: dict[int, float]
+    seconds: float
+
+
+def accuracy_row(corpus: str, label: str, model: LanguageModel, tokens: list[str]) -> AccuracyRow:
+    start = time.perf_counter()
+    ranks = word_ranks(model, tokens, max(KS))
+    unk = sum(1 for t in tokens if t == UNK) / len(ranks) if ranks else math.nan
+    return AccuracyRow(corpus, label, len(ranks), unk, accuracy_from_ranks(ranks, KS), time.perf_counter() - start)
+
+
+def neural_rows(path: Path, corpus: str, ngram: NgramModel, tokens: list[str]) -> list[AccuracyRow]:
+    """The neural model and its blend with KN5 (the checkpoint's blend weight, else 0.3)."""
+    import torch
+
+    from lm_core.blend import Blend
+    from lm_core.neural import NeuralLM, load_checkpoint
+
+    torch.set_num_threads(1)
+    lm = NeuralLM.load(path)
+    stored = load_checkpoint(path).metrics.get("blend_weight")
+    weight = float(stored) if isinstance(stored, int | float) else 0.3
+    blend = Blend([ngram, lm], [1 - weight, weight])
+    return [
+        accuracy_row(corpus, f"neural ({path.name})", lm, tokens),
+        accuracy_row(corpus, f"blend (KN5 x {1 - weight:.2f} + neural x {weight:.2f})", blend, tokens),
+    ]
+
+
+def run_accuracy(
+    corpora: Path, sizes: Sizes, workdir: Path, neural: dict[str, Path]
+) -> tuple[list[AccuracyRow], dict[int, KeystrokeResult], list[str]]:
+    rows: list[AccuracyRow] = []
+    notes: list[str] = []
+    ksr: dict[int, KeystrokeResult] = {}
+    for name, train, test in (
+        ("PTB", "ptb/ptb.train.txt", "ptb/ptb.test.txt"),
+        ("WikiText-2", "wikitext-2/wiki.train.tokens", "wikitext-2/wiki.test.tokens"),
+    ):
+        train_path, test_path = require_files(corpora, [train, test])
+        with step(f"{name}: building a 5-gram pretokenized store") as sw:
+            store = CountStore.open(workdir / f"{name}.db", order=5, tokenizer="pretokenized", create=True)
+            store.build([train_path])
+        notes.append(f"{name} 5-gram store from {train_path.name} built in {sw.seconds:.0f} s")
+        counts = SqliteCounts(store)
+        model = NgramModel(counts)
+        sentences = [s for s in pretokenized_sentences(test_path.read_text(encoding="utf-8")) if len(s) > 1]
+        tokens = [t for s in slice_sentences(sentences, sizes.accuracy_words) for t in s]
+        with step(f"{name}: KN5 accuracy"):
+            rows.append(accuracy_row(name, "KN5", model, tokens))
+        if name in neural:
+            with step(f"{name}: neural and blend accuracy"):
+                rows += neural_rows(neural[name], name, model, tokens)
+        if name == "PTB":
+            held = slice_sentences(sentences[len(sentences) // 2 :], sizes.ksr_words)
+            with step(f"PTB: keystroke savings on {sum(len(s) - 1 for s in held):,} words"):
+                ksr = ksr_by_sentence(model_suggest(model), held)
+        close = getattr(counts, "close", None)
+        if close:
+            close()
+        store.close()
+    return rows, ksr, notes
+
+
+# --- (c) personal adaptation -----------------------------------------------------------------------------------------
+@dataclass
+class AdaptRow:
+    user: str
+    stage: str
+    targets: int
+    acc: dict[int, float]
+    ksr: dict[int, KeystrokeResult]
+    learn_s: float = math.nan
+
+
+def prose_slice(text: str, words: int) -> list[list[tokenize.Token]]:
+    out, n = [], 0
+    for sentence in tokenize.sentences(text):
+        if n >= words:
+            break
+        if len(sentence) > 2:
+            out.append(sentence)
+            n += sum(1 for t in sentence if t.kind in ("word", "number"))
+    return out
+
+
+def evaluate_engine(
+    engine: Engine, held: str, sizes: Sizes
+) -> tuple[int, dict[int, float], dict[int, KeystrokeResult]]:
+    acc_sentences = prose_slice(held, sizes.adapt_words)
+    tokens = [t.norm for s in acc_sentences for t in s]
+    ranks = word_ranks(engine.model, tokens, max(KS))
+    ksr_sentences = [[t.surface for t in s if t.kind != "eos"] for s in prose_slice(held, sizes.ksr_words)]
+    ksr = ksr_by_sentence(engine_suggest(engine), ksr_sentences)
+    return len(ranks), accuracy_from_ranks(ranks, KS), ksr
+
+
+def run_adaptation(corpora: Path, sizes: Sizes, workdir: Path) -> tuple[list[AdaptRow], list[str]]:
+    austen = require_files(corpora, [f"gutenberg/austen-{b}.txt" for b in ("emma", "persuasion", "sense")])
+    reuters = require_files(corpora, ["reuters/reuters.train.txt", "reuters/reuters.test.txt"])
+    text = "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in austen)
+    cut = text.rfind("\n\n", 0, int(len(text) * 0.8))
+    users = [
+        ("Austen (first 80 % of 3 books)", text[:cut], text[cut:]),
+        ("Reuters (train -> test)", reuters[0].read_text(encoding="utf-8", errors="replace"),
+         reuters[1].read_text(encoding="utf-8", errors="replace")),
+    ]  # fmt: skip
+    if sizes is QUICK:
+        users = [(u, learn[: len(learn) // 10], held) for u, learn, held in users]
+    rows: list[AdaptRow] = []
+    notes = []
+    for user, learn, held in users:
+        db = workdir / f"user-{len(rows)}.db"
+        if not seed_from_default_model(db):
+            sys.exit("error: the shipped default model (lsp_server/data/default-ngram.db.xz) is missing")
+        engine = Engine.open(db)
+        with step(f"{user}: before learning"):
+            rows.append(AdaptRow(user, "default model", *evaluate_engine(engine, held, sizes)))
+        with step(f"{user}: learning {len(learn.split()):,} words") as sw:
+            engine.learn("user", learn)
+        with step(f"{user}: after learning"):
+            rows.append(AdaptRow(user, "after learning", *evaluate_engine(engine, held, sizes), learn_s=sw.seconds))
+        notes.append(f"{user}: learned {len(learn.split()):,} whitespace words in {sw.seconds:.0f} s")
+        engine.close()
+        db.unlink(missing_ok=True)
+    return rows, notes
+
+
+# --- (d) oddity detection --------------------------------------------------------------------------------------------
+@dataclass
+class Planted:
+    doc: int
+    kind: str
+    text: str  # the sentence as changed
+    span: tuple[int, int]  # where the error is (characters of `text`)
+    detail: str
+
+
+@dataclass
+class OddityData:
+    sentences: list[str]
+    errors: list[Planted] = field(default_factory=list)
+
+
+def clean_sentences(path: Path, count: int) -> list[str]:
+    """Sentences of WikiText-2 test as prose (8 to 40 words, no <unk>, no headings), in order."""
+    out: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.strip().startswith("="):
+            continue
+        prose = detokenize_wikitext(line)
+        for sentence in tokenize.sentences(prose):
+            words = [t for t in sentence if t.kind == "word"]
+            text = _SPACE_AFTER.sub(r"\1", _SPACE_BEFORE.sub(r"\1", prose[sentence[0].start : sentence[-1].end]))
+            if 8 <= len(words) <= 40 and UNK_MARKER not in text and "\n" not in text:
+                out.append(text)
+                if len(out) >= count:
+                    return out
+    return out
+
+
+def _match_case(word: str, like: str) -> str:
+    return word[:1].upper() + word[1:] if like[:1].isupper() else word
+
+
+def plant(text: str, kind: str, rng: random.Random) -> tuple[str, tuple[int, int], str] | None:
+    """Plant one error of `kind` in `text`: the new text, the error's character span in it, a description."""
+    words = [t for s in tokenize.sentences(text) for t in s if t.kind == "word"]
+    if kind == "confusion":
+        options = [t for t in words if t.norm in CONFUSIONS]
+        if not options:
+            return None
+        t = rng.choice(options)
+        new = _match_case(rng.choice(CONFUSIONS[t.norm]), t.surface)
+        return text[: t.start] + new + text[t.end :], (t.start, t.start + len(new)), f"{t.surface} -> {new}"
+    if kind == "doubled":
+        options = [t for t in words if t.norm not in VALID_DOUBLES and t.surface.isalpha()]
+        if not options:
+            return None
+        t = rng.choice(options)
+        new = text[: t.end] + " " + t.surface + text[t.end :]
+        return new, (t.start, t.end + 1 + len(t.surface)), f"{t.surface} {t.surface}"
+    if kind == "dropped article":
+        options = [i for i, t in enumerate(words) if t.norm in ARTICLES and 0 < i < len(words) - 1]
+        if not options:
+            return None
+        i = rng.choice(options)
+        t, before, after = words[i], words[i - 1], words[i + 1]
+        new = text[: t.start] + text[after.start :]
+        gap_end = after.end - (after.start - t.start)
+        return new, (before.start, gap_end), f"dropped '{t.surface}'"
+    if kind == "swapped":
+        pairs = [
+            (a, b)
+            for a, b in itertools.pairwise(words)
+            if a.end + 1 == b.start and a.surface.isalpha() and b.surface.isalpha() and a.norm != b.norm
+            and a.surface.islower() and b.surface.islower()
+        ]  # fmt: skip
+        if not pairs:
+            return None
+        a, b = rng.choice(pairs)
+        new = text[: a.start] + b.surface + " " + a.surface + text[b.end :]
+        return new, (a.start, b.end), f"{a.surface} {b.surface} -> {b.surface} {a.surface}"
+    raise ValueError(kind)
+
+
+def build_oddity_data(path: Path, sizes: Sizes) -> OddityData:
+    rng = random.Random(SEED)
+    data = OddityData(clean_sentences(path, sizes.sentences))
+    kinds = ["confusion"] * 2 + ["doubled", "dropped article", "swapped"]  # 40 % confusions, 20 % each other kind
+    order = list(range(len(data.sentences)))
+    rng.shuffle(order)
+    n = 0
+    for doc in order:
+        if len(data.errors) >= sizes.errors:
+            break
+        kind = kinds[n % len(kinds)]
+        planted = plant(data.sentences[doc], kind, rng)
+        if planted is None:
+            continue
+        n += 1
+        data.sentences[doc] = planted[0]
+        data.errors.append(Planted(doc, kind, planted[0], planted[1], planted[2]))
+    return data
+
+
+@dataclass
+class DetectorResult:
+    name: str
+    flags: list[tuple[tuple[int, int, int], float]]  # ((doc, start, end), score) per flagged word
+    seconds: float
+    note: str = ""
+
+    def at(self, threshold: float) -> list[tuple[int, int, int]]:
+        return [span for span, score in self.flags if score >= threshold]
+
+
+def run_ours(engine: Engine, data: OddityData) -> DetectorResult:
+    """Engine.check at threshold 0; each flag scored by its best alternative's gain (bits), so flagging the words
+    scored >= t is exactly Engine.check at threshold t (the model's own guesses are off by default)."""
+    config = OddityConfig(threshold_bits=0.0)
+    start = time.perf_counter()
+    flags = []
+    for doc, text in enumerate(data.sentences):
+        for odd in engine.check(text, config).oddities:
+            flags.append(((doc, odd.start, odd.end), odd.alternatives[0][1]))
+    return DetectorResult("nextword (Engine.check, shipped model)", flags, time.perf_counter() - start)
+
+
+def run_harper(data: OddityData, exclude_spelling: bool) -> DetectorResult | str:
+    try:
+        import harper  # type: ignore[import-not-found]
+    except ImportError as exc:
+        return f"harper-py is not installed ({exc}); `.venv/bin/pip install harper-py`"
+    linter = harper.Linter()
+    start = time.perf_counter()
+    flags = []
+    kinds: Counter[str] = Counter()
+    for doc, text in enumerate(data.sentences):
+        for lint in linter.lint(text):
+            if exclude_spelling and lint.lint_kind in NOT_WORD_LEVEL:
+                continue
+            kinds[lint.lint_kind] += 1
+            flags.append(((doc, lint.span.start, lint.span.end), 1.0))
+    name = "Harper (harper-py, word-level lints)" if exclude_spelling else "Harper (harper-py, all default lints)"
+    note = f"{name}: lints by kind: " + ", ".join(f"{k} {v:,}" for k, v in kinds.most_common())
+    return DetectorResult(name, flags, time.perf_counter() - start, note)
+
+
+def harper_version() -> str:
+    from bench.common import package_version
+
+    return package_version("harper-py") or "not installed"
+
+
+# --- the report -------------------------------------------------------------------------------------------------------
+def accuracy_table(rows: list[AccuracyRow], neural_given: bool) -> str:
+    body = [
+        [r.corpus, r.model, fmt(r.targets), pct(r.unk_share), *(pct(r.acc[k]) for k in KS), fmt(r.seconds, 0)]
+        for r in rows
+    ]
+    if not neural_given:
+        for corpus in dict.fromkeys(r.corpus for r in rows):
+            body += [[corpus, "neural", "-", "-", *["n/a (no neural checkpoint given)"] * len(KS), "-"]]
+            body += [[corpus, "blend", "-", "-", *["n/a (no neural checkpoint given)"] * len(KS), "-"]]
+    header = ["Corpus", "Model", "Word targets", "<unk> targets %", *(f"top-{k} %" for k in KS), "s"]
+    return markdown_table(header, body)
+
+
+def ksr_table(ksr: dict[int, KeystrokeResult]) -> str:
+    body = [
+        [str(k), pct(r.ksr), pct(charged(r)), fmt(r.words), fmt(r.taken), fmt(r.typed), fmt(r.selections),
+         fmt(r.without)]
+        for k, r in ksr.items()
+    ]  # fmt: skip
+    header = ["k shown", "KSR %", "KSR % if the space after a selection is typed too", "words",
+              "taken from suggestions", "keys typed", "selections", "keys without"]  # fmt: skip
+    return markdown_table(header, body)
+
+
+def charged(r: KeystrokeResult) -> float:
+    """KSR had the person typed the space after a taken suggestion too (`auto_space=False`)."""
+    return 1 - (r.typed + 2 * r.selections) / r.without if r.without else math.nan
+
+
+def adaptation_table(rows: list[AdaptRow]) -> str:
+    body = [
+        [r.user, r.stage, fmt(r.targets), *(pct(r.acc[k]) for k in KS), *(pct(r.ksr[k].ksr) for k in KS),
+         pct(charged(r.ksr[3])), fmt(r.ksr[3].words)]
+        for r in rows
+    ]  # fmt: skip
+    na = "n/a (needs the neural integration)"
+    for user in dict.fromkeys(r.user for r in rows):
+        body.append([user, "after neural retraining", "-", *[na] * 6, "-", "-"])
+    header = ["User text", "Model", "Word targets", *(f"top-{k} %" for k in KS), *(f"KSR k={k} %" for k in KS),
+              "KSR k=3 %, space after a selection typed", "KSR words"]  # fmt: skip
+    return markdown_table(header, body)
+
+
+def oddity_tables(data: OddityData, results: list[DetectorResult], harper_notes: list[str]) -> tuple[str, str]:
+    truth = [(e.doc, *e.span) for e in data.errors]
+    body = []
+    for r in results:
+        t = OddityConfig().threshold_bits if r.name.startswith("nextword") else 0.0
+        predicted = r.at(t)
+        p, rc = precision_recall(predicted, truth)
+        per_kind = []
+        for kind in ("confusion", "doubled", "dropped article", "swapped"):
+            kt = [(e.doc, *e.span) for e in data.errors if e.kind == kind]
+            per_kind.append(pct(precision_recall(predicted, kt)[1]) if kt else "-")
+        label = f"{r.name}, {t:g} bits" if r.name.startswith("nextword") else r.name
+        body.append([label, fmt(len(predicted)), pct(p), pct(rc), pct(f1(p, rc)), *per_kind, fmt(r.seconds, 1)])
+    for note in harper_notes:
+        body.append([f"Harper: {note}", *["-"] * 9])
+    header = ["Detector", "flags", "precision %", "recall %", "F1 %", "recall: confusion %", "doubled %",
+              "dropped article %", "swapped %", "s"]  # fmt: skip
+    main = markdown_table(header, body)
+    ours = results[0]
+    curve = []
+    for t in THRESHOLDS:
+        p, rc = precision_recall(ours.at(t), truth)
+        curve.append([fmt(t, 0), fmt(len(ours.at(t))), pct(p), pct(rc), pct(f1(p, rc))])
+    return main, markdown_table(["threshold bits", "flags", "precision %", "recall %", "F1 %"], curve)
+
+
+def make_plots(
+    acc: list[AccuracyRow], ksr: dict[int, KeystrokeResult], adapt: list[AdaptRow], pr: list[tuple[float, float]],
+    harper_points: list[tuple[str, float, float]], out: Path,
+) -> list[Path]:  # fmt: skip
+    paths = []
+    series = [(f"{r.corpus} {r.model} TOP-K", [(k, 100 * r.acc[k]) for k in KS]) for r in acc]
+    if ksr:
+        series.append(("PTB KN5 KSR", [(k, 100 * r.ksr) for k, r in ksr.items()]))
+    if series:
+        title = "ACCURACY AND KSR (%) AGAINST K"
+        paths.append(line_chart(series, out / "accuracy_ksr_vs_k.png", title, "X: K SHOWN", "%", KS))
+    series = []
+    for user in dict.fromkeys(r.user for r in adapt):
+        mine = [r for r in adapt if r.user == user]
+        short = user.split(" ")[0]
+        series.append((f"{short} KSR K=3", [(i, 100 * r.ksr[3].ksr) for i, r in enumerate(mine)]))
+        series.append((f"{short} TOP-3", [(i, 100 * r.acc[3]) for i, r in enumerate(mine)]))
+    if series:
+        title = "ADAPTATION: 0 = DEFAULT MODEL  1 = AFTER LEARNING"
+        paths.append(line_chart(series, out / "adaptation.png", title, "X: STAGE", "%", (0, 1)))
+    series = [("NEXTWORD P/R OVER THRESHOLD", [(100 * r, 100 * p) for p, r in pr])] if pr else []
+    series += [(name, [(100 * r, 100 * p)]) for name, p, r in harper_points]
+    if series:
+        title = "ODDITY DETECTION: PRECISION (Y) AGAINST RECALL"
+        ticks = (0, 20, 40, 60, 80, 100)
+        paths.append(line_chart(series, out / "oddity_pr_curve.png", title, "X: RECALL %", "PRECISION %", ticks))
+    return paths
+
+
+def main() -> None:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument(
+        "--neural",
+        action="append",
+        default=[],
+        metavar="CORPUS=CHECKPOINT",
+        help="a neural checkpoint for PTB or WikiText-2 (e.g. PTB=ptb-lstm.pt); adds neural and blend rows",
+    )
+    parser.add_argument(
+        "--plots", type=Path, default=None, help=f"where the PNGs go (default {PLOTS}; quick: a temp dir)"
+    )
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy,adaptation,oddity")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    corpora = corpora_dir(args.corpora)
+    skip = set(filter(None, args.skip.split(",")))
+    neural = {}
+    for item in args.neural:
+        corpus, _, path = item.partition("=")
+        neural[corpus] = Path(path)
+    print(f"machine: {machine(['harper-py'])}", flush=True)
+    start = time.perf_counter()
+    acc: list[AccuracyRow] = []
+    ksr: dict[int, KeystrokeResult] = {}
+    adapt: list[AdaptRow] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="nextword-bench-eval-") as tmp:
+        work = Path(tmp)
+        if "accuracy" not in skip:
+            acc, ksr, more = run_accuracy(corpora, sizes, work, neural)
+            notes += more
+        if "adaptation" not in skip:
+            adapt, more = run_adaptation(corpora, sizes, work)
+            notes += more
+        results: list[DetectorResult] = []
+        harper_notes: list[str] = []
+        data = None
+        if "oddity" not in skip:
+            (wiki_test,) = require_files(corpora, ["wikitext-2/wiki.test.tokens"])
+            data = build_oddity_data(wiki_test, sizes)
+            db = work / "odd.db"
+            seed_from_default_model(db)
+            engine = Engine.open(db)
+            with step(f"oddities: Engine.check over {len(data.sentences):,} sentences"):
+                results.append(run_ours(engine, data))
+            engine.close()
+            for exclude in (False, True):
+                with step("oddities: Harper"):
+                    h = run_harper(data, exclude)
+                if isinstance(h, str):
+                    harper_notes = [h]
+                    break
+                results.append(h)
+                notes.append(h.note)
+    runtime = time.perf_counter() - start
+    out_dir = args.plots or (Path(tempfile.mkdtemp(prefix="nextword-plots-")) if args.quick else PLOTS)
+    parts = [
+        "Words: tokens with a letter or digit, not `<s>`, `</s>`, `<unk>` (`lm_core.evaluation.is_word`); "
+        "predictions are filtered to words before the top k are taken; `<unk>` targets count as misses (their share "
+        "is shown). Contexts restart at `<s>` each sentence (test line).",
+        "",
+    ]
+    pr_points: list[tuple[float, float]] = []
+    harper_points: list[tuple[str, float, float]] = []
+    if acc:
+        scope = "the whole" if sizes is FULL else f"the first {sizes.accuracy_words:,} words (whole lines) of each"
+        parts += [
+            f"### Next-word accuracy (top-k, %) on {scope} test set",
+            "",
+            "KN5: interpolated modified Kneser-Ney over a 5-gram pretokenized store built from the corpus's train "
+            "split (as in the perplexity section). For reference, Hard et al. 2018 (Gboard, their own data) report "
+            f"top-1 / top-3 recall of {HARD_ET_AL['n-gram'][0]} / {HARD_ET_AL['n-gram'][1]} % for an n-gram model and "
+            f"{HARD_ET_AL['LSTM'][0]} / {HARD_ET_AL['LSTM'][1]} % for an LSTM.",
+            "",
+            accuracy_table(acc, bool(neural)),
+            "",
+        ]
+        kn5 = {r.corpus: r.acc[3] for r in acc if r.model == "KN5"}
+        blends = [r for r in acc if r.model.startswith("blend")]
+        if blends:
+            for b in blends:
+                ratio = b.acc[3] / kn5[b.corpus] if kn5.get(b.corpus) else math.nan
+                verdict = "met" if ratio >= 1.2 else "NOT met"
+                parts.append(f"Aim (blend top-3 >= 1.2 x KN5's) on {b.corpus}: {verdict} ({ratio:.2f}x).")
+        else:
+            parts.append("Aim (blend top-3 >= 1.2 x KN5's): not judged - no neural checkpoint given (`--neural`).")
+        parts.append("")
+    if ksr:
+        parts += [
+            f"### Keystroke savings, PTB KN5, about {sizes.ksr_words:,} words of the second half of PTB test",
+            "",
+            "Presage's formula, KSR = 1 - (keys typed + selections) / keys without prediction. The simulated person "
+            "types each sentence's words letter by letter, one space after each word (a keystroke, in both totals); "
+            "before each letter the model's top k words for the typed prefix are shown, and the word is taken as "
+            "soon as it is among them (one keystroke; the space comes with it). `<unk>` is typed in full (5 keys).",
+            "",
+            ksr_table(ksr),
+            "",
+        ]
+    if adapt:
+        parts += [
+            "### Personal adaptation (shipped default model, prose mode, through the Engine)",
+            "",
+            "The shipped WikiText-2 model is seeded into a temporary store; the user's text is learned with "
+            "`Engine.learn`; accuracy (the model's normalised tokens, punctuation kept in the context but not a "
+            f"target) on about {sizes.adapt_words:,} held-out words and KSR on about {sizes.ksr_words:,} held-out "
+            "words, typed with the Engine's display casing (sentence starts capitalised, names as the store cases "
+            "them; punctuation tokens typed in full, counted in both totals). Austen: the three Gutenberg books "
+            "(Emma, Persuasion, Sense and Sensibility) joined, the first 80 % (by characters, cut at a paragraph) "
+            "learned, the rest held out (the end of Sense and Sensibility). Reuters: `reuters.train.txt` learned, "
+            "`reuters.test.txt` held out.",
+            "",
+            adaptation_table(adapt),
+            "",
+        ]
+        best = max((r.ksr[3].ksr for r in adapt if r.stage == "after learning"), default=math.nan)
+        verdict = "met" if best >= 0.5 else "NOT met"
+        strict = max((charged(r.ksr[3]) for r in adapt if r.stage == "after learning"), default=math.nan)
+        parts += [
+            f"Aim (KSR >= 50 % with 3 suggestions after adaptation): {verdict} (best {pct(best)} %, with the space "
+            f"coming with a taken suggestion; {pct(strict)} % if the person typed that space too).",
+            "",
+        ]
+    if data is not None and results:
+        truth = [(e.doc, *e.span) for e in data.errors]
+        ours = results[0]
+        pr_points = [precision_recall(ours.at(t), truth) for t in THRESHOLDS]
+        for r in results[1:]:
+            p, rc = precision_recall(r.at(0.0), truth)
+            harper_points.append((r.name.replace("harper-py, ", "").upper(), p, rc))
+        main_table, curve_table = oddity_tables(data, results, harper_notes)
+        counts = {
+            k: sum(e.kind == k for e in data.errors) for k in ("confusion", "doubled", "dropped article", "swapped")
+        }
+        parts += [
+            "### Oddity detection: planted real-word errors",
+            "",
+            f"{len(data.errors)} errors planted (seed {SEED}, one per sentence) in {len(data.sentences):,} sentences "
+            "of WikiText-2 test detokenized to prose (`detokenize_wikitext`; 8 to 40 words, no `<unk>`): "
+            + ", ".join(f"{v} {k}" for k, v in counts.items())
+            + ". Confusions swap a word for another of its set in `lm_core.oddities.CONFUSION_SETS` (their/there/"
+            "they're, its/it's, then/than, to/too/two, your/you're, affect/effect, lose/loose, ...); a doubled word "
+            "repeats one; a dropped article removes the/a/an (the error spans the words either side of the gap); "
+            "swapped exchanges two adjacent lower-case words (the error spans both). Every sentence is checked on "
+            "its own. A flag is correct when it overlaps a planted error's span; precision = correct flags / flags, "
+            "recall = errors with a flag / errors. Untouched sentences may hold real errors of WikiText itself, "
+            "counted here as false alarms for both detectors. nextword: `Engine.check` with the shipped model. "
+            f"Harper: harper-py {harper_version()} (`harper.Linter().lint(text)`, American English, default rules, "
+            "offline) on the same sentences; shown with all its lints, and with its word-level lints only (leaving "
+            "out its Spelling lints, on names and rare words of WikiText, and its Formatting and Punctuation lints, "
+            "mostly on WikiText's spacing around quotes and brackets that the detokenizer keeps). Spaces before "
+            "`, . ; : ! ? % ) ]` and after `( [ $` are removed from the sentences first.",
+            "",
+            main_table,
+            "",
+            "Precision and recall of nextword against the threshold (bits by which the best alternative's window "
+            "must be more probable):",
+            "",
+            curve_table,
+            "",
+        ]
+    plots = make_plots(acc, ksr, adapt, pr_points, harper_points, out_dir)
+    rel = [p.relative_to(ROOT / "bench") if p.is_relative_to(ROOT / "bench") else p for p in plots]
+    parts += [
+        "Plots: " + ", ".join(f"[{p.name}]({p})" for p in rel),
+        "",
+        *(f"- {n}" for n in notes),
+        "- Cut for now: neural and blend rows (give `--neural PTB=CHECKPOINT`, untested until a checkpoint of that "
+        "tokenization exists) and adaptation after neural retraining (needs the Engine's neural integration).",
+    ]
+    body = "\n".join(parts)
+    print("\n" + body)
+    print(f"\nruntime {runtime:.0f} s; plots in {out_dir}")
+    out = results_path(args)
+    if out is not None:
+        write_section(out, SECTION, section_text("Evaluation (`bench/evaluation.py`)", body, runtime, ["harper-py"]))
+
+
+if __name__ == "__main__":
+    main()
