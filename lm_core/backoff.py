@@ -27,7 +27,7 @@ import numpy as np
 
 from lm_core.counting import CountTables, adjusted_counts
 from lm_core.counts import ADJUSTED, RAW
-from lm_core.model import Context, Prediction
+from lm_core.model import Context, Prediction, rank_top_k
 from lm_core.smoothing import kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID, Vocab
 
@@ -361,10 +361,9 @@ class BackoffModel:
         candidates = self._candidates(ids, k, prefix)
         if len(candidates) == 0:
             return []
-        logp = self._natural_logprobs(ids, candidates)
         words = self.vocab.words
-        ranked = sorted(zip(logp.tolist(), candidates.tolist(), strict=True), key=lambda lw: (-lw[0], words[lw[1]]))
-        return [Prediction(words[w], math.exp(lp)) for lp, w in ranked[:k] if lp > -math.inf]
+        ranked = rank_top_k(self._natural_logprobs(ids, candidates), candidates, words, k)
+        return [Prediction(words[w], math.exp(lp)) for lp, w in ranked if lp > -math.inf]
 
     def distribution(self, context: Context) -> dict[str, float]:
         """P(w | context) for every w the model predicts from (sums to 1 for a normalised model)."""

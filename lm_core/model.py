@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 Context = tuple[str, ...]
 """Tokens before the predicted word, oldest first; may start with "<s>" at a sentence start."""
 
@@ -35,3 +37,14 @@ class LanguageModel(Protocol):
     def logprob(self, word: str, context: Context) -> float: ...
 
     def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]: ...
+
+
+def rank_top_k(scores: np.ndarray, ids: np.ndarray, words: list[str], k: int) -> list[tuple[float, int]]:
+    """The k best (score, id) pairs, best first, ties broken by word. Only the ids scoring at least the k-th best
+    are sorted (every one tied with it included), so ranking stays cheap for thousands of candidates."""
+    if len(ids) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= kth
+        scores, ids = scores[keep], ids[keep]
+    ranked = sorted(zip(scores.tolist(), ids.tolist(), strict=True), key=lambda si: (-si[0], words[si[1]]))
+    return ranked[:k]

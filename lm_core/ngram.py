@@ -25,7 +25,7 @@ from enum import StrEnum
 import numpy as np
 
 from lm_core.counts import ADJUSTED, RAW, CountReader, Level
-from lm_core.model import Context, Prediction
+from lm_core.model import Context, Prediction, rank_top_k
 from lm_core.smoothing import good_turing_ratios, kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID
 
@@ -109,14 +109,9 @@ class NgramModel:
         candidates = self._candidates(ids, k, prefix)
         if len(candidates) == 0:
             return []
-        probs = self._probs(ids, candidates)
-        if len(candidates) > k:  # keep the k best and every word tied with the k-th, then order those exactly
-            kth = np.partition(probs, len(probs) - k)[len(probs) - k]
-            keep = probs >= kth
-            probs, candidates = probs[keep], candidates[keep]
         words = self.counts.vocab.words
-        ranked = sorted(zip(probs.tolist(), candidates.tolist(), strict=True), key=lambda pw: (-pw[0], words[pw[1]]))
-        return [Prediction(words[w], p) for p, w in ranked[:k] if p > 0]
+        ranked = rank_top_k(self._probs(ids, candidates), candidates, words, k)
+        return [Prediction(words[w], p) for p, w in ranked if p > 0]
 
     def prefetch(self, contexts: Iterable[Context]) -> None:
         """Warm the count reader for many contexts at once (if it can fetch in bulk); results do not change."""

@@ -286,10 +286,8 @@ class Engine:
             self._casing.clear()
             self._casing_version = version
         surface = self._casing.get(word)
-        if surface is None:
-            counts = self.ngram.counts if isinstance(self.ngram, NgramModel) else None
-            reader = counts if isinstance(counts, SqliteCounts) else self.store
-            surface = self._casing[word] = reader.surface_of(word)
+        if surface is None:  # a count store always has its SqliteCounts reader, which knows the casing table
+            surface = self._casing[word] = self.ngram.counts.surface_of(word)
         return surface
 
     # --- scoring ---------------------------------------------------------------------------------------------

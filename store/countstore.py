@@ -583,17 +583,6 @@ class CountStore:
             )
             return dict(rows.fetchall())  # the last row per word (highest n) wins
 
-    def surface_of(self, word: str) -> str:
-        """The most frequent surface form of one normalised word (the word itself if none is recorded)."""
-        wid = self.vocab.get(word)
-        if wid is None:
-            return word
-        with self.lock:
-            row = self.db.execute(
-                "SELECT surface FROM casing WHERE id = ? ORDER BY n DESC, surface LIMIT 1", (wid,)
-            ).fetchone()
-        return row[0] if row else word
-
     def stats(self) -> dict[str, object]:
         """Sizes: n-grams per order, vocabulary, sources, tokens, file size in bytes."""
         with self.lock:
