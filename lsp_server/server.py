@@ -277,20 +277,23 @@ def did_save(ls: NextwordServer, params: types.DidSaveTextDocumentParams) -> Non
 def did_close(ls: NextwordServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
     for tasks in (ls.diagnostic_tasks, ls.learn_tasks):
-        task = tasks.pop(uri, None)
-        if task is not None:
-            task.cancel()
+        cancel_task(tasks, uri)
     ls.completion_generation.pop(uri, None)
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+
+
+def cancel_task(tasks: dict[str, asyncio.Task[None]], uri: str) -> None:
+    """Cancel and forget the pending task (debounced diagnostics or learning) of one document, if any."""
+    task = tasks.pop(uri, None)
+    if task is not None:
+        task.cancel()
 
 
 def schedule_learning(ls: NextwordServer, uri: str, delay: float) -> None:
     """Learn the document (replacing what it contributed before) after `delay` seconds, unless paused."""
     if not ls.settings.learning or ls.learning_paused:
         return
-    previous = ls.learn_tasks.pop(uri, None)
-    if previous is not None:
-        previous.cancel()
+    cancel_task(ls.learn_tasks, uri)
     ls.learn_tasks[uri] = asyncio.ensure_future(_learn_later(ls, uri, delay))
 
 
@@ -322,9 +325,7 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
 # --- diagnostics -----------------------------------------------------------------------------------------------
 def schedule_diagnostics(ls: NextwordServer, uri: str, delay: float | None = None) -> None:
     """Recompute the document's diagnostics after a quiet period (debounced per document)."""
-    previous = ls.diagnostic_tasks.pop(uri, None)
-    if previous is not None:
-        previous.cancel()
+    cancel_task(ls.diagnostic_tasks, uri)
     wait = ls.settings.debounce_ms / 1000 if delay is None else delay
     ls.diagnostic_tasks[uri] = asyncio.ensure_future(_diagnose_later(ls, uri, wait))
 
@@ -603,9 +604,7 @@ async def forget_document(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     if not uris:
         raise ValueError("nextword.forgetDocument needs the document's URI")
     uri = uris[0]
-    task = ls.learn_tasks.pop(uri, None)
-    if task is not None:
-        task.cancel()
+    cancel_task(ls.learn_tasks, uri)
     try:
         result = await ls.run_background(lambda: ls.engine().forget(uri))
     except UnknownSourceError:
