@@ -112,12 +112,7 @@ class CountTables:
         """(n_1, ..., n_COC_MAX) over raw or adjusted counts of order `order` (the lone `<s>` excluded)."""
         if self.frozen_coc is not None:
             return self.frozen_coc[(order, kind)]
-        t = self.tables[order - 1]
-        values = adjusted_counts(t) if kind == ADJUSTED else t.count
-        if order == 1:
-            values = values[t.grams[:, 0] != BOS_ID]
-        hist = np.bincount(np.minimum(values, COC_MAX + 1), minlength=COC_MAX + 2)
-        return tuple(int(x) for x in hist[1 : COC_MAX + 1])
+        return table_count_of_counts(self.tables[order - 1], kind)
 
     def touch(self) -> None:
         """Mark the tables changed (drops the lookup index)."""
@@ -128,6 +123,16 @@ class CountTables:
 def adjusted_counts(table: OrderTable) -> np.ndarray:
     """Kneser-Ney adjusted counts: the raw count for n-grams starting with `<s>`, else the continuation count."""
     return np.where(table.grams[:, 0] == BOS_ID, table.count, table.cont)
+
+
+def table_count_of_counts(table: OrderTable, kind: str) -> tuple[int, ...]:
+    """(n_1, ..., n_COC_MAX) of one order's rows (or any subset of them: histograms of disjoint subsets add up),
+    over raw or adjusted counts; the lone `<s>` of order 1 is left out."""
+    values = adjusted_counts(table) if kind == ADJUSTED else table.count
+    if table.grams.shape[1] == 1:
+        values = values[table.grams[:, 0] != BOS_ID]
+    hist = np.bincount(np.minimum(values, COC_MAX + 1), minlength=COC_MAX + 2)
+    return tuple(int(x) for x in hist[1 : COC_MAX + 1])
 
 
 def count_ngrams(stream: np.ndarray, order: int, vocab: Vocab | None = None) -> CountTables:
@@ -164,23 +169,56 @@ def count_ngrams(stream: np.ndarray, order: int, vocab: Vocab | None = None) -> 
     return CountTables(order, tables, vocab)
 
 
-def prune(tables: CountTables, min_counts: Sequence[int], keep_statistics: bool = True) -> CountTables:
-    """Drop n-grams of order n whose raw count is below `min_counts[n-1]` (order 1 is always kept whole).
+def prune_limits(min_counts: Sequence[int], order: int) -> list[int]:
+    """The minimum raw count of each order 1..`order` (a count, not a frequency) from per-order cut-offs.
 
-    Thresholds must not decrease with the order, so every kept n-gram keeps its prefix and suffix. With
-    `keep_statistics` (the default, as KenLM prunes) the kept n-grams keep the continuation counts and the
+    Order 1 is always kept whole (its limit is 1 whatever `min_counts[0]` says); order n keeps n-grams counted at
+    least `min_counts[n-1]` times, the last cut-off repeating for higher orders. The limits must not decrease with
+    the order, so every kept n-gram keeps its prefix and its suffix (`ValueError` otherwise).
+    """
+    given = list(min_counts) or [1]
+    limits = [1, *(given[min(n, len(given) - 1)] for n in range(1, order))]
+    if any(b < a for a, b in itertools.pairwise(limits)):
+        raise ValueError(f"pruning thresholds must not decrease with the order: {list(min_counts)}")
+    return limits
+
+
+def parse_min_counts(text: str, order: int) -> tuple[int, ...]:
+    """Per-order cut-offs written as `1,1,2,2` (order 1 first; a missing order repeats the last cut-off).
+
+    The first must be 1 (unigrams are never pruned), each a positive integer, at most `order` of them, never
+    decreasing; anything else is a one-line `ValueError`.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"--prune takes per-order minimum counts such as 1,1,2,2 (positive integers), not {text!r}")
+    counts = tuple(int(p) for p in parts)
+    if counts[0] != 1:
+        raise ValueError(f"--prune {text}: unigrams are never pruned, so the first cut-off must be 1")
+    if len(counts) > order:
+        raise ValueError(f"--prune {text} gives {len(counts)} cut-offs but the order is {order}")
+    if any(b < a for a, b in itertools.pairwise(counts)):
+        raise ValueError(f"--prune {text}: the cut-offs must not decrease with the order")
+    return counts
+
+
+def prune_table(table: OrderTable, limit: int) -> OrderTable:
+    """The rows of one order counted at least `limit` times, with their counts and continuation counts as they are."""
+    if limit <= 1:
+        return OrderTable(table.grams, table.count, table.cont)
+    keep = table.count >= limit
+    return OrderTable(table.grams[keep], table.count[keep], table.cont[keep])
+
+
+def prune(tables: CountTables, min_counts: Sequence[int], keep_statistics: bool = True) -> CountTables:
+    """Drop n-grams of order n whose raw count is below `min_counts[n-1]` (see `prune_limits`).
+
+    With `keep_statistics` (the default, as KenLM prunes) the kept n-grams keep the continuation counts and the
     count-of-counts (so the discounts) of the full data; pruning then costs little perplexity. Without it they are
     recomputed from what is kept, as if the pruned n-grams had never been seen.
     """
-    given = list(min_counts) or [1]
-    limits = [1, *(given[min(n, len(given) - 1)] for n in range(1, tables.order))]
-    if any(b < a for a, b in itertools.pairwise(limits)):
-        raise ValueError(f"pruning thresholds must not decrease with the order: {list(min_counts)}")
-    kept = [OrderTable(t.grams, t.count, t.cont) for t in tables.tables]
-    for n in range(2, tables.order + 1):
-        t = tables.tables[n - 1]
-        keep = t.count >= limits[n - 1]
-        kept[n - 1] = OrderTable(t.grams[keep], t.count[keep], t.cont[keep])
+    limits = prune_limits(min_counts, tables.order)
+    kept = [prune_table(t, limit) for t, limit in zip(tables.tables, limits, strict=True)]
     result = CountTables(tables.order, kept, tables.vocab)
     if keep_statistics:
         result.frozen_coc = {
@@ -192,6 +230,33 @@ def prune(tables: CountTables, min_counts: Sequence[int], keep_statistics: bool 
             kept[n - 2].cont = np.bincount(suffix_rows, minlength=len(kept[n - 2])).astype(np.int64)
         result.touch()
     return result
+
+
+def limit_vocabulary(vocab: Vocab, counts: np.ndarray, limit: int | None) -> tuple[Vocab, np.ndarray]:
+    """Keep the `limit` most frequent words of `vocab`; the others become `<unk>`.
+
+    `counts[i]` is how often word id i occurs (tokens, not types). Ties are broken by the word (code-point order),
+    so the rule does not depend on the input's order; `<unk>`, `<s>` and `</s>` are always kept and do not count
+    towards the limit. The kept words keep the relative order of their ids (first occurrence, for a vocabulary
+    grown while reading). Returns the new vocabulary and `mapping`, an int64 array from old ids to new ids
+    (`UNK_ID` for a dropped word); with `limit` None the vocabulary is unchanged and `mapping` is the identity.
+    """
+    words = vocab.words
+    if limit is None or len(words) - 3 <= limit:
+        return vocab, np.arange(len(words), dtype=np.int64)
+    if limit < 1:
+        raise ValueError(f"a vocabulary limit keeps at least 1 word, not {limit}")
+    regular = np.asarray(counts, dtype=np.int64)[3 : len(words)]
+    threshold = np.partition(regular, len(regular) - limit)[len(regular) - limit]  # the limit-th largest count
+    kept = np.zeros(len(words), dtype=bool)
+    kept[:3] = True
+    kept[3:] = regular > threshold
+    tied = (np.flatnonzero(regular == threshold) + 3).tolist()
+    kept[sorted(tied, key=words.__getitem__)[: limit - int(kept[3:].sum())]] = True
+    new_vocab = Vocab(words[i] for i in np.flatnonzero(kept[3:]) + 3)
+    mapping = np.full(len(words), UNK_ID, dtype=np.int64)
+    mapping[kept] = np.arange(len(new_vocab))
+    return new_vocab, mapping
 
 
 def ngram_delta(new: CountTables, old: CountTables) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -412,15 +412,30 @@ class CountStore:
         The base has no text behind it, so it cannot be forgotten or re-learned; sources learned on top of it
         still keep the invariant (tables == base + a fresh count of their text).
         """
+        with self.base_writer(tables.vocab, name) as writer:
+            for n, table in enumerate(tables.tables, start=1):
+                writer.add_rows(table)
+                for kind in (RAW, ADJUSTED):
+                    writer.add_count_of_counts(n, kind, tables.count_of_counts(n, kind))
+            writer.add_casing(casing or Counter())
+
+    @contextmanager
+    def base_writer(self, vocab: Vocab, name: str) -> Iterator[BaseWriter]:
+        """Write a base model into this empty store piece by piece, in one transaction (see `BaseWriter`).
+
+        `vocab` is the vocabulary the pieces' word ids refer to; its words are added to the store in id order.
+        The source row (kind `base`, its token count taken from the unigram rows) is written when the block ends
+        without an error; on an error nothing at all is written.
+        """
         with self._write():
             if self.db.execute("SELECT 1 FROM ng1 LIMIT 1").fetchone() is not None:
                 raise StoreError("a base model can only be written into an empty store")
-            remap = np.asarray([self.vocab.add(w) for w in tables.vocab.words], dtype=np.int64)
-            remapped = [OrderTable(remap[t.grams], t.count, t.cont) for t in tables.tables]
-            self._write_tables(CountTables(tables.order, remapped, self.vocab, frozen_coc=tables.frozen_coc))
-            self._apply_casing(casing or Counter(), Counter())
-            tokens = int(tables.tables[0].count[tables.tables[0].grams[:, 0] != BOS_ID].sum())
-            self.db.execute("INSERT INTO sources VALUES (?, 'base', NULL, NULL, ?, NULL, ?)", (name, tokens, _now()))
+            remap = np.asarray([self.vocab.add(w) for w in vocab.words], dtype=np.int64)
+            writer = BaseWriter(self, remap)
+            yield writer
+            self.db.execute(
+                "INSERT INTO sources VALUES (?, 'base', NULL, NULL, ?, NULL, ?)", (name, writer.tokens, _now())
+            )
 
     def _write_tables(self, tables: CountTables) -> None:
         self._pending = None  # too much changed to list: readers drop all they cached
@@ -558,7 +573,7 @@ class CountStore:
         return [s for s in out if s]
 
     def load_tables(self) -> CountTables:
-        """Every count in memory (for exports, batch scoring and checks)."""
+        """Every count in memory (for exports, batch scoring and checks), with the stored count-of-counts."""
         with self.lock:
             self.version  # noqa: B018 - refreshes the vocabulary if another process changed it
             tables = []
@@ -567,7 +582,10 @@ class CountStore:
                 rows = self.db.execute(f"SELECT {', '.join(cols)}, c, cc FROM ng{n} ORDER BY {', '.join(cols)}")
                 data = np.asarray(rows.fetchall(), dtype=np.int64).reshape(-1, n + 2)
                 tables.append(OrderTable(data[:, :n].copy(), data[:, n].copy(), data[:, n + 1].copy()))
-            return CountTables(self.order, tables, self.vocab)
+            # The stored count-of-counts, as the store's own reader uses: a pruned base keeps its full data's.
+            orders = range(1, self.order + 1)
+            coc = {(n, kind): self.stored_count_of_counts(n, kind) for n in orders for kind in (RAW, ADJUSTED)}
+            return CountTables(self.order, tables, self.vocab, frozen_coc=coc)
 
     def stored_count_of_counts(self, n: int, kind: str) -> tuple[int, ...]:
         with self.lock:
@@ -598,6 +616,44 @@ class CountStore:
             "tokens": tokens,
             "bytes": self.path.stat().st_size if self.path.exists() else 0,
         }
+
+
+class BaseWriter:
+    """Rows of a base model going into an empty store (from `CountStore.base_writer`), inside its transaction.
+
+    Pieces may come in any order and any size (a distributed build writes one partition at a time), but each
+    n-gram must come exactly once; count-of-counts given in pieces are added up.
+    """
+
+    def __init__(self, store: CountStore, remap: np.ndarray) -> None:
+        self.store = store
+        self.remap = None if np.array_equal(remap, np.arange(len(remap))) else remap
+        self.tokens = 0
+        """Tokens the base counts (its unigram counts without `<s>`; sentence ends included)."""
+
+    def add_rows(self, table: OrderTable) -> None:
+        """Insert one order's rows (any subset of them, none already written)."""
+        n = table.grams.shape[1]
+        grams = table.grams if self.remap is None else self.remap[table.grams]
+        self.store.db.executemany(
+            f"INSERT INTO ng{n} VALUES ({', '.join('?' * (n + 2))})", _rows(*grams.T, table.count, table.cont)
+        )
+        if n == 1:
+            self.tokens += int(table.count[grams[:, 0] != BOS_ID].sum())
+
+    def add_count_of_counts(self, n: int, kind: str, values: Sequence[int]) -> None:
+        """Add (n_1, ..., n_COC_MAX) of order `n`, kind raw or adjusted, to the stored count-of-counts."""
+        self.store.db.executemany(
+            "UPDATE coc SET v = v + ? WHERE n = ? AND kind = ? AND k = ?",
+            [(int(v), n, kind, k) for k, v in enumerate(values, start=1) if v],
+        )
+
+    def add_casing(self, casing: Counter[tuple[str, str]]) -> None:
+        """Add casing counts ((word, surface form) -> times); every word must be in the base's vocabulary."""
+        unknown = next((w for w, _ in casing if self.store.vocab.get(w) is None), None)
+        if unknown is not None:
+            raise StoreError(f"casing counts name the word {unknown!r}, which the base model does not count")
+        self.store._apply_casing(casing, Counter())
 
 
 def source_name(path: Path) -> str:
