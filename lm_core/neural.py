@@ -248,6 +248,22 @@ def save_checkpoint(
         raise
 
 
+def update_checkpoint_metrics(path: str | Path, **values: Any) -> None:
+    """Add or replace metrics of the checkpoint at `path` (e.g. the blend weight it should be used with), keeping
+    everything else; the file is rewritten atomically."""
+    path = Path(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["metrics"] = {**payload.get("metrics", {}), **values}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def share_storage(weights: Mapping[str, torch.Tensor], convert) -> dict[str, torch.Tensor]:
     """`convert` applied to each tensor once: tensors that share storage (tied weights) still share it after, so
     they are saved (and copied) once."""
@@ -472,6 +488,30 @@ class NeuralLM:
             out += logprobs.gather(1, targets[:, None])[:, 0].tolist()
             start = end
         return out
+
+    @torch.inference_mode()
+    def stream_logprobs(self, tokens: Sequence[str], chunk: int = 2000) -> list[float]:
+        """Natural-log P of every token of a flat sequence with `</s>` at sentence ends, the text read as one
+        stream: `<s>` is fed after each `</s>` but the state carries on, so each word sees the sentences before
+        it (as in training, and as the editor's document state does). This is how published recurrent-model
+        perplexities on PTB and WikiText-2 are measured. Runs `chunk` tokens per network call."""
+        stream: list[int] = [BOS_ID]
+        targets: list[int] = []  # for each token, its position in the stream
+        for token in tokens:
+            targets.append(len(stream))
+            stream.append(self.id_of(token))
+            if token == EOS:
+                stream.append(BOS_ID)
+        state = self.model.init_state(1)
+        scores = torch.empty(len(stream), dtype=torch.float64)  # scores[p] = log P(stream[p] | stream[:p])
+        scores[0] = 0.0
+        for start in range(0, len(stream) - 1, chunk):
+            ids = self._tensor(stream[start : start + chunk + 1])  # (1, T + 1): inputs and the next target
+            logits, state = self.model(ids[:, :-1], state)  # (1, T, V)
+            self.tokens_run += ids.size(1) - 1
+            logprobs = F.log_softmax(logits[0].double(), dim=-1).cpu()  # (T, V)
+            scores[start + 1 : start + ids.size(1)] = logprobs.gather(1, ids[0, 1:].cpu()[:, None])[:, 0]
+        return scores[targets].tolist()
 
 
 def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:

@@ -97,6 +97,32 @@ class NgramModel:
         words = self.counts.vocab.words
         return {words[i]: float(p) for i, p in zip(vocab_ids.tolist(), probs.tolist(), strict=True)}
 
+    def distribution_arrays(self, context: Context) -> tuple[list[str], np.ndarray]:
+        """(V's words, P(w | context) for each as float64): `distribution` as arrays, the word list the same object
+        while the counts do not change. Under Kneser-Ney it starts from the cached unigram level and touches only
+        each longer context's followers (a blend reads the whole distribution on every key press)."""
+        words = self._cached("vocab_words", lambda: [self.counts.vocab.words[i] for i in self.vocabulary_ids()])
+        ids = self._context_ids(context)
+        if self.smoothing is not Smoothing.KNESER_NEY:
+            return words, self._probs(ids, self.vocabulary_ids())
+        return words, self._kneser_ney_dense(ids)
+
+    def _kneser_ney_dense(self, ids: tuple[int, ...]) -> np.ndarray:
+        """`_kneser_ney` over all of V with the same arithmetic (so the same floats): the unigram level for every
+        word is cached; each longer level scales it by gamma and adds the discounted counts of its followers."""
+        vocab_ids = self.vocabulary_ids()
+        p = self._cached("kn_dense_unigram", lambda: self._kneser_ney(ids[:0], self._levels(()), vocab_ids)).copy()
+        for n in range(2, len(ids) + 2):
+            entry = self._kn_level(ids, n)
+            if entry is None:
+                continue
+            level_ids, values, total, gamma, discounts = entry
+            p *= gamma
+            at = np.searchsorted(vocab_ids, level_ids)
+            a = values.astype(np.float64)
+            p[at] += np.maximum(a - np.asarray(discounts)[np.minimum(values, 3)], 0.0) / total
+        return p
+
     def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]:
         """The k most probable next words starting with `prefix`, most probable first (ties by word).
 

@@ -17,6 +17,11 @@ restarts each sentence from `<s>`, gives somewhat higher numbers for recurrent m
 
 A NaN or infinite loss (or gradient) stops training with `TrainingError`; the checkpoint file then still holds the
 last good model, untouched (checkpoints are only ever replaced whole, after a finished epoch).
+
+Data-parallel training (`train(..., parallel=group)`, see `lm_core.distributed`): N processes each run this same
+loop on their B/N rows of the batchified stream; their gradients are averaged, so each step equals one step of a
+single process on all B rows (up to float summation order). Only process 0 validates, reports and writes
+checkpoints; every decision (stop, decay, time budget) is made on values all processes share.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.nn import functional as F
@@ -46,12 +51,37 @@ from lm_core.neural import (
     load_checkpoint,
     save_checkpoint,
     share_storage,
+    update_checkpoint_metrics,
 )
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID, Vocab
 
 
 class TrainingError(NeuralError):
     """Training cannot go on (a NaN loss, data too small for the batch shape, a checkpoint that does not fit)."""
+
+
+class DataParallel(Protocol):
+    """The processes that train one model together (`lm_core.distributed.ProcessGroup`). Every process calls
+    `wrap` once, then the collectives (`all_sum`, `from_first`) at the same points of the loop, in the same order."""
+
+    rank: int  # this process, 0 .. world_size - 1; process 0 validates, reports and writes the checkpoints
+    world_size: int
+
+    def wrap(self, model: NeuralModule) -> torch.nn.Module:
+        """The module to run forward and backward through: it averages the gradients of all processes."""
+        ...
+
+    def shard(self, rows: torch.Tensor) -> torch.Tensor:
+        """This process's rows of the batchified stream (B, N) -> (B / world_size, N)."""
+        ...
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """The element-wise sums over all processes (the same on every process)."""
+        ...
+
+    def from_first(self, value: float) -> float:
+        """Process 0's value, on every process."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -182,6 +212,16 @@ def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=BOS_ID)
 
 
+def summed_loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy (nats) of logits (B, T, V) against targets (B, T); `<s>` targets are ignored."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=BOS_ID, reduction="sum")
+
+
+def counted_targets(targets: torch.Tensor) -> int:
+    """How many targets a loss counts (all but `<s>`)."""
+    return int((targets != BOS_ID).sum())
+
+
 def train_step(
     model: NeuralModule,
     optimizer: torch.optim.Optimizer,
@@ -189,16 +229,20 @@ def train_step(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     clip_norm: float,
+    denominator: float | None = None,
 ) -> tuple[float, State, float]:
     """One step of truncated BPTT: (loss, the detached state to carry on with, the gradient norm before clipping).
 
     The incoming state is detached first, so backpropagation stops at this chunk's start whatever the caller
     passes; clipping scales all gradients together so that their global L2 norm is at most `clip_norm`.
+    The loss is the mean over this batch's non-`<s>` targets (nats per token), or, given `denominator`, their
+    summed cross-entropy divided by it (data parallel: the global batch's count / the number of processes, so that
+    the averaged gradients are those of the global batch's mean).
     """
     state = detach_state(state)
     optimizer.zero_grad(set_to_none=True)
     logits, state = model(inputs, state)  # (B, T, V)
-    loss = loss_of(logits, targets)
+    loss = loss_of(logits, targets) if denominator is None else summed_loss_of(logits, targets) / denominator
     loss.backward()
     value = float(loss.detach())
     if clip_norm > 0:
@@ -281,6 +325,7 @@ def train(
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume: bool = False,
+    parallel: DataParallel | None = None,
 ) -> TrainResult:
     """Train `model` on a token-id stream, keeping the best model (by validation loss) at `checkpoint_path`.
 
@@ -292,9 +337,16 @@ def train(
     `should_stop()` is polled every step: when it says so, training stops at once (the checkpoint keeps the best
     model so far). `max_minutes` ends training after a last validation. A NaN/inf loss raises `TrainingError`.
     On return the model holds the best weights, in eval mode.
+
+    With `parallel`, this process is one of a group (see `DataParallel`): it trains on its share of the rows
+    (`batch_size` is the global batch), the reported losses are the global batch's, `progress` is called and the
+    checkpoint written by process 0 only, and process r seeds torch with `seed + r` (its own dropout masks; the
+    weights all processes start from are process 0's).
     """
     checkpoint_path = Path(checkpoint_path)
-    torch.manual_seed(config.seed)
+    rank, world = (parallel.rank, parallel.world_size) if parallel else (0, 1)
+    report = progress if rank == 0 else None
+    torch.manual_seed(config.seed + rank)
     model.to(torch.device(config.device))
     rows = batchify(train_ids, config.batch_size).to(config.device)  # (B, N)
     if rows.size(1) < 2:
@@ -304,6 +356,7 @@ def train(
         )
     if len(valid_ids) < 2:
         raise TrainingError("the validation text is too short (it needs at least 2 tokens)")
+    local_rows = parallel.shard(rows) if parallel else rows  # (B / world, N): this process's rows
     optimizer = make_optimizer(model, config)
     metrics: dict[str, Any] = {key: [] for key in ("epoch", "train_loss", "valid_loss", "lr", "seconds")}
     metrics.update(curve_epoch=[], curve_train_loss=[])
@@ -312,6 +365,7 @@ def train(
         at, loaded = _resume(model, optimizer, checkpoint_path, vocab_words)
         metrics.update(loaded)
     _set_lr(optimizer, at.lr)
+    net = parallel.wrap(model) if parallel else model  # forward and backward through this
     best = _snapshot(model, optimizer)
     batches = math.ceil((rows.size(1) - 1) / config.bptt)
     deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf
@@ -319,11 +373,14 @@ def train(
     while at.epoch < config.epochs and stopped == "epochs":
         epoch = at.epoch + 1
         model.train()
-        state = model.init_state(rows.size(0))  # (L, B, H) zeros, or the window model's <s> ids
+        state = model.init_state(local_rows.size(0))  # (L, B, H) zeros, or the window model's <s> ids
         meter, losses, epoch_start = _Meter(), [], time.monotonic()
         for batch, i in enumerate(range(0, rows.size(1) - 1, config.bptt), start=1):
-            inputs, targets = get_batch(rows, i, config.bptt)  # (B, T) each
-            loss, state, norm = train_step(model, optimizer, state, inputs, targets, config.clip_norm)
+            inputs, targets = get_batch(local_rows, i, config.bptt)  # (B, T) each
+            share = counted_targets(get_batch(rows, i, config.bptt)[1]) / world if parallel else None
+            loss, state, norm = train_step(net, optimizer, state, inputs, targets, config.clip_norm, share)
+            if parallel:  # the global batch's mean loss (the gradients were averaged in backward)
+                loss = parallel.all_sum([loss])[0] / world
             at.step += 1
             if not math.isfinite(loss) or not math.isfinite(norm):
                 what = f"loss became {_bad(loss)}" if not math.isfinite(loss) else f"gradient norm became {_bad(norm)}"
@@ -332,23 +389,26 @@ def train(
                     "try a lower learning rate or a smaller clipping norm"
                 )
             losses.append(loss)
-            meter.add(loss, inputs.numel())
+            meter.add(loss, inputs.numel() * world)
             if at.step % config.log_every == 0 or batch == batches:
                 mean, rate = meter.take()
                 metrics["curve_epoch"].append(epoch - 1 + batch / batches)  # the training curve, in epochs
                 metrics["curve_train_loss"].append(mean)
-                if progress:
-                    progress(
-                        TrainProgress(epoch, config.epochs, batch, batches, at.step, mean, _exp(mean), at.lr, rate)
-                    )
-            if should_stop and should_stop():
+                if report:
+                    report(TrainProgress(epoch, config.epochs, batch, batches, at.step, mean, _exp(mean), at.lr, rate))
+            cancel, late = bool(should_stop and should_stop()), time.monotonic() > deadline
+            if parallel:  # every process stops when any one must, at the same step
+                cancel, late = (flag > 0 for flag in parallel.all_sum([float(cancel), float(late)]))
+            if cancel:
                 _restore(model, optimizer, best)
                 model.eval()
                 return TrainResult(at.best_valid_loss, at.epoch, at.step, "cancelled", metrics)
-            if time.monotonic() > deadline:
+            if late:
                 stopped = "time budget"
                 break
-        valid = evaluate(model, valid_ids, config.eval_batch_size, config.bptt)
+        valid = evaluate(model, valid_ids, config.eval_batch_size, config.bptt) if rank == 0 else math.nan
+        if parallel:  # process 0's number, so that every process decides alike
+            valid = parallel.from_first(valid)
         if not math.isfinite(valid):
             raise TrainingError(f"the validation loss became {_bad(valid)} in epoch {epoch}; {_kept(checkpoint_path)}")
         train_loss = sum(losses) / len(losses)
@@ -369,10 +429,11 @@ def train(
             _set_lr(optimizer, at.lr)
         metrics.update(best_valid_loss=at.best_valid_loss, best_epoch=at.best_epoch)
         training = {"optimizer": best[1], "train_config": asdict(config), **asdict(at)}
-        save_checkpoint(checkpoint_path, best[0], model.config, vocab_words, metrics, training)
-        if progress:
+        if rank == 0:
+            save_checkpoint(checkpoint_path, best[0], model.config, vocab_words, metrics, training)
+        if report:
             mean, ppl = train_loss, _exp(train_loss)
-            progress(TrainProgress(epoch, config.epochs, batches, batches, at.step, mean, ppl, at.lr, 0.0, _exp(valid)))
+            report(TrainProgress(epoch, config.epochs, batches, batches, at.step, mean, ppl, at.lr, 0.0, _exp(valid)))
         if stopped == "epochs" and at.bad_epochs >= config.patience:
             stopped = "early stopping"
         elif stopped == "epochs" and at.lr < config.min_lr:
@@ -413,7 +474,13 @@ def train_on_sentences(
         vocab = build_vocab(train_sentences, max_size=vocab_size)
         model = build_model(NeuralConfig(vocab_size=len(vocab), **SMALL_MODEL))
     train_ids, valid_ids = encode(train_sentences, vocab), encode(valid, vocab)
-    return train(model, train_ids, valid_ids, config, checkpoint_path, vocab, progress, should_stop)
+    result = train(model, train_ids, valid_ids, config, checkpoint_path, vocab, progress, should_stop)
+    weight = init.metrics.get("blend_weight") if init is not None else None
+    if isinstance(weight, int | float) and Path(checkpoint_path).exists():
+        # The fine-tuned model keeps the blend weight it came with: the only held-out text here is the user's own,
+        # which the n-gram store has learned too, so a weight fit on it would favour the n-gram model unfairly.
+        update_checkpoint_metrics(checkpoint_path, blend_weight=float(weight))
+    return result
 
 
 def _exp(loss: float) -> float:

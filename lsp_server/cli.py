@@ -21,7 +21,13 @@ import click
 from lm_core.ngram import NgramConfig, Smoothing
 from lm_core.sampling import SamplingConfig, generate
 from lsp_server.engine import Engine
-from lsp_server.paths import default_db_path, seed_from_default_model
+from lsp_server.paths import (
+    DEFAULT_NEURAL,
+    DEFAULT_NEURAL_MODEL,
+    default_db_path,
+    neural_model_path,
+    seed_from_default_model,
+)
 from store.countstore import MAX_ORDER, CountStore, source_name
 from store.errors import StoreError
 from store.secrets import is_secret_file
@@ -80,8 +86,31 @@ model_order_option = click.option(
 )
 
 
-def open_engine(db: Path | None, smoothing: str = "kneser-ney", model_order: int | None = None) -> Engine:
-    return Engine.open(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
+neural_option = click.option(
+    "--neural",
+    default="none",
+    show_default=True,
+    help="Blend with a neural model: a checkpoint, or 'default' (your retrained one beside the store, else the "
+    "shipped LSTM when the store grew from the shipped model), as the server's neuralModel setting.",
+)
+
+
+def open_engine(
+    db: Path | None, smoothing: str = "kneser-ney", model_order: int | None = None, neural: str = "none"
+) -> Engine:
+    """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`)."""
+    engine = Engine.open(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
+    path = neural_model_path(neural, engine.store.path, engine.base_sources())
+    if path is not None:
+        from lm_core.neural import CheckpointError
+
+        try:
+            engine.attach_neural(path)
+        except CheckpointError as exc:
+            fail(str(exc))
+    elif neural.strip().lower() == DEFAULT_NEURAL:
+        click.echo("(no neural model for this store: the n-gram model alone)", err=True)
+    return engine
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -98,9 +127,54 @@ def main() -> None:
 @db_option
 @click.option("--order", type=int, default=None, help="N-gram order of a new store, 1 to 9 [default: 5].")
 @click.option("--pretokenized", is_flag=True, help="Text is already tokenized: split on spaces, one sentence a line.")
+@click.option(
+    "--prune",
+    "prune_text",
+    default=None,
+    metavar="CUTOFFS",
+    help="Per-order minimum counts, e.g. 1,1,2,2: an n-gram of order n seen fewer times than its cut-off is dropped "
+    "(unigrams never; the last cut-off repeats). What is kept keeps the full data's Kneser-Ney statistics (as KenLM).",
+)
+@click.option(
+    "--vocab-limit",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Keep the N most frequent words (ties by word); the others are counted as <unk>.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="local: count in this process. dask: read and count on a Dask cluster (pip install 'nextword[dask]').",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="With --engine dask: a running Dask scheduler (tcp://host:8786); its workers must see FILES at the same "
+    "paths [default: a local cluster of worker processes].",
+)
+@click.option("--workers", type=int, default=None, help="Worker processes of the local Dask cluster [default: cores].")
 @friendly_errors
-def build(files: tuple[Path, ...], db: Path | None, order: int | None, pretokenized: bool) -> None:
+def build(
+    files: tuple[Path, ...],
+    db: Path | None,
+    order: int | None,
+    pretokenized: bool,
+    prune_text: str | None,
+    vocab_limit: int | None,
+    engine: str,
+    scheduler: str | None,
+    workers: int | None,
+) -> None:
     """Count n-grams of FILES into a store (created if missing; added to if not).
+
+    With --prune, --vocab-limit or --engine dask the counts go into a new store as its base model: an existing
+    store is refused, and the files' text is not kept (the local engine counts everything in memory first), so a
+    file cannot be forgotten from it afterwards; learning on top of it works. The new store is written under a
+    temporary name and renamed into place only when complete.
 
     Example: nextword build --db ptb.db --order 5 --pretokenized ptb.train.txt
     """
@@ -113,6 +187,11 @@ def build(files: tuple[Path, ...], db: Path | None, order: int | None, pretokeni
             fail(f"{file} is a directory; give the text files inside it")
     path = db or default_db_path()
     tokenizer = "pretokenized" if pretokenized else "prose"
+    if engine == "local" and (scheduler is not None or workers is not None):
+        fail("--scheduler and --workers go with --engine dask")
+    if prune_text is not None or vocab_limit is not None or engine == "dask":
+        _build_base(files, path, order or 5, tokenizer, prune_text, vocab_limit, engine, scheduler, workers)
+        return
     existed = path.exists() and path.stat().st_size > 0
     with CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True) as store:
         total_bytes = sum(f.stat().st_size for f in files)
@@ -128,6 +207,54 @@ def build(files: tuple[Path, ...], db: Path | None, order: int | None, pretokeni
         stats = store.stats()
     counts = ", ".join(f"{n}-grams {c:,}" for n, c in stats["ngrams"].items())
     click.echo(f"{path}: {tokens:,} tokens from {len(files)} file(s); {counts}")
+
+
+def _build_base(
+    files: tuple[Path, ...],
+    path: Path,
+    order: int,
+    tokenizer: str,
+    prune_text: str | None,
+    vocab_limit: int | None,
+    engine: str,
+    scheduler: str | None,
+    workers: int | None,
+) -> None:
+    """`build` with --prune, --vocab-limit or --engine dask: a new store whose counts are its base model."""
+    from lm_core.counting import parse_min_counts
+    from store.bulk import build_local_base, refuse_existing_store
+
+    try:
+        min_counts = parse_min_counts(prune_text, order) if prune_text is not None else None
+    except ValueError as exc:
+        fail(str(exc))
+    if vocab_limit is not None and vocab_limit < 1:
+        fail(f"--vocab-limit must be at least 1, not {vocab_limit}")
+    if workers is not None and workers < 1:
+        fail(f"--workers must be at least 1, not {workers}")
+    if scheduler is not None and workers is not None:
+        fail("--workers sizes the local cluster; a --scheduler brings its own workers")
+    refuse_existing_store(path)
+    if engine == "dask":
+        from store.dask_build import build_with_dask
+
+        result = build_with_dask(
+            path,
+            files,
+            order=order,
+            tokenizer=tokenizer,
+            min_counts=min_counts,
+            vocab_limit=vocab_limit,
+            scheduler=scheduler,
+            workers=workers,
+        )
+    else:
+        total_bytes = sum(f.stat().st_size for f in files)
+        bar = click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
+        with bar:
+            result = build_local_base(path, files, order, tokenizer, min_counts, vocab_limit, progress=bar.update)
+    counts = ", ".join(f"{n}-grams {c:,}" for n, c in result.ngrams.items())
+    click.echo(f"{path}: {result.tokens:,} tokens from {result.files} file(s); {counts}")
 
 
 def _interactive() -> bool:
@@ -181,13 +308,16 @@ def forget(file: Path, db: Path | None) -> None:
 @click.option("--prefix", default="", help="Only words starting with this (the word being typed).")
 @smoothing_option
 @model_order_option
+@neural_option
 @friendly_errors
-def complete(text: str, db: Path | None, k: int, prefix: str, smoothing: str, model_order: int | None) -> None:
+def complete(
+    text: str, db: Path | None, k: int, prefix: str, smoothing: str, model_order: int | None, neural: str
+) -> None:
     """Print the most probable next words after TEXT, with their probabilities.
 
-    Example: nextword complete "the sun rises every"
+    Example: nextword complete "the sun rises every" --neural default
     """
-    engine = open_engine(db, smoothing, model_order)
+    engine = open_engine(db, smoothing, model_order, neural)
     context = engine.context_of(text)
     sentence_start = len(context) == 1 and context[0] == "<s>"
     suggestions = engine.next_words(context, k, prefix, sentence_start)
@@ -206,14 +336,15 @@ def complete(text: str, db: Path | None, k: int, prefix: str, smoothing: str, mo
 )
 @smoothing_option
 @model_order_option
+@neural_option
 @friendly_errors
-def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: int | None) -> None:
+def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: int | None, neural: str) -> None:
     """Perplexity of FILE under the model, and its most surprising words.
 
     Example: nextword score --top 5 draft.md
     """
     text = read_text_file(file)
-    engine = open_engine(db, smoothing, model_order)
+    engine = open_engine(db, smoothing, model_order, neural)
     result = engine.score(text)
     if result.tokens == 0:
         fail(f"{file} has no words to score")
@@ -383,7 +514,8 @@ def _print_progress(p: Any) -> None:
     "init_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Fine-tune this checkpoint (its vocabulary and shape) instead of training from scratch.",
+    help="Fine-tune this checkpoint (its vocabulary and shape) instead of training from scratch; 'default': the "
+    "shipped LSTM (prose text only).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from the training state saved in -o.")
 @click.option("--cell", type=click.Choice(NEURAL_CELLS), default=None, help="Network: Elman RNN, LSTM, GRU or window.")
@@ -412,6 +544,14 @@ def _print_progress(p: Any) -> None:
     default=1,
     show_default=True,
     help="CPU threads for torch (more only help on idle cores: on busy ones they slow training many times over).",
+)
+@click.option(
+    "--nproc",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Processes training together (data parallel, --threads each); --batch-size is their total and must be a "
+    "multiple. Under torchrun, torchrun's processes are used instead.",
 )
 @friendly_errors
 def train_neural(
@@ -442,12 +582,14 @@ def train_neural(
     pretokenized: bool,
     device: str,
     threads: int,
+    nproc: int,
 ) -> None:
     """Train a neural language model (offline) on FILES and/or your own text in the store.
 
     Holds out the last 10% of the text for validation (or --valid FILE); writes the best model to -o after every
     epoch, so an interrupted run keeps its best model (continue it with --resume). With --init, fine-tunes a
-    trained model (keeping its vocabulary and shape) instead of starting from scratch.
+    trained model (keeping its vocabulary and shape) instead of starting from scratch. With --nproc N (or under
+    torchrun), N processes share each batch (data parallel) and train as one process would with the same batch.
 
     Example: nextword train-neural --pretokenized --cell lstm --epochs 6 -o ptb-lstm.pt ptb.train.txt
     """
@@ -459,6 +601,8 @@ def train_neural(
         fail(f"{'--init' if init_path else '--resume'} keeps the checkpoint's shape; drop {given}")
     if init_path is not None and resume:
         fail("--resume continues -o's own run; it cannot be combined with --init")
+    if init_path is not None and str(init_path) == DEFAULT_NEURAL:
+        init_path = DEFAULT_NEURAL_MODEL
     for file in (*files, *([valid_file] if valid_file else [])):
         if not file.is_file():
             read_text_file(file)  # says why (missing, a directory) before any work
@@ -467,8 +611,17 @@ def train_neural(
 
     import torch
 
-    from lm_core import neural, training
+    from lm_core import distributed, neural, training
 
+    try:  # several processes: spawned here (--nproc), or started by torchrun (one of them is this one)
+        launch = distributed.launched()
+        if launch is not None and nproc not in (1, launch.world_size):
+            fail(f"--nproc {nproc}: under torchrun its {launch.world_size} processes train; drop --nproc")
+        processes = launch.world_size if launch is not None else nproc
+        distributed.check_divisible(batch_size, processes)
+    except neural.NeuralError as exc:
+        fail(str(exc))
+    first_process = launch is None or launch.rank == 0  # the one that prints, plots and writes the checkpoint
     torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {device}: torch sees no CUDA device here; use --device cpu")
@@ -517,11 +670,13 @@ def train_neural(
     unknown = float((train_ids == 0).float().mean()) * 100
     params = sum(p.numel() for p in model.parameters())
     shape_text = f"{config.cell} {config.layers}x{config.hidden_dim}" if config.cell != "window" else "window"
-    click.echo(
-        f"training {shape_text} ({params:,} weights, vocabulary {len(vocab):,} words) on {len(train_ids):,} tokens "
-        f"({unknown:.1f}% <unk>), validating on {len(valid_ids):,}"
-        + (f"; fine-tuning {init_path}" if init_path else "")
-    )
+    if first_process:
+        click.echo(
+            f"training {shape_text} ({params:,} weights, vocabulary {len(vocab):,} words) on {len(train_ids):,} "
+            f"tokens ({unknown:.1f}% <unk>), validating on {len(valid_ids):,}"
+            + (f"; fine-tuning {init_path}" if init_path else "")
+            + (f"; {processes} processes, {batch_size // processes} rows each" if processes > 1 else "")
+        )
     train_config = training.TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -533,16 +688,27 @@ def train_neural(
         seed=seed,
         device=device,
     )
+    data = (model, train_ids, valid_ids, train_config, output, vocab)
     try:
-        result = training.train(
-            model, train_ids, valid_ids, train_config, output, vocab, progress=_print_progress, resume=resume
-        )
+        if launch is not None:
+            result = distributed.train_in_group(launch, *data, progress=_print_progress, resume=resume)
+        elif nproc > 1:
+            result = distributed.train_data_parallel(
+                nproc, *data, progress=_print_progress, resume=resume, threads=threads
+            )
+        else:
+            result = training.train(*data, progress=_print_progress, resume=resume)
     except (neural.NeuralError, ValueError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         kept = f"{output} holds the best model of the finished epochs" if output.exists() else "nothing was written"
         click.echo(f"\nnextword: interrupted; {kept} (continue with --resume)", err=True)
         sys.exit(130)
+    if not first_process:
+        return
+    weight = checkpoint.metrics.get("blend_weight") if init_path is not None and checkpoint is not None else None
+    if isinstance(weight, int | float) and output.exists():  # a fine-tuned model keeps the weight it came with
+        neural.update_checkpoint_metrics(output, blend_weight=float(weight))
     if plot is not None:
         training.plot_curves(result.metrics, plot)
     click.echo(

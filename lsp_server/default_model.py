@@ -1,11 +1,18 @@
-"""Build the default model that nextword ships: an n-gram store from WikiText-2 train, pruned and xz-compressed.
+"""Build the default models that nextword ships: an n-gram store from WikiText-2 train, pruned and xz-compressed,
+and a small neural model (an LSTM) trained on the same text with the same tokens.
 
-    python -m lsp_server.default_model            # reads ../shared/corpora or $NEXTWORD_CORPORA
+    python -m lsp_server.default_model            # the n-gram store; reads ../shared/corpora or $NEXTWORD_CORPORA
+    python -m lsp_server.default_model --neural   # the neural model (about --minutes of training on 2 CPU cores)
 
 WikiText-2 (Merity et al. 2016, CC BY-SA 3.0) is tokenized in its own way (`@-@` for hyphens, `do n't`, headings
 as `= = Title = =`). We undo that, so the text reads as prose, and count it with the same prose tokenizer the editor
 uses (case-folded, with a casing table for display). WikiText's `<unk>` stays the unknown word. Pruning drops
 rare higher-order n-grams so the compressed file stays under 20 MB.
+
+The neural model reads the very tokens the store counts (so the two blend word for word): a 2 x 200 LSTM with tied
+word vectors over the NEURAL_VOCAB commonest words (the rest is `<unk>`, whose mass the blend shares among the
+store's other words), trained on train and early-stopped on valid; its blend weight is fit by EM on valid against
+the shipped n-gram store, and it is saved in half precision (under 15 MB).
 """
 
 from __future__ import annotations
@@ -19,17 +26,25 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lm_core import tokenize
 from lm_core.counting import count_ngrams, encode_sentences, prune
 from lm_core.vocab import UNK, Vocab
-from lsp_server.paths import DEFAULT_MODEL
+from lsp_server.paths import DEFAULT_BASE_NAME, DEFAULT_MODEL, DEFAULT_NEURAL_MODEL
 from store.countstore import CountStore
+
+if TYPE_CHECKING:
+    from lm_core.training import TrainProgress
 
 UNK_MARKER = "Qxunkxq"  # stands for WikiText's <unk> while the prose tokenizer runs
 DEFAULT_ORDER = 5
 DEFAULT_MIN_COUNTS = (1, 1, 1, 2, 2)  # WikiText-2 valid perplexity 195 (xz 8.8 MB); (1,1,2,2,2) gives 213 (4.5 MB)
 MAX_BYTES = 20 * 1024 * 1024
+NEURAL_VOCAB = 20_000  # words the neural model knows (with <unk> <s> </s>)
+NEURAL_SHAPE = {"cell": "lstm", "embed_dim": 200, "hidden_dim": 200, "layers": 2, "dropout": 0.25, "tie_weights": True}
+NEURAL_MAX_BYTES = 15 * 1024 * 1024
+EM_TOKENS = 30_000  # validation tokens the blend weight is fit on
 
 _JOINS = [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")]
 _CLITIC = re.compile(r" (n't|'s|'re|'ve|'m|'ll|'d)\b", re.IGNORECASE)
@@ -83,7 +98,7 @@ def build_default_model(
     with tempfile.TemporaryDirectory() as tmp:
         db_path = Path(tmp) / "default.db"
         with CountStore.open(db_path, order=order, tokenizer="prose", create=True) as store:
-            store.add_base(tables, name="WikiText-2 train (CC BY-SA 3.0)", casing=casing)
+            store.add_base(tables, name=DEFAULT_BASE_NAME, casing=casing)
             store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             store.db.execute("PRAGMA journal_mode = DELETE")
             store.db.execute("VACUUM")
@@ -100,13 +115,93 @@ def build_default_model(
     }
 
 
+def build_default_neural(
+    corpora: Path, output: Path, ngram_store: Path = DEFAULT_MODEL, minutes: float = 25.0, threads: int = 2
+) -> dict[str, float]:
+    """Train the shipped neural model on WikiText-2 train (prose tokens, as the store counts them), fit its blend
+    weight by EM on valid against the shipped n-gram store, and save it (half precision) to `output`."""
+    import torch
+
+    from lm_core import blend, neural, training
+    from lm_core.metrics import perplexity_of_scores, score_tokens
+    from lm_core.ngram import NgramModel
+    from lsp_server.paths import seed_from_default_model
+    from store.sqlite_counts import SqliteCounts
+
+    started = time.perf_counter()
+    torch.set_num_threads(threads)
+    train_sentences, _ = analyse_wikitext((corpora / "wikitext-2" / "wiki.train.tokens").read_text(encoding="utf-8"))
+    valid_sentences, _ = analyse_wikitext((corpora / "wikitext-2" / "wiki.valid.tokens").read_text(encoding="utf-8"))
+    vocab = training.build_vocab(train_sentences, max_size=NEURAL_VOCAB)
+    config = neural.NeuralConfig(vocab_size=len(vocab), **NEURAL_SHAPE)
+    torch.manual_seed(1234)
+    model = neural.build_model(config)
+    train_config = training.TrainConfig(epochs=40, max_minutes=minutes, log_every=200)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = training.train(
+            model,
+            training.encode(train_sentences, vocab),
+            training.encode(valid_sentences, vocab),
+            train_config,
+            Path(tmp) / "neural.pt",
+            vocab,
+            progress=_print_progress,
+        )
+        held = [t for s in valid_sentences for t in s][:EM_TOKENS]
+        db = Path(tmp) / "default.db"
+        if not seed_from_default_model(db, ngram_store):
+            raise FileNotFoundError(f"{ngram_store}: the shipped n-gram store is missing; build it first")
+        with CountStore.open(db) as store:
+            ngram = NgramModel(SqliteCounts(store))
+            lm = neural.NeuralLM(model, vocab)
+            weights = blend.fit_weights_em([ngram, lm], held)
+            ngram_scores = [s.logprob for s in score_tokens(ngram, held)]
+            neural_scores = [s.logprob for s in score_tokens(blend.Blend([ngram, lm], [0.0, 1.0]), held)]
+            blended = [s.logprob for s in score_tokens(blend.Blend([ngram, lm], weights), held)]
+            ngram.counts.close()
+    metrics = {
+        **result.metrics,
+        "blend_weight": float(weights[1]),
+        "blend_fit_tokens": len(held),
+        "valid_perplexity_ngram": perplexity_of_scores(ngram_scores),
+        "valid_perplexity_neural": perplexity_of_scores(neural_scores),
+        "valid_perplexity_blend": perplexity_of_scores(blended),
+        "corpus": "WikiText-2 train (CC BY-SA 3.0), prose tokens",
+    }
+    neural.save_checkpoint(output, model, config, vocab, metrics, half=True)
+    return {
+        "epochs": float(result.epochs_run),
+        "params": float(sum(p.numel() for p in model.parameters())),
+        "bytes": float(output.stat().st_size),
+        "blend_weight": float(weights[1]),
+        "ngram": float(metrics["valid_perplexity_ngram"]),
+        "neural": float(metrics["valid_perplexity_neural"]),
+        "blend": float(metrics["valid_perplexity_blend"]),
+        "ratio": metrics["valid_perplexity_blend"] / metrics["valid_perplexity_ngram"],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _print_progress(p: TrainProgress) -> None:
+    line = f"epoch {p.epoch} batch {p.batch}/{p.batches}: loss {p.loss:.3f} ppl {p.perplexity:,.1f}"
+    if p.valid_perplexity is not None:
+        line += f", valid perplexity {p.valid_perplexity:,.1f}"
+    print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpora", help="folder with wikitext-2/ (default: $NEXTWORD_CORPORA or ../shared/corpora)")
     parser.add_argument("--order", type=int, default=DEFAULT_ORDER)
     parser.add_argument("--min-counts", default=",".join(map(str, DEFAULT_MIN_COUNTS)), help="per order, e.g. 1,1,2,2")
-    parser.add_argument("--output", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--output", type=Path, default=None, help="where to write (default: the shipped file)")
+    parser.add_argument("--neural", action="store_true", help="build the neural model (the store must exist)")
+    parser.add_argument("--minutes", type=float, default=25.0, help="the neural model's training budget")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for training")
     args = parser.parse_args(argv)
+    if args.neural:
+        return _main_neural(args)
+    args.output = args.output or DEFAULT_MODEL
     corpus = corpora_dir(args.corpora) / "wikitext-2" / "wiki.train.tokens"
     if not corpus.exists():
         print(f"nextword: error: {corpus} not found; give --corpora or set NEXTWORD_CORPORA", file=sys.stderr)
@@ -120,6 +215,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     if figures["xz_bytes"] > MAX_BYTES:
         print("nextword: error: the compressed model is over 20 MB; prune harder", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _main_neural(args: argparse.Namespace) -> int:
+    root = corpora_dir(args.corpora)
+    for part in ("train", "valid"):
+        if not (root / "wikitext-2" / f"wiki.{part}.tokens").exists():
+            print(
+                f"nextword: error: {root}/wikitext-2 not found; give --corpora or set NEXTWORD_CORPORA", file=sys.stderr
+            )
+            return 1
+    output = args.output or DEFAULT_NEURAL_MODEL
+    f = build_default_neural(root, output, minutes=args.minutes, threads=args.threads)
+    print(
+        f"{output}: {f['params']:,.0f} weights, {f['epochs']:.0f} epoch(s), {f['bytes'] / 1e6:.1f} MB; "
+        f"WikiText-2 valid perplexity (prose tokens, first {EM_TOKENS:,}): n-gram {f['ngram']:.1f}, "
+        f"neural {f['neural']:.1f}, blend {f['blend']:.1f} (neural weight {f['blend_weight']:.2f}, "
+        f"{f['ratio']:.3f} x the n-gram's); {f['seconds']:.0f} s"
+    )
+    if f["bytes"] > NEURAL_MAX_BYTES:
+        print("nextword: error: the neural model is over 15 MB; lower NEURAL_VOCAB", file=sys.stderr)
         return 1
     return 0
 

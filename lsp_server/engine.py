@@ -405,6 +405,12 @@ class Engine:
     def forget(self, source: str) -> LearnResult:
         return self.counts_store.forget(source)
 
+    def base_sources(self) -> list[str]:
+        """Names of the store's base sources (a store seeded from the shipped model has DEFAULT_BASE_NAME)."""
+        if not isinstance(self.store, CountStore):
+            return []
+        return [s.name for s in self.store.sources() if s.kind == "base"]
+
     def stats(self) -> dict[str, object]:
         smoothing = str(self.ngram.smoothing) if isinstance(self.ngram, NgramModel) else "ARPA backoff"
         stats: dict[str, object] = {**self.store.stats(), "smoothing": smoothing, "model_order": self.ngram.order}

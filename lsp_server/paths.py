@@ -14,6 +14,10 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_MODEL = DATA_DIR / "default-ngram.db.xz"
+DEFAULT_NEURAL_MODEL = DATA_DIR / "default-neural.pt"  # an LSTM over the same tokens, blended with the store
+DEFAULT_BASE_NAME = "WikiText-2 train (CC BY-SA 3.0)"  # the shipped store's base source
+DEFAULT_NEURAL = "default"  # the neuralModel setting that picks a model by itself (see neural_model_path)
+NO_NEURAL = ("", "none", "off")  # neuralModel settings that mean the n-gram model alone
 
 
 def user_data_dir() -> Path:
@@ -44,3 +48,28 @@ def seed_from_default_model(path: Path, model: Path = DEFAULT_MODEL) -> bool:
         shutil.copyfileobj(src, out, length=1 << 20)
     os.replace(partial, path)
     return True
+
+
+def personal_neural_path(store: Path) -> Path:
+    """Where retraining on the user's own text writes its checkpoint: beside the store, `<store>.neural.pt`."""
+    return Path(f"{store}.neural.pt")
+
+
+def neural_model_path(setting: str | None, store: Path, base_sources: list[str]) -> Path | None:
+    """The checkpoint the `neuralModel` setting names, or None for the n-gram model alone.
+
+    `default` (the default) picks the user's retrained model beside the store if there is one, else the shipped
+    neural model when the store grew from the shipped n-gram model (its `base_sources` include DEFAULT_BASE_NAME),
+    since the two were trained on the same tokens; a store built from other text gets no model unless one is named.
+    `""`, `none`, `off` (or None): no neural model. Anything else is a path (`~` expanded).
+    """
+    if setting is None or setting.strip().lower() in NO_NEURAL:
+        return None
+    if setting.strip().lower() != DEFAULT_NEURAL:
+        return Path(setting).expanduser()
+    personal = personal_neural_path(store)
+    if personal.exists():
+        return personal
+    if DEFAULT_BASE_NAME in base_sources and DEFAULT_NEURAL_MODEL.exists():
+        return DEFAULT_NEURAL_MODEL
+    return None

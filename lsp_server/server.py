@@ -33,6 +33,7 @@ from lm_core.sampling import BeamConfig, beam_continuation
 from lsp_server import comments
 from lsp_server.engine import Engine, Suggestion
 from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
+from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
@@ -199,27 +200,32 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
     ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
     ls.initialized = True
-    if ls.settings.neural_model is not None:
-        schedule_neural(ls)
+    schedule_neural(ls)
 
 
 def schedule_neural(ls: NextwordServer) -> None:
-    """Attach the `neuralModel` checkpoint (or detach, when the setting is empty) on the background thread; until
-    it is ready, completions come from the n-gram model (torch is imported there, never on the way to a completion).
-    """
+    """Attach the neural model the `neuralModel` setting picks (or detach, when it picks none) on the background
+    thread; until it is ready, completions come from the n-gram model (torch is imported there, never on the way to
+    a completion)."""
     ls.neural_task = asyncio.ensure_future(_load_neural(ls))
 
 
 async def _load_neural(ls: NextwordServer) -> None:
-    path, weight = ls.settings.neural_model, ls.settings.blend_weight
+    setting, weight = ls.settings.neural_model, ls.settings.blend_weight
+    chosen_by_us = setting.strip().lower() == DEFAULT_NEURAL
+    path: Path | None = None
 
     def work() -> bool:
+        nonlocal path
         engine = ls.engine()
+        path = neural_model_path(setting, engine.store.path, engine.base_sources())
         if path is None:
             changed = engine.neural is not None
             engine.detach_neural()
             return changed
-        engine.attach_neural(Path(path).expanduser(), weight)
+        if engine.neural_path == path and weight in (None, engine.neural_weight):
+            return False
+        engine.attach_neural(path, weight)
         return True
 
     try:
@@ -229,7 +235,8 @@ async def _load_neural(ls: NextwordServer) -> None:
         return
     except Exception as exc:  # CheckpointError (one line), or torch missing or failing
         log.warning("neural model %s not loaded: %s", path, exc)
-        ls.message(f"nextword stays on the n-gram model: {exc}")
+        if not chosen_by_us:  # the user named it: say so; the default quietly stays on the n-gram model
+            ls.message(f"nextword stays on the n-gram model: {exc}")
         return
     if changed:
         log.info("neural model %s", f"{path} attached" if path else "detached")
@@ -702,7 +709,7 @@ async def _retrain(ls: NextwordServer, epochs: int, minutes: float) -> dict[str,
 
     def read() -> tuple[list[list[str]], Path, Path | None]:
         engine = ls.engine()
-        return engine.counts_store.learned_sentences(), Path(f"{engine.store.path}.neural.pt"), engine.neural_path
+        return engine.counts_store.learned_sentences(), personal_neural_path(engine.store.path), engine.neural_path
 
     output: Path | None = None
     result: dict[str, Any] = {"status": "failed", "epochs": 0, "valid_perplexity": None, "path": None}

@@ -26,7 +26,8 @@ class Settings:
     max_document_chars: int = 2_000_000  # larger documents get completions but no diagnostics or learning
     ignored_words: tuple[str, ...] = field(default=())  # never flagged as odd
     exclude_globs: tuple[str, ...] = ()  # files never learned, gitignore syntax, as in .nextwordignore (excludeGlobs)
-    neural_model: str | None = None  # a neural checkpoint blended with the n-gram model; None (or ""): n-gram only
+    neural_model: str = "default"  # a neural checkpoint blended with the n-gram model (see paths.neural_model_path):
+    # "default" picks the retrained or the shipped model; "" / "none": the n-gram model alone
     blend_weight: float | None = None  # the neural model's weight, 0..1; None: the checkpoint's, else 0.3
 
 
@@ -90,10 +91,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         raise ValueError("must be a file path or null")
     if name == "neural_model":
         if value is None:
-            return None
+            return "none"
         if isinstance(value, str):
-            return value.strip() or None
-        raise ValueError("must be a checkpoint path, or empty for none")
+            return value.strip() or "none"
+        raise ValueError('must be "default", a checkpoint path, or "none"')
     if name == "blend_weight":
         if value is None:
             return None

@@ -331,8 +331,8 @@ def test_vscode_declares_every_server_setting_with_the_servers_default() -> None
         expected = getattr(defaults, name)
         if name == "languages":
             expected = [vscode_language_ids.get(language, language) for language in expected]
-        elif name in ("database", "neural_model"):
-            expected = ""  # empty: the server's default store; no neural model
+        elif name == "database":
+            expected = ""  # empty: the server's default store
         elif isinstance(expected, tuple):
             expected = list(expected)
         assert declared[key]["default"] == expected, key

@@ -419,6 +419,22 @@ def test_sentence_logprobs_agree_with_scoring_token_by_token(trained: NeuralLM) 
     assert by_sentence == pytest.approx(one_by_one, abs=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 2000])
+def test_stream_logprobs_carry_the_state_across_sentences(trained: NeuralLM, chunk: int) -> None:
+    tokens = [*FLAT_VALID[:14], "zebra", "</s>"]
+    stream = trained.stream_logprobs(tokens, chunk=chunk)
+    assert len(stream) == len(tokens)
+    first_end = tokens.index("</s>") + 1
+    # the first sentence is read from <s> as sentence_logprobs reads it; later ones see the sentences before them
+    assert stream[:first_end] == pytest.approx(trained.sentence_logprobs(tokens[:first_end]), abs=1e-5)
+    history = ["<s>"]
+    expected = []
+    for token in tokens:
+        expected.append(float(NeuralLM(trained.model, VOCAB).logprobs_after("x", tuple(history))[trained.id_of(token)]))
+        history += [token, "<s>"] if token == "</s>" else [token]
+    assert stream == pytest.approx(expected, abs=1e-5)
+
+
 def test_the_window_model_never_reads_past_a_sentence_start() -> None:
     torch.manual_seed(0)
     model = build_model(small("window", window=4)).eval()

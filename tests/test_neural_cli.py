@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from lm_core.neural import load_checkpoint
+from lm_core.neural import load_checkpoint, update_checkpoint_metrics
 from lsp_server.cli import main
 
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--bptt", "10", "--dropout", "0"]
@@ -88,10 +88,13 @@ def test_train_neural_learns_the_documents_of_the_store(tmp_path: Path) -> None:
 
 def test_train_neural_fine_tunes_and_resumes(corpus: Path, tmp_path: Path) -> None:
     ok("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "base.pt", corpus)
+    update_checkpoint_metrics(tmp_path / "base.pt", blend_weight=0.37)  # as the shipped model has one
     (tmp_path / "mine.txt").write_text(grammar_lines(100, seed=2).replace("bird", "owl"))
     out = ok("train-neural", "--pretokenized", "--epochs", "1", "--init", "base.pt", "-o", "mine.pt", "mine.txt")
     assert "fine-tuning base.pt" in out
-    assert load_checkpoint(tmp_path / "mine.pt").vocab == load_checkpoint(tmp_path / "base.pt").vocab  # owl is <unk>
+    tuned = load_checkpoint(tmp_path / "mine.pt")
+    assert tuned.vocab == load_checkpoint(tmp_path / "base.pt").vocab  # owl is <unk>
+    assert tuned.metrics["blend_weight"] == 0.37  # kept: the user's text is no fair ground to refit it
     ok("train-neural", "--pretokenized", "--epochs", "2", "--resume", "-o", "mine.pt", "mine.txt")
     assert load_checkpoint(tmp_path / "mine.pt").metrics["epoch"] == [1, 2]
 
@@ -123,3 +126,24 @@ def test_eval_prints_ngram_neural_and_blend_side_by_side(corpus: Path, tmp_path:
     assert "bad.pt is not a readable neural checkpoint" in error_of(
         "eval", "--db", "s.db", "--neural", "bad.pt", "test.txt"
     )
+
+
+def test_complete_and_score_blend_with_a_neural_model(corpus: Path, tmp_path: Path) -> None:
+    ok("build", "--db", "s.db", "--pretokenized", "--order", "3", corpus)
+    ok("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "m.pt", corpus)
+
+    def probabilities(output: str) -> dict[str, float]:
+        return {line.split()[1]: float(line.split()[2]) for line in output.splitlines()}
+
+    ngram = probabilities(ok("complete", "--db", "s.db", "-k", "20", "the cat sees the"))
+    blend = probabilities(ok("complete", "--db", "s.db", "-k", "20", "--neural", "m.pt", "the cat sees the"))
+    nouns = {"cat", "dog", "bird", "cow"}  # the only words seen after "sees the" ...
+    assert set(list(ngram)[:4]) == set(list(blend)[:4]) == nouns
+    assert blend != ngram  # ... weighed otherwise
+    assert sum(blend.values()) <= 1.005  # a distribution (printed to 3 significant digits)
+    (tmp_path / "t.txt").write_text(grammar_lines(5, seed=9))
+    assert "perplexity" in ok("score", "--db", "s.db", "--neural", "m.pt", "t.txt")
+    alone = run("complete", "--db", "s.db", "--neural", "default", "the cat sees the")  # no model fits this store
+    assert alone.exit_code == 0 and probabilities(alone.stdout) == ngram and "n-gram model alone" in alone.stderr
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    assert "not a readable neural checkpoint" in error_of("complete", "--db", "s.db", "--neural", "bad.pt", "the")

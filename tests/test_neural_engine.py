@@ -112,3 +112,72 @@ def test_bad_checkpoints_leave_the_ngram_model(engine: Engine, tmp_path: Path) -
         message = str(raised.value)
         assert reason in message and str(path) in message and "\n" not in message
         assert engine.model is engine.ngram and engine.neural is None
+
+
+# --- which neural model the `neuralModel` setting picks ------------------------------------------------------------
+def test_the_default_setting_picks_the_retrained_model_then_the_shipped_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lsp_server import paths
+
+    shipped = tmp_path / "shipped.pt"
+    monkeypatch.setattr(paths, "DEFAULT_NEURAL_MODEL", shipped)
+    store = tmp_path / "s.db"
+    grew_from_shipped = [paths.DEFAULT_BASE_NAME]
+    assert paths.neural_model_path("default", store, grew_from_shipped) is None  # nothing shipped, nothing retrained
+    shipped.write_bytes(b"x")
+    assert paths.neural_model_path("default", store, grew_from_shipped) == shipped
+    assert paths.neural_model_path("Default", store, []) is None  # another store: the shipped model does not fit
+    personal = paths.personal_neural_path(store)
+    assert personal == tmp_path / "s.db.neural.pt"
+    personal.write_bytes(b"x")
+    assert paths.neural_model_path("default", store, grew_from_shipped) == personal  # the user's own comes first
+    assert paths.neural_model_path("default", store, []) == personal
+    for off in (None, "", "none", "OFF", " none "):
+        assert paths.neural_model_path(off, store, grew_from_shipped) is None
+    assert paths.neural_model_path("~/m.pt", store, []) == Path.home() / "m.pt"
+
+
+def test_the_settings_read_an_empty_or_null_neural_model_as_none() -> None:
+    from lsp_server.settings import Settings, parse_settings
+
+    assert Settings().neural_model == "default"
+    for raw, expected in ((None, "none"), ("", "none"), ("  ", "none"), ("/m.pt", "/m.pt"), ("default", "default")):
+        settings, problems = parse_settings({"neuralModel": raw})
+        assert settings.neural_model == expected and problems == []
+    settings, [problem] = parse_settings({"neuralModel": 3})
+    assert settings.neural_model == "default" and "neuralModel" in problem
+
+
+def test_a_store_seeded_from_the_shipped_model_names_its_base(tmp_path: Path) -> None:
+    from lsp_server.paths import DEFAULT_BASE_NAME, DEFAULT_MODEL, seed_from_default_model
+
+    if not DEFAULT_MODEL.exists():
+        pytest.skip(f"the shipped default model {DEFAULT_MODEL} is missing")
+    assert seed_from_default_model(tmp_path / "fresh.db")  # what the default store gets on first use
+    engine = Engine.open(tmp_path / "fresh.db")
+    try:
+        assert engine.base_sources() == [DEFAULT_BASE_NAME]
+    finally:
+        engine.close()
+
+
+def test_fine_tuning_keeps_the_blend_weight_the_model_came_with(store: Path, checkpoint: Path, tmp_path: Path) -> None:
+    from lm_core.neural import load_checkpoint, update_checkpoint_metrics
+
+    base = tmp_path / "base.pt"
+    base.write_bytes(checkpoint.read_bytes())
+    update_checkpoint_metrics(base, blend_weight=0.42)
+    assert load_checkpoint(base).metrics["blend_weight"] == 0.42
+    with CountStore.open(store) as s:
+        sentences = s.learned_sentences()
+    tuned = tmp_path / "tuned.pt"
+    config = training.TrainConfig(epochs=1, batch_size=4, bptt=10)
+    training.train_on_sentences(sentences, tuned, init=load_checkpoint(base), config=config)
+    assert load_checkpoint(tuned).metrics["blend_weight"] == 0.42
+    engine = Engine.open(store)
+    try:
+        engine.attach_neural(tuned)
+        assert engine.neural_weight == 0.42
+    finally:
+        engine.close()

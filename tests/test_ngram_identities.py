@@ -205,3 +205,16 @@ def test_random_corpora_normalise_and_predict_the_top_3(sentences, context, orde
         model = NgramModel(counts, smoothing=smoothing, order=order)
         assert sum(model.distribution(ctx).values()) == pytest.approx(1, abs=1e-9)
         check_predict(model, ctx, 3)
+
+
+@pytest.mark.parametrize("order", [1, 2, 4])
+@pytest.mark.parametrize(("name", "kw"), ALL, ids=[n for n, _ in ALL])
+def test_distribution_arrays_are_the_distribution_to_the_last_bit(counts, name, kw, order):
+    """The dense Kneser-Ney path (cached unigram level, followers touched) does the same arithmetic."""
+    model = NgramModel(counts, order=order, **kw)
+    for context in CONTEXTS:
+        expected = model.distribution(context)
+        words, probs = model.distribution_arrays(context)
+        assert words == list(expected)
+        assert probs.tolist() == list(expected.values()), context
+        assert model.distribution_arrays(context)[0] is words  # one word list while the counts stay

@@ -103,7 +103,8 @@ export function expandPath(value: string, workspaceFolder?: string): string {
 }
 
 /** The settings object the server reads (initializationOptions and didChangeConfiguration, under "nextword").
- * An empty `databasePath` (or `neuralModel`) is left out, so the server keeps its default store (or a `--db` among the arguments). */
+ * An empty `databasePath` (or `neuralModel`) is left out, so the server keeps its default store (or a `--db` among the
+ * arguments) and its default neural model (`default`: the retrained or the shipped one; `none` turns it off). */
 export function serverSettings(settings: Settings, workspaceFolder?: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const key of SERVER_SETTINGS) {

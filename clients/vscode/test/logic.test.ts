@@ -122,7 +122,15 @@ describe('settings sent to the server', () => {
       maxDocumentChars: 2000000,
       ignoredWords: [],
       excludeGlobs: [],
+      neuralModel: 'default',
     });
+  });
+
+  test('the neural model: default, none, or a checkpoint path with ~ expanded', () => {
+    assert.equal(core.serverSettings(settings({ neuralModel: 'none' })).neuralModel, 'none');
+    assert.equal(core.serverSettings(settings({ neuralModel: '  ' })).neuralModel, undefined); // the server's default
+    const home = os.homedir();
+    assert.equal(core.serverSettings(settings({ neuralModel: '~/m.pt' })).neuralModel, path.join(home, 'm.pt'));
   });
 
   test('the database path, with ~ and ${workspaceFolder} expanded', () => {
