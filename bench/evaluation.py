@@ -17,6 +17,7 @@ Harper), with PNG plots under bench/plots/.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -655,6 +656,12 @@ def main() -> None:
     )
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy,adaptation,oddity")
     parser.add_argument(
+        "--accuracy-words",
+        type=int,
+        default=None,
+        help="next-word accuracy on the first N words (whole lines) of each test set (default: all)",
+    )
+    parser.add_argument(
         "--retrain-minutes",
         type=float,
         default=5.0,
@@ -662,6 +669,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    if args.accuracy_words is not None:
+        sizes = dataclasses.replace(sizes, accuracy_words=args.accuracy_words)
     corpora = corpora_dir(args.corpora)
     skip = set(filter(None, args.skip.split(",")))
     neural = {}
@@ -713,7 +722,11 @@ def main() -> None:
     pr_points: list[tuple[float, float]] = []
     harper_points: list[tuple[str, float, float]] = []
     if acc:
-        scope = "the whole" if sizes is FULL else f"the first {sizes.accuracy_words:,} words (whole lines) of each"
+        scope = (
+            "the whole"
+            if sizes.accuracy_words >= FULL.accuracy_words
+            else (f"the first {sizes.accuracy_words:,} words (whole lines) of each")
+        )
         parts += [
             f"### Next-word accuracy (top-k, %) on {scope} test set",
             "",

@@ -48,7 +48,7 @@ from bench.common import (  # noqa: E402
 )
 from lm_core.blend import em_weights  # noqa: E402
 from lm_core.metrics import perplexity_of_scores, score_tokens  # noqa: E402
-from lm_core.neural import NeuralConfig, NeuralLM, build_model  # noqa: E402
+from lm_core.neural import NeuralConfig, NeuralLM, build_model, update_checkpoint_metrics  # noqa: E402
 from lm_core.ngram import NgramModel  # noqa: E402
 from lm_core.tokenize import pretokenized_sentences  # noqa: E402
 from lm_core.training import TrainConfig, build_vocab, encode, train  # noqa: E402
@@ -162,7 +162,13 @@ def train_model(cell: str, data: Data, args, tmp: Path, name: str) -> tuple[Neur
     model.cpu()
     seconds = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters())
-    info = {"epochs": result.epochs_run, "seconds": seconds, "params": params, "stopped": result.stopped}
+    info = {
+        "epochs": result.epochs_run,
+        "seconds": seconds,
+        "params": params,
+        "stopped": result.stopped,
+        "checkpoint": checkpoint,
+    }
     return NeuralLM(model, vocab), info
 
 
@@ -183,6 +189,8 @@ def corpus_rows(corpus: Corpus, args, root: Path, tmp: Path) -> list[list[str]]:
             neural_test, neural_valid = scorer(test), scorer(valid)
             weights = em_weights(np.column_stack([kn5_valid, neural_valid]))  # fit on valid
             blended = mixture(np.column_stack([kn5_test, neural_test]), weights)
+        if scorer == lm.sentence_logprobs and info["checkpoint"].exists():  # as bench/evaluation.py reads text
+            update_checkpoint_metrics(info["checkpoint"], blend_weight=float(weights[1]))
         rows.append(
             [
                 corpus.name,
