@@ -156,10 +156,9 @@ def completion_params(text: str) -> dict[str, Any]:
     return {"textDocument": {"uri": URI}, "position": {"line": len(lines) - 1, "character": character}}
 
 
-def typing_cases(test_file: Path, count: int, seed: int = 1) -> list[str]:
-    """Texts as a person types WikiText-2 test paragraphs word by word: each is the paragraph so far plus a space
-    (so a blended model's cached document state needs only the new word)."""
-    from lsp_server.default_model import UNK_MARKER, detokenize_wikitext
+def prose_paragraphs(test_file: Path, seed: int = 1) -> list[str]:
+    """WikiText-2 test paragraphs as prose (no headings, none with `<unk>`), shuffled."""
+    from lsp_server.default_model import detokenize_wikitext
 
     paragraphs = [
         detokenize_wikitext(line)
@@ -167,9 +166,15 @@ def typing_cases(test_file: Path, count: int, seed: int = 1) -> list[str]:
         if line.strip() and not line.strip().startswith("=") and "<unk>" not in line
     ]
     random.Random(seed).shuffle(paragraphs)
+    return paragraphs
+
+
+def typing_cases(test_file: Path, count: int) -> list[str]:
+    """Texts as a person types WikiText-2 test paragraphs word by word: each is the paragraph so far plus a space
+    (so a blended model's cached document state needs only the new word)."""
     out: list[str] = []
-    for paragraph in paragraphs:
-        words = [w for w in paragraph.split(" ") if w and UNK_MARKER not in w]
+    for paragraph in prose_paragraphs(test_file):
+        words = [w for w in paragraph.split(" ") if w]
         out += [" ".join(words[:i]) + " " for i in range(1, len(words))]
         if len(out) >= count:
             break
@@ -240,7 +245,10 @@ def run(args: Any, neural: str) -> dict[str, Any]:
             typing, _ = timed_completions(client, typed, version)
         rss, hwm = client.rss()
         client.close()
+        with step("diagnostics of a 5,000-word document"):
+            diagnostics = diagnostics_cost(db, test_file, neural)
     return {
+        "diagnostics": diagnostics,
         "latencies": {
             "random position, after a space": at_random[0::2],
             "random position, 1-2 letters typed": at_random[1::2],
@@ -254,14 +262,44 @@ def run(args: Any, neural: str) -> dict[str, Any]:
     }
 
 
+def diagnostics_cost(db: Path, test_file: Path, neural: str, words: int = 5_000) -> dict[str, float]:
+    """Seconds of `Engine.check` (perplexity and odd words, what diagnostics publish) on a `words`-word document
+    of WikiText-2 test prose: cold (every sentence scored), then after one word in the middle is changed (only
+    that sentence is scored again)."""
+    from lsp_server.engine import Engine
+    from lsp_server.paths import neural_model_path
+
+    text, n = [], 0
+    for paragraph in prose_paragraphs(test_file):  # whole paragraphs, until `words`
+        if n >= words:
+            break
+        text.append(paragraph)
+        n += len(paragraph.split())
+    document = "\n\n".join(text)
+    engine = Engine.open(db)
+    path = neural_model_path(neural, db, engine.base_sources())
+    if path is not None:
+        engine.attach_neural(path)
+    with Stopwatch() as cold:
+        engine.check(document)
+    middle = len(document) // 2
+    at = document.index(" the ", middle)
+    with Stopwatch() as warm:
+        engine.check(document[:at] + " a " + document[at + 5 :])
+    engine.close()
+    return {"words": float(len(document.split())), "cold_s": cold.seconds, "edit_s": warm.seconds}
+
+
 def report(results: dict[str, dict[str, Any]], full: bool) -> str:
-    rows, summary = [], []
+    rows, summary, checks = [], [], []
     for model, figures in results.items():
         everything = [x for values in figures["latencies"].values() for x in values]
         for name, values in [*figures["latencies"].items(), ("all", everything)]:
             p50, p95, p99 = percentiles(values)
             rows.append([model, name, fmt(len(values)), fmt(p50), fmt(p95), fmt(p99), fmt(max(values))])
         p50, _, p99 = percentiles(everything)
+        d = figures["diagnostics"]
+        checks.append([model, fmt(d["words"]), f"{d['cold_s'] * 1000:,.0f}", f"{d['edit_s'] * 1000:,.1f}"])
         attached = "-" if figures["attached_s"] is None else f"{figures['attached_s']:.2f} s"
         summary.append(
             [
@@ -287,7 +325,11 @@ def report(results: dict[str, dict[str, Any]], full: bool) -> str:
         f"to 64 tokens through the network), and while typing WikiText-2 test paragraphs word by word (the "
         f"document's cached state: only the new word runs). Each request follows a didChange with the text before "
         f"the cursor. `n-gram`: neuralModel none; `blend`: neuralModel default (the shipped LSTM, attached in the "
-        f"background; timing starts once it is).\n\n{table}\n\n{markdown_table(head, summary)}\n"
+        f"background; timing starts once it is).\n\n{table}\n\n{markdown_table(head, summary)}\n\n"
+        "Diagnostics (`Engine.check`: perplexity and odd words) on WikiText-2 test paragraphs as one document, "
+        "in process: cold, then after one word in the middle is changed (aim: <= 300 ms for 5,000 words):\n\n"
+        + markdown_table(["model", "words", "cold ms", "after a one-word edit ms"], checks)
+        + "\n"
     )
 
 

@@ -34,6 +34,7 @@ from pytest_lsp.client import make_test_lsp_client
 from lm_core.counts import ADJUSTED, RAW
 from lm_core.oddities import OddityConfig
 from lsp_server.engine import Engine
+from lsp_server.paths import DEFAULT_MODEL, DEFAULT_NEURAL_MODEL, seed_from_default_model
 from store.countstore import CountStore, source_name
 from store.sources import sha256
 
@@ -869,6 +870,39 @@ async def test_a_neural_model_is_attached_in_the_background(
         while details(await complete(client, uri, end_of(text))) != ngram:
             assert time.monotonic() < deadline, "completions never went back to the n-gram model"
             await asyncio.sleep(0.05)
+        assert client.messages == []
+    finally:
+        await stop_server(client)
+
+
+@pytest.mark.skipif(
+    not (DEFAULT_MODEL.exists() and DEFAULT_NEURAL_MODEL.exists()), reason="the shipped default models are missing"
+)
+async def test_the_shipped_lstm_comes_by_itself_to_a_store_grown_from_the_shipped_model(tmp_path: Path) -> None:
+    db = tmp_path / "seeded.db"
+    assert seed_from_default_model(db)
+    text = "I live in New "
+    engine = Engine.open(db)
+    ngram = [(s.word, f"P = {s.prob:.4f}") for s in engine.complete_at(text, len(text)).suggestions]
+    engine.close()
+    client = await start_server(NEURAL_KIND, db, tmp_path / "home")  # no neuralModel setting: "default"
+    try:
+        uri = open_doc(client, text)
+        first = details(await complete(client, uri, end_of(text)))
+        assert first[0][0] == "York"  # answered at once, by whichever model is ready
+
+        async def attached() -> Any:
+            stats = await command(client, "nextword.statistics")
+            return stats if "neural_model" in stats else None
+
+        deadline = time.monotonic() + 60
+        while (stats := await attached()) is None:
+            assert time.monotonic() < deadline, "the shipped LSTM was never attached"
+            await asyncio.sleep(0.1)
+        assert stats["neural_model"] == str(DEFAULT_NEURAL_MODEL)
+        assert 0 < stats["blend_weight"] < 1 and stats["blend_weight"] != 0.3  # the checkpoint's EM weight
+        blended = details(await complete(client, uri, end_of(text)))
+        assert blended[0][0] == "York" and blended != ngram and first in (ngram, blended)
         assert client.messages == []
     finally:
         await stop_server(client)
