@@ -223,7 +223,7 @@ def cell_rows(args, root: Path, tmp: Path) -> list[list[str]]:
     rows = []
     for cell in ("rnn", "lstm", "gru", "window"):
         with step(f"PTB: {cell}"):
-            lm, info = train_model(cell, data, args, tmp, f"PTB-{cell}")
+            lm, info = train_model(cell, data, args, tmp, f"PTB-cells-{cell}")
             per_line = perplexity_of_scores(lm.sentence_logprobs(test))
             stream = perplexity_of_scores(lm.stream_logprobs(test))
         rows.append(
