@@ -101,6 +101,32 @@ class Blend:
         words, probs = self.component_arrays(context)
         return dict(zip(words, (self.weights @ probs).tolist(), strict=True))
 
+    def sentence_logprobs(self, tokens: Sequence[str]) -> list[float]:
+        """Natural-log P of every token of a flat sequence with `</s>` at sentence ends, each sentence read from
+        `<s>` (the numbers `score_tokens` gives, up to float rounding): a component that can score whole sentences
+        at once (`NeuralLM.sentence_logprobs`: one network call per sentence, not one per token) does so; a word
+        some component does not know takes the per-word path (its probability depends on `<unk>`'s share)."""
+        tokens = list(tokens)
+        columns = []
+        for model in self.models:
+            batched = getattr(model, "sentence_logprobs", None)
+            if batched is not None:
+                columns.append(batched(tokens))
+            else:
+                width = None if model.order is None else model.order - 1
+                columns.append([model.logprob(word, context) for word, context in contexts(tokens, width)])
+        logprobs = np.asarray(columns, dtype=np.float64).T.reshape(len(tokens), len(self.models))  # (T, M)
+        self._refresh_known()
+        log_weights = np.log(self.weights, where=self.weights > 0, out=np.full(len(self.weights), -math.inf))
+        out = []
+        width = None if self.order is None else self.order - 1
+        for row, (word, context) in zip(logprobs, contexts(tokens, width), strict=True):
+            if word in (BOS, UNK) or not all(known is not None and word in known for known in self._known):
+                row = self.component_logprobs(word, context)
+            terms = log_weights + row
+            out.append(float(np.logaddexp.reduce(terms)) if np.isfinite(terms).any() else -math.inf)
+        return out
+
     # --- per-component probabilities --------------------------------------------------------------------------------
     def component_logprobs(self, word: str, context: Context) -> np.ndarray:
         """log P'_m(word | context) for each component m (natural logs), as blended (see the module docstring).

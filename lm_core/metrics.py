@@ -41,6 +41,15 @@ def score_tokens(model: LanguageModel, tokens: Sequence[str]) -> list[TokenScore
     ]
 
 
+def sentence_scores(model: LanguageModel, tokens: Sequence[str]) -> list[float]:
+    """The natural-log probabilities `score_tokens` gives, from a model's batched `sentence_logprobs` when it has
+    one (a neural model or a blend: one network call per sentence instead of one per token)."""
+    batched = getattr(model, "sentence_logprobs", None)
+    if batched is not None:
+        return list(batched(tokens))
+    return [s.logprob for s in score_tokens(model, tokens)]
+
+
 def perplexity_of_scores(logprobs: Iterable[float]) -> float:
     """exp(-mean(logprobs)); inf if any is -inf; nan for no scores."""
     values = list(logprobs)

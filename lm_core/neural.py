@@ -112,10 +112,12 @@ class RecurrentLM(nn.Module):
         if not config.tie_weights:
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
 
-    def forward(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def forward(self, ids: torch.Tensor, state: State, last_only: bool = False) -> tuple[torch.Tensor, State]:
+        """Logits (B, T, V) for each position, or (B, 1, V) for the last one only (`last_only`: what a suggestion
+        needs, without the decoder's cost for the others), and the state after the chunk."""
         x = self.drop(self.encoder(ids))  # (B, T, E)
         out, state = self.rnn(x, state)  # (B, T, H); state (L, B, H), or (h, c) for an LSTM
-        logits = self.decoder(self.drop(out))  # (B, T, V)
+        logits = self.decoder(self.drop(out[:, -1:] if last_only else out))  # (B, T or 1, V)
         return logits.masked_fill(self.never, -math.inf), state
 
     def init_state(self, batch: int) -> State:
@@ -150,10 +152,15 @@ class WindowLM(nn.Module):
         if not config.tie_weights:
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
 
-    def forward(self, ids: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, ids: torch.Tensor, state: torch.Tensor, last_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `RecurrentLM.forward`."""
         n = self.config.window
         full = torch.cat([state, ids], dim=1)  # (B, n + T): the previous n ids, then this chunk
         windows = _mask_before_bos(full.unfold(1, n, 1)[:, 1:])  # (B, T, n): window t ends with ids[:, t]
+        if last_only:
+            windows = windows[:, -1:]
         x = self.drop(self.encoder(windows)).flatten(2)  # (B, T, n * E)
         h = self.drop(torch.tanh(self.hidden(x)))  # (B, T, H)
         logits = self.decoder(h)  # (B, T, V)
@@ -450,7 +457,7 @@ class NeuralLM:
             fed, state = 0, self.model.init_state(1)
             states = [(0, state)]
         ids = self._tensor([self.id_of(t) for t in tokens[fed:]])  # (1, T)
-        logits, state = self.model(ids, state)  # (1, T, V)
+        logits, state = self.model(ids, state, last_only=True)  # (1, 1, V)
         self.tokens_run += ids.size(1)
         logprobs = F.log_softmax(logits[0, -1].double(), dim=-1).cpu()  # (V,) float64, so it sums to 1 exactly
         states.append((len(tokens), state))

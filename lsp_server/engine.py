@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from lm_core import tokenize
 from lm_core.backoff import BackoffModel
-from lm_core.metrics import perplexity_of_scores, score_tokens
+from lm_core.metrics import perplexity_of_scores, sentence_scores
 from lm_core.model import Context
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Oddity, OddityConfig, find_oddities
@@ -392,7 +392,7 @@ class Engine:
         skip = [t.kind not in ("word", "number") for t in sentence]
         guessable = [t.surface.islower() for t in sentence]  # not names, numbers or acronyms
         model = self.model
-        logprobs = [s.logprob for s in score_tokens(model, norms)]
+        logprobs = sentence_scores(model, norms)
         return math.fsum(logprobs), find_oddities(model, norms, config, skip, guessable, logprobs)
 
     # --- learning ---------------------------------------------------------------------------------------------

@@ -181,3 +181,19 @@ def test_fine_tuning_keeps_the_blend_weight_the_model_came_with(store: Path, che
         assert engine.neural_weight == 0.42
     finally:
         engine.close()
+
+
+def test_a_blend_scores_whole_sentences_as_it_scores_word_by_word(engine: Engine, checkpoint: Path) -> None:
+    from lm_core.metrics import score_tokens, sentence_scores
+
+    engine.attach_neural(checkpoint, 0.4)
+    blend = engine.model
+    # words both models know, a word neither knows (scored as <unk>, through the per-word path), <unk> itself
+    tokens = "the cat sat on the mat . </s> their zebra is big . </s> <unk> sat on the rug </s>".split()  # noqa: SIM905
+    assert "zebra" not in blend.models[1] and "zebra" not in engine.ngram.distribution(("<s>",))
+    word_by_word = [s.logprob for s in score_tokens(blend, tokens)]
+    assert blend.sentence_logprobs(tokens) == pytest.approx(word_by_word, abs=1e-6)  # one network call a sentence
+    assert sentence_scores(blend, tokens) == pytest.approx(word_by_word, abs=1e-6)
+    assert sentence_scores(engine.ngram, tokens) == word_by_word[:0] + [
+        s.logprob for s in score_tokens(engine.ngram, tokens)
+    ]
