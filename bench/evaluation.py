@@ -656,6 +656,9 @@ def main() -> None:
     )
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy,adaptation,oddity")
     parser.add_argument(
+        "--section", default=SECTION, help=f"the results section to write (default {SECTION}; others for partial runs)"
+    )
+    parser.add_argument(
         "--accuracy-words",
         type=int,
         default=None,
@@ -702,6 +705,11 @@ def main() -> None:
             engine = Engine.open(db)
             with step(f"oddities: Engine.check over {len(data.sentences):,} sentences"):
                 results.append(run_ours(engine, data))
+            if DEFAULT_NEURAL_MODEL.exists():  # what the server checks with by default: the blend
+                engine.attach_neural(DEFAULT_NEURAL_MODEL)
+                with step(f"oddities: Engine.check with the shipped LSTM over {len(data.sentences):,} sentences"):
+                    blended = run_ours(engine, data)
+                results.append(dataclasses.replace(blended, name="nextword (Engine.check, shipped model + LSTM)"))
             engine.close()
             for exclude in (False, True):
                 with step("oddities: Harper"):
@@ -788,7 +796,9 @@ def main() -> None:
         truth = [(e.doc, *e.span) for e in data.errors]
         ours = results[0]
         pr_points = [precision_recall(ours.at(t), truth) for t in THRESHOLDS]
-        for r in results[1:]:
+        for r in results:
+            if r.name.startswith("nextword"):
+                continue
             p, rc = precision_recall(r.at(0.0), truth)
             harper_points.append((r.name.replace("harper-py, ", "").upper(), p, rc))
         main_table, curve_table = oddity_tables(data, results, harper_notes)
@@ -834,7 +844,8 @@ def main() -> None:
     print(f"\nruntime {runtime:.0f} s; plots in {out_dir}")
     out = results_path(args)
     if out is not None:
-        write_section(out, SECTION, section_text("Evaluation (`bench/evaluation.py`)", body, runtime, ["harper-py"]))
+        title = "Evaluation (`bench/evaluation.py`)" + (f": {args.section}" if args.section != SECTION else "")
+        write_section(out, args.section, section_text(title, body, runtime, ["harper-py"]))
 
 
 if __name__ == "__main__":
