@@ -722,7 +722,11 @@ def train_neural(
 @click.argument("file", type=click.Path(path_type=Path))
 @db_option
 @click.option(
-    "--neural", "neural_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Neural checkpoint."
+    "--neural",
+    "neural_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Neural checkpoint, or 'default' (the retrained or the shipped one, as the server picks).",
 )
 @click.option("--pretokenized", is_flag=True, help="FILE is one sentence a line, split on spaces.")
 @smoothing_option
@@ -764,6 +768,12 @@ def eval_command(
 
         torch.set_num_threads(1)  # one token at a time: more threads only wait on each other
 
+        if str(neural_path) == DEFAULT_NEURAL:  # as the server's setting: the retrained model, else the shipped one
+            neural_path = neural_model_path(DEFAULT_NEURAL, engine.store.path, engine.base_sources())
+            if neural_path is None:
+                fail(
+                    "no neural model for this store: none retrained beside it, and it did not grow from the shipped one"
+                )
         try:
             lm = neural.NeuralLM.load(neural_path)
         except neural.CheckpointError as exc:

@@ -147,3 +147,12 @@ def test_complete_and_score_blend_with_a_neural_model(corpus: Path, tmp_path: Pa
     assert alone.exit_code == 0 and probabilities(alone.stdout) == ngram and "n-gram model alone" in alone.stderr
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     assert "not a readable neural checkpoint" in error_of("complete", "--db", "s.db", "--neural", "bad.pt", "the")
+
+
+def test_eval_neural_default_needs_a_model_that_fits_the_store(corpus: Path, tmp_path: Path) -> None:
+    ok("build", "--db", "s.db", "--pretokenized", "--order", "3", corpus)
+    (tmp_path / "test.txt").write_text(grammar_lines(20, seed=3))
+    assert "no neural model for this store" in error_of("eval", "--db", "s.db", "--neural", "default", "test.txt")
+    ok("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "s.db.neural.pt", corpus)  # "retrained"
+    rows = ok("eval", "--db", "s.db", "--neural", "default", "test.txt")
+    assert "neural" in rows and "blend" in rows
