@@ -244,6 +244,11 @@ def save_checkpoint(
         "metrics": metrics or {},
         "training": training,
     }
+    _save_atomically(payload, path)
+
+
+def _save_atomically(payload: dict[str, Any], path: Path) -> None:
+    """`torch.save` to a temporary file renamed over `path`: a crash never leaves half a checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
@@ -261,14 +266,7 @@ def update_checkpoint_metrics(path: str | Path, **values: Any) -> None:
     path = Path(path)
     payload = torch.load(path, map_location="cpu", weights_only=True)
     payload["metrics"] = {**payload.get("metrics", {}), **values}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _save_atomically(payload, path)
 
 
 def share_storage(weights: Mapping[str, torch.Tensor], convert) -> dict[str, torch.Tensor]:
