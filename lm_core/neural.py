@@ -104,13 +104,7 @@ class RecurrentLM(nn.Module):
         self.encoder = nn.Embedding(config.vocab_size, config.embed_dim)
         self.rnn = rnn_class(config.embed_dim, config.hidden_dim, config.layers, dropout=between, batch_first=True)
         self.decoder = nn.Linear(config.hidden_dim, config.vocab_size)
-        if config.tie_weights:
-            self.decoder.weight = self.encoder.weight
-        self.register_buffer("never", _never_predicted(config.vocab_size), persistent=False)
-        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
-        if not config.tie_weights:
-            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        _finish_word_layers(self, config)
 
     def forward(self, ids: torch.Tensor, state: State, last_only: bool = False) -> tuple[torch.Tensor, State]:
         """Logits (B, T, V) for each position, or (B, 1, V) for the last one only (`last_only`: what a suggestion
@@ -144,13 +138,7 @@ class WindowLM(nn.Module):
         self.encoder = nn.Embedding(config.vocab_size, config.embed_dim)
         self.hidden = nn.Linear(config.window * config.embed_dim, config.hidden_dim)
         self.decoder = nn.Linear(config.hidden_dim, config.vocab_size)
-        if config.tie_weights:
-            self.decoder.weight = self.encoder.weight
-        self.register_buffer("never", _never_predicted(config.vocab_size), persistent=False)
-        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
-        if not config.tie_weights:
-            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        _finish_word_layers(self, config)
 
     def forward(
         self, ids: torch.Tensor, state: torch.Tensor, last_only: bool = False
@@ -170,6 +158,18 @@ class WindowLM(nn.Module):
         """`window` copies of `<s>` per row, on the model's device."""
         weight = next(self.parameters())
         return torch.full((batch, self.config.window), BOS_ID, dtype=torch.long, device=weight.device)
+
+
+def _finish_word_layers(module: nn.Module, config: NeuralConfig) -> None:
+    """What both model kinds do with their word vectors and decoder: tie them if asked, mask `<s>` out of the
+    predictions, initialise them as word_language_model does."""
+    if config.tie_weights:
+        module.decoder.weight = module.encoder.weight
+    module.register_buffer("never", _never_predicted(config.vocab_size), persistent=False)
+    nn.init.uniform_(module.encoder.weight, -0.1, 0.1)
+    nn.init.zeros_(module.decoder.bias)
+    if not config.tie_weights:
+        nn.init.uniform_(module.decoder.weight, -0.1, 0.1)
 
 
 def _never_predicted(vocab_size: int) -> torch.Tensor:
