@@ -183,7 +183,7 @@ def missing_word_edits(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iter
 def spelling_edits(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator[Edit]:
     """Frequent known words one edit (a letter deleted, inserted, changed, or two swapped) from token i."""
     word = tokens[i]
-    if len(word) < 4 or not word.isalpha():
+    if len(word) < 4 or not word.isalpha() or not vocab.known(word):
         return
     for other in vocab.near(word):
         yield Edit(SPELLING, i, i + 1, (other,))

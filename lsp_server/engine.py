@@ -391,10 +391,11 @@ class Engine:
                 if same and not (k == 0 and at_start):
                     words.append(same[0])
                 else:
-                    words.append(self.display(word, at_start and k == 0, span[0].surface if k == 0 else ""))
-            alternatives.append((" ".join(words), correction.gain))
+                    words.append(_cased(self.display(word, False), at_start and k == 0, span[0].surface))
+            written = " ".join(words)
+            alternatives.append((written, correction.gain))
             kinds.append(correction.kind)
-            reasons.append(explain([t.surface for t in span], correction))
+            reasons.append(explain(text[start:end], written, correction))
         return OddWord(start, end, text[start:end], odd.surprisal, tuple(alternatives), tuple(kinds), tuple(reasons))
 
     def word_info(self, text: str, offset: int, k: int = 5, config: OddityConfig | None = None) -> WordInfo | None:
@@ -509,6 +510,16 @@ class Engine:
         if self.neural_path is not None:
             stats.update(neural_model=str(self.neural_path), blend_weight=self.neural_weight)
         return stats
+
+
+def _cased(word: str, sentence_start: bool, like: str) -> str:
+    """A correction written as the user would: lower case when the word it replaces is (a name keeps the store's
+    capitals only if the replaced word had them too), capitalised at a sentence start."""
+    if like.islower() and word[:1].isupper() and word[1:].islower():
+        word = word.lower()
+    if sentence_start and like[:1].isupper():
+        word = word[:1].upper() + word[1:]
+    return word
 
 
 def _is_common_casing(surface: str, index: int) -> bool:

@@ -429,7 +429,7 @@ async def test_inline_completion_continues_with_several_words(shared: LanguageCl
 async def test_diagnostics_on_open_report_perplexity_and_odd_words(shared: LanguageClient, engine: Engine) -> None:
     uri = open_doc(shared, ODD_TEXT)
     diagnostics = await diagnostics_of(shared, uri)
-    check = engine.check(ODD_TEXT, OddityConfig(threshold_bits=7.0))
+    check = engine.check(ODD_TEXT, OddityConfig())
     assert check.tokens == 19
 
     [perplexity] = [d for d in diagnostics if d.code == "perplexity"]
@@ -529,7 +529,11 @@ async def test_hover_shows_surprisal_and_alternatives(shared: LanguageClient, en
     info = engine.word_info(ODD_TEXT, 2)
     assert info is not None and math.isclose(info.surprisal, bits)
     alternatives = ", ".join(f"{a.word} ({a.prob:.1%})" for a in info.alternatives)
+    [reason] = engine.check(ODD_TEXT).oddities[0].reasons
+    assert reason.startswith("'Their' is often confused with 'There'; the model finds 'There' ")
+    assert reason.endswith("x likelier than 'Their' here")
     assert hover.contents.value == (
+        f"**'Their'** reads oddly here.\n- 'There': {reason}\n\n---\n\n"
         f"**Their**: surprisal {bits:.1f} bits (P = {2**-bits:.2g})\n\nLikelier here: {alternatives}"
     )
     assert "There (" in alternatives
