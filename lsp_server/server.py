@@ -27,7 +27,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import JsonRPCNotification
 
-from lm_core import tokenize
+from lm_core import corrections, tokenize
 from lm_core.oddities import OddityConfig
 from lm_core.sampling import BeamConfig, beam_continuation
 from lsp_server import comments
@@ -199,6 +199,7 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
     ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
+    ls.background.submit(corrections.warm)  # lemminflect's tables (about a second), before the first check
     ls.initialized = True
     schedule_neural(ls)
 

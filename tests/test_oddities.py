@@ -223,3 +223,14 @@ def test_explanations_are_plain_words() -> None:
     assert explain("siences", "sciences", misspelt) == (
         "'siences' is not a word the model or the dictionary knows; perhaps 'sciences'"
     )
+
+
+def test_the_oddity_kinds_setting_is_validated() -> None:
+    from lsp_server.settings import Settings, parse_settings
+
+    settings, problems = parse_settings({"oddityKinds": ["article", "misspelling", "article"]})
+    assert (settings.oddity_kinds, problems) == (("article", "misspelling"), [])
+    settings, [problem] = parse_settings({"oddityKinds": ["articles"]})
+    assert settings.oddity_kinds == Settings().oddity_kinds == corrections.KINDS
+    assert problem.startswith("nextword setting 'oddityKinds': unknown kind(s) 'articles'; known: confusion, ")
+    assert parse_settings({"oddityKinds": "article"})[1] != []
