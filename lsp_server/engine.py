@@ -136,6 +136,7 @@ class Engine:
         self._check_version: tuple[int, int, OddityConfig] | None = None
         self._memo: Memo = {}  # per-token n-gram scores of candidate windows, kept while the counts stay the same
         self._vocabulary: tuple[int, Vocabulary] | None = None
+        self._neighbours: tuple[frozenset[str], NeighbourIndex] | None = None
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -463,6 +464,13 @@ class Engine:
             self._vocabulary = (version, self._make_vocabulary())
         return self._vocabulary[1]
 
+    def _neighbour_index(self, words: list[str]) -> NeighbourIndex:
+        """The spelling neighbours of `words`, kept while the list stays the same (learning rarely changes it)."""
+        key = frozenset(words)
+        if self._neighbours is None or self._neighbours[0] != key:
+            self._neighbours = (key, NeighbourIndex(words))
+        return self._neighbours[1]
+
     def _make_vocabulary(self) -> Vocabulary:
         if isinstance(self.ngram, NgramModel):
             counts = self.ngram.counts
@@ -484,7 +492,7 @@ class Engine:
                     after = followers[aid] = frozenset(level((aid,)).ids.tolist())
                 return id_of(b) in after
 
-            return Vocabulary(lambda w: id_of(w) != UNK_ID, NeighbourIndex(frequent), seen_pair)
+            return Vocabulary(lambda w: id_of(w) != UNK_ID, self._neighbour_index(frequent), seen_pair)
         ngram = self.ngram
         return Vocabulary(known=lambda w: ngram.logprob(w, ()) > ngram.logprob(UNK, ()), near=lambda w: ())
 

@@ -199,7 +199,7 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
     ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
-    ls.background.submit(corrections.warm)  # lemminflect's tables (about a second), before the first check
+    ls.background.submit(_warm_oddities, ls)  # lemminflect's tables, the spelling index: before the first check
     ls.initialized = True
     schedule_neural(ls)
 
@@ -253,6 +253,16 @@ def _warm_up(ls: NextwordServer) -> None:
         ls.message(f"nextword cannot open its store: {exc}", types.MessageType.Error)
     except Exception:  # never kill the server from a background task
         log.exception("warm-up failed")
+
+
+def _warm_oddities(ls: NextwordServer) -> None:
+    try:
+        corrections.warm()
+        ls.engine().oddity_vocabulary()
+    except StoreError:
+        pass  # said by the warm-up of the interactive thread
+    except Exception:  # never kill the server from a background task
+        log.exception("warming the oddity tables failed")
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
