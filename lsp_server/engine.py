@@ -134,6 +134,7 @@ class Engine:
         self._casing_version: int | None = None
         self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
         self._check_version: tuple[int, int, OddityConfig] | None = None
+        self._check_lock = threading.Lock()  # one check at a time fills the sentence cache
         self._memo: Memo = {}  # per-token n-gram scores of candidate windows, kept while the counts stay the same
         self._vocabulary: tuple[int, Vocabulary] | None = None
         self._neighbours: tuple[frozenset[str], NeighbourIndex] | None = None
@@ -344,9 +345,11 @@ class Engine:
         config = config or OddityConfig()
         total, count, found = 0.0, 0, []
         sentences = self._sentences(text)
-        self._checked(sentences, config)
+        with self._check_lock:
+            self._checked(sentences, config)
+            results = self._sentence_cache
         for sentence in sentences:
-            logprob, oddities = self._sentence_cache[tuple(t.norm for t in sentence)]
+            logprob, oddities = results[tuple(t.norm for t in sentence)]
             total, count = total + logprob, count + len(sentence)
             for odd in oddities:
                 if any(t.norm in ignored or t.surface in ignored for t in sentence[odd.index : odd.end]):
@@ -354,30 +357,34 @@ class Engine:
                 found.append(self._odd_word(text, sentence, odd))
         perplexity = math.exp(-total / count) if count else math.nan
         if len(self._sentence_cache) > 50_000:
-            self._sentence_cache.clear()
+            self._sentence_cache = {}
         return DocumentCheck(perplexity, count, found)
 
     def _checked(self, sentences: list[list[tokenize.Token]], config: OddityConfig) -> None:
-        """Check the sentences not checked yet under this model version and config (counts fetched in bulk)."""
+        """Check the sentences not checked yet under this model version and config (counts fetched in bulk); the
+        caller holds `_check_lock`."""
         if self._check_version != (self.version, self._neural_generation, config):
             if self._check_version is None or self._check_version[0] != self.version:
                 self._memo = {}
-            self._sentence_cache.clear()
+            self._sentence_cache = {}
             self._check_version = (self.version, self._neural_generation, config)
         if len(self._memo) > MEMO_LIMIT:
             self._memo = {}
         todo = list({tuple(t.norm for t in s): s for s in sentences if tuple(t.norm for t in s) not in
                      self._sentence_cache}.values())  # fmt: skip
-        if not todo:
-            return
-        self._prefetch(todo)
+        if todo:
+            self._prefetch(todo)
+            self._sentence_cache.update(self._find(todo, config, self._memo))
+
+    def _find(
+        self, sentences: list[list[tokenize.Token]], config: OddityConfig, memo: Memo
+    ) -> dict[tuple[str, ...], tuple[float, list[Oddity]]]:
+        """Each sentence's log-probability (natural log) and oddities, all candidates scored in one batch."""
         model = self.model
         screen = self.ngram if model is not self.ngram else None
-        vocab = self.oddity_vocabulary()
-        inputs = [self._sentence_input(sentence, model) for sentence in todo]
-        found = find_oddities_many(model, inputs, config, vocab, screen, self._memo)
-        for item, oddities in zip(inputs, found, strict=True):
-            self._sentence_cache[tuple(item.tokens)] = (math.fsum(item.logprobs), oddities)
+        inputs = [self._sentence_input(sentence, model) for sentence in sentences]
+        found = find_oddities_many(model, inputs, config, self.oddity_vocabulary(), screen, memo)
+        return {tuple(item.tokens): (math.fsum(item.logprobs), odd) for item, odd in zip(inputs, found, strict=True)}
 
     def _odd_word(self, text: str, sentence: list[tokenize.Token], odd: Oddity) -> OddWord:
         """An oddity of a sentence as the user sees it: its span of the text, alternatives as they would type them."""
@@ -425,9 +432,14 @@ class Engine:
     def _oddity_at(
         self, segment: str, sentence: list[tokenize.Token], i: int, config: OddityConfig, begin: int
     ) -> OddWord | None:
-        """The oddity covering token i of a sentence of `segment` (which starts at character `begin`), if any."""
-        self._checked([sentence], config)
-        for odd in self._sentence_cache[tuple(t.norm for t in sentence)][1]:
+        """The oddity covering token i of a sentence of `segment` (which starts at character `begin`), if any: from
+        the last check's results, else checked here without touching them (hover runs beside a check)."""
+        norms = tuple(t.norm for t in sentence)
+        fresh = self._check_version == (self.version, self._neural_generation, config)
+        result = self._sentence_cache.get(norms) if fresh else None
+        if result is None:
+            result = self._find([sentence], config, {})[norms]
+        for odd in result[1]:
             if odd.index <= i < odd.end:
                 found = self._odd_word(segment, sentence, odd)
                 return OddWord(

@@ -44,6 +44,7 @@ T = TypeVar("T")
 PERPLEXITY_NOTIFICATION = "nextword/perplexity"
 SOURCE = "nextword"
 ODD_WORD = "odd-word"
+WARM_ODDITIES_S = 3.0  # seconds after initialization that the oddity tables are loaded (unless a check needs them)
 PERPLEXITY = "perplexity"
 COMMANDS = {
     "learn_workspace": "nextword.learnWorkspace",
@@ -199,7 +200,8 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
     ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
-    ls.background.submit(_warm_oddities, ls)  # lemminflect's tables, the spelling index: before the first check
+    # lemminflect's tables and the spelling index (1-2 s of Python), after the first completions have had the GIL
+    asyncio.get_running_loop().call_later(WARM_ODDITIES_S, ls.background.submit, _warm_oddities, ls)
     ls.initialized = True
     schedule_neural(ls)
 
