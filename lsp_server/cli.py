@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from lm_core.files import make_private_folder, write_private_text
 from lm_core.ngram import NgramConfig, Smoothing
 from lm_core.sampling import SamplingConfig, generate
 from lsp_server.engine import Engine
@@ -30,8 +31,8 @@ from lsp_server.paths import (
 )
 from store.countstore import MAX_ORDER, CountStore, source_name
 from store.errors import StoreError
-from store.secrets import is_secret_file
-from store.sources import read_text_file
+from store.secrets import is_secret_path
+from store.sources import read_user_text
 
 EXIT_ERROR = 1
 
@@ -100,6 +101,13 @@ def open_engine(
 ) -> Engine:
     """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`)."""
     engine = Engine.open(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
+    options_given = model_order is not None or Smoothing(smoothing) != Smoothing.KNESER_NEY
+    if not isinstance(engine.store, CountStore) and options_given:
+        engine.close()
+        fail(
+            f"{engine.store.path} is an imported ARPA model: it keeps its own order and backoff weights, so "
+            "--model-order and --smoothing do not apply"
+        )
     path = neural_model_path(neural, engine.store.path, engine.base_sources())
     if path is not None:
         from lm_core.neural import CheckpointError
@@ -275,11 +283,9 @@ def learn(file: Path, db: Path | None) -> None:
 
     Example: nextword learn notes/today.md
     """
-    if is_secret_file(file):
-        fail(f"{file} is a credentials file by its name; nextword never learns such files")
-    text = read_text_file(file)  # a file that cannot be learned creates nothing
+    text = read_user_text(file)  # a file that cannot be learned creates nothing
     engine = Engine.open(db, create=True)
-    result = engine.learn(source_name(file), text)
+    result = engine.counts_store.learn(source_name(file), text, kind="file")
     verb = "re-learned" if result.replaced else "learned"
     if result.secrets:
         kinds = ", ".join(sorted(set(result.secrets)))
@@ -343,7 +349,7 @@ def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: in
 
     Example: nextword score --top 5 draft.md
     """
-    text = read_text_file(file)
+    text = read_user_text(file)
     engine = open_engine(db, smoothing, model_order, neural)
     result = engine.score(text)
     if result.tokens == 0:
@@ -406,15 +412,21 @@ def generate_command(
 )
 @db_option
 @model_order_option
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
 @friendly_errors
-def export_arpa_command(output: Path, db: Path | None, model_order: int | None) -> None:
+def export_arpa_command(output: Path, db: Path | None, model_order: int | None, force: bool) -> None:
     """Write the store's interpolated modified Kneser-Ney model as an ARPA file (log10).
 
     Example: nextword export-arpa --db ptb.db -o ptb.arpa
     """
     from store.arpa import export_arpa
 
+    if output.exists() and not force:
+        fail(f"{output} exists; give --force to replace it")
     engine = Engine.open(db)
+    if not isinstance(engine.store, CountStore):
+        fail(f"{engine.store.path} is an imported ARPA model, not a count store: export the ARPA file it came from")
+    make_private_folder(output.parent)
     written = export_arpa(engine.counts_store.load_tables(), output, order=model_order)
     click.echo(f"{output}: " + ", ".join(f"{n}-grams {c:,}" for n, c in written.items()))
 
@@ -477,11 +489,12 @@ NEURAL_CELLS = ("rnn", "lstm", "gru", "window")
 
 
 def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[str]]:
-    """Sentences (each ending with `</s>`) of text files, tokenized for pretokenized or prose text."""
-    from lm_core import tokenize
+    """Sentences (each ending with `</s>`) of text files, tokenized for pretokenized or prose text; credential files
+    are refused and sentences holding a secret dropped, as `learn` does (a checkpoint's vocabulary is plain text)."""
+    from store.sources import analyse
 
-    split = tokenize.pretokenized_sentences if pretokenized else tokenize.prose_sentences
-    return [s for file in files for s in split(read_text_file(file))]
+    tokenizer = "pretokenized" if pretokenized else "prose"
+    return [s for file in files for s in analyse(read_user_text(file), tokenizer).sentences]
 
 
 def _print_progress(p: Any) -> None:
@@ -604,8 +617,8 @@ def train_neural(
     if init_path is not None and str(init_path) == DEFAULT_NEURAL:
         init_path = DEFAULT_NEURAL_MODEL
     for file in (*files, *([valid_file] if valid_file else [])):
-        if not file.is_file():
-            read_text_file(file)  # says why (missing, a directory) before any work
+        if not file.is_file() or is_secret_path(file):
+            read_user_text(file)  # says why (missing, a directory, credentials) before any work
 
     import dataclasses
 
@@ -745,7 +758,7 @@ def eval_command(
     from lm_core import tokenize
     from lm_core.metrics import perplexity, perplexity_of_scores
 
-    text = read_text_file(file)
+    text = read_user_text(file)
     engine = open_engine(db, smoothing, model_order)
     split = tokenize.pretokenized_sentences if pretokenized or engine.tokenizer == "pretokenized" else None
     sentences = split(text) if split else tokenize.prose_sentences(text)
@@ -880,14 +893,15 @@ def report_command(file: Path, output: Path, db: Path | None, alternatives: int)
     """
     from lsp_server.report import format_perplexity, render_report
 
-    text = read_text_file(file)
+    text = read_user_text(file)
     engine = open_engine(db)
     try:
         page = render_report(engine, text, title=f"nextword report: {file.name}", alternatives=alternatives)
         checked = engine.check(text)
     finally:
         engine.close()
-    output.write_text(page, encoding="utf-8")
+    make_private_folder(output.parent)
+    write_private_text(output, page)
     click.echo(
         f"{output}: perplexity {format_perplexity(checked.perplexity)} over {checked.tokens:,} tokens, "
         f"{len(checked.oddities):,} odd word(s)"

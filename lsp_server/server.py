@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
@@ -37,6 +37,7 @@ from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
+from store.secrets import is_secret_file
 
 log = logging.getLogger("nextword")
 T = TypeVar("T")
@@ -767,10 +768,17 @@ def _workspace_roots(ls: NextwordServer) -> list[Path]:
 
 
 def _never_learned(ls: NextwordServer, uri: str) -> str | None:
-    """Why the document at `uri` must not be learned (credentials by its name, `.nextwordignore`, `excludeGlobs`), or
-    None. Documents that are not files (untitled ones) may be learned; their secrets are dropped all the same."""
+    """Why the document at `uri` must not be learned (credentials by its name or a symbolic link's target,
+    `.nextwordignore`, `excludeGlobs`), or None. A document that is not a local file (`untitled:`,
+    `vscode-remote://`) is judged by the path in its URI: the credential names and `excludeGlobs` apply (a
+    `.nextwordignore` on another machine cannot be read). Secrets inside any document are dropped all the same."""
     parsed = urlparse(uri)
     if parsed.scheme != "file":
+        path = PurePosixPath(unquote(parsed.path) or uri)
+        if is_secret_file(path):
+            return f"{path.name} holds credentials"
+        if IgnoreRules(None, ls.settings.exclude_globs).ignores(path):
+            return "excluded by excludeGlobs"
         return None
     path = Path(unquote(parsed.path))
     roots = [root for root in _workspace_roots(ls) if path.is_relative_to(root)]

@@ -25,6 +25,7 @@ import numpy as np
 
 from lm_core.backoff import ArpaOrder, ArpaTables, BackoffModel, DuplicateNgramError, kneser_ney_tables
 from lm_core.counting import CountTables
+from lm_core.files import open_private
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, Vocab
 from store import schema
 from store.errors import InputError, StoreError
@@ -55,7 +56,7 @@ def write_arpa(tables: ArpaTables, path: str | Path) -> dict[int, int]:
         raise ValueError(f"the word {bad!r} cannot be written to an ARPA file: words must be non-empty, no spaces")
     counts = tables.listed_counts()
     words = np.array(tables.vocab.words, dtype=_STR)
-    with path.open("w", encoding="utf-8", newline="\n", buffering=1 << 20) as f:
+    with open_private(path, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as f:
         f.write("\\data\\\n" + "".join(f"ngram {n}={c}\n" for n, c in counts.items()))
         text = words[:0]
         for n, table in enumerate(tables.orders, start=1):

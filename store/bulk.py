@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_core.counting import count_ngrams, encode_sentences, limit_vocabulary, prune
+from lm_core.files import make_private_folder
 from lm_core.vocab import Vocab
 from store import sources
 from store.countstore import CountStore, source_name
@@ -89,7 +90,7 @@ def new_store(path: Path, order: int, tokenizer: str) -> Iterator[CountStore]:
     """
     path = Path(path).expanduser()
     refuse_existing_store(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".building", dir=path.parent)
     os.close(fd)
     temp = Path(name)

@@ -26,7 +26,6 @@ from lm_core.counts import ADJUSTED, COC_MAX, RAW
 from lm_core.vocab import BOS_ID, EOS_ID, Vocab
 from store import schema, sources
 from store.errors import InputError, StoreError, StoreMismatchError, UnknownSourceError
-from store.secrets import is_secret_file
 
 FORGOTTEN = "\x00forgotten\x00{}"
 """What a forgotten word's vocabulary row becomes (no tokenizer produces a NUL, so no text can match it)."""
@@ -255,9 +254,7 @@ class CountStore:
     def learn_file(self, path: str | Path) -> LearnResult:
         """Learn a text file; its resolved path names the source."""
         path = Path(path).expanduser()
-        if is_secret_file(path):
-            raise InputError(f"{path} is a credentials file by its name; nextword never learns such files")
-        text = sources.read_text_file(path)
+        text = sources.read_user_text(path)
         return self.learn(source_name(path), text, kind="file")
 
     def forget(self, source: str) -> LearnResult:
@@ -364,7 +361,7 @@ class CountStore:
             pending: list[np.ndarray] = []
             pending_tokens = 0
             for path in files:
-                text = sources.read_text_file(path)
+                text = sources.read_user_text(path)
                 name = source_name(path)
                 if self._source_contribution(name)[2]:
                     raise InputError(f"{path} is already in the store; use 'nextword learn' to update it")

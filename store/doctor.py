@@ -248,15 +248,16 @@ def rebuild(found: Salvage, target: Path, base_model: BaseModel | None = None) -
                 store.restore_source(dataclasses.replace(info, tokens=tokens), sentences, casing)
                 restored.append(info.name)
                 continue
-            if info.kind == "file" and Path(info.name).is_file():
+            # a file: learned by path (`nextword learn` recorded kind "document" before it said "file")
+            if info.kind in ("file", "document") and Path(info.name).is_absolute() and Path(info.name).is_file():
                 try:
-                    store.learn(info.name, sources.read_text_file(Path(info.name)), kind="file")
+                    store.learn(info.name, sources.read_user_text(Path(info.name)), kind="file")
                 except StoreError as exc:
                     lost.append(f"{info.name} (its record is damaged and its file cannot be learned: {exc})")
                 else:
                     reread.append(info.name)
                 continue
-            gone = " and its file is gone" if info.kind == "file" else ""
+            gone = " and its file is gone" if info.kind == "file" or Path(info.name).is_absolute() else ""
             lost.append(f"{info.name} (its recorded token stream is damaged{gone})")
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return _Rebuilt(restored, reread, lost, base_checked)

@@ -18,6 +18,7 @@ import sqlite3
 from pathlib import Path
 
 from lm_core.counts import ADJUSTED, COC_MAX, RAW
+from lm_core.files import make_private_folder
 from lm_core.vocab import BOS, EOS, UNK
 from store.errors import CorruptStoreError, NotAStoreError, StoreMismatchError
 
@@ -75,7 +76,7 @@ def create_schema(db: sqlite3.Connection, order: int, tokenizer: str) -> None:
 def connect(path: Path, create: bool) -> sqlite3.Connection:
     """Open (or create, with file mode 0600) an SQLite file, in WAL mode, autocommit."""
     if create and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(path.parent)
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     try:

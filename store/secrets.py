@@ -245,6 +245,14 @@ DETECTORS: tuple[Detector, ...] = (
         ("dapi{H32}", "dapi{H32}-2"),
         "dapi and exactly 32 lower-case hexadecimal digits",
     ),
+    Detector(
+        "mailchimp_key",
+        r"(?<![A-Za-z0-9_-])[0-9a-f]{32}-us[0-9]{1,2}" + _E,
+        ("{H32}-us{D2}",),
+        "exactly 32 lower-case hexadecimal digits, then -us and a data-centre number",
+        prefilter=("-us",),
+    ),
+    Detector("new_relic_key", _lit("NRAK-") + r"[A-Z0-9]{27}" + _E, ("NRAK-{U27}",), "NRAK- and exactly 27"),
     Detector("npm_token", _lit("npm_") + r"[A-Za-z0-9]{36}" + _E, ("npm_{A36}",), "npm_ and exactly 36 characters"),
     Detector("pypi_token", _lit("pypi-") + r"[A-Za-z0-9_-]{50,}" + _E, ("pypi-AgEIcHlwaS5vcmc{S60}",), "pypi- and 50+"),
     Detector(
