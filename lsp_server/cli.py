@@ -42,6 +42,13 @@ def fail(message: str) -> None:
     sys.exit(EXIT_ERROR)
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit after a broken pipe raises nothing more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn every error into one line and exit status 1."""
 
@@ -49,6 +56,9 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # the reader went away (`nextword complete ... | head -1`): not an error
+            _quiet_stdout()
+            sys.exit(0)
         except sqlite3.DatabaseError as exc:
             if os.environ.get("NEXTWORD_DEBUG"):
                 raise
@@ -201,7 +211,13 @@ def build(
         _build_base(files, path, order or 5, tokenizer, prune_text, vocab_limit, engine, scheduler, workers)
         return
     existed = path.exists() and path.stat().st_size > 0
-    with CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True) as store:
+    try:  # a store that cannot even be set up (a full disk) leaves no empty file behind
+        opened = CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True)
+    except BaseException:
+        if not existed:
+            _remove_store(path)
+        raise
+    with opened as store:
         total_bytes = sum(f.stat().st_size for f in files)
         try:
             bar = click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
@@ -912,6 +928,10 @@ def run() -> None:
     """The console script: click's usage errors become one line too."""
     try:
         main.main(standalone_mode=False)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

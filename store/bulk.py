@@ -13,8 +13,10 @@ The vocabulary limit (`lm_core.counting.limit_vocabulary`) and pruning (`lm_core
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -91,7 +93,8 @@ def new_store(path: Path, order: int, tokenizer: str) -> Iterator[CountStore]:
     path = Path(path).expanduser()
     refuse_existing_store(path)
     make_private_folder(path.parent)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".building", dir=path.parent)
+    remove_abandoned_builds(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".building", dir=path.parent)
     os.close(fd)
     temp = Path(name)
     try:
@@ -108,6 +111,39 @@ def new_store(path: Path, order: int, tokenizer: str) -> Iterator[CountStore]:
     finally:
         for suffix in ("", *SIDE_FILES):
             Path(f"{temp}{suffix}").unlink(missing_ok=True)
+
+
+ABANDONED_UNNAMED_S = 24 * 3600  # a .building file without a process id is abandoned after a day
+
+
+def remove_abandoned_builds(path: Path) -> list[Path]:
+    """Remove the temporary files of builds of `path` whose process is gone (killed with -9, say: its `finally`
+    never ran); returns them. A build names its file `.<store>.<pid>.<random>.building`."""
+    removed = []
+    prefix = f".{path.name}."
+    for temp in path.parent.glob(f"{glob.escape(prefix)}*.building"):
+        pid = temp.name[len(prefix) :].split(".", 1)[0]
+        abandoned = False
+        if pid.isdigit():
+            abandoned = not _process_alive(int(pid))
+        else:
+            with contextlib.suppress(OSError):
+                abandoned = time.time() - temp.stat().st_mtime > ABANDONED_UNNAMED_S
+        if abandoned:
+            for suffix in ("", *SIDE_FILES):
+                Path(f"{temp}{suffix}").unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:

@@ -218,11 +218,19 @@ class CountStore:
                 if self._pending is not None:
                     self._change_log[self._commits] = self._pending
                     self._change_log.pop(self._commits - CHANGE_LOG_SIZE, None)
-            except BaseException:
-                self.db.execute("ROLLBACK")
+            except BaseException as exc:
+                if self.db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    self.db.execute("ROLLBACK")
                 self._vocab_epoch = None
                 self._sync_vocab()
                 self._commits += 1  # unknown changes: readers drop everything
+                if isinstance(exc, sqlite3.OperationalError) and _disk_full(exc):
+                    raise StoreError(f"the disk holding {self.path} is full; nothing was changed") from exc
+                if isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in str(exc):
+                    raise StoreError(
+                        f"{self.path} could not be written (disk I/O error: a full disk, a file-size limit or a "
+                        "failing disk); nothing was changed"
+                    ) from exc
                 raise
             finally:
                 self._pending = None
@@ -665,3 +673,8 @@ def _rows(*columns: np.ndarray) -> Iterator[tuple[int, ...]]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed for want of space (a full disk, or a file-size limit that SQLite reports as I/O)."""
+    return "full" in str(exc) or getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL,)

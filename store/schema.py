@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from lm_core.counts import ADJUSTED, COC_MAX, RAW
 from lm_core.files import make_private_folder
@@ -78,6 +79,8 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
     if create and not path.exists():
         make_private_folder(path.parent)
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    if path.exists() and path.is_file() and path.stat().st_size > 0:
+        _refuse_foreign(path)  # before anything is written: WAL mode would change a foreign file's header
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -95,6 +98,23 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
         db.close()
         raise classify(path, exc) from exc
     return db
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Raise `NotAStoreError` if the SQLite file at `path` is not a nextword store, reading it only."""
+    try:
+        db = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30.0)
+    except sqlite3.DatabaseError as exc:
+        raise classify(path, exc) from exc
+    try:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        app = db.execute("SELECT value FROM meta WHERE key = 'app'").fetchone() if "meta" in names else None
+    except sqlite3.DatabaseError as exc:
+        raise classify(path, exc) from exc
+    finally:
+        db.close()
+    if app is None or app[0] != APP:
+        raise NotAStoreError(f"{path} is an SQLite database but not a nextword store; it was left untouched")
 
 
 def classify(path: Path, exc: sqlite3.DatabaseError) -> Exception:
