@@ -928,7 +928,8 @@ def run() -> None:
     """The console script: click's usage errors become one line too."""
     try:
         main.main(standalone_mode=False)
-        sys.stdout.flush()
+        if not sys.stdout.closed:  # the server closes it on exit
+            sys.stdout.flush()
     except BrokenPipeError:
         _quiet_stdout()
         sys.exit(0)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from lm_core.oddities import OddityConfig
 from lm_core.sampling import BeamConfig, beam_continuation
 from lsp_server import comments
 from lsp_server.engine import Engine, Suggestion
+from lsp_server.framing import ResyncingStdin
 from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
@@ -828,4 +830,4 @@ def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str |
     if tcp:
         server.start_tcp(host, port)
     else:
-        server.start_io()
+        server.start_io(stdin=ResyncingStdin(sys.stdin.buffer))  # type: ignore[arg-type]
