@@ -21,6 +21,7 @@ import click
 from lm_core.files import make_private_folder, write_private_text
 from lm_core.ngram import NgramConfig, Smoothing
 from lm_core.sampling import SamplingConfig, generate
+from lm_core.vocab import UNK
 from lsp_server.engine import Engine
 from lsp_server.paths import (
     DEFAULT_NEURAL,
@@ -461,6 +462,8 @@ def import_arpa_command(file: Path, db: Path, prose: bool) -> None:
 
     store = ArpaStore.import_arpa(file, db, tokenizer="prose" if prose else "pretokenized")
     click.echo(f"{db}: imported order-{store.order} ARPA model from {file}")
+    if store.model().logprob(UNK, ()) == -math.inf:
+        click.echo("note: the model lists no <unk>: unknown words score -inf (perplexity inf), where KenLM gives -100")
 
 
 @main.command()

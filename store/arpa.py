@@ -202,6 +202,8 @@ class _ArpaReader:
                 raise self.error(f"not a number in {line[:60]!r}") from None
             if prob != prob or backoff != backoff:
                 raise self.error(f"NaN in {line[:60]!r}")
+            if prob > 0:  # KenLM refuses these too: a probability above 1
+                raise self.error(f"the log10 probability {parts[0]} is above 0 (a probability above 1)")
             if n == 1:
                 ids.append(word_ids.setdefault(parts[1], len(word_ids)))  # a repeat is caught as a duplicate
             else:
