@@ -11,7 +11,9 @@ never reach before `<s>`. An n-gram whose shorter suffix is missing (ARPA files 
 found: KenLM inserts the missing suffix with its backed-off probability and backoff 1, which is the same as taking
 the longest listed `h w` among the suffixes of the context. A model that lists no `<unk>` scores an unknown word
 -inf (natural log; a perplexity of inf), where KenLM gives it log10 -100: nextword does not pretend a probability it
-has not got, and `nextword import-arpa` says so when it imports such a model. Interpolated Kneser-Ney is exactly such a model: listing every counted n-gram with its
+has not got, and `nextword import-arpa` says so when it imports such a model.
+
+Interpolated Kneser-Ney is exactly such a model: listing every counted n-gram with its
 full interpolated probability and each context's interpolation weight gamma as its backoff reproduces
 `lm_core.ngram.NgramModel` (smoothing kneser-ney) for every word and context (`kneser_ney_tables`).
 
