@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from lm_core.files import make_private_folder, open_private
+from store.errors import StoreError
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_MODEL = DATA_DIR / "default-ngram.db.xz"
@@ -49,8 +50,12 @@ def seed_from_default_model(path: Path, model: Path = DEFAULT_MODEL) -> bool:
         with open_private(partial, "wb") as out, lzma.open(model, "rb") as src:
             shutil.copyfileobj(src, out, length=1 << 20)
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StoreError(
+                f"could not copy the shipped model to {path} ({exc.strerror or exc}; a full disk?); nothing was left"
+            ) from exc
         raise
     return True
 

@@ -203,7 +203,12 @@ class CountStore:
     def _write(self) -> Iterator[None]:
         """One write transaction; on failure everything (the in-memory vocabulary too) is rolled back."""
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if schema.is_read_only_error(exc):
+                    raise StoreError(schema.read_only_message(self.path)) from exc
+                raise
             self._pending = Changes(set(), set())
             try:
                 self._sync_vocab()
@@ -224,6 +229,8 @@ class CountStore:
                 self._vocab_epoch = None
                 self._sync_vocab()
                 self._commits += 1  # unknown changes: readers drop everything
+                if schema.is_read_only_error(exc):
+                    raise StoreError(schema.read_only_message(self.path)) from exc
                 if isinstance(exc, sqlite3.OperationalError) and _disk_full(exc):
                     raise StoreError(f"the disk holding {self.path} is full; nothing was changed") from exc
                 if isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in str(exc):

@@ -80,7 +80,7 @@ class Repair:
 
 # --- reading ---------------------------------------------------------------------------------------------------------
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    return sqlite3.connect(schema.read_only_uri(path), uri=True)
 
 
 def _decode(words: list[str | None], blob: bytes | None) -> list[list[str]] | None:
@@ -391,6 +391,11 @@ def repair(path: str | Path, base_model: BaseModel | None = None, label: str = "
     path = Path(path).expanduser()
     if not path.is_file():
         raise StoreError(f"{path}: no such file")
+    if not schema.writable(path):
+        raise StoreError(
+            f"{path.parent} is not writable: a repair writes the rebuilt store beside the old one; copy {path.name} "
+            "to a writable folder and repair it there (it was left untouched)"
+        )
     found = salvage(path)
     if not found.sources_readable:
         raise StoreError(f"{path}: its list of sources cannot be read, so it cannot be rebuilt; it was left untouched")

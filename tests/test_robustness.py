@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def nextword(*args: object, limit_bytes: int | None = None, **kwargs: object) ->
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes})); "
         )
     code = prelude + "import sys; from lsp_server.cli import run; sys.argv = ['nextword', *sys.argv[1:]]; run()"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = kwargs.pop("env", None) or {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], env=env, text=True, capture_output=True, **kwargs
     )
@@ -134,3 +135,47 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path: Path) -> None:
         child.stdout.close()  # as `| head -0` would
         assert child.wait(timeout=60) == 0
         assert child.stderr.read() == b""
+
+
+def test_seeding_on_a_full_disk_leaves_nothing_behind(tmp_path: Path) -> None:
+    env_home = tmp_path / "xdg"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_DATA_HOME": str(env_home)}
+    result = nextword("complete", "the", cwd=tmp_path, limit_bytes=1_000_000, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("nextword: error: could not copy the shipped model to ")
+    assert "nothing was left" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert [p for p in env_home.rglob("*") if p.is_file()] == []
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a file system mounted read-only (root is not stopped by file modes); skipped where this
+    process may not mount one."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_store_in_a_read_only_folder_is_read_and_writes_say_read_only(read_only_folder: Path) -> None:
+    notes = read_only_folder / "notes.txt"
+    notes.write_text(PROSE * 3)
+    assert nextword("learn", "--db", "s.db", "notes.txt", cwd=read_only_folder).returncode == 0
+    assert subprocess.run(["mount", "-o", "remount,ro", str(read_only_folder)], capture_output=True).returncode == 0
+    before = {p.name: md5(p) for p in read_only_folder.iterdir()}
+    for args in (["stats"], ["complete", "the"], ["score", "notes.txt"], ["doctor"]):
+        result = nextword(*args, "--db", "s.db", cwd=read_only_folder)
+        assert result.returncode == 0, (args, result.stderr)
+    assert "cat" in nextword("complete", "the", "--db", "s.db", cwd=read_only_folder).stdout
+    read_only = "s.db is read-only (it or its folder cannot be written): it can be read but not changed\n"
+    for args in (["learn", "notes.txt"], ["forget", "notes.txt"]):
+        assert nextword(*args, "--db", "s.db", cwd=read_only_folder).stderr == "nextword: error: " + read_only
+    assert "s.db: healthy" in nextword("doctor", "--repair", "--db", "s.db", cwd=read_only_folder).stdout
+    repair = nextword("doctor", "--rebuild", "--db", "s.db", cwd=read_only_folder)
+    assert repair.returncode == 1 and "is not writable: a repair writes the rebuilt store beside" in repair.stderr
+    assert {p.name: md5(p) for p in read_only_folder.iterdir()} == before
