@@ -146,8 +146,11 @@ def ours(text: str) -> list[tuple[int, int]]:
 
 def detect_secrets_flagger() -> tuple[Flagger, str]:
     """detect-secrets as `scan_file` runs it (default plugins and filters, a `.md` file), flagging whole lines."""
-    from detect_secrets.core import scan
-    from detect_secrets.settings import default_settings
+    try:
+        from detect_secrets.core import scan
+        from detect_secrets.settings import default_settings
+    except ImportError:
+        sys.exit("error: bench/secrets.py compares with detect-secrets: pip install -e '.[bench]'")
 
     _KEEP.enter_context(default_settings())  # for the whole run (the context restores the settings on exit)
 

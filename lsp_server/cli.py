@@ -33,7 +33,7 @@ from lsp_server.paths import (
 from store.countstore import MAX_ORDER, CountStore, source_name
 from store.errors import StoreError
 from store.secrets import is_secret_path
-from store.sources import read_user_text
+from store.sources import read_corpus_file, read_user_text
 
 EXIT_ERROR = 1
 
@@ -513,7 +513,7 @@ def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[st
     from store.sources import analyse
 
     tokenizer = "pretokenized" if pretokenized else "prose"
-    return [s for file in files for s in analyse(read_user_text(file), tokenizer).sentences]
+    return [s for file in files for s in analyse(read_corpus_file(file), tokenizer).sentences]
 
 
 def _print_progress(p: Any) -> None:
@@ -637,7 +637,7 @@ def train_neural(
         init_path = DEFAULT_NEURAL_MODEL
     for file in (*files, *([valid_file] if valid_file else [])):
         if not file.is_file() or is_secret_path(file):
-            read_user_text(file)  # says why (missing, a directory, credentials) before any work
+            read_corpus_file(file)  # says why (missing, a directory, credentials) before any work
 
     import dataclasses
 

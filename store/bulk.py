@@ -55,6 +55,7 @@ def check_input_files(paths: Sequence[str | Path]) -> list[Path]:
             raise InputError(f"{path}: no such file")
         if path.is_dir():
             raise InputError(f"{path} is a directory; give the text files inside it")
+        sources.refuse_secret_file(path)
         name = source_name(path)
         if name in seen:
             raise InputError(f"{path} is given twice")
@@ -177,7 +178,7 @@ def build_local_base(
     casing: Counter[tuple[str, str]] = Counter()
     tokens = words = 0
     for file in paths:
-        text = sources.read_text_file(file)
+        text = sources.read_corpus_file(file)
         analysed = sources.analyse(text, tokenizer)
         streams.append(encode_sentences(analysed.sentences, vocab))
         casing.update(analysed.casing)

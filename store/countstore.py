@@ -376,7 +376,7 @@ class CountStore:
             pending: list[np.ndarray] = []
             pending_tokens = 0
             for path in files:
-                text = sources.read_user_text(path)
+                text = sources.read_corpus_file(path)
                 name = source_name(path)
                 if self._source_contribution(name)[2]:
                     raise InputError(f"{path} is already in the store; use 'nextword learn' to update it")

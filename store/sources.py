@@ -93,11 +93,25 @@ def read_text_file(path: Path, max_bytes: int | None = None) -> str:
 
 
 def read_user_text(path: Path, max_bytes: int | None = None) -> str:
-    """`read_text_file` for text the person wrote (learn, score, report, eval, train-neural): a file that holds
+    """`read_text_file` for a document the person wrote (learn, score, report, eval): a file that holds
     credentials by its name, or a symbolic link to one, is refused without being read."""
+    refuse_secret_file(path)
+    return read_text_file(path, max_bytes)
+
+
+def read_corpus_file(path: Path) -> str:
+    """A corpus file (build, train-neural): any size, but a regular file (not a device or a pipe, which could be
+    endless), and never a credentials file."""
+    refuse_secret_file(path)
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise InputError(f"{path} is not a regular file (a device, pipe or socket); give a text file")
+    return read_text_file(path, max_bytes=1 << 62)
+
+
+def refuse_secret_file(path: Path) -> None:
+    """An `InputError` for a file that holds credentials by its name, or a symbolic link to one."""
     if secrets.is_secret_path(path):
         raise InputError(f"{path} is a credentials file by its name; nextword never reads such files")
-    return read_text_file(path, max_bytes)
 
 
 def decode_text(data: bytes, name: str) -> str:

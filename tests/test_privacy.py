@@ -250,3 +250,18 @@ def test_an_imported_model_says_what_does_not_apply(tmp_path: Path) -> None:
     assert not_applied in error_of("complete", "--db", "m.db", "--model-order", "2", "the")
     assert not_applied in error_of("score", "--db", "m.db", "--smoothing", "katz", "notes.txt")
     assert ok("complete", "--db", "m.db", "the")  # without the options it completes
+
+
+def test_builds_refuse_credential_files_and_devices_and_read_corpora_of_any_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "id_ed25519").write_text("the cat sat\n" * 10)
+    (tmp_path / "link.txt").symlink_to(tmp_path / "id_ed25519")
+    for extra in ([], ["--prune", "1"]):
+        for name in ("id_ed25519", "link.txt"):
+            assert "credentials file by its name" in error_of("build", "--db", "b.db", "--order", "2", *extra, name)
+    assert "not a regular file" in error_of("build", "--db", "b.db", "--order", "2", "/dev/zero")
+    monkeypatch.setenv(sources.MAX_DOCUMENT_ENV, "0.01")  # documents, not corpora
+    (tmp_path / "corpus.txt").write_text("the cat sat on the mat .\n" * 2000)  # 50,000 bytes
+    assert "2-grams" in ok("build", "--db", "b.db", "--order", "2", "--pretokenized", "corpus.txt")
+    assert "larger than the maximum document size" in error_of("learn", "--db", "c.db", "corpus.txt")
