@@ -48,7 +48,6 @@ from store import secrets  # noqa: E402
 
 # formats the table does not name: what do the general rules (entropy, keywords) catch of them?
 OTHER_KINDS: dict[str, tuple[str, ...]] = {
-    "square_oauth_secret": ("sq0csp-{S43}",),
     "artifactory_token": ("AKCp8{A69}",),
     "atlassian_api_token": ("ATATT3xFfGF0{S180}",),
     "postman_key": ("PMAK-{H24}-{H34}",),

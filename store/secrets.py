@@ -252,6 +252,12 @@ DETECTORS: tuple[Detector, ...] = (
         "exactly 32 lower-case hexadecimal digits, then -us and a data-centre number",
         prefilter=("-us",),
     ),
+    Detector(
+        "square_token",
+        _lit("sq0") + r"(?:csp-[A-Za-z0-9_-]{43}|atp-[A-Za-z0-9_-]{22})" + _E,
+        ("sq0csp-{S43}", "sq0atp-{S22}"),
+        "sq0csp- and exactly 43, or sq0atp- and exactly 22 characters",
+    ),
     Detector("new_relic_key", _lit("NRAK-") + r"[A-Z0-9]{27}" + _E, ("NRAK-{U27}",), "NRAK- and exactly 27"),
     Detector("npm_token", _lit("npm_") + r"[A-Za-z0-9]{36}" + _E, ("npm_{A36}",), "npm_ and exactly 36 characters"),
     Detector("pypi_token", _lit("pypi-") + r"[A-Za-z0-9_-]{50,}" + _E, ("pypi-AgEIcHlwaS5vcmc{S60}",), "pypi- and 50+"),
