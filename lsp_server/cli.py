@@ -912,7 +912,9 @@ def report_command(file: Path, output: Path, db: Path | None, alternatives: int)
     """
     from lsp_server.report import format_perplexity, render_report
 
-    text = read_user_text(file)
+    from store.secrets import redact
+
+    text = redact(read_user_text(file))  # the page shows the text: never a secret in it
     engine = open_engine(db)
     try:
         page = render_report(engine, text, title=f"nextword report: {file.name}", alternatives=alternatives)

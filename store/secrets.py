@@ -42,6 +42,7 @@ __all__ = [
     "is_secret_file",
     "is_secret_path",
     "looks_random",
+    "redact",
 ]
 
 
@@ -551,6 +552,17 @@ def _assignments(text: str) -> list[Secret]:
         if value is not None:
             found.append(Secret("secret_assignment", key.start(), value.end()))
     return found
+
+
+def redact(text: str, mark: str = "•") -> str:
+    """`text` with every character of every secret replaced by `mark` (lengths and line breaks kept), for output
+    that shows a person's text: `nextword report`."""
+    chars = list(text)
+    for secret in find_secrets(text):
+        for i in range(secret.start, secret.end):
+            if chars[i] != "\n":
+                chars[i] = mark
+    return "".join(chars)
 
 
 def contains_secret(text: str) -> bool:

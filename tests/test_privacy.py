@@ -265,3 +265,14 @@ def test_builds_refuse_credential_files_and_devices_and_read_corpora_of_any_size
     (tmp_path / "corpus.txt").write_text("the cat sat on the mat .\n" * 2000)  # 50,000 bytes
     assert "2-grams" in ok("build", "--db", "b.db", "--order", "2", "--pretokenized", "corpus.txt")
     assert "larger than the maximum document size" in error_of("learn", "--db", "c.db", "corpus.txt")
+
+
+def test_a_report_never_shows_a_secret(tmp_path: Path) -> None:
+    key = "AKIA" + fake(string.ascii_uppercase + string.digits, 16)
+    password = "Opal7Crane"
+    (tmp_path / "draft.md").write_text(f"{PROSE}The key is {key} here.\nmy password is {password} today.\n{PROSE}")
+    ok("learn", "--db", "s.db", write_notes(tmp_path))
+    ok("report", "--db", "s.db", "-o", "r.html", "draft.md")
+    page = (tmp_path / "r.html").read_text()
+    assert key not in page and password not in page and "AKIA" not in page
+    assert ">walked<" in page and "•" * len(key) in page
