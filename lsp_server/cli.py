@@ -911,7 +911,6 @@ def report_command(file: Path, output: Path, db: Path | None, alternatives: int)
     Example: nextword report draft.md -o draft.html
     """
     from lsp_server.report import format_perplexity, render_report
-
     from store.secrets import redact
 
     text = redact(read_user_text(file))  # the page shows the text: never a secret in it
