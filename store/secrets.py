@@ -71,8 +71,9 @@ class Detector:
     """One kind of secret: the single definition that `find_secrets`, the tests, `bench/secrets.py` and SECURITY.md
     read.
 
-    - `pattern`: what is found (a regular expression; None for the two detectors that are code: `secret_assignment`
-      and `high_entropy`, see `_assignments` and `looks_random`);
+    - `pattern`: what is found (a regular expression, or several whose matches all count: each starts with its own
+      literal, so the regex engine can skip to it; None for the detectors that are code: `secret_assignment`,
+      `password_in_prose` and `high_entropy`, see `_assignments`, `_prose_passwords` and `looks_random`);
     - `examples`: templates of fake examples (`fake_example` expands them: `{A36}` is 36 random letters and digits,
       see `_ALPHABETS`); where a template holds more than the secret, the secret is between `[[` and `]]`;
     - `guard`: what keeps ordinary writing from being flagged (said in words; where it is a check of its own and not
@@ -83,21 +84,22 @@ class Detector:
     """
 
     kind: str
-    pattern: str | None
+    pattern: str | tuple[str, ...] | None
     examples: tuple[str, ...]
     guard: str
     reject: str = ""
     prefilter: tuple[str, ...] = ()
     back: str = ""
     back_check: str = ""
-    compiled: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+    compiled: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False, default=())
     compiled_reject: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
     compiled_back: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
     compiled_back_check: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         compile_ = object.__setattr__
-        compile_(self, "compiled", re.compile(self.pattern, re.MULTILINE) if self.pattern else None)
+        sources = (self.pattern,) if isinstance(self.pattern, str) else (self.pattern or ())
+        compile_(self, "compiled", tuple(re.compile(source, re.MULTILINE) for source in sources))
         compile_(self, "compiled_reject", re.compile(self.reject) if self.reject else None)
         compile_(self, "compiled_back", re.compile(f"[{self.back}]{{0,{_BACK_LIMIT}}}\\Z") if self.back else None)
         compile_(self, "compiled_back_check", re.compile(self.back_check, re.DOTALL) if self.back_check else None)
@@ -200,22 +202,17 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "stripe_key",
-        r"(?:"
-        + _lit("sk_")
-        + "|"
-        + _lit("rk_")
-        + r")(?:live|test)_[A-Za-z0-9]{16,}"
-        + _E
-        + "|"
-        + _lit("whsec_")
-        + r"[A-Za-z0-9]{24,}"
-        + _E,
+        (
+            _lit("sk_") + r"(?:live|test)_[A-Za-z0-9]{16,}" + _E,
+            _lit("rk_") + r"(?:live|test)_[A-Za-z0-9]{16,}" + _E,
+            _lit("whsec_") + r"[A-Za-z0-9]{24,}" + _E,
+        ),
         ("sk_live_{A24}", "rk_live_{A24}", "whsec_{A32}"),
         "sk_live_/sk_test_/rk_live_/rk_test_ and 16+, or whsec_ and 24+ letters or digits",
     ),
     Detector(
         "twilio_key",
-        r"(?:" + _lit("SK") + "|" + _lit("AC") + r")[0-9a-fA-F]{32}" + _E,
+        (_lit("SK") + r"[0-9a-fA-F]{32}" + _E, _lit("AC") + r"[0-9a-fA-F]{32}" + _E),
         ("SK{H32}", "AC{H32}"),
         "SK or AC and exactly 32 hexadecimal digits",
     ),
@@ -248,10 +245,11 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "mailchimp_key",
-        r"(?<![A-Za-z0-9_-])[0-9a-f]{32}-us[0-9]{1,2}" + _E,
+        r"-us[0-9]{1,2}" + _E,  # found from "-us"; the 32 hexadecimal digits before it are checked after
         ("{H32}-us{D2}",),
         "exactly 32 lower-case hexadecimal digits, then -us and a data-centre number",
-        prefilter=("-us",),
+        back="0-9a-f",
+        back_check=r"(?<![A-Za-z0-9_-])[0-9a-f]{32}-us.*",
     ),
     Detector(
         "square_token",
@@ -264,10 +262,10 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("pypi_token", _lit("pypi-") + r"[A-Za-z0-9_-]{50,}" + _E, ("pypi-AgEIcHlwaS5vcmc{S60}",), "pypi- and 50+"),
     Detector(
         "heroku_key",
-        _lit("HRKU-")
-        + r"[A-Za-z0-9_-]{20,}"
-        + _E
-        + r"|(?i:heroku)[^\n]{0,40}?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+        (
+            _lit("HRKU-") + r"[A-Za-z0-9_-]{20,}" + _E,
+            r"[hH](?:eroku|EROKU)[^\n]{0,40}?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+        ),
         ("HRKU-{S60}", "Our heroku api key is [[{H8}-{H4}-{H4}-{H4}-{H12}]] for deploys"),
         "HRKU- and 20+ characters; a UUID only within 40 characters after the word heroku",
     ),
@@ -331,9 +329,14 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "authorization_header",
-        r"(?i:authorization)[\"']?[ \t]{0,5}[:=][ \t]{0,5}[\"']?(?i:token|bearer|basic|digest)[ \t]{1,5}"
-        r"[A-Za-z0-9._~+/=-]{8,}"
-        r"|(?<![A-Za-z])(?i:bearer)[ \t]{1,5}(?=[A-Za-z0-9._~+/-]{0,300}[0-9])[A-Za-z0-9._~+/-]{16,}=*",
+        (
+            r"(?:Authorization|authorization|AUTHORIZATION)[\"']?[ \t]{0,5}[:=][ \t]{0,5}[\"']?"
+            r"(?i:token|bearer|basic|digest)[ \t]{1,5}"
+            r"[A-Za-z0-9._~+/=-]{8,}",
+            # "Bearer" with no letter before it (the look-behind spans the letter and the 6 letters of the word)
+            r"(?:Bearer|bearer|BEARER)(?<![A-Za-z]......)[ \t]{1,5}"
+            r"(?=[A-Za-z0-9._~+/-]{0,300}[0-9])[A-Za-z0-9._~+/-]{16,}=*",
+        ),
         (
             "curl -H '[[Authorization: token {H40}]]' https://api.example.com/user",
             "Send [[Authorization: Bearer {S40}]] with every request",
@@ -344,10 +347,12 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "command_line_password",
-        r"(?<![A-Za-z0-9_-])(?:mysql|mysqldump|mysqladmin|mariadb)[ \t][^\n]{0,200}?[ \t]-p(?![ \t\n])[^\s\"']{1,200}"
-        r"|--(?:password|passwd|pass|token|secret|api-key|apikey)(?:=|[ \t]{1,5})(?![-<$])"
-        r"(?:\"[^\"\n]{3,200}\"|'[^'\n]{3,200}'|" + _PASSWORD_SHAPED + r")"
-        r"|(?<![A-Za-z0-9_-])(?:-u|--user)[ \t]{1,5}[\"']?[^\s:\"']{1,100}:[^\s\"'@]{1,200}",
+        (
+            r"m(?<![A-Za-z0-9_-]m)(?:ysql|ariadb)[a-z]{0,5}[ \t][^\n]{0,200}?[ \t]-p(?![ \t\n])[^\s\"']{1,200}",
+            r"--(?:password|passwd|pass|token|secret|api-key|apikey)(?:=|[ \t]{1,5})(?![-<$])"
+            r"(?:\"[^\"\n]{3,200}\"|'[^'\n]{3,200}'|" + _PASSWORD_SHAPED + r")",
+            r"-(?<![A-Za-z0-9_-]-)(?:u|-user)[ \t]{1,5}[\"']?[^\s:\"']{1,100}:[^\s\"'@]{1,200}",
+        ),
         (
             "Run [[mysql -u root -p{A10}]] to get in",
             "Then [[mysql -h db -p{A10}]] app again",
@@ -361,8 +366,7 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "password_in_prose",
-        r"(?<![A-Za-z])(?i:" + _PASSWORD_WORDS + r"|token|secret|api[ _-]?key|access[ _-]?key)s?[ \t]{1,5}"
-        r"(?:is|was|ist|war|est|es)[ \t]{1,5}[\"'`]?(?:[0-9a-fA-F]{16,}(?![A-Za-z0-9_-])|" + _PASSWORD_SHAPED + ")",
+        None,  # `_prose_passwords`: found from the verb, then the word before it and the value after are checked
         (
             "My password is [[Opal7Crane]] and nobody knows it",
             "the token is [[{H40}]] for the test account",
@@ -404,6 +408,29 @@ DETECTORS: tuple[Detector, ...] = (
     ),
 )
 
+# "my password is Opal7Crane", "the token is <hex>", "das Passwort ist ...": found from the verb (fast to find), then
+# the password word before it and the value after it are checked.
+_PROSE_VERB = re.compile(
+    r"[ \t](?:is|was|ist|war|est|es)[ \t]{1,5}(?=[\"'`]?(?:[0-9a-fA-F]{16,}(?![A-Za-z0-9_-])|" + _PASSWORD_SHAPED + "))"
+)
+_PROSE_KEY_BEFORE = re.compile(
+    r"(?<![A-Za-z])(?i:" + _PASSWORD_WORDS + r"|token|secret|api[ _-]?key|access[ _-]?key)s?[ \t]{0,4}\Z"
+)
+_PROSE_VALUE = re.compile(r"[\"'`]?(?:[0-9a-fA-F]{16,}(?![A-Za-z0-9_-])|" + _PASSWORD_SHAPED + ")")
+
+
+def _prose_passwords(text: str) -> list[Secret]:
+    found: list[Secret] = []
+    for verb in _PROSE_VERB.finditer(text):
+        value = _PROSE_VALUE.match(text, verb.end())
+        if value is None:
+            continue
+        key = _PROSE_KEY_BEFORE.search(text, max(0, verb.start() - 30), verb.start())
+        if key is not None:
+            found.append(Secret("password_in_prose", key.start(), value.end()))
+    return found
+
+
 # Assignments to a key that names a secret: password, passwd, pwd, passphrase, secret, token, api key, access key,
 # private key, auth key, credential(s); "pass" only as a whole word. Found from the separator (":" or "=" after a
 # key character, quote or blank), then the key is looked for in the few characters before it.
@@ -427,7 +454,7 @@ _VALUE_AFTER_COLON = re.compile(
 )
 _PASSWORD_VALUE = re.compile(r"[ \t]{0,5}" + _PASSWORD_SHAPED)
 KINDS: tuple[str, ...] = tuple(dict.fromkeys(d.kind for d in DETECTORS))
-_PATTERNS = tuple(d for d in DETECTORS if d.compiled is not None)
+_PATTERNS = tuple(d for d in DETECTORS if d.compiled)
 
 # --- fake examples (tests and benchmarks; nothing key-like is written in the repository) ---------------------------
 _ALPHABETS = {
@@ -509,8 +536,7 @@ def find_secrets(text: str) -> list[Secret]:
     for detector in _PATTERNS:
         if detector.prefilter and not any(g in text for g in detector.prefilter):
             continue
-        assert detector.compiled is not None
-        for m in detector.compiled.finditer(text):
+        for m in (m for pattern in detector.compiled for m in pattern.finditer(text)):
             start = m.start()
             if detector.compiled_back is not None:
                 extended = detector.compiled_back.search(text, max(0, start - _BACK_LIMIT), start)
@@ -522,6 +548,7 @@ def find_secrets(text: str) -> list[Secret]:
                 continue
             found.append(Secret(detector.kind, start, m.end()))
     found.extend(_assignments(text))
+    found.extend(_prose_passwords(text))
     found.sort(key=lambda s: (s.start, s.end))
     starts = [s.start for s in found]
     ends = list(itertools.accumulate((s.end for s in found), max))
