@@ -13,11 +13,12 @@ import asyncio
 import logging
 import math
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
@@ -32,11 +33,13 @@ from lm_core.oddities import OddityConfig
 from lm_core.sampling import BeamConfig, beam_continuation
 from lsp_server import comments
 from lsp_server.engine import Engine, Suggestion
+from lsp_server.framing import ResyncingStdin
 from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
+from store.secrets import is_secret_file
 
 log = logging.getLogger("nextword")
 T = TypeVar("T")
@@ -806,10 +809,17 @@ def _workspace_roots(ls: NextwordServer) -> list[Path]:
 
 
 def _never_learned(ls: NextwordServer, uri: str) -> str | None:
-    """Why the document at `uri` must not be learned (credentials by its name, `.nextwordignore`, `excludeGlobs`), or
-    None. Documents that are not files (untitled ones) may be learned; their secrets are dropped all the same."""
+    """Why the document at `uri` must not be learned (credentials by its name or a symbolic link's target,
+    `.nextwordignore`, `excludeGlobs`), or None. A document that is not a local file (`untitled:`,
+    `vscode-remote://`) is judged by the path in its URI: the credential names and `excludeGlobs` apply (a
+    `.nextwordignore` on another machine cannot be read). Secrets inside any document are dropped all the same."""
     parsed = urlparse(uri)
     if parsed.scheme != "file":
+        path = PurePosixPath(unquote(parsed.path) or uri)
+        if is_secret_file(path):
+            return f"{path.name} holds credentials"
+        if IgnoreRules(None, ls.settings.exclude_globs).ignores(path):
+            return "excluded by excludeGlobs"
         return None
     path = Path(unquote(parsed.path))
     roots = [root for root in _workspace_roots(ls) if path.is_relative_to(root)]
@@ -859,4 +869,4 @@ def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str |
     if tcp:
         server.start_tcp(host, port)
     else:
-        server.start_io()
+        server.start_io(stdin=ResyncingStdin(sys.stdin.buffer))  # type: ignore[arg-type]
