@@ -999,7 +999,7 @@ WANT = "I want to go home. We want to go home now. They want to go to the park. 
 async def test_a_missing_word_is_flagged_inserted_by_its_quick_fix_and_explained_on_hover(
     client_kind: str, tmp_path: Path
 ) -> None:
-    db = build_store(tmp_path / "want.db", {"corpus": WANT + "\n" + FILLER})
+    db = build_store(tmp_path / "want.db", {"corpus": (WANT + "\n") * 3 + FILLER})
     client = await start_server(client_kind, db, tmp_path / "home")
     try:
         text = "They want go to the park."
@@ -1031,7 +1031,7 @@ async def test_a_missing_word_is_flagged_inserted_by_its_quick_fix_and_explained
 
 
 async def test_the_oddity_kinds_setting_turns_kinds_off(client_kind: str, tmp_path: Path) -> None:
-    db = build_store(tmp_path / "want.db", {"corpus": WANT + "\n" + FILLER})
+    db = build_store(tmp_path / "want.db", {"corpus": (WANT + "\n") * 3 + FILLER})
     client = await start_server(client_kind, db, tmp_path / "home", {"oddityKinds": ["confusion", "doubled"]})
     try:
         uri = open_doc(client, "They want go to the park. I saw the the park.")
