@@ -57,6 +57,7 @@ Their house is big. Their house is red. Their dog is big.
 Its colour is red. Its colour is blue. The house is big and its colour is red.
 I saw the cat on the mat. I saw the dog on the rug. I saw the cat. I saw the dog. I saw the cat again.
 We have a problem. You have a dog. They have a cat.
+There is a dog. There is a big house. The cat sat on the mat. I saw the mat.
 """
 ODD_TEXT = "Their is a problem. I saw the the cat. I has a dog."
 DOC = "The dog sat on the rug again. My dog has a red house.\n"
