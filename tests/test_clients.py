@@ -161,7 +161,7 @@ def messages(result: dict[str, Any], level: int | None = None) -> list[str]:
 def test_neovim_plugin_completes_checks_and_runs_commands(nvim: str, store: Path, tmp_path: Path) -> None:
     engine = Engine.open(store)
     expected_words = [s.word for s in engine.complete_at(TYPED, len(TYPED)).suggestions]
-    check = engine.check(TYPED, OddityConfig(threshold_bits=7.0))
+    check = engine.check(TYPED, OddityConfig())
     engine.close()
     assert expected_words[:4] == ["mat", "rug", "cat", "dog"]
     assert [(o.word, [a for a, _ in o.alternatives]) for o in check.oddities] == [("Their", ["There"])]
