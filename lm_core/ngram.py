@@ -8,7 +8,10 @@ Smoothings (`Smoothing`):
 - `katz`: Katz backoff with Good-Turing discounts for counts up to 5 and backoff weights that normalise.
 - `kneser-ney` (the default): interpolated modified Kneser-Ney (Chen and Goodman 1998) with three discounts per
   order from count-of-counts, continuation counts below the highest order, interpolated with the uniform
-  distribution at the bottom, as KenLM's lmplz estimates it.
+  distribution at the bottom, as KenLM's lmplz estimates it. Over pruned counts, each context's total and backoff
+  weight include the mass of its pruned followers (`Level.hidden`), as `lmplz --prune` estimates:
+  p(w | h) = max(a - D(a), 0) / (sum of kept a + hidden) for a kept follower, and
+  gamma(h) = (D1 N1 + D2 N2 + D3 N3+ over the kept followers + hidden) / (sum of kept a + hidden).
 
 The vocabulary V over which every normalised smoothing sums to 1 is every word with a positive count (not `<s>`)
 plus `<unk>`. Unknown words are scored as `<unk>`. All log-probabilities are natural logs.
@@ -278,13 +281,14 @@ class NgramModel:
         for n, level in enumerate(levels, start=1):
             raw = n == self.order or (n > 1 and ids[len(ids) - n + 1] == BOS_ID)
             values = level.count if raw else level.cont
-            total = int(values.sum())
+            hidden = level.hidden(raw)
+            total = int(values.sum()) + hidden
             if total == 0:
                 continue  # unseen context: all mass goes to the shorter context
             d1, d2, d3 = self._discounts(n, RAW if n == self.order else ADJUSTED)
             n1, n2 = int((values == 1).sum()), int((values == 2).sum())
             n3 = len(values) - n1 - n2 - int((values == 0).sum())
-            gamma = (d1 * n1 + d2 * n2 + d3 * n3) / total
+            gamma = (d1 * n1 + d2 * n2 + d3 * n3 + hidden) / total
             if n == 1:
                 a = self._unigram_values(level, values, f"dense{raw}", words)
             else:
@@ -302,13 +306,14 @@ class NgramModel:
         level = self.counts.level(key)
         raw = n == self.order or (n > 1 and key[0] == BOS_ID)
         values = level.count if raw else level.cont
-        total = int(values.sum())
+        hidden = level.hidden(raw)
+        total = int(values.sum()) + hidden
         entry = None
         if total:
             d1, d2, d3 = self._discounts(n, RAW if n == self.order else ADJUSTED)
             n1, n2 = int((values == 1).sum()), int((values == 2).sum())
             n3 = len(values) - n1 - n2 - int((values == 0).sum())
-            entry = (level.ids, values, total, (d1 * n1 + d2 * n2 + d3 * n3) / total, (0.0, d1, d2, d3))
+            entry = (level.ids, values, total, (d1 * n1 + d2 * n2 + d3 * n3 + hidden) / total, (0.0, d1, d2, d3))
         if len(memo) > 200_000:
             memo.clear()
         memo[key] = entry
