@@ -104,11 +104,19 @@ class NgramModel:
         """(V's words, P(w | context) for each as float64): `distribution` as arrays, the word list the same object
         while the counts do not change. Under Kneser-Ney it starts from the cached unigram level and touches only
         each longer context's followers (a blend reads the whole distribution on every key press)."""
-        words = self._cached("vocab_words", lambda: [self.counts.vocab.words[i] for i in self.vocabulary_ids()])
+        words = self.vocabulary_words()
         ids = self._context_ids(context)
         if self.smoothing is not Smoothing.KNESER_NEY:
             return words, self._probs(ids, self.vocabulary_ids())
         return words, self._kneser_ney_dense(ids)
+
+    def vocabulary_words(self) -> list[str]:
+        """V's words in id order: the list `distribution_arrays` returns (the same object while counts stay)."""
+        return self._cached("vocab_words", lambda: [self.counts.vocab.words[i] for i in self.vocabulary_ids()])
+
+    def word_positions(self) -> dict[str, int]:
+        """Each word of V -> its position in `vocabulary_words()`."""
+        return self._cached("word_positions", lambda: {w: i for i, w in enumerate(self.vocabulary_words())})
 
     def _kneser_ney_dense(self, ids: tuple[int, ...]) -> np.ndarray:
         """`_kneser_ney` over all of V with the same arithmetic (so the same floats): the unigram level for every

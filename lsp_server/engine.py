@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from lm_core import tokenize
 from lm_core.backoff import BackoffModel
 from lm_core.metrics import perplexity_of_scores, sentence_scores
-from lm_core.model import Context
+from lm_core.model import Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Oddity, OddityConfig, find_oddities
 from lm_core.vocab import BOS, EOS, UNK
@@ -227,14 +227,28 @@ class Engine:
         self, context: Context, k: int = 10, prefix: str = "", sentence_start: bool = False
     ) -> list[Suggestion]:
         """The k most probable next words (not punctuation or special tokens) after `context`, for display."""
+        return self.next_words_from(self.model, context, k, prefix, sentence_start)
+
+    def next_words_from(
+        self,
+        model: LanguageModel,
+        context: Context,
+        k: int = 10,
+        prefix: str = "",
+        sentence_start: bool = False,
+        display: bool = True,
+    ) -> list[Suggestion]:
+        """`next_words` from a given model (with `display` False, the normalised words, not their display form)."""
         wanted = max(k, 0)
         ask = wanted * 2 + 8
         while True:
-            predictions = self.model.predict(context, ask, prefix.casefold())
+            predictions = model.predict(context, ask, prefix.casefold())
             words = [p for p in predictions if _is_suggestible(p.word)]
             if len(words) >= wanted or len(predictions) < ask:
                 break
             ask *= 4
+        if not display:
+            return [Suggestion(p.word, p.prob) for p in words[:wanted]]
         return [Suggestion(self.display(p.word, sentence_start, prefix), p.prob) for p in words[:wanted]]
 
     def complete_at(self, text: str, offset: int, k: int = 10) -> Completion:
