@@ -169,7 +169,8 @@ def pair_blend(store: NgramModel, user: NgramModel | None) -> Blend:
 class Adaptation:
     """The adaptive mixture's state: the store's model, the user layer, the document cache, the weights, and the
     held-out rows they were fit on. `parts` says which of "user" and "cache" take part (a part left out has weight
-    0). Not thread-safe: one per thread that suggests (the cache is per document being edited)."""
+    0). `blend` and `cache` belong to the one thread that suggests; `observe` and `set_user_text` (another thread)
+    only replace attributes whole, and score held-out text with a cache of their own."""
 
     def __init__(
         self,
@@ -212,8 +213,11 @@ class Adaptation:
         self._blend = None
 
     def observe(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
-        """Score text the person wrote before it is learned (held out), refit the weights by EM; the new weights."""
-        rows = held_out_rows(pair_blend(self.store, self.user), self.cache, sentences)
+        """Score text the person wrote before it is learned (held out), refit the weights by EM; the new weights.
+        Before anything was learned there is no user layer to weigh: the weights stay."""
+        if self.user is None and "user" in self.parts:
+            return self.weights
+        rows = held_out_rows(pair_blend(self.store, self.user), DocumentCache(self.store), sentences)
         if len(rows) == 0:
             return self.weights
         self.held_out.add(rows)

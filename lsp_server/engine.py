@@ -6,6 +6,7 @@ and turns model words back into what a person would type (casing from the store,
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lm_core import tokenize
+from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, Adaptation
 from lm_core.backoff import BackoffModel
 from lm_core.metrics import perplexity_of_scores, sentence_scores
 from lm_core.model import Context, LanguageModel
@@ -35,6 +37,8 @@ UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (a 
 DEFAULT_BLEND_WEIGHT = 0.3  # the neural model's weight when neither the caller nor the checkpoint says
 OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the store's OVERLAP_WORDS likeliest words
 MIN_OVERLAP = 0.5
+ADAPTATION_KEY = "adaptation"  # the store setting holding the adaptive mixture's weights (JSON)
+CACHE_CHARS = 24_000  # the document cache reads at most this many characters before the cursor
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
 
@@ -126,6 +130,8 @@ class Engine:
         self._casing_version: int | None = None
         self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
         self._check_version: tuple[int, int, OddityConfig] | None = None
+        self.adaptation: Adaptation | None = None  # see enable_adaptation
+        self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's text above the cursor, tokenized
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -222,12 +228,94 @@ class Engine:
             self.ngram.counts.close()
         self.store.close()
 
+    # --- personal adaptation ---------------------------------------------------------------------------------
+    def enable_adaptation(self, parts: tuple[str, ...] = ("user", "cache")) -> None:
+        """Suggest from the adaptive mixture (`lm_core.adaptation`): the store's model, a user layer over what the
+        store learned, and the document cache, with the weights kept in the store (refit on each learn's new text,
+        scored before it is learned). Scoring and diagnostics stay on `model`; an attached neural model joins the
+        mixture at its blend weight. Builds the user layer (seconds for 1M learned words)."""
+        store = self.counts_store
+        if not isinstance(self.ngram, NgramModel):
+            return
+        saved = json.loads(store.setting(ADAPTATION_KEY) or "{}")
+        weights = saved.get("weights", list(DEFAULT_WEIGHTS))
+        adaptation = Adaptation(self.ngram, weights, int(saved.get("fitted_tokens", 0)), parts)
+        adaptation.set_user_text(store.learned_sentences())
+        self.adaptation = adaptation
+
+    def disable_adaptation(self) -> None:
+        self.adaptation = None
+
+    def adaptation_weights(self) -> dict[str, float | int] | None:
+        """The weights kept in the store (store, user, cache) and how many held-out tokens they were fit on."""
+        if not isinstance(self.store, CountStore):
+            return None
+        saved = json.loads(self.store.setting(ADAPTATION_KEY) or "{}")
+        if "weights" not in saved:
+            return None
+        return {**dict(zip(COMPONENTS, saved["weights"], strict=True)), "fitted_tokens": saved["fitted_tokens"]}
+
+    def _adapt_before_learning(self, text: str) -> None:
+        """Score the text's new sentences (not learned before) under each component, refit and keep the weights."""
+        adaptation = self.adaptation
+        if adaptation is None:
+            return
+        known = {tuple(s) for s in self.counts_store.learned_sentences()}
+        fresh = [[t.norm for t in s] for s in self._sentences(text)]
+        fresh = [s for s in fresh if tuple(s) not in known]
+        if not fresh:
+            return
+        weights = adaptation.observe(fresh)
+        record = {"weights": [round(float(w), 6) for w in weights], "fitted_tokens": adaptation.fitted_tokens}
+        self.counts_store.save_setting(ADAPTATION_KEY, json.dumps(record))
+
+    def _adapt_after_learning(self) -> None:
+        if self.adaptation is not None:
+            self.adaptation.set_user_text(self.counts_store.learned_sentences())
+
+    def _fill_cache(self, text: str, end: int) -> None:
+        """The document cache: the tokens of `text` before character `end` (the start of the word being typed),
+        at most CACHE_CHARS of it; the part above the current paragraph is tokenized only when it changes."""
+        if self.adaptation is None or "cache" not in self.adaptation.parts:
+            return
+        start = max(0, end - CACHE_CHARS)
+        split = text.rfind("\n\n", start, end)
+        head = text[start:split] if split > start else ""
+        if head != self._cache_head[0]:
+            self._cache_head = (head, [t.norm for s in self._sentences(head) for t in s])
+        tail = [t.norm for s in self._sentences(text[max(start, split) : end]) for t in s]
+        if tail and tail[-1] == EOS and not text[max(start, split) : end].rstrip().endswith((".", "!", "?")):
+            tail.pop()  # the sentence being written has not ended
+        self.adaptation.cache.set_tokens([*self._cache_head[1], *tail])
+
+    def _suggester(self) -> LanguageModel:
+        """What suggests: the adaptive mixture (with the neural model as one more component, at its blend weight,
+        when one is attached), else `model`."""
+        adaptation = self.adaptation
+        if adaptation is None:
+            return self.model
+        mixture = adaptation.blend
+        if self.neural is None:
+            return mixture
+        local = self._local
+        key = (mixture, self._neural_generation)
+        if getattr(local, "adaptive_key", None) != key:
+            from lm_core.blend import Blend
+            from lm_core.neural import NeuralLM
+
+            module, vocab, weight, _ = self.neural
+            weights = [*(float(w) * (1 - weight) for w in mixture.weights), weight]
+            local.adaptive = Blend([*mixture.models, NeuralLM(module, vocab)], weights)
+            local.adaptive_key = key
+        return local.adaptive
+
     # --- suggestions ---------------------------------------------------------------------------------------
     def next_words(
         self, context: Context, k: int = 10, prefix: str = "", sentence_start: bool = False
     ) -> list[Suggestion]:
-        """The k most probable next words (not punctuation or special tokens) after `context`, for display."""
-        return self.next_words_from(self.model, context, k, prefix, sentence_start)
+        """The k most probable next words (not punctuation or special tokens) after `context`, for display (from the
+        adaptive mixture when adaptation is on)."""
+        return self.next_words_from(self._suggester(), context, k, prefix, sentence_start)
 
     def next_words_from(
         self,
@@ -257,6 +345,7 @@ class Engine:
         cursor = tokenize.cursor_context(text, offset, max_tokens=self.context_width)
         if cursor.skipped:
             return Completion([], cursor.prefix, cursor.prefix_start)
+        self._fill_cache(text, cursor.prefix_start)
         suggestions = self.next_words(cursor.context, k, cursor.prefix, cursor.sentence_start)
         return Completion(suggestions, cursor.prefix, cursor.prefix_start)
 
@@ -411,13 +500,21 @@ class Engine:
 
     # --- learning ---------------------------------------------------------------------------------------------
     def learn(self, source: str, text: str) -> LearnResult:
-        return self.counts_store.learn(source, text)
+        """Learn `text` as `source`; with adaptation on, its new sentences first refit the mixture's weights."""
+        self._adapt_before_learning(text)
+        result = self.counts_store.learn(source, text)
+        self._adapt_after_learning()
+        return result
 
     def learn_file(self, path: str | Path) -> LearnResult:
-        return self.counts_store.learn_file(path)
+        result = self.counts_store.learn_file(path)
+        self._adapt_after_learning()
+        return result
 
     def forget(self, source: str) -> LearnResult:
-        return self.counts_store.forget(source)
+        result = self.counts_store.forget(source)
+        self._adapt_after_learning()
+        return result
 
     def base_sources(self) -> list[str]:
         """Names of the store's base sources (a store seeded from the shipped model has DEFAULT_BASE_NAME)."""
@@ -430,6 +527,11 @@ class Engine:
         stats: dict[str, object] = {**self.store.stats(), "smoothing": smoothing, "model_order": self.ngram.order}
         if self.neural_path is not None:
             stats.update(neural_model=str(self.neural_path), blend_weight=self.neural_weight)
+        weights = self.adaptation_weights()
+        if weights is not None:
+            stats["adaptation"] = ", ".join(
+                [f"{name} {weights[name]:.3f}" for name in COMPONENTS] + [f"fit on {weights['fitted_tokens']:,} tokens"]
+            )
         return stats
 
 

@@ -610,6 +610,17 @@ class CountStore:
             masses.append(HiddenMass(data[:, :n].copy(), data[:, n].copy(), data[:, n + 1].copy()))
         return masses if any(len(m) for m in masses) else None
 
+    def setting(self, key: str) -> str | None:
+        """A value kept in the store's meta table under `key` (e.g. the adaptation weights), or None."""
+        with self.lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (f"setting.{key}",)).fetchone()
+            return row[0] if row else None
+
+    def save_setting(self, key: str, value: str) -> None:
+        """Keep `value` under `key` in the meta table (one small write of its own; counts do not change)."""
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"setting.{key}", value))
+
     def stored_count_of_counts(self, n: int, kind: str) -> tuple[int, ...]:
         with self.lock:
             rows = self.db.execute("SELECT v FROM coc WHERE n = ? AND kind = ? ORDER BY k", (n, kind))
