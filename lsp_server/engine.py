@@ -528,10 +528,17 @@ class Engine:
         if self.neural_path is not None:
             stats.update(neural_model=str(self.neural_path), blend_weight=self.neural_weight)
         weights = self.adaptation_weights()
+        if self.adaptation is not None:  # the live weights (what suggests now)
+            weights = {
+                **dict(zip(COMPONENTS, self.adaptation.weights.tolist(), strict=True)),
+                "fitted_tokens": self.adaptation.fitted_tokens,
+            }
         if weights is not None:
-            stats["adaptation"] = ", ".join(
-                [f"{name} {weights[name]:.3f}" for name in COMPONENTS] + [f"fit on {weights['fitted_tokens']:,} tokens"]
-            )
+            state = "on" if self.adaptation is not None else "off"
+            parts = [f"{name} {weights[name]:.3f}" for name in COMPONENTS]
+            stats["adaptation"] = ", ".join([state, *parts, f"fit on {weights['fitted_tokens']:,} held-out tokens"])
+        elif self.adaptation is not None:
+            stats["adaptation"] = "on, no held-out text yet"
         return stats
 
 
