@@ -118,15 +118,59 @@ class DocumentCache:
         return words, p / total if total > 0 else p
 
 
+BUCKET_EDGES = (1, 10, 100)
+"""Context buckets by how often the user layer saw the context's last word: 0, 1-9, 10-99, 100 or more."""
+BUCKET_PRIOR_TOKENS = 200
+"""A bucket's own EM weights count as this many tokens against the global weights (sparse buckets stay near them)."""
+
+
+def bucket_of(user: NgramModel | None, context: Context) -> int:
+    """The context's bucket (see `BUCKET_EDGES`): the user layer's count of its last word (`<s>` at a start)."""
+    if user is None:
+        return 0
+    last = context[-1] if context else BOS
+    wid = user.counts.vocab.get(last)
+    count = user.counts.count((wid,)) if wid is not None else 0
+    return int(np.searchsorted(BUCKET_EDGES, count, side="right"))
+
+
+class BucketBlend(Blend):
+    """A `Blend` whose weights depend on the context's bucket (`bucket_of`): still a mixture in every context."""
+
+    def __init__(self, models: Sequence, weights: np.ndarray, user: NgramModel | None) -> None:
+        super().__init__(models, weights[0].tolist())
+        self.bucket_weights = weights
+        self.user = user
+
+    def _for(self, context: Context) -> None:
+        self.weights = self.bucket_weights[bucket_of(self.user, context)]
+
+    def logprob(self, word: str, context: Context) -> float:
+        self._for(context)
+        return super().logprob(word, context)
+
+    def predict(self, context: Context, k: int = 10, prefix: str = "") -> list:
+        self._for(context)
+        return super().predict(context, k, prefix)
+
+    def distribution(self, context: Context) -> dict[str, float]:
+        self._for(context)
+        return super().distribution(context)
+
+
 class HeldOut:
-    """Component log-probabilities of held-out tokens (text scored before it was learned), the latest kept."""
+    """Component log-probabilities of held-out tokens (text scored before it was learned) and their contexts'
+    buckets, the latest kept."""
 
     def __init__(self, limit: int = HELD_OUT_TOKENS) -> None:
         self.limit = limit
         self.rows = np.zeros((0, len(COMPONENTS)))
+        self.buckets = np.zeros(0, np.int64)
 
-    def add(self, rows: np.ndarray) -> None:
+    def add(self, rows: np.ndarray, buckets: np.ndarray | None = None) -> None:
+        buckets = np.zeros(len(rows), np.int64) if buckets is None else np.asarray(buckets, np.int64)
         self.rows = np.vstack([self.rows, rows])[-self.limit :]
+        self.buckets = np.concatenate([self.buckets, buckets])[-self.limit :]
 
     def fit(self, prior: Sequence[float], prior_tokens: int) -> np.ndarray:
         """EM weights on the held-out rows, averaged with `prior` (fitted on `prior_tokens` earlier tokens, at most
@@ -139,21 +183,24 @@ class HeldOut:
         return weights / weights.sum()
 
 
-def held_out_rows(pair: Blend, cache: DocumentCache, sentences: Sequence[Sequence[str]]) -> np.ndarray:
+def held_out_rows(
+    pair: Blend, cache: DocumentCache, sentences: Sequence[Sequence[str]], user: NgramModel | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Each token's component log-probabilities (T x 3: store, user as blended, cache) before the text is learned,
-    the cache holding the document's tokens before each one (as it did while the person typed). `pair` is the
-    Blend of the store's model and the user layer."""
+    the cache holding the document's tokens before each one (as it did while the person typed), and each token's
+    context bucket under `user`. `pair` is the Blend of the store's model and the user layer."""
     tokens = [t for s in sentences for t in s]
     width = None if pair.order is None else pair.order - 1
-    rows = []
+    rows, buckets = [], []
     before = cache.tokens
     history: list[str] = list(before)
     for word, context in contexts(tokens, width):
         cache.set_tokens(history)
         rows.append([*pair.component_logprobs(word, context), cache.logprob(word, context)])
+        buckets.append(bucket_of(user, context))
         history.append(word)
     cache.set_tokens(before)
-    return np.asarray(rows, dtype=np.float64).reshape(-1, len(COMPONENTS))
+    return np.asarray(rows, dtype=np.float64).reshape(-1, len(COMPONENTS)), np.asarray(buckets, dtype=np.int64)
 
 
 def make_blend(store: NgramModel, user: NgramModel | None, cache: DocumentCache, weights: Sequence[float]) -> Blend:
@@ -178,6 +225,7 @@ class Adaptation:
         weights: Sequence[float] = DEFAULT_WEIGHTS,
         fitted_tokens: int = 0,
         parts: Sequence[str] = ("user", "cache"),
+        bucketed: bool = False,
     ) -> None:
         unknown = set(parts) - {"user", "cache"}
         if unknown:
@@ -190,6 +238,8 @@ class Adaptation:
         self.held_out = HeldOut()
         self.fitted_tokens = fitted_tokens
         self.weights = self._masked(np.asarray(weights, dtype=np.float64))
+        self.bucketed = bucketed
+        self.bucket_weights = np.tile(self.weights, (len(BUCKET_EDGES) + 1, 1))
         self._blend: Blend | None = None
 
     def _mask(self) -> np.ndarray:
@@ -203,7 +253,11 @@ class Adaptation:
     def blend(self) -> Blend:
         """The mixture as a `LanguageModel` (rebuilt when the user layer or the weights change)."""
         if self._blend is None:
-            self._blend = make_blend(self.store, self.user, self.cache, self.weights.tolist())
+            if self.bucketed:
+                models = [self.store, self.user if self.user is not None else self.store, self.cache]
+                self._blend = BucketBlend(models, self.bucket_weights, self.user)
+            else:
+                self._blend = make_blend(self.store, self.user, self.cache, self.weights.tolist())
         return self._blend
 
     def set_user_text(self, sentences: Sequence[Sequence[str]]) -> None:
@@ -217,14 +271,33 @@ class Adaptation:
         Before anything was learned there is no user layer to weigh: the weights stay."""
         if self.user is None and "user" in self.parts:
             return self.weights
-        rows = held_out_rows(pair_blend(self.store, self.user), DocumentCache(self.store), sentences)
+        pair, cache = pair_blend(self.store, self.user), DocumentCache(self.store)
+        rows, buckets = held_out_rows(pair, cache, sentences, self.user)
         if len(rows) == 0:
             return self.weights
-        self.held_out.add(rows)
+        self.held_out.add(rows, buckets)
         self.fitted_tokens += len(rows)
         self.weights = self.fit(self.parts)
+        self.bucket_weights = self.fit_buckets(self.parts)
         self._blend = None
         return self.weights
+
+    def fit_buckets(self, parts: Sequence[str]) -> np.ndarray:
+        """Per context bucket: EM weights on that bucket's held-out rows, drawn towards the global weights
+        (`BUCKET_PRIOR_TOKENS`); (buckets x 3)."""
+        mask = np.asarray([True, "user" in parts, "cache" in parts])
+        overall = self.fit(parts)
+        out = np.tile(overall, (len(BUCKET_EDGES) + 1, 1))
+        for b in range(len(out)):
+            rows = self.held_out.rows[self.held_out.buckets == b][:, mask]
+            if len(rows) == 0:
+                continue
+            mixed = (len(rows) * em_weights(rows) + BUCKET_PRIOR_TOKENS * overall[mask]) / (
+                len(rows) + BUCKET_PRIOR_TOKENS
+            )
+            out[b] = 0.0
+            out[b, mask] = mixed / mixed.sum()
+        return out
 
     def fit(self, parts: Sequence[str]) -> np.ndarray:
         """EM weights over the held-out rows for the components in `parts` (the store's model always), blended with

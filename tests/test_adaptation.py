@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm_core.adaptation import Adaptation, DocumentCache, make_blend, user_model
+from lm_core.adaptation import Adaptation, DocumentCache, bucket_of, make_blend, user_model
 from lm_core.blend import em_weights
 from lm_core.counting import count_ngrams, encode_sentences
 from lm_core.ngram import NgramModel
@@ -139,3 +139,21 @@ def test_completion_reads_the_document_being_edited(tmp_path: Path) -> None:
     plain = {s.word: s.prob for s in engine.complete_at(document, len(document), 10).suggestions}
     assert adapted["red"] > plain["red"]  # the document's own bigram lifts it
     engine.close()
+
+
+def test_bucketed_weights_follow_how_often_the_user_saw_the_context(store_model: NgramModel) -> None:
+    adaptation = Adaptation(store_model, parts=("user",), bucketed=True)
+    adaptation.set_user_text(sentences(USER))  # the user layer saw "red" 3 times, "dog" never
+    assert (bucket_of(adaptation.user, ("red",)), bucket_of(adaptation.user, ("dog",))) == (1, 0)
+    adaptation.bucket_weights = np.asarray([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
+    blend = adaptation.blend
+    for context, (ws, wu) in [(("the", "red"), (0.2, 0.8)), (("the", "dog"), (0.9, 0.1))]:
+        expected = ws * math.exp(store_model.logprob("car", context))
+        expected += wu * math.exp(adaptation.user.logprob("car", context))
+        assert math.exp(blend.logprob("car", context)) == pytest.approx(expected, abs=1e-12)
+        assert sum(blend.distribution(context).values()) == pytest.approx(1.0, abs=1e-9)
+        top = blend.predict(context, 3)
+        assert top[0].prob == pytest.approx(blend.distribution(context)[top[0].word], abs=1e-12)
+    adaptation.observe(sentences(["the red car sat on the mat", "a red car ran", "the dog ran"]))
+    assert adaptation.bucket_weights.shape == (4, 3)
+    assert np.allclose(adaptation.bucket_weights.sum(axis=1), 1.0) and (adaptation.bucket_weights[:, 2] == 0).all()
