@@ -39,6 +39,7 @@ OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the sto
 MIN_OVERLAP = 0.5
 ADAPTATION_KEY = "adaptation"  # the store setting holding the adaptive mixture's weights (JSON)
 CACHE_CHARS = 24_000  # the document cache reads at most this many characters before the cursor
+HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
 
@@ -263,6 +264,8 @@ class Engine:
         known = {tuple(s) for s in self.counts_store.learned_sentences()}
         fresh = [[t.norm for t in s] for s in self._sentences(text)]
         fresh = [s for s in fresh if tuple(s) not in known]
+        while sum(map(len, fresh)) > HELD_OUT_PER_LEARN and len(fresh) > 1:
+            fresh = fresh[len(fresh) // 2 :]  # the newest part of a long text is enough (and bounds the cost)
         if not fresh:
             return
         weights = adaptation.observe(fresh)
