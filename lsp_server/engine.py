@@ -132,7 +132,8 @@ class Engine:
         self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
         self._check_version: tuple[int, int, OddityConfig] | None = None
         self.adaptation: Adaptation | None = None  # see enable_adaptation
-        self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's text above the cursor, tokenized
+        self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's paragraphs above, tokenized
+        self._cache_middle: tuple[str, list[str]] = ("", [])  # ... and the current paragraph's finished sentences
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -282,14 +283,21 @@ class Engine:
         if self.adaptation is None or "cache" not in self.adaptation.parts:
             return
         start = max(0, end - CACHE_CHARS)
-        split = text.rfind("\n\n", start, end)
-        head = text[start:split] if split > start else ""
-        if head != self._cache_head[0]:
-            self._cache_head = (head, [t.norm for s in self._sentences(head) for t in s])
-        tail = [t.norm for s in self._sentences(text[max(start, split) : end]) for t in s]
-        if tail and tail[-1] == EOS and not text[max(start, split) : end].rstrip().endswith((".", "!", "?")):
+        paragraph = max(start, text.rfind("\n\n", start, end))
+        sentence = max(paragraph, *(text.rfind(f"{stop} ", paragraph, end) + 1 for stop in ".!?"))
+        # the paragraphs above change rarely, the current paragraph's finished sentences once a sentence
+        head = self._tokens_memo(self._cache_head, text[start:paragraph])
+        self._cache_head = (text[start:paragraph], head)
+        middle = self._tokens_memo(self._cache_middle, text[paragraph:sentence])
+        self._cache_middle = (text[paragraph:sentence], middle)
+        tail = [t.norm for s in self._sentences(text[sentence:end]) for t in s]
+        if tail and tail[-1] == EOS:
             tail.pop()  # the sentence being written has not ended
-        self.adaptation.cache.set_tokens([*self._cache_head[1], *tail])
+        self.adaptation.cache.set_tokens([*head, *middle, *tail])
+
+    def _tokens_memo(self, memo: tuple[str, list[str]], text: str) -> list[str]:
+        """The normalised tokens of `text` (from `memo` when it is the same text)."""
+        return memo[1] if memo[0] == text else [t.norm for s in self._sentences(text) for t in s]
 
     def _suggester(self) -> LanguageModel:
         """What suggests: the adaptive mixture (with the neural model as one more component, at its blend weight,

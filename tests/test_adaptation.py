@@ -157,3 +157,21 @@ def test_bucketed_weights_follow_how_often_the_user_saw_the_context(store_model:
     adaptation.observe(sentences(["the red car sat on the mat", "a red car ran", "the dog ran"]))
     assert adaptation.bucket_weights.shape == (4, 3)
     assert np.allclose(adaptation.bucket_weights.sum(axis=1), 1.0) and (adaptation.bucket_weights[:, 2] == 0).all()
+
+
+def test_the_cache_of_a_prose_document_is_its_tokens_before_the_word_being_typed(tmp_path: Path) -> None:
+    db = tmp_path / "prose.db"
+    with CountStore.open(db, create=True) as store:  # prose
+        store.learn("base", "The cat sat on the mat. The dog ran to the log. A red car ran.\n" * 3)
+    engine = Engine.open(db)
+    engine.enable_adaptation(parts=("cache",))
+    first = "The cat sat. The dog ran.\n\nA red car ran. The red d"
+    engine.complete_at(first, len(first), 5)
+    expected = ("the", "cat", "sat", ".", "</s>", "the", "dog", "ran", ".", "</s>")
+    expected += ("a", "red", "car", "ran", ".", "</s>", "the", "red")
+    assert engine.adaptation.cache.tokens == expected
+    # typing on: the paragraphs and sentences above come from the memo, and the result is the same as afresh
+    second = first[:-1] + "dog sat. It ran"
+    engine.complete_at(second, len(second), 5)
+    assert engine.adaptation.cache.tokens == (*expected, "dog", "sat", ".", "</s>", "it")
+    engine.close()
