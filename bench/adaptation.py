@@ -267,6 +267,7 @@ def main() -> None:
             user_rows, note = run_user(name, learn, held, sizes, Path(tmp))
             rows += user_rows
             notes.append(note)
+            print("\n" + table(user_rows) + "\n", flush=True)  # each user's figures as soon as they are in
     runtime = time.perf_counter() - start
     body = "\n".join(
         [
