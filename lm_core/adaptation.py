@@ -19,7 +19,7 @@ recent text the person wrote, scored before that text was learned, and `HeldOut.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,7 +52,8 @@ def user_model(sentences: Sequence[Sequence[str]], order: int) -> NgramModel | N
 
 
 class DocumentCache:
-    """The cache component: unigram and bigram counts of the latest `CACHE_TOKENS` tokens of one document.
+    """The cache component: unigram and bigram counts of the latest `CACHE_TOKENS` tokens of one document, kept
+    incrementally (a document that only grew costs only its new tokens).
 
     Its word list is its reference model's (the store's `NgramModel`), so it blends without re-expression; `version`
     changes with its contents (a `Blend` drops what it memoised)."""
@@ -64,53 +65,100 @@ class DocumentCache:
         self.max_tokens = max_tokens
         self.mu = mu
         self.version = 0
-        self.tokens: tuple[str, ...] = ()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._window: deque[str] = deque()
+        self._seen = 0  # tokens of the document the window ends at (it holds the last max_tokens of them)
         self._unigrams: Counter[str] = Counter()
         self._followers: dict[str, Counter[str]] = {}
-        self._dense: tuple[object, np.ndarray] | None = None  # (reference words, unigram distribution over them)
+        self._totals: Counter[str] = Counter()
+        self._dense: tuple[object, np.ndarray] | None = None  # (reference words, unigram counts over them)
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The cached tokens, oldest first."""
+        return tuple(self._window)
 
     def set_tokens(self, tokens: Sequence[str]) -> None:
-        """The document's normalised tokens before the cursor (`</s>` at sentence ends); keeps the latest ones."""
-        tokens = tuple(t for t in tokens[-self.max_tokens :] if t != BOS)
-        if tokens == self.tokens:
+        """The document's normalised tokens before the cursor (`</s>` at sentence ends; `<s>` ignored); the cache
+        keeps the latest `max_tokens`. When the document only grew since the last call, only the new tokens are
+        added."""
+        tokens = [t for t in tokens if t != BOS]
+        n, window = len(tokens), len(self._window)
+        if n == self._seen and tokens[n - window :] == list(self._window):
             return
-        self.tokens = tokens
+        if n > self._seen and tokens[self._seen - window : self._seen] == list(self._window):
+            for token in tokens[max(self._seen, n - self.max_tokens) :]:
+                self.push(token)
+            self._seen = n
+        else:
+            self._clear()
+            for token in tokens[-self.max_tokens :]:
+                self.push(token)
+            self._seen = n
         self.version += 1
-        self._unigrams = Counter(tokens)
-        self._followers = {}
-        previous = BOS
-        for token in tokens:
-            self._followers.setdefault(previous, Counter())[token] += 1
-            previous = BOS if token == EOS else token
-        self._dense = None
+
+    def push(self, token: str) -> None:
+        """Add the document's next token (the oldest leaves a full window)."""
+        window = self._window
+        previous = BOS if not window or window[-1] == EOS else window[-1]
+        self._count(previous, token, 1)
+        window.append(token)
+        if len(window) > self.max_tokens:
+            oldest = window.popleft()
+            after = BOS if oldest == EOS else oldest
+            self._count(BOS, oldest, -1)  # the window's first token counted after <s>
+            self._count(after, window[0], -1)  # ... its pair with the next one goes
+            self._count(BOS, window[0], 1)  # ... which is now the first
+            self._unigram(oldest, -1)
+        self._unigram(token, 1)
+
+    def _count(self, previous: str, token: str, delta: int) -> None:
+        followers = self._followers.setdefault(previous, Counter())
+        followers[token] += delta
+        self._totals[previous] += delta
+        if followers[token] == 0:
+            del followers[token]
+
+    def _unigram(self, token: str, delta: int) -> None:
+        self._unigrams[token] += delta
+        if self._unigrams[token] == 0:
+            del self._unigrams[token]
+        if self._dense is not None:
+            at = self.reference.word_positions().get(token)
+            if at is not None:
+                self._dense[1][at] += delta
 
     def __len__(self) -> int:
-        return len(self.tokens)
+        return len(self._window)
 
     def logprob(self, word: str, context: Context) -> float:
         """Natural log of P_cache(word | context) (the store's model while the cache is empty)."""
-        if not self.tokens:
+        if not self._window:
             return self.reference.logprob(word, context)
-        followers = self._followers.get(context[-1] if context else BOS, Counter())
-        unigram = self._unigrams.get(word, 0) / len(self.tokens)
-        p = (followers.get(word, 0) + self.mu * unigram) / (followers.total() + self.mu)
+        previous = context[-1] if context else BOS
+        followers = self._followers.get(previous)
+        unigram = self._unigrams.get(word, 0) / len(self._window)
+        seen = followers.get(word, 0) if followers else 0
+        p = (seen + self.mu * unigram) / (self._totals.get(previous, 0) + self.mu)
         return math.log(p) if p > 0 else -math.inf
 
     def distribution_arrays(self, context: Context) -> tuple[list[str], np.ndarray]:
         """(the store model's words, P_cache over them): sums to 1 over the cached words the store knows."""
-        if not self.tokens:
+        if not self._window:
             return self.reference.distribution_arrays(context)
         words = self.reference.vocabulary_words()
         index = self.reference.word_positions()
         if self._dense is None or self._dense[0] is not words:
-            unigram = np.zeros(len(words))
+            counts = np.zeros(len(words))
             for word, n in self._unigrams.items():
                 at = index.get(word)
                 if at is not None:
-                    unigram[at] += n
-            self._dense = (words, unigram / len(self.tokens))
-        p = self.mu * self._dense[1]
-        for word, n in self._followers.get(context[-1] if context else BOS, Counter()).items():
+                    counts[at] += n
+            self._dense = (words, counts)
+        p = (self.mu / len(self._window)) * self._dense[1]
+        for word, n in (self._followers.get(context[-1] if context else BOS) or {}).items():
             at = index.get(word)
             if at is not None:
                 p[at] += n
@@ -187,19 +235,16 @@ def held_out_rows(
     pair: Blend, cache: DocumentCache, sentences: Sequence[Sequence[str]], user: NgramModel | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each token's component log-probabilities (T x 3: store, user as blended, cache) before the text is learned,
-    the cache holding the document's tokens before each one (as it did while the person typed), and each token's
-    context bucket under `user`. `pair` is the Blend of the store's model and the user layer."""
+    the cache (a fresh one, filled as the text goes) holding the document's tokens before each one (as it did
+    while the person typed), and each token's context bucket under `user`. `pair` is the Blend of the store's model
+    and the user layer."""
     tokens = [t for s in sentences for t in s]
     width = None if pair.order is None else pair.order - 1
     rows, buckets = [], []
-    before = cache.tokens
-    history: list[str] = list(before)
     for word, context in contexts(tokens, width):
-        cache.set_tokens(history)
         rows.append([*pair.component_logprobs(word, context), cache.logprob(word, context)])
         buckets.append(bucket_of(user, context))
-        history.append(word)
-    cache.set_tokens(before)
+        cache.push(word)  # the document so far, one token more
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(COMPONENTS)), np.asarray(buckets, dtype=np.int64)
 
 

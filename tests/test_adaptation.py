@@ -175,3 +175,19 @@ def test_the_cache_of_a_prose_document_is_its_tokens_before_the_word_being_typed
     engine.complete_at(second, len(second), 5)
     assert engine.adaptation.cache.tokens == (*expected, "dog", "sat", ".", "</s>", "it")
     engine.close()
+
+
+def test_a_growing_document_updates_the_cache_as_a_fresh_one_would_count_it(store_model: NgramModel) -> None:
+    document = ["the", "cat", "sat", "</s>", "the", "red", "car", "ran", "to", "the", "mat", "</s>"]
+    document += ["a", "dog", "ran", "</s>"]
+    growing = DocumentCache(store_model, max_tokens=5)
+    for end in range(1, len(document) + 1):
+        growing.set_tokens(document[:end])
+        fresh = DocumentCache(store_model, max_tokens=5)
+        fresh.set_tokens(document[end - 5 if end > 5 else 0 : end])
+        assert growing.tokens == fresh.tokens
+        for context in [("<s>",), ("the",), ("ran",), ("</s>",)]:
+            for word in ("the", "ran", "</s>", "dog"):
+                assert growing.logprob(word, context) == pytest.approx(fresh.logprob(word, context), abs=1e-12)
+        _, probs = growing.distribution_arrays(("ran",))
+        assert np.allclose(probs, fresh.distribution_arrays(("ran",))[1], atol=1e-12)
