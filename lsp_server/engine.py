@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lm_core import tokenize
 from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, Adaptation
 from lm_core.backoff import BackoffModel
@@ -39,6 +41,7 @@ OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the sto
 MIN_OVERLAP = 0.5
 ADAPTATION_KEY = "adaptation"  # the store setting holding the adaptive mixture's weights (JSON)
 CACHE_CHARS = 24_000  # the document cache reads at most this many characters before the cursor
+ADAPTATION_BUCKETED = False  # weights per context bucket (bench/adaptation.py decides)
 HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
@@ -231,17 +234,21 @@ class Engine:
         self.store.close()
 
     # --- personal adaptation ---------------------------------------------------------------------------------
-    def enable_adaptation(self, parts: tuple[str, ...] = ("user", "cache")) -> None:
+    def enable_adaptation(self, parts: tuple[str, ...] = ("user", "cache"), bucketed: bool | None = None) -> None:
         """Suggest from the adaptive mixture (`lm_core.adaptation`): the store's model, a user layer over what the
         store learned, and the document cache, with the weights kept in the store (refit on each learn's new text,
         scored before it is learned). Scoring and diagnostics stay on `model`; an attached neural model joins the
-        mixture at its blend weight. Builds the user layer (seconds for 1M learned words)."""
+        mixture at its blend weight. With `bucketed` (default `ADAPTATION_BUCKETED`) the weights depend on how often
+        the user layer saw the context's last word. Builds the user layer (seconds for 1M learned words)."""
         store = self.counts_store
         if not isinstance(self.ngram, NgramModel):
             return
         saved = json.loads(store.setting(ADAPTATION_KEY) or "{}")
         weights = saved.get("weights", list(DEFAULT_WEIGHTS))
-        adaptation = Adaptation(self.ngram, weights, int(saved.get("fitted_tokens", 0)), parts)
+        bucketed = ADAPTATION_BUCKETED if bucketed is None else bucketed
+        adaptation = Adaptation(self.ngram, weights, int(saved.get("fitted_tokens", 0)), parts, bucketed)
+        if "bucket_weights" in saved:
+            adaptation.bucket_weights = np.asarray(saved["bucket_weights"], dtype=np.float64)
         adaptation.set_user_text(store.learned_sentences())
         self.adaptation = adaptation
 
@@ -270,7 +277,11 @@ class Engine:
         if not fresh:
             return
         weights = adaptation.observe(fresh)
-        record = {"weights": [round(float(w), 6) for w in weights], "fitted_tokens": adaptation.fitted_tokens}
+        record = {
+            "weights": [round(float(w), 6) for w in weights],
+            "bucket_weights": np.round(adaptation.bucket_weights, 6).tolist(),
+            "fitted_tokens": adaptation.fitted_tokens,
+        }
         self.counts_store.save_setting(ADAPTATION_KEY, json.dumps(record))
 
     def _adapt_after_learning(self) -> None:
