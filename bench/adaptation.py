@@ -17,7 +17,7 @@ Users (their test text never in the base, WikiText-2): Austen (Emma, Persuasion,
 learned, last 20 % test, as bench/evaluation.py), Reuters (train learned, test), Chesterton (Ball and the Cross,
 Father Brown, Thursday: 80 / 20). Cost per suggestion: each configuration's suggest call, p50 / p99 ms.
 
-    python bench/adaptation.py            # ~10k accuracy targets and ~5k KSR words per user (slow: shared CPU)
+    python bench/adaptation.py            # ~5k accuracy targets and ~3k KSR words per user (~30 min, 2 cores)
     python bench/adaptation.py --quick    # small slices
 """
 
@@ -50,7 +50,7 @@ from bench.common import (  # noqa: E402
 )
 from bench.evaluation import KS, ksr_by_sentence, pct, prose_slice  # noqa: E402
 from lm_core import tokenize  # noqa: E402
-from lm_core.adaptation import Adaptation  # noqa: E402
+from lm_core.adaptation import Adaptation, DocumentCache  # noqa: E402
 from lm_core.evaluation import KeystrokeResult, accuracy_from_ranks, is_word  # noqa: E402
 from lm_core.vocab import BOS, EOS, UNK  # noqa: E402
 from lsp_server.engine import Engine  # noqa: E402
@@ -76,7 +76,7 @@ class Sizes:
     fit_words: int  # held-out words (the end of the learned part) EM fits on
 
 
-FULL = Sizes(10_000, 5_000, 20_000)
+FULL = Sizes(5_000, 3_000, 10_000)
 QUICK = Sizes(600, 200, 2_000)
 
 
@@ -111,9 +111,10 @@ def document_tokens(sentences: list[list[tokenize.Token]]) -> list[list[str]]:
     return [[t.norm for t in s] for s in sentences]
 
 
-def suggest_with(engine: Engine, adaptation: Adaptation | None, doc_before: list[str], latency: list[float]):
+def suggest_with(engine: Engine, adaptation: Adaptation | None, latency: list[float], pushed: list[int]):
     """An editor's suggestions (display casing, words only) from the engine's store model or the mixture, the
-    document cache holding the document's tokens before the cursor."""
+    document cache holding the document's tokens before the cursor: the sentences typed before (pushed by the
+    caller) and this sentence's words as they are typed (pushed here)."""
     width = engine.context_width
 
     def suggest(context: Sequence[str], prefix: str, k: int) -> list[str]:
@@ -123,7 +124,9 @@ def suggest_with(engine: Engine, adaptation: Adaptation | None, doc_before: list
         if adaptation is None:
             words = engine.next_words(ctx, k, prefix, sentence_start=not context)
         else:
-            adaptation.cache.set_tokens([*doc_before, *history[1:]])
+            for word in history[1 + pushed[0] :]:
+                adaptation.cache.push(word)
+            pushed[0] = len(history) - 1
             words = engine.next_words_from(adaptation.blend, ctx, k, prefix, sentence_start=not context)
         latency.append((time.perf_counter() - started) * 1000)
         return [s.word for s in words]
@@ -138,30 +141,37 @@ def evaluate(engine: Engine, adaptation: Adaptation | None, held: str, sizes: Si
     ranks: list[int | None] = []
     history: list[str] = [BOS]
     width = engine.context_width
-    for i, token in enumerate(tokens):
+    fresh = DocumentCache(engine.ngram)
+    if adaptation is not None:
+        adaptation.cache = fresh  # (an Adaptation's blend reads its cache)
+        adaptation._blend = None
+    model = engine.ngram if adaptation is None else adaptation.blend
+    for token in tokens:
         if token == UNK:
             ranks.append(None)
         elif is_word(token):
             ctx = tuple(history[max(0, len(history) - width) :])
-            if adaptation is None:
-                model = engine.ngram
-            else:
-                adaptation.cache.set_tokens(tokens[:i])
-                model = adaptation.blend
             predicted = [s.word for s in engine.next_words_from(model, ctx, max(KS), "", display=False)]
             ranks.append(predicted.index(token) if token in predicted else None)
         history = [BOS] if token == EOS else [*history, token]
+        fresh.push(token)  # the document so far
     accuracy = accuracy_from_ranks(ranks, KS)
     # keystroke savings, sentence by sentence, the document so far in the cache
     sentences = prose_slice(held, sizes.ksr_words)
     totals: dict[int, list[int]] = {k: [0, 0, 0, 0, 0] for k in KS}
-    before: list[str] = []
+    if adaptation is not None:
+        adaptation.cache = DocumentCache(engine.ngram)
+        adaptation._blend = None
     for sentence in sentences:
         words = [t.surface for t in sentence if t.kind != "eos"]
-        for k, r in ksr_by_sentence(suggest_with(engine, adaptation, before, latency), [words]).items():
+        pushed = [0]  # this sentence's words already in the cache
+        for k, r in ksr_by_sentence(suggest_with(engine, adaptation, latency, pushed), [words]).items():
             for j, v in enumerate((r.typed, r.selections, r.without, r.words, r.taken)):
                 totals[k][j] += v
-        before += [t.norm for t in sentence]
+        if adaptation is not None:  # the whole sentence is in the document now (its last word, its end)
+            for word in words[pushed[0] :]:
+                adaptation.cache.push(word.casefold())
+            adaptation.cache.push(EOS)
     ksr = {k: KeystrokeResult(k, 1 - (t[0] + t[1]) / t[2] if t[2] else math.nan, *t) for k, t in totals.items()}
     return accuracy, ksr, latency
 

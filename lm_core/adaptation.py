@@ -84,7 +84,7 @@ class DocumentCache:
         """The document's normalised tokens before the cursor (`</s>` at sentence ends; `<s>` ignored); the cache
         keeps the latest `max_tokens`. When the document only grew since the last call, only the new tokens are
         added."""
-        tokens = [t for t in tokens if t != BOS]
+        tokens = [t for t in tokens if t != BOS] if BOS in tokens else list(tokens)
         n, window = len(tokens), len(self._window)
         if n == self._seen and tokens[n - window :] == list(self._window):
             return
