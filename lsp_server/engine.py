@@ -42,6 +42,7 @@ MIN_OVERLAP = 0.5
 ADAPTATION_KEY = "adaptation"  # the store setting holding the adaptive mixture's weights (JSON)
 CACHE_CHARS = 24_000  # the document cache reads at most this many characters before the cursor
 ADAPTATION_BUCKETED = False  # weights per context bucket (bench/adaptation.py decides)
+PARAGRAPH_MEMO = 2_000  # paragraphs whose tokens the document cache remembers
 HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
@@ -137,6 +138,7 @@ class Engine:
         self.adaptation: Adaptation | None = None  # see enable_adaptation
         self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's paragraphs above, tokenized
         self._cache_middle: tuple[str, list[str]] = ("", [])  # ... and the current paragraph's finished sentences
+        self._paragraph_memo: dict[str, list[str]] = {}  # paragraph text -> its tokens (oldest first out)
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -293,18 +295,33 @@ class Engine:
         at most CACHE_CHARS of it; the part above the current paragraph is tokenized only when it changes."""
         if self.adaptation is None or "cache" not in self.adaptation.parts:
             return
-        start = max(0, end - CACHE_CHARS)
+        nominal = max(0, end - CACHE_CHARS)
+        start = text.find("\n\n", nominal, end) if nominal else 0  # whole paragraphs only
+        start = nominal if start < 0 else start
         paragraph = max(start, text.rfind("\n\n", start, end))
         sentence = max(paragraph, *(text.rfind(f"{stop} ", paragraph, end) + 1 for stop in ".!?"))
-        # the paragraphs above change rarely, the current paragraph's finished sentences once a sentence
-        head = self._tokens_memo(self._cache_head, text[start:paragraph])
-        self._cache_head = (text[start:paragraph], head)
+        # the paragraphs above change rarely (each one tokenized once, then remembered), the current paragraph's
+        # finished sentences once a sentence
+        if text[start:paragraph] != self._cache_head[0]:
+            chunks = text[start:paragraph].split("\n\n")
+            self._cache_head = (text[start:paragraph], [t for c in chunks if c.strip() for t in self._paragraph(c)])
+        head = self._cache_head[1]
         middle = self._tokens_memo(self._cache_middle, text[paragraph:sentence])
         self._cache_middle = (text[paragraph:sentence], middle)
         tail = [t.norm for s in self._sentences(text[sentence:end]) for t in s]
         if tail and tail[-1] == EOS:
             tail.pop()  # the sentence being written has not ended
         self.adaptation.cache.set_tokens([*head, *middle, *tail])
+
+    def _paragraph(self, text: str) -> list[str]:
+        """The normalised tokens of one paragraph, remembered (at most PARAGRAPH_MEMO of them)."""
+        memo = self._paragraph_memo
+        tokens = memo.get(text)
+        if tokens is None:
+            tokens = memo[text] = [t.norm for s in self._sentences(text) for t in s]
+            if len(memo) > PARAGRAPH_MEMO:
+                memo.pop(next(iter(memo)))
+        return tokens
 
     def _tokens_memo(self, memo: tuple[str, list[str]], text: str) -> list[str]:
         """The normalised tokens of `text` (from `memo` when it is the same text)."""
