@@ -181,12 +181,32 @@ def typing_cases(test_file: Path, count: int) -> list[str]:
     return out[:count]
 
 
-def start_server(db: Path, env: dict[str, str], neural: str) -> tuple[RawClient, float, float | None]:
+def learn_user_text(db: Path, corpora: Path) -> int:
+    """The adaptive rows' user: the first 80 % of Austen's three Gutenberg books learned into the store, in two
+    parts (the second scored before it is learned, so the mixture has fitted weights); returns the words learned."""
+    from lsp_server.engine import Engine
+
+    books = require_files(corpora, [f"gutenberg/austen-{b}.txt" for b in ("emma", "persuasion", "sense")])
+    text = "\n\n".join(p.read_text(encoding="utf-8", errors="replace") for p in books)
+    text = text[: text.rfind("\n\n", 0, int(len(text) * 0.8))]
+    cut = text.rfind("\n\n", 0, int(len(text) * 0.95))
+    engine = Engine.open(db)
+    engine.learn("austen-1", text[:cut])
+    engine.enable_adaptation()
+    engine.learn("austen-2", text[cut:])
+    engine.close()
+    return len(text.split())
+
+
+def start_server(
+    db: Path, env: dict[str, str], neural: str, adaptation: bool = False
+) -> tuple[RawClient, float, float | None]:
     """A server on `db`; returns it, the seconds from process start to the first completion answer, and (with a
-    neural model) the seconds until the blend was attached (polled through nextword.statistics)."""
+    neural model or adaptation) the seconds until the blend was attached and the adaptive mixture on (polled
+    through nextword.statistics)."""
     started = time.perf_counter()
     client = RawClient([sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(db)], env)
-    options = {"neuralModel": neural}
+    options = {"neuralModel": neural, "adaptation": adaptation}
     client.request(
         "initialize", {"processId": os.getpid(), "capabilities": {}, "rootUri": None, "initializationOptions": options}
     )
@@ -198,13 +218,17 @@ def start_server(db: Path, env: dict[str, str], neural: str) -> tuple[RawClient,
     client.request("textDocument/completion", completion_params(text))
     first_completion_s = time.perf_counter() - started
     attached_s = None
-    if neural != "none":
-        deadline = time.monotonic() + 120
-        while "neural_model" not in client.request(
-            "workspace/executeCommand", {"command": "nextword.statistics", "arguments": []}
-        ):
+    if neural != "none" or adaptation:
+        deadline = time.monotonic() + 180
+
+        def ready(stats: dict[str, Any]) -> bool:
+            on = str(stats.get("adaptation", "")).startswith("on")
+            return ("neural_model" in stats or neural == "none") and (on or not adaptation)
+
+        statistics = {"command": "nextword.statistics", "arguments": []}
+        while not ready(client.request("workspace/executeCommand", statistics)):
             if time.monotonic() > deadline:
-                raise RuntimeError("the neural model was never attached (is lsp_server/data/default-neural.pt there?)")
+                raise RuntimeError("the neural model or the adaptive mixture never came (default-neural.pt there?)")
             time.sleep(0.05)
         attached_s = time.perf_counter() - started
     return client, first_completion_s, attached_s
@@ -227,7 +251,7 @@ def timed_completions(client: RawClient, texts: list[str], version: int) -> tupl
     return out, version
 
 
-def run(args: Any, neural: str) -> dict[str, Any]:
+def run(args: Any, neural: str, adaptation: bool = False) -> dict[str, Any]:
     corpora = corpora_dir(args.corpora)
     test_file = require_files(corpora, ["wikitext-2/wiki.test.tokens"])[0]
     count = 200 if args.quick else args.requests
@@ -237,8 +261,11 @@ def run(args: Any, neural: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         with step("preparing the store"):
             db = prepare_store(Path(tmp), args.full, corpora)
+        if adaptation:
+            with step("learning the user's text (Austen)"):
+                learn_user_text(db, corpora)
         env = {**os.environ, "XDG_DATA_HOME": tmp}
-        client, first_completion_s, attached_s = start_server(db, env, neural)
+        client, first_completion_s, attached_s = start_server(db, env, neural, adaptation)
         with step(f"{len(cases)} completions at random positions"):
             at_random, version = timed_completions(client, random_texts, 1)
         with step(f"{len(typed)} completions while typing paragraphs"):
@@ -325,7 +352,10 @@ def report(results: dict[str, dict[str, Any]], full: bool) -> str:
         f"to 64 tokens through the network), and while typing WikiText-2 test paragraphs word by word (the "
         f"document's cached state: only the new word runs). Each request follows a didChange with the text before "
         f"the cursor. `n-gram`: neuralModel none; `blend`: neuralModel default (the shipped LSTM, attached in the "
-        f"background; timing starts once it is).\n\n{table}\n\n{markdown_table(head, summary)}\n\n"
+        f"background; timing starts once it is); `+ adaptation`: the first 80 % of Austen's three books learned "
+        f"first, the adaptive mixture on (store model, user layer, document cache; with the LSTM as a fourth "
+        f"component in `blend + adaptation`), timing from when it is on; without: adaptation off."
+        f"\n\n{table}\n\n{markdown_table(head, summary)}\n\n"
         "Diagnostics (`Engine.check`: perplexity and odd words) on WikiText-2 test paragraphs as one document, "
         "in process: cold, then after one word in the middle is changed (aim: <= 300 ms for 5,000 words):\n\n"
         + markdown_table(["model", "words", "cold ms", "after a one-word edit ms"], checks)
@@ -337,12 +367,14 @@ def main() -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="completion requests per kind (default 2000)")
     parser.add_argument("--full", action="store_true", help="build an unpruned prose 5-gram store first (~1 min)")
-    parser.add_argument(
-        "--models", nargs="*", default=["n-gram", "blend"], choices=["n-gram", "blend"], help="what to measure"
-    )
+    models = ["n-gram", "blend", "n-gram + adaptation", "blend + adaptation"]
+    parser.add_argument("--models", nargs="*", default=models, choices=models, help="what to measure")
     args = parser.parse_args()
     with Stopwatch() as total:
-        results = {model: run(args, "none" if model == "n-gram" else "default") for model in args.models}
+        results = {
+            model: run(args, "default" if model.startswith("blend") else "none", model.endswith("adaptation"))
+            for model in args.models
+        }
     body = report(results, args.full)
     print(body)
     path = results_path(args)

@@ -220,8 +220,11 @@ class Blend:
         return positions[lo:hi]
 
     def _version(self) -> tuple[object, ...]:
-        """Changes when a component's counts change (an n-gram store that learned): cached vocabularies are stale."""
-        return tuple(getattr(getattr(m, "counts", None), "version", None) for m in self.models)
+        """Changes when a component's counts change (an n-gram store that learned), or a component with a `version`
+        of its own changes (a document cache): cached vocabularies and distributions are stale."""
+        return tuple(
+            (getattr(getattr(m, "counts", None), "version", None), getattr(m, "version", None)) for m in self.models
+        )
 
     def _refresh_known(self) -> None:
         """The word sets that decide whether a word can take the cheap path (read from full distributions)."""

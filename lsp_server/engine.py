@@ -6,17 +6,21 @@ and turns model words back into what a person would type (casing from the store,
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lm_core import tokenize
+from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, Adaptation
 from lm_core.backoff import BackoffModel
 from lm_core.corrections import NeighbourIndex, Vocabulary
 from lm_core.metrics import perplexity_of_scores, sentence_scores
-from lm_core.model import Context
+from lm_core.model import Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
@@ -36,6 +40,11 @@ UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (a 
 DEFAULT_BLEND_WEIGHT = 0.3  # the neural model's weight when neither the caller nor the checkpoint says
 OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the store's OVERLAP_WORDS likeliest words
 MIN_OVERLAP = 0.5
+ADAPTATION_KEY = "adaptation"  # the store setting holding the adaptive mixture's weights (JSON)
+CACHE_CHARS = 24_000  # the document cache reads at most this many characters before the cursor
+ADAPTATION_BUCKETED = False  # weights per context bucket (bench/adaptation.py decides)
+PARAGRAPH_MEMO = 2_000  # paragraphs whose tokens the document cache remembers
+HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 SPELLING_MIN_COUNT = 20  # a spelling correction must be a word seen at least this often
 FOLLOWER_SETS = 20_000  # words whose followers are kept as sets for the seen-pair filter
 MEMO_LIMIT = 400_000  # per-token scores kept between checks
@@ -134,6 +143,10 @@ class Engine:
         self._casing_version: int | None = None
         self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
         self._check_version: tuple[int, int, OddityConfig] | None = None
+        self.adaptation: Adaptation | None = None  # see enable_adaptation
+        self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's paragraphs above, tokenized
+        self._cache_middle: tuple[str, list[str]] = ("", [])  # ... and the current paragraph's finished sentences
+        self._paragraph_memo: dict[str, list[str]] = {}  # paragraph text -> its tokens (oldest first out)
         self._check_lock = threading.Lock()  # one check at a time fills the sentence cache
         self._memo: Memo = {}  # per-token n-gram scores of candidate windows, kept while the counts stay the same
         self._vocabulary: tuple[int, Vocabulary] | None = None
@@ -234,19 +247,147 @@ class Engine:
             self.ngram.counts.close()
         self.store.close()
 
+    # --- personal adaptation ---------------------------------------------------------------------------------
+    def enable_adaptation(self, parts: tuple[str, ...] = ("user", "cache"), bucketed: bool | None = None) -> None:
+        """Suggest from the adaptive mixture (`lm_core.adaptation`): the store's model, a user layer over what the
+        store learned, and the document cache, with the weights kept in the store (refit on each learn's new text,
+        scored before it is learned). Scoring and diagnostics stay on `model`; an attached neural model joins the
+        mixture at its blend weight. With `bucketed` (default `ADAPTATION_BUCKETED`) the weights depend on how often
+        the user layer saw the context's last word. Builds the user layer (seconds for 1M learned words)."""
+        store = self.counts_store
+        if not isinstance(self.ngram, NgramModel):
+            return
+        saved = json.loads(store.setting(ADAPTATION_KEY) or "{}")
+        weights = saved.get("weights", list(DEFAULT_WEIGHTS))
+        bucketed = ADAPTATION_BUCKETED if bucketed is None else bucketed
+        adaptation = Adaptation(self.ngram, weights, int(saved.get("fitted_tokens", 0)), parts, bucketed)
+        if "bucket_weights" in saved:
+            adaptation.bucket_weights = np.asarray(saved["bucket_weights"], dtype=np.float64)
+        adaptation.set_user_text(store.learned_sentences())
+        self.adaptation = adaptation
+
+    def disable_adaptation(self) -> None:
+        self.adaptation = None
+
+    def adaptation_weights(self) -> dict[str, float | int] | None:
+        """The weights kept in the store (store, user, cache) and how many held-out tokens they were fit on."""
+        if not isinstance(self.store, CountStore):
+            return None
+        saved = json.loads(self.store.setting(ADAPTATION_KEY) or "{}")
+        if "weights" not in saved:
+            return None
+        return {**dict(zip(COMPONENTS, saved["weights"], strict=True)), "fitted_tokens": saved["fitted_tokens"]}
+
+    def _adapt_before_learning(self, text: str) -> None:
+        """Score the text's new sentences (not learned before) under each component, refit and keep the weights."""
+        adaptation = self.adaptation
+        if adaptation is None:
+            return
+        known = {tuple(s) for s in self.counts_store.learned_sentences()}
+        fresh = [[t.norm for t in s] for s in self._sentences(text)]
+        fresh = [s for s in fresh if tuple(s) not in known]
+        while sum(map(len, fresh)) > HELD_OUT_PER_LEARN and len(fresh) > 1:
+            fresh = fresh[len(fresh) // 2 :]  # the newest part of a long text is enough (and bounds the cost)
+        if not fresh:
+            return
+        weights = adaptation.observe(fresh)
+        record = {
+            "weights": [round(float(w), 6) for w in weights],
+            "bucket_weights": np.round(adaptation.bucket_weights, 6).tolist(),
+            "fitted_tokens": adaptation.fitted_tokens,
+        }
+        self.counts_store.save_setting(ADAPTATION_KEY, json.dumps(record))
+
+    def _adapt_after_learning(self) -> None:
+        if self.adaptation is not None:
+            self.adaptation.set_user_text(self.counts_store.learned_sentences())
+
+    def _fill_cache(self, text: str, end: int) -> None:
+        """The document cache: the tokens of `text` before character `end` (the start of the word being typed),
+        at most CACHE_CHARS of it; the part above the current paragraph is tokenized only when it changes."""
+        if self.adaptation is None or "cache" not in self.adaptation.parts:
+            return
+        nominal = max(0, end - CACHE_CHARS)
+        start = text.find("\n\n", nominal, end) if nominal else 0  # whole paragraphs only
+        start = nominal if start < 0 else start
+        paragraph = max(start, text.rfind("\n\n", start, end))
+        sentence = max(paragraph, *(text.rfind(f"{stop} ", paragraph, end) + 1 for stop in ".!?"))
+        # the paragraphs above change rarely (each one tokenized once, then remembered), the current paragraph's
+        # finished sentences once a sentence
+        if text[start:paragraph] != self._cache_head[0]:
+            chunks = text[start:paragraph].split("\n\n")
+            self._cache_head = (text[start:paragraph], [t for c in chunks if c.strip() for t in self._paragraph(c)])
+        head = self._cache_head[1]
+        middle = self._tokens_memo(self._cache_middle, text[paragraph:sentence])
+        self._cache_middle = (text[paragraph:sentence], middle)
+        tail = [t.norm for s in self._sentences(text[sentence:end]) for t in s]
+        if tail and tail[-1] == EOS:
+            tail.pop()  # the sentence being written has not ended
+        self.adaptation.cache.set_tokens([*head, *middle, *tail])
+
+    def _paragraph(self, text: str) -> list[str]:
+        """The normalised tokens of one paragraph, remembered (at most PARAGRAPH_MEMO of them)."""
+        memo = self._paragraph_memo
+        tokens = memo.get(text)
+        if tokens is None:
+            tokens = memo[text] = [t.norm for s in self._sentences(text) for t in s]
+            if len(memo) > PARAGRAPH_MEMO:
+                memo.pop(next(iter(memo)))
+        return tokens
+
+    def _tokens_memo(self, memo: tuple[str, list[str]], text: str) -> list[str]:
+        """The normalised tokens of `text` (from `memo` when it is the same text)."""
+        return memo[1] if memo[0] == text else [t.norm for s in self._sentences(text) for t in s]
+
+    def _suggester(self) -> LanguageModel:
+        """What suggests: the adaptive mixture (with the neural model as one more component, at its blend weight,
+        when one is attached), else `model`."""
+        adaptation = self.adaptation
+        if adaptation is None:
+            return self.model
+        mixture = adaptation.blend
+        if self.neural is None:
+            return mixture
+        local = self._local
+        key = (mixture, self._neural_generation)
+        if getattr(local, "adaptive_key", None) != key:
+            from lm_core.blend import Blend
+            from lm_core.neural import NeuralLM
+
+            module, vocab, weight, _ = self.neural
+            weights = [*(float(w) * (1 - weight) for w in mixture.weights), weight]
+            local.adaptive = Blend([*mixture.models, NeuralLM(module, vocab)], weights)
+            local.adaptive_key = key
+        return local.adaptive
+
     # --- suggestions ---------------------------------------------------------------------------------------
     def next_words(
         self, context: Context, k: int = 10, prefix: str = "", sentence_start: bool = False
     ) -> list[Suggestion]:
-        """The k most probable next words (not punctuation or special tokens) after `context`, for display."""
+        """The k most probable next words (not punctuation or special tokens) after `context`, for display (from the
+        adaptive mixture when adaptation is on)."""
+        return self.next_words_from(self._suggester(), context, k, prefix, sentence_start)
+
+    def next_words_from(
+        self,
+        model: LanguageModel,
+        context: Context,
+        k: int = 10,
+        prefix: str = "",
+        sentence_start: bool = False,
+        display: bool = True,
+    ) -> list[Suggestion]:
+        """`next_words` from a given model (with `display` False, the normalised words, not their display form)."""
         wanted = max(k, 0)
         ask = wanted * 2 + 8
         while True:
-            predictions = self.model.predict(context, ask, prefix.casefold())
+            predictions = model.predict(context, ask, prefix.casefold())
             words = [p for p in predictions if _is_suggestible(p.word)]
             if len(words) >= wanted or len(predictions) < ask:
                 break
             ask *= 4
+        if not display:
+            return [Suggestion(p.word, p.prob) for p in words[:wanted]]
         return [Suggestion(self.display(p.word, sentence_start, prefix), p.prob) for p in words[:wanted]]
 
     def complete_at(self, text: str, offset: int, k: int = 10) -> Completion:
@@ -255,6 +396,7 @@ class Engine:
         cursor = tokenize.cursor_context(text, offset, max_tokens=self.context_width)
         if cursor.skipped:
             return Completion([], cursor.prefix, cursor.prefix_start)
+        self._fill_cache(text, cursor.prefix_start)
         suggestions = self.next_words(cursor.context, k, cursor.prefix, cursor.sentence_start)
         return Completion(suggestions, cursor.prefix, cursor.prefix_start)
 
@@ -510,13 +652,21 @@ class Engine:
 
     # --- learning ---------------------------------------------------------------------------------------------
     def learn(self, source: str, text: str) -> LearnResult:
-        return self.counts_store.learn(source, text)
+        """Learn `text` as `source`; with adaptation on, its new sentences first refit the mixture's weights."""
+        self._adapt_before_learning(text)
+        result = self.counts_store.learn(source, text)
+        self._adapt_after_learning()
+        return result
 
     def learn_file(self, path: str | Path) -> LearnResult:
-        return self.counts_store.learn_file(path)
+        result = self.counts_store.learn_file(path)
+        self._adapt_after_learning()
+        return result
 
     def forget(self, source: str) -> LearnResult:
-        return self.counts_store.forget(source)
+        result = self.counts_store.forget(source)
+        self._adapt_after_learning()
+        return result
 
     def base_sources(self) -> list[str]:
         """Names of the store's base sources (a store seeded from the shipped model has DEFAULT_BASE_NAME)."""
@@ -529,6 +679,18 @@ class Engine:
         stats: dict[str, object] = {**self.store.stats(), "smoothing": smoothing, "model_order": self.ngram.order}
         if self.neural_path is not None:
             stats.update(neural_model=str(self.neural_path), blend_weight=self.neural_weight)
+        weights = self.adaptation_weights()
+        if self.adaptation is not None:  # the live weights (what suggests now)
+            weights = {
+                **dict(zip(COMPONENTS, self.adaptation.weights.tolist(), strict=True)),
+                "fitted_tokens": self.adaptation.fitted_tokens,
+            }
+        if weights is not None:
+            state = "on" if self.adaptation is not None else "off"
+            parts = [f"{name} {weights[name]:.3f}" for name in COMPONENTS]
+            stats["adaptation"] = ", ".join([state, *parts, f"fit on {weights['fitted_tokens']:,} held-out tokens"])
+        elif self.adaptation is not None:
+            stats["adaptation"] = "on, no held-out text yet"
         return stats
 
 

@@ -38,6 +38,7 @@ from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
+from store.countstore import CountStore
 from store.errors import StoreError, UnknownSourceError
 from store.secrets import is_secret_file
 
@@ -189,6 +190,8 @@ class NextwordServer(LanguageServer):
         neural = ("database", "neural_model", "blend_weight")
         if self.initialized and any(getattr(self.settings, k) != getattr(old, k) for k in neural):
             schedule_neural(self)
+        if self.initialized and (self.settings.adaptation, self.settings.database) != (old.adaptation, old.database):
+            self.background.submit(_set_adaptation, self)
 
 
 server = NextwordServer()
@@ -207,6 +210,22 @@ def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
     asyncio.get_running_loop().call_later(WARM_ODDITIES_S, ls.background.submit, _warm_oddities, ls)
     ls.initialized = True
     schedule_neural(ls)
+    ls.background.submit(_set_adaptation, ls)
+
+
+def _set_adaptation(ls: NextwordServer) -> None:
+    """Turn the adaptive mixture on or off as the `adaptation` setting says (on the background thread: building
+    the user layer takes seconds for a large store); an imported ARPA model has nothing learned to adapt to."""
+    try:
+        engine = ls.engine()
+        if ls.settings.adaptation and isinstance(engine.store, CountStore):
+            engine.enable_adaptation()
+        else:
+            engine.disable_adaptation()
+    except StoreError as exc:
+        log.warning("no adaptation: the store cannot be opened: %s", exc)
+    except Exception:  # never kill the server from a background task
+        log.exception("enabling adaptation failed")
 
 
 def schedule_neural(ls: NextwordServer) -> None:

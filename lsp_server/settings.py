@@ -36,6 +36,7 @@ class Settings:
     neural_model: str = "default"  # a neural checkpoint blended with the n-gram model (see paths.neural_model_path):
     # "default" picks the retrained or the shipped model; "" / "none": the n-gram model alone
     blend_weight: float | None = None  # the neural model's weight, 0..1; None: the checkpoint's, else 0.3
+    adaptation: bool = True  # suggest from the adaptive mixture: store model, user layer, document cache (EM weights)
 
 
 _BOUNDS: dict[str, tuple[float, float]] = {

@@ -31,7 +31,8 @@ class SqliteCounts:
         self.lock = threading.RLock()
         self._levels: OrderedDict[tuple[int, ...], Level] = OrderedDict()
         self._coc: dict[tuple[int, str], tuple[int, ...]] = {}
-        self._queries = [self._level_query(n) for n in range(1, self.order + 1)]
+        self._hidden = schema.has_hidden_mass(self.db)
+        self._queries = [self._level_query(n, self._hidden) for n in range(1, self.order + 1)]
         self._version = 0
         self._seen_commits = store.commits
         self._seen_external = store.external_changes
@@ -95,12 +96,14 @@ class SqliteCounts:
         return Level(ids[order], count[order], cont[order])
 
     @staticmethod
-    def _level_query(n: int) -> str:
+    def _level_query(n: int, hidden: bool) -> str:
+        """The followers of a context (order n); with `hidden`, then the context's hidden mass as word id -1."""
         if n == 1:
             return f"SELECT w1, c, cc FROM ng1 WHERE w1 <> {BOS_ID}"
         cols = schema.columns(n)
-        where = " AND ".join(f"{c} = ?" for c in cols[:-1])
-        return f"SELECT {cols[-1]}, c, cc FROM ng{n} WHERE {where}"
+        where = " AND ".join(f"{c} = :{c}" for c in cols[:-1])
+        query = f"SELECT {cols[-1]}, c, cc FROM ng{n} WHERE {where}"
+        return query + (f" UNION ALL SELECT {HIDDEN_ID}, c, cc FROM hidden{n - 1} WHERE {where}" if hidden else "")
 
     def level(self, context: tuple[int, ...]) -> Level:
         """Followers of `context` (word ids), ascending by id; `()` is the unigram level without `<s>`."""
@@ -112,13 +115,10 @@ class SqliteCounts:
                 return cached
         if len(context) >= self.order:
             raise ValueError(f"context of {len(context)} words needs order {len(context) + 1}, store has {self.order}")
+        params = {f"w{i}": w for i, w in enumerate(context, start=1)}
         with self.lock:
-            rows = self.db.execute(self._queries[len(context)], context).fetchall()
-        if rows:
-            data = np.asarray(rows, dtype=np.int64)
-            level = Level(data[:, 0].copy(), data[:, 1].copy(), data[:, 2].copy())
-        else:
-            level = Level.empty()
+            rows = self.db.execute(self._queries[len(context)], params).fetchall()
+        level = _level_of(np.asarray(rows, dtype=np.int64).reshape(-1, 3))
         with self.lock:
             self._levels[context] = level
             if len(self._levels) > self.cache_size:
@@ -174,16 +174,38 @@ class SqliteCounts:
                 f"SELECT {', '.join('g.' + c for c in cols)}, g.c, g.cc FROM temp.pf{n} AS p "
                 f"JOIN ng{n} AS g ON {join} ORDER BY {', '.join('g.' + c for c in cols)}"
             ).fetchall()
+            if self._hidden:
+                hjoin = " AND ".join(f"h.{c} = p.{c}" for c in cols[:-1])
+                rows += self.db.execute(
+                    f"SELECT {', '.join('h.' + c for c in cols[:-1])}, {HIDDEN_ID}, h.c, h.cc FROM temp.pf{n} AS p "
+                    f"JOIN hidden{n - 1} AS h ON {hjoin}"
+                ).fetchall()
         levels = {context: Level.empty() for context in contexts}
         if not rows:
             return levels
         data = np.asarray(rows, dtype=np.int64)
+        data = data[np.lexsort(data[:, :n].T[::-1])]  # by context, then word id (the hidden row, id -1, first)
         heads = data[:, : n - 1]
         starts = np.flatnonzero(np.r_[True, np.any(heads[1:] != heads[:-1], axis=1)])
         ends = np.r_[starts[1:], len(data)]
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             block = data[start:end]
-            levels[tuple(block[0, : n - 1].tolist())] = Level(
-                block[:, n - 1].copy(), block[:, n].copy(), block[:, n + 1].copy()
-            )
+            levels[tuple(block[0, : n - 1].tolist())] = _level_of(block[:, n - 1 :])
         return levels
+
+
+HIDDEN_ID = -1
+"""The word id under which the level queries return a context's hidden mass (no word has a negative id)."""
+
+
+def _level_of(rows: np.ndarray) -> Level:
+    """A Level from (word id, c, cc) rows in ascending word order, the hidden mass's row (id -1) anywhere."""
+    if len(rows) == 0:
+        return Level.empty()
+    hidden = rows[:, 0] == HIDDEN_ID
+    followers = rows[~hidden]
+    order = np.argsort(followers[:, 0], kind="stable")
+    followers = followers[order]
+    mass = rows[hidden]
+    hidden_count, hidden_cont = (int(mass[0, 1]), int(mass[0, 2])) if len(mass) else (0, 0)
+    return Level(followers[:, 0].copy(), followers[:, 1].copy(), followers[:, 2].copy(), hidden_count, hidden_cont)

@@ -174,7 +174,11 @@ def test_neovim_plugin_completes_checks_and_runs_commands(nvim: str, store: Path
     assert (result["setup"], result["filetype"], result["language_id"]) == (True, "markdown", "markdown")
     assert result["root_dir"] == str(workspace)
     assert result["init_options"] == {
-        "nextword": {"debounceMs": 0, "languages": ["plaintext", "markdown", "gitcommit", "restructuredtext", "latex"]}
+        "nextword": {
+            "debounceMs": 0,
+            "adaptation": False,
+            "languages": ["plaintext", "markdown", "gitcommit", "restructuredtext", "latex"],
+        }
     }
     # Typed in Insert mode; the built-in completion popup (autotrigger on the space) and an explicit request agree.
     assert result["lines"] == TYPED.split("\n")

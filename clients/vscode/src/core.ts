@@ -46,6 +46,7 @@ export const SERVER_SETTINGS = [
   'ignoredWords',
   'excludeGlobs',
   'blendWeight',
+  'adaptation',
 ] as const;
 
 /** Settings whose change needs a new server: how it is started, its store, the documents it is given. */

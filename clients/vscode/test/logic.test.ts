@@ -122,6 +122,7 @@ describe('settings sent to the server', () => {
       maxDocumentChars: 2000000,
       ignoredWords: [],
       excludeGlobs: [],
+      adaptation: true,
       neuralModel: 'default',
     });
   });
