@@ -103,9 +103,19 @@ class Blend:
 
     def sentence_logprobs(self, tokens: Sequence[str]) -> list[float]:
         """Natural-log P of every token of a flat sequence with `</s>` at sentence ends, each sentence read from
-        `<s>` (the numbers `score_tokens` gives, up to float rounding): a component that can score whole sentences
-        at once (`NeuralLM.sentence_logprobs`: one network call per sentence, not one per token) does so; a word
-        some component does not know takes the per-word path (its probability depends on `<unk>`'s share)."""
+        `<s>` (the numbers `score_tokens` gives, up to float rounding), from `component_rows`."""
+        log_weights = np.log(self.weights, where=self.weights > 0, out=np.full(len(self.weights), -math.inf))
+        terms = self.component_rows(tokens) + log_weights  # (T, M)
+        with np.errstate(invalid="ignore"):
+            out = np.logaddexp.reduce(terms, axis=1)
+        out[~np.isfinite(terms).any(axis=1)] = -math.inf
+        return out.tolist()
+
+    def component_rows(self, tokens: Sequence[str]) -> np.ndarray:
+        """log P'_m of every token of a flat sequence (as `sentence_logprobs` reads it) under each component m, a
+        (T, M) array of natural logs: a component that scores many sentences at once (`NeuralLM.sentence_logprobs`:
+        padded batches, not one network call per token) does so; a word some component does not know takes the
+        per-word path (its probability depends on `<unk>`'s share)."""
         tokens = list(tokens)
         columns = []
         for model in self.models:
@@ -115,17 +125,13 @@ class Blend:
             else:
                 width = None if model.order is None else model.order - 1
                 columns.append([model.logprob(word, context) for word, context in contexts(tokens, width)])
-        logprobs = np.asarray(columns, dtype=np.float64).T.reshape(len(tokens), len(self.models))  # (T, M)
+        rows = np.asarray(columns, dtype=np.float64).T.reshape(len(tokens), len(self.models))  # (T, M)
         self._refresh_known()
-        log_weights = np.log(self.weights, where=self.weights > 0, out=np.full(len(self.weights), -math.inf))
-        out = []
         width = None if self.order is None else self.order - 1
-        for row, (word, context) in zip(logprobs, contexts(tokens, width), strict=True):
+        for t, (word, context) in enumerate(contexts(tokens, width)):
             if word in (BOS, UNK) or not all(known is not None and word in known for known in self._known):
-                row = self.component_logprobs(word, context)
-            terms = log_weights + row
-            out.append(float(np.logaddexp.reduce(terms)) if np.isfinite(terms).any() else -math.inf)
-        return out
+                rows[t] = self.component_logprobs(word, context)
+        return rows
 
     # --- per-component probabilities --------------------------------------------------------------------------------
     def component_logprobs(self, word: str, context: Context) -> np.ndarray:
@@ -291,9 +297,7 @@ def fit_weights_em(
     """Blend weights for `models` fit by EM on held-out `tokens` (a flat sequence with `</s>` at sentence ends;
     contexts restart with `<s>` after each, as in `lm_core.metrics`). Each component's probabilities are those
     the blend uses (P'_m), so the fitted weights maximise the blend's held-out likelihood."""
-    blend = Blend(models)
-    max_context = None if blend.order is None else blend.order - 1
-    rows = [blend.component_logprobs(word, context) for word, context in contexts(tokens, max_context)]
-    if not rows:
+    rows = Blend(models).component_rows(tokens)
+    if not len(rows):
         raise ValueError("no held-out tokens to fit the blend weights on")
-    return em_weights(np.vstack(rows), iterations, tol).tolist()
+    return em_weights(rows, iterations, tol).tolist()

@@ -117,7 +117,7 @@ class Engine:
             self.ngram = store.model()
         else:
             self.ngram = NgramModel(SqliteCounts(store), config or NgramConfig())
-        self.neural: Any = None  # the attached checkpoint's module and vocabulary (see attach_neural), or None
+        self.neural: Any = None  # the attached checkpoint's network and vocabulary (see attach_neural), or None
         self.neural_path: Path | None = None
         self.neural_weight = 0.0
         self._neural_generation = 0  # changes on every attach/detach (cached check results are stale)
@@ -151,7 +151,7 @@ class Engine:
         module, vocab, weight, generation = neural
         if getattr(local, "generation", None) != generation:
             from lm_core.blend import Blend
-            from lm_core.neural import NeuralLM
+            from lm_core.inference import NeuralLM
 
             local.blend = Blend([self.ngram, NeuralLM(module, vocab)], [1 - weight, weight])
             local.generation = generation
@@ -170,15 +170,13 @@ class Engine:
 
         Raises `CheckpointError` (one line) for a missing or damaged checkpoint, or one whose vocabulary knows fewer
         than MIN_OVERLAP of the n-gram model's OVERLAP_WORDS likeliest words with no context (a model trained on
-        other text, or on another tokenization); the engine then keeps the model it had. torch is imported here.
+        other text, or on another tokenization); the engine then keeps the model it had. The network runs in numpy
+        (`lm_core.inference`): torch is never imported for it.
         """
-        import torch
+        from lm_core.inference import CheckpointError, load_network
 
-        from lm_core.neural import CheckpointError, load_checkpoint
-
-        torch.set_num_threads(1)
         path = Path(path).expanduser()
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_network(path)
         if weight is None:
             stored = checkpoint.metrics.get("blend_weight")
             weight = float(stored) if isinstance(stored, int | float) else DEFAULT_BLEND_WEIGHT
@@ -195,7 +193,7 @@ class Engine:
                     f"(it needs {MIN_OVERLAP:.0%}): it was trained on other text or another tokenization"
                 )
         self._neural_generation += 1
-        self.neural = (checkpoint.model, checkpoint.vocab, weight, self._neural_generation)
+        self.neural = (checkpoint.network, checkpoint.vocab, weight, self._neural_generation)
         self.neural_path, self.neural_weight = path, weight
 
     def detach_neural(self) -> None:
@@ -294,14 +292,17 @@ class Engine:
     def score(self, text: str) -> DocumentScore:
         """Score every token of `text`: the perplexity and each word's surprisal."""
         scored: list[WordScore] = []
-        logprobs: list[float] = []
-        model, width = self.model, self.context_width
-        for sentence in self._sentences(text):
+        sentences = self._sentences(text)
+        self._prefetch(sentences)
+        logprobs = sentence_scores(self.model, [token.norm for sentence in sentences for token in sentence])
+        width = self.context_width
+        position = 0
+        for sentence in sentences:
             history: list[str] = [BOS]
             for token in sentence:
                 context = tuple(history[-width:]) if width > 0 else ()
-                logprob = model.logprob(token.norm, context)
-                logprobs.append(logprob)
+                logprob = logprobs[position]
+                position += 1
                 if token.kind != "eos":
                     bits = -logprob / math.log(2) if logprob > -math.inf else math.inf
                     scored.append(WordScore(token.surface, token.start, token.end, bits, context))
@@ -336,11 +337,9 @@ class Engine:
             self._check_version = (self.version, self._neural_generation, config)
         total, count, found = 0.0, 0, []
         sentences = self._sentences(text)
-        self._prefetch([s for s in sentences if tuple(t.norm for t in s) not in self._sentence_cache])
+        self._check_new_sentences(sentences, config)
         for sentence in sentences:
             norms = tuple(t.norm for t in sentence)
-            if norms not in self._sentence_cache:
-                self._sentence_cache[norms] = self._check_sentence(sentence, config)
             logprob, oddities = self._sentence_cache[norms]
             total, count = total + logprob, count + len(norms)
             for odd in oddities:
@@ -387,12 +386,34 @@ class Engine:
             contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
         self.ngram.prefetch(contexts)
 
-    def _check_sentence(self, sentence: list[tokenize.Token], config: OddityConfig) -> tuple[float, list[Oddity]]:
+    def _check_new_sentences(self, sentences: list[list[tokenize.Token]], config: OddityConfig) -> None:
+        """Score the sentences not in the sentence cache yet, all in one batched call (`sentence_scores`: a neural
+        model runs them in padded batches), and cache each one's log-probability and oddities."""
+        new: dict[tuple[str, ...], list[tokenize.Token]] = {}
+        for sentence in sentences:
+            norms = tuple(t.norm for t in sentence)
+            if norms not in self._sentence_cache:
+                new.setdefault(norms, sentence)
+        if not new:
+            return
+        self._prefetch(list(new.values()))
+        logprobs = sentence_scores(self.model, [norm for norms in new for norm in norms])
+        start = 0
+        for norms, sentence in new.items():
+            scores = logprobs[start : start + len(norms)]
+            start += len(norms)
+            self._sentence_cache[norms] = self._check_sentence(sentence, config, scores)
+
+    def _check_sentence(
+        self, sentence: list[tokenize.Token], config: OddityConfig, logprobs: list[float] | None = None
+    ) -> tuple[float, list[Oddity]]:
+        """A sentence's total natural-log probability and its oddities (`logprobs`: its tokens' scores, if known)."""
         norms = [t.norm for t in sentence]
         skip = [t.kind not in ("word", "number") for t in sentence]
         guessable = [t.surface.islower() for t in sentence]  # not names, numbers or acronyms
         model = self.model
-        logprobs = sentence_scores(model, norms)
+        if logprobs is None:
+            logprobs = sentence_scores(model, norms)
         return math.fsum(logprobs), find_oddities(model, norms, config, skip, guessable, logprobs)
 
     # --- learning ---------------------------------------------------------------------------------------------
