@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from lm_core.model import Context, Prediction
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
@@ -36,6 +37,9 @@ CHECKPOINT_FORMAT = "nextword-neural-lm"
 CHECKPOINT_VERSION = 1
 DECODE_ROWS = 256  # positions decoded per matrix product: (256, V) float32 logits at a time (20 MB for V=20,000)
 BATCH_SENTENCES = 64  # sentences run side by side (padded to the longest of them) when scoring many
+BLAS_THREADS = 1  # numpy's BLAS threads, set when a network is built: on busy cores more threads only wait on each
+# other (measured: a one-row decoder product ~30x slower with 2 OpenBLAS threads on 2 loaded cores); as torch's
+# set_num_threads(1) did for inference before
 
 
 class NeuralError(Exception):
@@ -249,6 +253,7 @@ class Network:
     config: NeuralConfig
 
     def __init__(self, config: NeuralConfig, weights: Mapping[str, np.ndarray]) -> None:
+        _limit_blas_threads()
         self.config = config
         self.encoder = _weight(weights, "encoder.weight", (config.vocab_size, config.embed_dim))
         decoder = weights.get("decoder.weight", self.encoder) if config.tie_weights else weights["decoder.weight"]
@@ -274,6 +279,15 @@ class Network:
             out = out[:, -1:]
         b, t, h = out.shape
         return self.decode(out.reshape(b * t, h)).reshape(b, t, -1), state
+
+
+_blas_limited: list[object] = []
+
+
+def _limit_blas_threads() -> None:
+    """Limit numpy's BLAS to BLAS_THREADS threads in this process (once)."""
+    if not _blas_limited:
+        _blas_limited.append(threadpool_limits(limits=BLAS_THREADS, user_api="blas"))
 
 
 def _weight(weights: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -596,29 +610,48 @@ class NeuralLM:
     def score_sentences(self, sentences: Sequence[Sequence[str]], batch: int = BATCH_SENTENCES) -> list[list[float]]:
         """Natural-log P of each token of each sentence (a sentence: its words, ending with `</s>` if it ends),
         each read from `<s>`, scored in padded batches of `batch` sentences."""
-        out: list[list[float]] = [[] for _ in sentences]
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        return self.score_continuations([((), sentence) for sentence in sentences], batch)
+
+    def score_continuations(
+        self, requests: Sequence[tuple[Sequence[str], Sequence[str]]], batch: int = BATCH_SENTENCES
+    ) -> list[list[float]]:
+        """For each request (before, after) of one sentence: natural-log P of each token of `after`, given `<s>`,
+        `before` and the tokens of `after` before it (`lm_core.metrics.Continuation`). Requests run `batch` at a
+        time in one padded forward pass (similar lengths together; padding comes after a request's last token, so
+        it never changes what a token sees); only the positions of `after` tokens are decoded."""
+        out: list[list[float]] = [[] for _ in requests]
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]) + len(requests[i][1]))
         for start in range(0, len(order), batch):
-            group = [i for i in order[start : start + batch] if sentences[i]]
+            group = [i for i in order[start : start + batch] if requests[i][1]]
             if not group:
                 continue
-            width = max(len(sentences[i]) for i in group)
-            inputs = np.full((len(group), width), BOS_ID, dtype=np.int64)
-            for row, i in enumerate(group):
-                sentence = sentences[i]
-                inputs[row, 1 : len(sentence)] = [self.id_of(t) for t in sentence[:-1]]
+            rows, targets, inputs = self._padded(group, requests)
             outputs, _ = self.net.hidden(inputs, self.net.init_state(len(group)))  # (B, T, H)
-            rows = [(row, t) for row, i in enumerate(group) for t in range(len(sentences[i]))]
-            targets = np.asarray([self.id_of(sentences[group[r]][t]) for r, t in rows], dtype=np.int64)
-            picked = outputs[tuple(np.asarray(rows, dtype=np.int64).T)]  # (N, H): only real positions decoded
+            picked = outputs[rows[:, 0], rows[:, 1]]  # (N, H): only the positions scored are decoded
             scores = self._decode_targets(picked, targets)
-            self.tokens_run += len(rows)
+            self.tokens_run += len(targets)
             position = 0
             for i in group:
-                n = len(sentences[i])
+                n = len(requests[i][1])
                 out[i] = scores[position : position + n].tolist()
                 position += n
         return out
+
+    def _padded(
+        self, group: list[int], requests: Sequence[tuple[Sequence[str], Sequence[str]]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the (row, position) of each scored token (N, 2), their ids (N,), the padded inputs (B, T))."""
+        width = max(len(requests[i][0]) + len(requests[i][1]) for i in group)
+        inputs = np.full((len(group), width), BOS_ID, dtype=np.int64)
+        rows: list[tuple[int, int]] = []
+        targets: list[int] = []
+        for row, i in enumerate(group):
+            before, after = requests[i]
+            ids = [self.id_of(t) for t in (*before, *after)]
+            inputs[row, 1 : len(ids)] = ids[:-1]
+            rows += [(row, t) for t in range(len(before), len(ids))]
+            targets += ids[len(before) :]
+        return np.asarray(rows, dtype=np.int64), np.asarray(targets, dtype=np.int64), inputs
 
     def _decode_targets(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """log P(target) for each row of outputs (N, H), DECODE_ROWS rows per matrix product."""

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lm_core.metrics import Continuation, continuation_scores
 from lm_core.model import LanguageModel
 from lm_core.vocab import BOS, EOS, UNK
 
@@ -91,11 +92,6 @@ def _context(model: LanguageModel, tokens: Sequence[str], i: int) -> tuple[str, 
     return history[max(0, len(history) - width) :] if width else ()
 
 
-def _window_logprob(model: LanguageModel, tokens: Sequence[str], start: int, stop: int) -> float:
-    """Natural-log probability of tokens[start:stop], each given the tokens before it."""
-    return sum(model.logprob(tokens[i], _context(model, tokens, i)) for i in range(start, min(stop, len(tokens))))
-
-
 def find_oddities(
     model: LanguageModel,
     sentence: Sequence[str],
@@ -107,47 +103,100 @@ def find_oddities(
     """The odd words of one sentence of normalised tokens (ending with `</s>`); `skip[i]` excludes token i
     (punctuation, ignored words); the model's own guesses are tried only where `guessable[i]` (the caller leaves
     out proper names, which are surprising by nature). `logprobs[i]`, when given, is token i's natural-log
-    probability in context (saves scoring it again)."""
+    probability in context (saves scoring it again). The windows of every alternative are scored together
+    (`lm_core.metrics.continuation_scores`: one batched call for a neural model or a blend)."""
+    plan = plan_oddities(model, sentence, config, skip, guessable, logprobs)
+    return plan.finish(continuation_scores(model, plan.requests))
+
+
+@dataclass
+class _Candidate:
+    index: int
+    word: str
+    surprisal: float
+    alternatives: list[str]
+    guesses: list[str]
+    original: float | None  # natural-log probability of the window as written, when already known
+
+
+@dataclass
+class OddityPlan:
+    """What finding one sentence's oddities needs scored (`requests`, for `lm_core.metrics.continuation_scores`),
+    and how to turn the scores into oddities (`finish`). Many sentences' plans can be scored in one call."""
+
+    config: OddityConfig
+    candidates: list[_Candidate]
+    requests: list[Continuation]
+
+    def finish(self, scores: Sequence[Sequence[float]]) -> list[Oddity]:
+        """The oddities, given the natural-log scores of `requests` (in order)."""
+        config = self.config
+        found: list[Oddity] = []
+        position = 0
+        for candidate in self.candidates:
+            if candidate.original is None:
+                original = math.fsum(scores[position])
+                position += 1
+            else:
+                original = candidate.original
+            gains: list[tuple[str, float]] = []
+            for alternative in candidate.alternatives:
+                gains.append((alternative, (math.fsum(scores[position]) - original) / math.log(2)))
+                position += 1
+            needed = {g: config.threshold_bits + config.guess_extra_bits for g in candidate.guesses}
+            kept = [(a, gain) for a, gain in gains if gain >= needed.get(a, config.threshold_bits)]
+            kept.sort(key=lambda ag: -ag[1])
+            if kept:
+                found.append(
+                    Oddity(candidate.index, candidate.word, candidate.surprisal, tuple(kept[: config.max_alternatives]))
+                )
+        return found
+
+
+def plan_oddities(
+    model: LanguageModel,
+    sentence: Sequence[str],
+    config: OddityConfig | None = None,
+    skip: Sequence[bool] | None = None,
+    guessable: Sequence[bool] | None = None,
+    logprobs: Sequence[float] | None = None,
+) -> OddityPlan:
+    """The windows `find_oddities` scores for one sentence (its arguments), not scored yet."""
     config = config or OddityConfig()
     span = 1 if model.order is None else model.order  # tokens whose probability a change at i can affect
     span = max(span, 2)
-    found: list[Oddity] = []
+    candidates: list[_Candidate] = []
+    requests: list[Continuation] = []
     for i, word in enumerate(sentence):
         if word == EOS or (skip is not None and skip[i]):
             continue
         context = _context(model, sentence, i)
         logprob = logprobs[i] if logprobs is not None else model.logprob(word, context)
         surprisal = -logprob / math.log(2) if logprob > -math.inf else math.inf
-        candidates = list(CONFUSIONS.get(word, ()))
+        alternatives = list(CONFUSIONS.get(word, ()))
         if i > 0 and sentence[i - 1] == word and word not in VALID_DOUBLES:
-            candidates.append(DELETE)
+            alternatives.append(DELETE)
         guesses: list[str] = []
         if config.guesses and surprisal >= config.surprisal_bits and (guessable is None or guessable[i]):
             predicted = model.predict(context, config.guesses + 4)
-            guesses = [p.word for p in predicted if _is_word(p.word) and p.word != word and p.word not in candidates]
+            guesses = [p.word for p in predicted if _is_word(p.word) and p.word != word and p.word not in alternatives]
             guesses = guesses[: config.guesses]
-        candidates.extend(guesses)
-        if not candidates:
+        alternatives.extend(guesses)
+        if not alternatives:
             continue
+        stop = min(i + span, len(sentence))
+        original = None
         if logprobs is not None:  # the same tokens in the same contexts: already scored
-            original = math.fsum(logprobs[i : min(i + span, len(sentence))])
+            original = math.fsum(logprobs[i:stop])
         else:
-            original = _window_logprob(model, sentence, i, i + span)
-        gains: list[tuple[str, float]] = []
-        for alternative in candidates:
-            if alternative == DELETE:
-                changed = [*sentence[:i], *sentence[i + 1 :]]
-                score = _window_logprob(model, changed, i, i + span - 1) - original
-                gains.append((alternative, score / math.log(2)))
+            requests.append((sentence[:i], sentence[i:stop]))
+        for alternative in alternatives:
+            if alternative == DELETE:  # the words after it move up by one
+                requests.append((sentence[:i], sentence[i + 1 : stop]))
             else:
-                changed = [*sentence[:i], alternative, *sentence[i + 1 :]]
-                gains.append((alternative, (_window_logprob(model, changed, i, i + span) - original) / math.log(2)))
-        needed = {g: config.threshold_bits + config.guess_extra_bits for g in guesses}
-        kept = [(a, gain) for a, gain in gains if gain >= needed.get(a, config.threshold_bits)]
-        kept.sort(key=lambda ag: -ag[1])
-        if kept:
-            found.append(Oddity(i, word, surprisal, tuple(kept[: config.max_alternatives])))
-    return found
+                requests.append((sentence[:i], [alternative, *sentence[i + 1 : stop]]))
+        candidates.append(_Candidate(i, word, surprisal, alternatives, guesses, original))
+    return OddityPlan(config, candidates, requests)
 
 
 def _is_word(token: str) -> bool:

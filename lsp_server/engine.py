@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from lm_core import tokenize
 from lm_core.backoff import BackoffModel
-from lm_core.metrics import perplexity_of_scores, sentence_scores
+from lm_core.metrics import continuation_scores, perplexity_of_scores, sentence_scores
 from lm_core.model import Context
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
-from lm_core.oddities import Oddity, OddityConfig, find_oddities
+from lm_core.oddities import Oddity, OddityConfig, OddityPlan, plan_oddities
 from lm_core.vocab import BOS, EOS, UNK
 from lsp_server.paths import default_db_path, seed_from_default_model
 from store import schema
@@ -387,8 +387,9 @@ class Engine:
         self.ngram.prefetch(contexts)
 
     def _check_new_sentences(self, sentences: list[list[tokenize.Token]], config: OddityConfig) -> None:
-        """Score the sentences not in the sentence cache yet, all in one batched call (`sentence_scores`: a neural
-        model runs them in padded batches), and cache each one's log-probability and oddities."""
+        """Score the sentences not in the sentence cache yet, and then the windows their oddities need, each in one
+        batched call (`sentence_scores`, `continuation_scores`: a neural model runs them in padded batches), and
+        cache each sentence's log-probability and oddities."""
         new: dict[tuple[str, ...], list[tokenize.Token]] = {}
         for sentence in sentences:
             norms = tuple(t.norm for t in sentence)
@@ -397,24 +398,25 @@ class Engine:
         if not new:
             return
         self._prefetch(list(new.values()))
-        logprobs = sentence_scores(self.model, [norm for norms in new for norm in norms])
-        start = 0
+        model = self.model
+        logprobs = sentence_scores(model, [norm for norms in new for norm in norms])
+        plans, start = [], 0
         for norms, sentence in new.items():
             scores = logprobs[start : start + len(norms)]
             start += len(norms)
-            self._sentence_cache[norms] = self._check_sentence(sentence, config, scores)
+            plans.append((norms, math.fsum(scores), self._plan_sentence(sentence, config, scores)))
+        windows = continuation_scores(model, [request for _, _, plan in plans for request in plan.requests])
+        start = 0
+        for norms, total, plan in plans:
+            self._sentence_cache[norms] = (total, plan.finish(windows[start : start + len(plan.requests)]))
+            start += len(plan.requests)
 
-    def _check_sentence(
-        self, sentence: list[tokenize.Token], config: OddityConfig, logprobs: list[float] | None = None
-    ) -> tuple[float, list[Oddity]]:
-        """A sentence's total natural-log probability and its oddities (`logprobs`: its tokens' scores, if known)."""
+    def _plan_sentence(self, sentence: list[tokenize.Token], config: OddityConfig, logprobs: list[float]) -> OddityPlan:
+        """What finding a sentence's oddities needs scored (`logprobs`: its tokens' scores)."""
         norms = [t.norm for t in sentence]
         skip = [t.kind not in ("word", "number") for t in sentence]
         guessable = [t.surface.islower() for t in sentence]  # not names, numbers or acronyms
-        model = self.model
-        if logprobs is None:
-            logprobs = sentence_scores(model, norms)
-        return math.fsum(logprobs), find_oddities(model, norms, config, skip, guessable, logprobs)
+        return plan_oddities(self.model, norms, config, skip, guessable, logprobs)
 
     # --- learning ---------------------------------------------------------------------------------------------
     def learn(self, source: str, text: str) -> LearnResult:

@@ -176,3 +176,21 @@ def test_fitting_the_blend_on_held_out_text_helps(ngram: NgramModel, neural: Neu
     best = perplexity(Blend([ngram, neural], weights), held_out)
     assert best <= perplexity(ngram, held_out) + 1e-9
     assert best <= perplexity(Blend([ngram, neural], [0.5, 0.5]), held_out) + 1e-9
+
+
+def test_batched_scoring_equals_word_by_word_with_words_one_model_lacks(ngram: NgramModel, neural: NeuralLM) -> None:
+    """Words the neural model lacks (log, red, then, saw, ran, to) take the cheap <unk>-share path in batches;
+    zebra (the n-gram lacks it) and <unk> the per-word path: every score equals blend.logprob word by word."""
+    blend = Blend([ngram, neural], [0.4, 0.6])
+    tokens = "then the red dog saw a log </s> the zebra ran to the <unk> cat </s> </s>".split()
+    word_by_word = []
+    history = ["<s>"]
+    for word in tokens:
+        word_by_word.append(Blend([ngram, neural], [0.4, 0.6]).logprob(word, tuple(history)))
+        history = ["<s>"] if word == "</s>" else [*history, word]
+    for _ in range(2):  # the first pass aligns the vocabularies, the second takes the cheap path
+        assert blend.sentence_logprobs(tokens) == pytest.approx(word_by_word, abs=1e-6)  # float32 network
+    windows = blend.score_continuations([(["then", "the"], ["red", "dog"]), ([], ["saw"]), (["a"], [])])
+    assert windows[0] == pytest.approx(word_by_word[2:4], abs=1e-6)
+    assert windows[1] == pytest.approx([Blend([ngram, neural], [0.4, 0.6]).logprob("saw", ("<s>",))], abs=1e-6)
+    assert windows[2] == []
