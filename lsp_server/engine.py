@@ -7,7 +7,9 @@ and turns model words back into what a person would type (casing from the store,
 from __future__ import annotations
 
 import math
+import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,8 @@ UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (a 
 DEFAULT_BLEND_WEIGHT = 0.3  # the neural model's weight when neither the caller nor the checkpoint says
 OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the store's OVERLAP_WORDS likeliest words
 MIN_OVERLAP = 0.5
+DEFAULT_CACHE_BYTES = 96 * 2**20  # the memory budget of the caches (setting cacheMegabytes), split by set_cache_budget
+SENTENCE_ENTRY_BYTES = 200  # a cached sentence's own objects besides its words (the entry, the result tuple)
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
 
@@ -124,8 +128,41 @@ class Engine:
         self._local = threading.local()  # each thread's own Blend (a neural model's caches are not thread-safe)
         self._casing: dict[str, str] = {}
         self._casing_version: int | None = None
-        self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
+        self._sentence_cache: OrderedDict[tuple[str, ...], tuple[float, list[Oddity]]] = OrderedDict()
+        self._sentence_bytes = 0
+        self.cache_bytes = 0
+        self.set_cache_budget(DEFAULT_CACHE_BYTES)
         self._check_version: tuple[int, int, OddityConfig] | None = None
+
+    def set_cache_budget(self, total_bytes: int) -> None:
+        """Bound the memory of every cache by `total_bytes`: half for the n-gram reader's follower lists (and a
+        quarter of that for its SQLite page cache), an eighth each for the Kneser-Ney level memo, the checked
+        sentences and the store connection's SQLite page cache."""
+        self.cache_bytes = total_bytes
+        if isinstance(self.ngram, NgramModel):
+            self.ngram.memo_bytes = total_bytes // 8
+            if isinstance(self.ngram.counts, SqliteCounts):
+                self.ngram.counts.set_cache_bytes(total_bytes // 2)
+        if isinstance(self.store, CountStore):
+            with self.store.lock:
+                self.store.db.execute(f"PRAGMA cache_size = -{max(256, total_bytes // 8 // 1024)}")
+        self._trim_sentence_cache()
+
+    @property
+    def sentence_cache_bytes(self) -> int:
+        """Bytes the checked-sentence cache holds now (an estimate: its strings and entries)."""
+        return self._sentence_bytes
+
+    def _cache_sentence(self, norms: tuple[str, ...], result: tuple[float, list[Oddity]]) -> None:
+        self._sentence_cache[norms] = result
+        self._sentence_bytes += _sentence_bytes(norms, result)
+        self._trim_sentence_cache()
+
+    def _trim_sentence_cache(self) -> None:
+        """Least recently checked sentences out until the cache is within an eighth of the budget."""
+        while self._sentence_cache and self._sentence_bytes > self.cache_bytes // 8:
+            norms, result = self._sentence_cache.popitem(last=False)
+            self._sentence_bytes -= _sentence_bytes(norms, result)
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -334,13 +371,14 @@ class Engine:
         config = config or OddityConfig()
         if self._check_version != (self.version, self._neural_generation, config):
             self._sentence_cache.clear()
+            self._sentence_bytes = 0
             self._check_version = (self.version, self._neural_generation, config)
         total, count, found = 0.0, 0, []
         sentences = self._sentences(text)
-        self._check_new_sentences(sentences, config)
+        results = self._checked_sentences(sentences, config)
         for sentence in sentences:
             norms = tuple(t.norm for t in sentence)
-            logprob, oddities = self._sentence_cache[norms]
+            logprob, oddities = results[norms]
             total, count = total + logprob, count + len(norms)
             for odd in oddities:
                 token = sentence[odd.index]
@@ -351,8 +389,6 @@ class Engine:
                 )
                 found.append(OddWord(token.start, token.end, token.surface, odd.surprisal, alternatives))
         perplexity = math.exp(-total / count) if count else math.nan
-        if len(self._sentence_cache) > 50_000:
-            self._sentence_cache.clear()
         return DocumentCheck(perplexity, count, found)
 
     def word_info(self, text: str, offset: int, k: int = 5) -> WordInfo | None:
@@ -386,17 +422,24 @@ class Engine:
             contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
         self.ngram.prefetch(contexts)
 
-    def _check_new_sentences(self, sentences: list[list[tokenize.Token]], config: OddityConfig) -> None:
-        """Score the sentences not in the sentence cache yet, and then the windows their oddities need, each in one
-        batched call (`sentence_scores`, `continuation_scores`: a neural model runs them in padded batches), and
-        cache each sentence's log-probability and oddities."""
+    def _checked_sentences(
+        self, sentences: list[list[tokenize.Token]], config: OddityConfig
+    ) -> dict[tuple[str, ...], tuple[float, list[Oddity]]]:
+        """Each sentence's log-probability and oddities (by its normalised tokens): from the cache, else scored —
+        the sentences, then the windows their oddities need, each in one batched call (`sentence_scores`,
+        `continuation_scores`: a neural model runs them in padded batches) — and cached."""
+        results: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
         new: dict[tuple[str, ...], list[tokenize.Token]] = {}
         for sentence in sentences:
             norms = tuple(t.norm for t in sentence)
-            if norms not in self._sentence_cache:
+            cached = self._sentence_cache.get(norms)
+            if cached is not None:
+                self._sentence_cache.move_to_end(norms)
+                results[norms] = cached
+            elif norms not in results:
                 new.setdefault(norms, sentence)
         if not new:
-            return
+            return results
         self._prefetch(list(new.values()))
         model = self.model
         logprobs = sentence_scores(model, [norm for norms in new for norm in norms])
@@ -408,8 +451,10 @@ class Engine:
         windows = continuation_scores(model, [request for _, _, plan in plans for request in plan.requests])
         start = 0
         for norms, total, plan in plans:
-            self._sentence_cache[norms] = (total, plan.finish(windows[start : start + len(plan.requests)]))
+            results[norms] = (total, plan.finish(windows[start : start + len(plan.requests)]))
+            self._cache_sentence(norms, results[norms])
             start += len(plan.requests)
+        return results
 
     def _plan_sentence(self, sentence: list[tokenize.Token], config: OddityConfig, logprobs: list[float]) -> OddityPlan:
         """What finding a sentence's oddities needs scored (`logprobs`: its tokens' scores)."""
@@ -440,6 +485,11 @@ class Engine:
         if self.neural_path is not None:
             stats.update(neural_model=str(self.neural_path), blend_weight=self.neural_weight)
         return stats
+
+
+def _sentence_bytes(norms: tuple[str, ...], result: tuple[float, list[Oddity]]) -> int:
+    """What one checked sentence costs in the cache, in bytes (its key's strings and tuple, its oddities)."""
+    return sys.getsizeof(norms) + sum(sys.getsizeof(w) for w in norms) + SENTENCE_ENTRY_BYTES * (1 + len(result[1]))
 
 
 def _is_suggestible(word: str) -> bool:

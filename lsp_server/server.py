@@ -36,6 +36,7 @@ from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
+from store.countstore import CountStore
 from store.errors import StoreError, UnknownSourceError
 
 log = logging.getLogger("nextword")
@@ -57,6 +58,8 @@ COMMANDS = {
 RETRAIN_EPOCHS = 3  # nextword.retrainNeural's defaults: passes over the learned documents ...
 RETRAIN_MINUTES = 5.0  # ... and its time budget
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
+CHECKPOINT_IDLE_S = 1.0  # the write-ahead log is checkpointed once learning has been quiet this long ...
+CHECKPOINT_EVERY_FILES = 25  # ... and every this many files while the workspace is learned
 
 
 IGNORED = "$/nextword/ignoredMessage"
@@ -105,6 +108,7 @@ class NextwordServer(LanguageServer):
         self.diagnostic_tasks: dict[str, asyncio.Task[None]] = {}
         self.learn_tasks: dict[str, asyncio.Task[None]] = {}
         self.completion_generation: dict[str, int] = {}
+        self.checkpoint_task: asyncio.Task[None] | None = None
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Log what went wrong; only errors of the server's own making reach the user, never bad input."""
@@ -122,7 +126,11 @@ class NextwordServer(LanguageServer):
         """The Engine (opened on first use). Raises StoreError if the store cannot be opened."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = Engine.open(self.settings.database, create=self.settings.database is not None)
+                engine = Engine.open(self.settings.database, create=self.settings.database is not None)
+                if isinstance(engine.store, CountStore):
+                    engine.store.defer_checkpoints()  # run when learning is quiet (schedule_checkpoint), not in a learn
+                engine.set_cache_budget(self.settings.cache_megabytes * 2**20)
+                self._engine = engine
             return self._engine
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
@@ -182,6 +190,9 @@ class NextwordServer(LanguageServer):
             self.message(problem)
         if self.settings.database != old.database:
             self.background.submit(self.reopen)
+        elif self.settings.cache_megabytes != old.cache_megabytes and self._engine is not None:
+            budget = self.settings.cache_megabytes * 2**20
+            self.background.submit(lambda: self.engine().set_cache_budget(budget))
         neural = ("database", "neural_model", "blend_weight")
         if self.initialized and any(getattr(self.settings, k) != getattr(old, k) for k in neural):
             schedule_neural(self)
@@ -320,6 +331,7 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
             return
         result = await ls.run_background(lambda: ls.engine().learn(uri, text))
         log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
+        schedule_checkpoint(ls)
         schedule_diagnostics(ls, uri, delay=0)
     except asyncio.CancelledError:
         pass
@@ -327,6 +339,31 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
         ls.message(f"nextword could not learn {uri}: {exc}")
     except Exception:
         log.exception("learning %s failed", uri)
+
+
+def schedule_checkpoint(ls: NextwordServer, delay: float = CHECKPOINT_IDLE_S) -> None:
+    """Checkpoint the store's write-ahead log on the background thread once no learn has come for `delay` seconds
+    (the store defers checkpoints, so no learn pays for one; see `CountStore.defer_checkpoints`)."""
+    if ls.checkpoint_task is not None:
+        ls.checkpoint_task.cancel()
+    ls.checkpoint_task = asyncio.ensure_future(_checkpoint_later(ls, delay))
+
+
+async def _checkpoint_later(ls: NextwordServer, delay: float) -> None:
+    try:
+        await asyncio.sleep(delay)
+        await ls.run_background(_checkpoint, ls)
+    except asyncio.CancelledError:
+        pass
+
+
+def _checkpoint(ls: NextwordServer) -> None:
+    try:
+        store = ls.engine().store
+        if isinstance(store, CountStore):
+            store.checkpoint()
+    except Exception:  # a checkpoint that cannot run now runs next time; never kill the server for it
+        log.exception("checkpoint failed")
 
 
 # --- diagnostics -----------------------------------------------------------------------------------------------
@@ -616,6 +653,7 @@ async def forget_document(ls: NextwordServer, *args: Any) -> dict[str, Any]:
         result = await ls.run_background(lambda: ls.engine().forget(uri))
     except UnknownSourceError:
         return {"uri": uri, "forgotten": False, "changed_ngrams": 0}
+    schedule_checkpoint(ls)
     schedule_diagnostics(ls, uri, delay=0)
     return {"uri": uri, "forgotten": True, "changed_ngrams": result.changed_ngrams}
 
@@ -642,6 +680,8 @@ async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
             try:
                 await ls.run_background(lambda p=path: ls.engine().learn_file(p))
                 learned += 1
+                if learned % CHECKPOINT_EVERY_FILES == 0:
+                    await ls.run_background(_checkpoint, ls)
             except StoreError as exc:
                 skipped += 1
                 log.info("not learned: %s", exc)
@@ -652,6 +692,7 @@ async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     except asyncio.CancelledError:
         cancelled = True
     finally:
+        schedule_checkpoint(ls)
         ls.work_done_progress.end(
             token, types.WorkDoneProgressEnd(message=f"learned {learned} files" + (" (cancelled)" if cancelled else ""))
         )

@@ -182,7 +182,8 @@ def test_batched_scoring_equals_word_by_word_with_words_one_model_lacks(ngram: N
     """Words the neural model lacks (log, red, then, saw, ran, to) take the cheap <unk>-share path in batches;
     zebra (the n-gram lacks it) and <unk> the per-word path: every score equals blend.logprob word by word."""
     blend = Blend([ngram, neural], [0.4, 0.6])
-    tokens = "then the red dog saw a log </s> the zebra ran to the <unk> cat </s> </s>".split()
+    tokens = ["then", "the", "red", "dog", "saw", "a", "log", "</s>"]
+    tokens += ["the", "zebra", "ran", "to", "the", "<unk>", "cat", "</s>", "</s>"]
     word_by_word = []
     history = ["<s>"]
     for word in tokens:

@@ -42,6 +42,7 @@ export const SERVER_SETTINGS = [
   'inlineMaxWords',
   'debounceMs',
   'maxDocumentChars',
+  'cacheMegabytes',
   'ignoredWords',
   'excludeGlobs',
   'blendWeight',
