@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -58,6 +59,8 @@ COMMANDS = {
 RETRAIN_EPOCHS = 3  # nextword.retrainNeural's defaults: passes over the learned documents ...
 RETRAIN_MINUTES = 5.0  # ... and its time budget
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
+GIL_SWITCH_S = 0.001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
+# background thread gets it within 1 ms (Python's default: 5 ms, several times over in one completion)
 CHECKPOINT_IDLE_S = 1.0  # the write-ahead log is checkpointed once learning has been quiet this long ...
 CHECKPOINT_EVERY_FILES = 25  # ... and every this many files while the workspace is learned
 
@@ -856,6 +859,7 @@ def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str |
     logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs every cancelled request with a traceback
+    sys.setswitchinterval(GIL_SWITCH_S)
     if db:
         server.settings = Settings(database=db)
     if tcp:
