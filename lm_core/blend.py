@@ -104,15 +104,16 @@ class Blend:
     def sentence_logprobs(self, tokens: Sequence[str]) -> list[float]:
         """Natural-log P of every token of a flat sequence with `</s>` at sentence ends, each sentence read from
         `<s>` (the numbers `score_tokens` gives, up to float rounding), from `component_rows`."""
-        return self._mix(self.component_rows(tokens)).tolist()
+        return self.mix(self.component_rows(tokens)).tolist()
 
     def score_continuations(self, requests: Sequence[Continuation]) -> list[list[float]]:
         """Natural-log blended P of each token of each request's `after` (`lm_core.metrics.Continuation`), from
         `component_continuations`."""
-        return [self._mix(rows).tolist() for rows in self.component_continuations(requests)]
+        return [self.mix(rows).tolist() for rows in self.component_continuations(requests)]
 
-    def _mix(self, rows: np.ndarray) -> np.ndarray:
-        """log sum_m w_m P'_m for rows (T, M) of log P'_m."""
+    def mix(self, rows: np.ndarray) -> np.ndarray:
+        """The blend's natural-log probabilities, log sum_m w_m P'_m, for rows (T, M) of log P'_m (as
+        `component_rows` gives them)."""
         log_weights = np.log(self.weights, where=self.weights > 0, out=np.full(len(self.weights), -math.inf))
         terms = rows + log_weights
         with np.errstate(invalid="ignore"):

@@ -759,8 +759,10 @@ def eval_command(
         f"({len(held):,} tokens, sentence ends included)"
     )
     kind = str(getattr(engine.model, "smoothing", "ARPA backoff"))
-    rows = [("n-gram", f"{kind}, order {engine.model.order}", perplexity(engine.model, held))]
-    if neural_path is not None:
+    described_ngram = f"{kind}, order {engine.model.order}"
+    if neural_path is None:
+        rows = [("n-gram", described_ngram, perplexity(engine.model, held))]
+    else:
         from lm_core import inference
         from lm_core.blend import Blend, fit_weights_em
 
@@ -777,11 +779,15 @@ def eval_command(
         unknown = sum(lm.id_of(w) == 0 for w in held) / len(held) * 100
         shape = f"{lm.config.cell} {lm.config.layers}x{lm.config.hidden_dim}" if lm.order is None else "window"
         described = f"{shape}, {len(lm.words):,} words, {unknown:.1f}% <unk>"
-        rows.append(("neural", described, perplexity_of_scores(lm.sentence_logprobs(held))))
+        # each text scored once per model: the held-out rows give the n-gram's scores (its column) and the blend's
         weights = fit_weights_em([engine.model, lm], fit)
         blend = Blend([engine.model, lm], weights)
-        blended = perplexity_of_scores(blend.sentence_logprobs(held))
-        rows.append(("blend", f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural", blended))
+        held_rows = blend.component_rows(held)
+        rows = [
+            ("n-gram", described_ngram, perplexity_of_scores(held_rows[:, 0].tolist())),
+            ("neural", described, perplexity_of_scores(lm.sentence_logprobs(held))),
+            ("blend", f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural", perplexity_of_scores(blend.mix(held_rows))),
+        ]
     width = max(len(d) for _, d, _ in rows)
     click.echo(f"  {'model':<7} {'':<{width}}  perplexity")
     for name, described, ppl in rows:

@@ -286,12 +286,13 @@ class CountStore:
 
     def checkpoint(self) -> int:
         """Copy committed pages from the write-ahead log into the store file (a PASSIVE checkpoint: it never waits
-        for readers or writers, and none waits for it). Returns the log's size in pages after it (-1 if busy)."""
+        for readers or writers, and none waits for it). Returns how many pages of the log are still not in the file
+        (0: all of them; more when a reader still uses older pages), or -1 when a write is in progress."""
         with self.lock:
             if self.db.in_transaction:
                 return -1
-            busy, log_pages, _ = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            return -1 if busy else int(log_pages)
+            busy, log_pages, moved = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return -1 if busy else max(0, int(log_pages) - int(moved))
 
     def _empty_wal(self) -> None:
         """Move the zeroed pages out of the write-ahead log now rather than at some later checkpoint — but only if
