@@ -121,21 +121,32 @@ class Blend:
         out[~np.isfinite(terms).any(axis=1)] = -math.inf
         return out
 
-    def component_rows(self, tokens: Sequence[str]) -> np.ndarray:
+    def component_rows(self, tokens: Sequence[str], known: dict[int, Sequence[float]] | None = None) -> np.ndarray:
         """log P'_m of every token of a flat sequence (as `sentence_logprobs` reads it) under each component m, a
-        (T, M) array of natural logs (see `component_continuations`)."""
+        (T, M) array of natural logs (see `component_continuations`); `known[m]`: component m's own scores of
+        `tokens`, when the caller has them already (they are not computed again)."""
         sentences = _split_sentences(tokens)
-        rows = self.component_continuations([((), sentence) for sentence in sentences])
+        given = {}
+        for m, scores in (known or {}).items():
+            given[m], start = [], 0
+            for sentence in sentences:
+                given[m].append(list(scores[start : start + len(sentence)]))
+                start += len(sentence)
+        rows = self.component_continuations([((), sentence) for sentence in sentences], given)
         return np.vstack(rows) if rows else np.zeros((0, len(self.models)))
 
-    def component_continuations(self, requests: Sequence[Continuation]) -> list[np.ndarray]:
+    def component_continuations(
+        self, requests: Sequence[Continuation], given: dict[int, list[list[float]]] | None = None
+    ) -> list[np.ndarray]:
         """For each request (before, after): log P'_m of each token of `after` under each component m, an
         (len(after), M) array of natural logs. A component that scores many requests at once (`NeuralLM`:
         padded batches, not one network call per token) does so, the others token by token. A word the reference
         (first) model knows but another component does not gets that component's `<unk>` share from the reference
-        distribution (one reference distribution, no extra network call); `<s>`, `<unk>` and words the reference
-        does not know take the per-word path."""
-        columns = [continuation_scores(model, requests) for model in self.models]
+        distribution (one reference distribution, no extra network call), and so does `<unk>` when every word of
+        that component is in the reference's vocabulary; `<s>` and words the reference does not know take the
+        per-word path. `given[m]`: component m's own scores of the requests, when the caller has them."""
+        given = given or {}
+        columns = [given.get(m) or continuation_scores(model, requests) for m, model in enumerate(self.models)]
         m = len(self.models)
         out = [np.asarray(rows, dtype=np.float64).T.reshape(-1, m) for rows in zip(*columns, strict=True)]
         self._refresh_known()
@@ -153,11 +164,13 @@ class Blend:
         """log P'_m(word | context) for a word some component does not know (`row`: each component's own score,
         a batched component's being its `<unk>` log-probability)."""
         known = self._known
-        cheap = word not in (BOS, UNK) and known[0] is not None and word in known[0]
+        cheap = word != BOS and known[0] is not None and word in known[0]
         cheap = cheap and all(
-            m in self._alignments and hasattr(model, "score_continuations")
+            m in self._alignments
+            and hasattr(model, "score_continuations")
+            and (word != UNK or self._lacks_no_words(m))  # <unk> also gets the mass of the words V lacks
             for m, model in enumerate(self.models)
-            if m > 0 and not (known[m] is not None and word in known[m])
+            if m > 0 and (word == UNK or not (known[m] is not None and word in known[m]))
         )
         if not cheap:
             return self.component_logprobs(word, context)
@@ -167,7 +180,7 @@ class Blend:
         index = self._ref_index[word]
         out = row.copy()
         for m in range(1, len(self.models)):
-            if known[m] is not None and word in known[m]:
+            if word != UNK and known[m] is not None and word in known[m]:
                 continue
             a = self._alignments[m][1]
             z = float(p_ref[a.pool_ref].sum())
@@ -175,6 +188,11 @@ class Blend:
                 return self.component_logprobs(word, context)
             out[m] = row[m] + math.log(p_ref[index]) - math.log(z)  # P_m(<unk>) * P_ref(word) / z
         return out
+
+    def _lacks_no_words(self, m: int) -> bool:
+        """Whether V knows every word component m can predict (`<s>` is never predicted)."""
+        words_m, alignment = self._alignments[m]
+        return all(words_m[j] == BOS for j in alignment.extra_m.tolist())
 
     # --- per-component probabilities --------------------------------------------------------------------------------
     def component_logprobs(self, word: str, context: Context) -> np.ndarray:

@@ -782,10 +782,11 @@ def eval_command(
         # each text scored once per model: the held-out rows give the n-gram's scores (its column) and the blend's
         weights = fit_weights_em([engine.model, lm], fit)
         blend = Blend([engine.model, lm], weights)
-        held_rows = blend.component_rows(held)
+        neural_scores = lm.sentence_logprobs(held)
+        held_rows = blend.component_rows(held, known={1: neural_scores})
         rows = [
             ("n-gram", described_ngram, perplexity_of_scores(held_rows[:, 0].tolist())),
-            ("neural", described, perplexity_of_scores(lm.sentence_logprobs(held))),
+            ("neural", described, perplexity_of_scores(neural_scores)),
             ("blend", f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural", perplexity_of_scores(blend.mix(held_rows))),
         ]
     width = max(len(d) for _, d, _ in rows)

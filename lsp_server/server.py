@@ -152,6 +152,10 @@ class NextwordServer(LanguageServer):
             self._engine = None
 
     # --- documents --------------------------------------------------------------------------------------------
+    def is_open(self, uri: str) -> bool:
+        documents = self.workspace.text_documents
+        return unquote(uri) in documents or uri in documents
+
     def open_document(self, uri: str) -> Any | None:
         """The open document at `uri`, or None (logged) for a document the client never opened."""
         document = self.workspace.text_documents.get(unquote(uri)) or self.workspace.text_documents.get(uri)
@@ -335,7 +339,8 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
         result = await ls.run_background(lambda: ls.engine().learn(uri, text))
         log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
         schedule_checkpoint(ls)
-        schedule_diagnostics(ls, uri, delay=0)
+        if ls.is_open(uri):
+            schedule_diagnostics(ls, uri, delay=0)
     except asyncio.CancelledError:
         pass
     except StoreError as exc:
@@ -367,6 +372,27 @@ def _checkpoint(ls: NextwordServer) -> None:
             store.checkpoint()
     except Exception:  # a checkpoint that cannot run now runs next time; never kill the server for it
         log.exception("checkpoint failed")
+    release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim): freed numpy blocks and SQLite pages
+    otherwise stay resident, and a long session's memory creeps up. A no-op where there is no glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return None
 
 
 # --- diagnostics -----------------------------------------------------------------------------------------------
@@ -381,7 +407,8 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
     try:
         await asyncio.sleep(delay)
         document = ls.open_document(uri)
-        if document is None:
+        if document is None:  # closed meanwhile (e.g. a learn finished after the close): nothing of it stays
+            ls.diagnostic_tasks.pop(uri, None)
             return
         text, version = ls.prose(document), document.version
         if text is None:

@@ -195,3 +195,23 @@ def test_batched_scoring_equals_word_by_word_with_words_one_model_lacks(ngram: N
     assert windows[0] == pytest.approx(word_by_word[2:4], abs=1e-6)
     assert windows[1] == pytest.approx([Blend([ngram, neural], [0.4, 0.6]).logprob("saw", ("<s>",))], abs=1e-6)
     assert windows[2] == []
+
+
+def test_unk_takes_the_cheap_path_when_the_ngram_knows_every_neural_word(ngram: NgramModel) -> None:
+    words = [w for w in NEURAL_WORDS if w != "zebra"]  # every word the neural model knows, the n-gram knows too
+    torch.manual_seed(1)
+    config = NeuralConfig(cell="lstm", vocab_size=len(words), embed_dim=8, hidden_dim=8, layers=1)
+    model = build_model(config)
+    with torch.no_grad():
+        model.decoder.bias[0] = 2.0
+    neural = NeuralLM(model, words)
+    tokens = ["the", "<unk>", "saw", "a", "<unk>", "</s>", "<unk>", "then", "</s>"]
+    word_by_word, history = [], ["<s>"]
+    for word in tokens:
+        word_by_word.append(Blend([ngram, neural], [0.3, 0.7]).logprob(word, tuple(history)))
+        history = ["<s>"] if word == "</s>" else [*history, word]
+    blend = Blend([ngram, neural], [0.3, 0.7])
+    for _ in range(2):
+        runs_before = neural.tokens_run
+        assert blend.sentence_logprobs(tokens) == pytest.approx(word_by_word, abs=1e-6)
+    assert neural.tokens_run - runs_before == len(tokens)  # the second pass: the batch alone, no per-word runs
