@@ -29,7 +29,7 @@ class Settings:
     neural_model: str = "default"  # a neural checkpoint blended with the n-gram model (see paths.neural_model_path):
     # "default" picks the retrained or the shipped model; "" / "none": the n-gram model alone
     blend_weight: float | None = None  # the neural model's weight, 0..1; None: the checkpoint's, else 0.3
-    cache_megabytes: int = 96  # memory for caches (follower lists, SQLite pages, checked sentences), in MiB
+    cache_megabytes: int = 64  # memory for caches (follower lists, SQLite pages, checked sentences), in MiB
 
 
 _BOUNDS: dict[str, tuple[float, float]] = {
