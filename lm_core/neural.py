@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lm_core.files import make_private_folder, open_private
 from lm_core.inference import (
     CELLS,
     CHECKPOINT_FORMAT,
@@ -220,10 +221,10 @@ def save_checkpoint(
 
 def _save_atomically(payload: dict[str, Any], path: Path) -> None:
     """`torch.save` to a temporary file renamed over `path`: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with open_private(tmp, "wb") as f:
             torch.save(payload, f)
         os.replace(tmp, path)
     except BaseException:
