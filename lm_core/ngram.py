@@ -55,6 +55,16 @@ class NgramConfig:
     katz_k: int = 5  # Katz: counts above this are trusted, not discounted
 
 
+KN_MEMO_BYTES = 16 * 2**20  # default bound of the Kneser-Ney level memo (`NgramModel.memo_bytes`)
+KN_MEMO_OVERHEAD_BYTES = 300  # one memo entry's Python objects
+
+
+class _Memo(dict):
+    """A dict that counts the bytes of the arrays its entries hold."""
+
+    nbytes = 0
+
+
 class _Cache:
     """Per-version memo of vocabulary-wide arrays; dropped whenever the counts change."""
 
@@ -79,6 +89,7 @@ class NgramModel:
         if config.delta <= 0:
             raise ValueError("add-delta needs delta > 0")
         self._cache = _Cache()
+        self.memo_bytes = KN_MEMO_BYTES  # bytes of follower arrays the Kneser-Ney level memo may hold
 
     # --- public interface --------------------------------------------------------------------------------
     def logprob(self, word: str, context: Context) -> float:
@@ -100,7 +111,7 @@ class NgramModel:
         too (a count store keeps every suffix of what it keeps: pruning cut-offs never fall with the order)."""
         if self.smoothing is not Smoothing.KNESER_NEY:
             return [self.logprob(word, context) for word, context in queries]
-        memo = self._cached("kn_levels", dict)
+        memo = self._cached("kn_levels", _Memo)
         vocab_size = self._vocab_size()
         id_of = self.counts.vocab.id_of
         contexts: dict[Context, tuple[int, ...]] = {}
@@ -357,7 +368,7 @@ class NgramModel:
 
     def _kn_level(self, ids: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray, int, float, tuple] | None:
         """One level's followers, adjusted counts, total, gamma and discounts; None for an unseen context."""
-        memo = self._cached("kn_levels", dict)
+        memo = self._cached("kn_levels", _Memo)
         key = ids[len(ids) - n + 1 :] if n > 1 else ()
         if key in memo:
             return memo[key]
@@ -372,8 +383,11 @@ class NgramModel:
             n1, n2 = int((values == 1).sum()), int((values == 2).sum())
             n3 = len(values) - n1 - n2 - int((values == 0).sum())
             entry = (level.ids, values, total, (d1 * n1 + d2 * n2 + d3 * n3 + hidden) / total, (0.0, d1, d2, d3))
-        if len(memo) > 200_000:
+        if entry is not None:
+            memo.nbytes += entry[0].nbytes + entry[1].nbytes + KN_MEMO_OVERHEAD_BYTES
+        if memo.nbytes > self.memo_bytes:  # the memo keeps follower arrays alive: bounded in bytes, as the reader is
             memo.clear()
+            memo.nbytes = 0
         memo[key] = entry
         return entry
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +49,10 @@ PARAGRAPH_MEMO = 2_000  # paragraphs whose tokens the document cache remembers
 HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 SPELLING_MIN_COUNT = 20  # a spelling correction must be a word seen at least this often
 FOLLOWER_SETS = 20_000  # words whose followers are kept as sets for the seen-pair filter
-MEMO_LIMIT = 400_000  # per-token scores kept between checks
+MEMO_LIMIT = 400_000  # per-token scores kept between checks (at most; and within an eighth of the cache budget)
+MEMO_ENTRY_BYTES = 250  # one kept score: its key (a context tuple and a word) and its float
+DEFAULT_CACHE_BYTES = 64 * 2**20  # the memory budget of the caches (setting cacheMegabytes), split by set_cache_budget
+SENTENCE_ENTRY_BYTES = 200  # a cached sentence's own objects besides its words (the entry, the result tuple)
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
 
@@ -134,14 +139,16 @@ class Engine:
             self.ngram = store.model()
         else:
             self.ngram = NgramModel(SqliteCounts(store), config or NgramConfig())
-        self.neural: Any = None  # the attached checkpoint's module and vocabulary (see attach_neural), or None
+        self.neural: Any = None  # the attached checkpoint's network and vocabulary (see attach_neural), or None
         self.neural_path: Path | None = None
         self.neural_weight = 0.0
         self._neural_generation = 0  # changes on every attach/detach (cached check results are stale)
         self._local = threading.local()  # each thread's own Blend (a neural model's caches are not thread-safe)
         self._casing: dict[str, str] = {}
         self._casing_version: int | None = None
-        self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
+        self._sentence_cache: OrderedDict[tuple[str, ...], tuple[float, list[Oddity]]] = OrderedDict()
+        self._sentence_bytes = 0
+        self.cache_bytes = 0
         self._check_version: tuple[int, int, OddityConfig] | None = None
         self.adaptation: Adaptation | None = None  # see enable_adaptation
         self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's paragraphs above, tokenized
@@ -151,6 +158,37 @@ class Engine:
         self._memo: Memo = {}  # per-token n-gram scores of candidate windows, kept while the counts stay the same
         self._vocabulary: tuple[int, Vocabulary] | None = None
         self._neighbours: tuple[frozenset[str], NeighbourIndex] | None = None
+        self.set_cache_budget(DEFAULT_CACHE_BYTES)
+
+    def set_cache_budget(self, total_bytes: int) -> None:
+        """Bound the memory of every cache by `total_bytes`: half for the n-gram reader's follower lists (and a
+        quarter of that for its SQLite page cache), an eighth each for the Kneser-Ney level memo, the checked
+        sentences, the per-token scores of oddity windows and the store connection's SQLite page cache."""
+        self.cache_bytes = total_bytes
+        if isinstance(self.ngram, NgramModel):
+            self.ngram.memo_bytes = total_bytes // 8
+            if isinstance(self.ngram.counts, SqliteCounts):
+                self.ngram.counts.set_cache_bytes(total_bytes // 2)
+        if isinstance(self.store, CountStore):
+            with self.store.lock:
+                self.store.db.execute(f"PRAGMA cache_size = -{max(256, total_bytes // 8 // 1024)}")
+        self._trim_sentence_cache()
+
+    @property
+    def sentence_cache_bytes(self) -> int:
+        """Bytes the checked-sentence cache holds now (an estimate: its strings and entries)."""
+        return self._sentence_bytes
+
+    def _cache_sentence(self, norms: tuple[str, ...], result: tuple[float, list[Oddity]]) -> None:
+        self._sentence_cache[norms] = result
+        self._sentence_bytes += _sentence_bytes(norms, result)
+        self._trim_sentence_cache()
+
+    def _trim_sentence_cache(self) -> None:
+        """Least recently checked sentences out until the cache is within an eighth of the budget."""
+        while self._sentence_cache and self._sentence_bytes > self.cache_bytes // 8:
+            norms, result = self._sentence_cache.popitem(last=False)
+            self._sentence_bytes -= _sentence_bytes(norms, result)
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -176,7 +214,7 @@ class Engine:
         module, vocab, weight, generation = neural
         if getattr(local, "generation", None) != generation:
             from lm_core.blend import Blend
-            from lm_core.neural import NeuralLM
+            from lm_core.inference import NeuralLM
 
             local.blend = Blend([self.ngram, NeuralLM(module, vocab)], [1 - weight, weight])
             local.generation = generation
@@ -195,15 +233,13 @@ class Engine:
 
         Raises `CheckpointError` (one line) for a missing or damaged checkpoint, or one whose vocabulary knows fewer
         than MIN_OVERLAP of the n-gram model's OVERLAP_WORDS likeliest words with no context (a model trained on
-        other text, or on another tokenization); the engine then keeps the model it had. torch is imported here.
+        other text, or on another tokenization); the engine then keeps the model it had. The network runs in numpy
+        (`lm_core.inference`): torch is never imported for it.
         """
-        import torch
+        from lm_core.inference import CheckpointError, load_network
 
-        from lm_core.neural import CheckpointError, load_checkpoint
-
-        torch.set_num_threads(1)
         path = Path(path).expanduser()
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_network(path)
         if weight is None:
             stored = checkpoint.metrics.get("blend_weight")
             weight = float(stored) if isinstance(stored, int | float) else DEFAULT_BLEND_WEIGHT
@@ -220,7 +256,7 @@ class Engine:
                     f"(it needs {MIN_OVERLAP:.0%}): it was trained on other text or another tokenization"
                 )
         self._neural_generation += 1
-        self.neural = (checkpoint.model, checkpoint.vocab, weight, self._neural_generation)
+        self.neural = (checkpoint.network, checkpoint.vocab, weight, self._neural_generation)
         self.neural_path, self.neural_weight = path, weight
 
     def detach_neural(self) -> None:
@@ -448,14 +484,17 @@ class Engine:
     def score(self, text: str) -> DocumentScore:
         """Score every token of `text`: the perplexity and each word's surprisal."""
         scored: list[WordScore] = []
-        logprobs: list[float] = []
-        model, width = self.model, self.context_width
-        for sentence in self._sentences(text):
+        sentences = self._sentences(text)
+        self._prefetch(sentences)
+        logprobs = sentence_scores(self.model, [token.norm for sentence in sentences for token in sentence])
+        width = self.context_width
+        position = 0
+        for sentence in sentences:
             history: list[str] = [BOS]
             for token in sentence:
                 context = tuple(history[-width:]) if width > 0 else ()
-                logprob = model.logprob(token.norm, context)
-                logprobs.append(logprob)
+                logprob = logprobs[position]
+                position += 1
                 if token.kind != "eos":
                     bits = -logprob / math.log(2) if logprob > -math.inf else math.inf
                     scored.append(WordScore(token.surface, token.start, token.end, bits, context))
@@ -488,8 +527,7 @@ class Engine:
         total, count, found = 0.0, 0, []
         sentences = self._sentences(text)
         with self._check_lock:
-            self._checked(sentences, config)
-            results = self._sentence_cache
+            results = self._checked(sentences, config)
         for sentence in sentences:
             logprob, oddities = results[tuple(t.norm for t in sentence)]
             total, count = total + logprob, count + len(sentence)
@@ -498,25 +536,38 @@ class Engine:
                     continue
                 found.append(self._odd_word(text, sentence, odd))
         perplexity = math.exp(-total / count) if count else math.nan
-        if len(self._sentence_cache) > 50_000:
-            self._sentence_cache = {}
         return DocumentCheck(perplexity, count, found)
 
-    def _checked(self, sentences: list[list[tokenize.Token]], config: OddityConfig) -> None:
-        """Check the sentences not checked yet under this model version and config (counts fetched in bulk); the
-        caller holds `_check_lock`."""
+    def _checked(
+        self, sentences: list[list[tokenize.Token]], config: OddityConfig
+    ) -> dict[tuple[str, ...], tuple[float, list[Oddity]]]:
+        """Each sentence's log-probability and oddities: from the sentence cache (least recently used out, within
+        its byte budget), or checked now under this model version and config (counts fetched in bulk) and cached;
+        the caller holds `_check_lock`."""
         if self._check_version != (self.version, self._neural_generation, config):
             if self._check_version is None or self._check_version[0] != self.version:
                 self._memo = {}
-            self._sentence_cache = {}
+            self._sentence_cache.clear()
+            self._sentence_bytes = 0
             self._check_version = (self.version, self._neural_generation, config)
-        if len(self._memo) > MEMO_LIMIT:
+        if len(self._memo) > min(MEMO_LIMIT, self.cache_bytes // 8 // MEMO_ENTRY_BYTES):  # within the budget too
             self._memo = {}
-        todo = list({tuple(t.norm for t in s): s for s in sentences if tuple(t.norm for t in s) not in
-                     self._sentence_cache}.values())  # fmt: skip
+        results: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
+        todo: dict[tuple[str, ...], list[tokenize.Token]] = {}
+        for sentence in sentences:
+            norms = tuple(t.norm for t in sentence)
+            cached = self._sentence_cache.get(norms)
+            if cached is not None:
+                self._sentence_cache.move_to_end(norms)
+                results[norms] = cached
+            elif norms not in results:
+                todo.setdefault(norms, sentence)
         if todo:
-            self._prefetch(todo)
-            self._sentence_cache.update(self._find(todo, config, self._memo))
+            self._prefetch(list(todo.values()))
+            for norms, result in self._find(list(todo.values()), config, self._memo).items():
+                results[norms] = result
+                self._cache_sentence(norms, result)
+        return results
 
     def _find(
         self, sentences: list[list[tokenize.Token]], config: OddityConfig, memo: Memo
@@ -524,7 +575,14 @@ class Engine:
         """Each sentence's log-probability (natural log) and oddities, all candidates scored in one batch."""
         model = self.model
         screen = self.ngram if model is not self.ngram else None
-        inputs = [self._sentence_input(sentence, model) for sentence in sentences]
+        if model is self.ngram:
+            inputs = [self._sentence_input(sentence, model) for sentence in sentences]
+        else:  # every sentence in one batched call (a neural model: padded batches)
+            flat = sentence_scores(model, [t.norm for sentence in sentences for t in sentence])
+            inputs, start = [], 0
+            for sentence in sentences:
+                inputs.append(self._sentence_input(sentence, model, flat[start : start + len(sentence)]))
+                start += len(sentence)
         found = find_oddities_many(model, inputs, config, self.oddity_vocabulary(), screen, memo)
         return {tuple(item.tokens): (math.fsum(item.logprobs), odd) for item, odd in zip(inputs, found, strict=True)}
 
@@ -601,13 +659,18 @@ class Engine:
             contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
         self.ngram.prefetch(contexts)
 
-    def _sentence_input(self, sentence: list[tokenize.Token], model: Any) -> SentenceInput:
+    def _sentence_input(
+        self, sentence: list[tokenize.Token], model: Any, logprobs: list[float] | None = None
+    ) -> SentenceInput:
         """A sentence as oddity detection reads it: which tokens to look at and which may change (lower-case words:
         not names, acronyms or numbers; words the model does not know only as misspellings), each token's score."""
         norms = [t.norm for t in sentence]
         skip = [t.kind not in ("word", "number") for t in sentence]
         editable = [t.kind == "word" and _is_common_casing(t.surface, i) for i, t in enumerate(sentence)]
-        logprobs = score_tokens_of(model, norms, self._memo) if model is self.ngram else sentence_scores(model, norms)
+        if logprobs is None:
+            logprobs = (
+                score_tokens_of(model, norms, self._memo) if model is self.ngram else sentence_scores(model, norms)
+            )
         return SentenceInput(norms, skip, editable, logprobs)
 
     def oddity_vocabulary(self) -> Vocabulary:
@@ -709,6 +772,11 @@ def _is_common_casing(surface: str, index: int) -> bool:
     if surface.islower() or surface == "I":
         return True
     return index == 0 and surface[:1].isupper() and surface[1:].islower()
+
+
+def _sentence_bytes(norms: tuple[str, ...], result: tuple[float, list[Oddity]]) -> int:
+    """What one checked sentence costs in the cache, in bytes (its key's strings and tuple, its oddities)."""
+    return sys.getsizeof(norms) + sum(sys.getsizeof(w) for w in norms) + SENTENCE_ENTRY_BYTES * (1 + len(result[1]))
 
 
 def _is_suggestible(word: str) -> bool:

@@ -160,8 +160,10 @@ class CountStore:
     def external_changes(self) -> int:
         """How many times other connections' commits were noticed (checked at most every OTHER_WRITERS_CHECK_S)."""
         now = time.monotonic()
-        if now - self._checked_at >= OTHER_WRITERS_CHECK_S:
-            with self.lock:
+        # Never wait for this process's writer (it holds the lock for a whole learn): a reader on another thread
+        # reads the last committed state through its own connection, and looks again on its next call.
+        if now - self._checked_at >= OTHER_WRITERS_CHECK_S and self.lock.acquire(blocking=False):
+            try:
                 self._checked_at = now
                 data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
                 if data_version != self._seen_data_version:
@@ -170,6 +172,8 @@ class CountStore:
                         if not self.db.in_transaction:
                             self._sync_vocab()
                     self._seen_data_version = data_version
+            finally:
+                self.lock.release()
         return self._external
 
     @property
@@ -284,6 +288,23 @@ class CountStore:
             self._forget_unused_words()
         self._empty_wal()
         return LearnResult(source, 0, changed, True)
+
+    def defer_checkpoints(self) -> None:
+        """Stop SQLite from checkpointing the write-ahead log inside whichever commit crosses its mark (a learn
+        that happens to cross it took ~100 ms longer): the owner calls `checkpoint` when nothing waits (the server:
+        on the background thread, once learning has been quiet for a moment)."""
+        with self.lock:
+            self.db.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> int:
+        """Copy committed pages from the write-ahead log into the store file (a PASSIVE checkpoint: it never waits
+        for readers or writers, and none waits for it). Returns how many pages of the log are still not in the file
+        (0: all of them; more when a reader still uses older pages), or -1 when a write is in progress."""
+        with self.lock:
+            if self.db.in_transaction:
+                return -1
+            busy, log_pages, moved = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return -1 if busy else max(0, int(log_pages) - int(moved))
 
     def _empty_wal(self) -> None:
         """Move the zeroed pages out of the write-ahead log now rather than at some later checkpoint — but only if

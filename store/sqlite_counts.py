@@ -2,9 +2,10 @@
 
 It reads through a connection of its own, so a learn in progress (on the store's connection, another thread or
 another process) never shows half-applied and never blocks a read: WAL gives each query the last committed state.
-Follower lists are cached in memory (least recently used first out) and the whole cache is dropped when the
-counts change: after another process's writes all of it (noticed within `OTHER_WRITERS_CHECK_S`), after this
-process's writes only the follower lists they changed (the store records them per commit).
+Follower lists are cached in memory, least recently used first out, within a budget in bytes (`cache_bytes`; the
+connection's SQLite page cache gets a quarter of it), and dropped when the counts change: after another process's
+writes all of them (noticed within `OTHER_WRITERS_CHECK_S`), after this process's writes only the follower lists
+they changed (the store records them per commit).
 """
 
 from __future__ import annotations
@@ -19,17 +20,28 @@ from lm_core.vocab import BOS_ID, Vocab
 from store import schema
 from store.countstore import Changes, CountStore
 
+DEFAULT_CACHE_BYTES = 32 * 2**20
+LEVEL_OVERHEAD_BYTES = 400  # a Level's Python objects (the dataclass, three array headers, the key tuple, the entry)
+
+
+def level_bytes(context: tuple[int, ...], level: Level) -> int:
+    """What one cached follower list costs in memory, in bytes (approximately: its arrays exactly)."""
+    return level.ids.nbytes + level.count.nbytes + level.cont.nbytes + LEVEL_OVERHEAD_BYTES + 8 * len(context)
+
 
 class SqliteCounts:
     """Reads counts from a `CountStore`; implements `lm_core.counts.CountReader`."""
 
-    def __init__(self, store: CountStore, cache_size: int = 50_000) -> None:
+    def __init__(self, store: CountStore, cache_size: int = 50_000, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.store = store
         self.order = store.order
-        self.cache_size = cache_size
+        self.cache_size = cache_size  # follower lists kept, at most ...
+        self.cache_bytes = cache_bytes  # ... and their bytes (arrays and objects), at most
         self.db = schema.connect(store.path, create=False)
         self.lock = threading.RLock()
         self._levels: OrderedDict[tuple[int, ...], Level] = OrderedDict()
+        self._bytes = 0  # of the cached follower lists
+        self.set_cache_bytes(cache_bytes)
         self._coc: dict[tuple[int, str], tuple[int, ...]] = {}
         self._hidden = schema.has_hidden_mass(self.db)
         self._queries = [self._level_query(n, self._hidden) for n in range(1, self.order + 1)]
@@ -40,6 +52,38 @@ class SqliteCounts:
     def close(self) -> None:
         with self.lock:
             self.db.close()
+
+    def set_cache_bytes(self, cache_bytes: int) -> None:
+        """Keep at most `cache_bytes` of follower lists (evicting the least recently used now), and let this
+        reader's SQLite connection cache at most a quarter of that in pages."""
+        with self.lock:
+            self.cache_bytes = cache_bytes
+            self.db.execute(f"PRAGMA cache_size = -{max(256, cache_bytes // 4 // 1024)}")
+            self._evict()
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of the follower lists cached now."""
+        return self._bytes
+
+    def _remember(self, context: tuple[int, ...], level: Level) -> None:
+        """Cache a follower list (the caller holds the lock)."""
+        old = self._levels.pop(context, None)
+        if old is not None:
+            self._bytes -= level_bytes(context, old)
+        self._levels[context] = level
+        self._bytes += level_bytes(context, level)
+
+    def _forget(self, context: tuple[int, ...]) -> None:
+        old = self._levels.pop(context, None)
+        if old is not None:
+            self._bytes -= level_bytes(context, old)
+
+    def _evict(self) -> None:
+        """Least recently used out until both bounds hold (the caller holds the lock)."""
+        while self._levels and (len(self._levels) > self.cache_size or self._bytes > self.cache_bytes):
+            context, level = self._levels.popitem(last=False)
+            self._bytes -= level_bytes(context, level)
 
     @property
     def vocab(self) -> Vocab:
@@ -66,6 +110,7 @@ class SqliteCounts:
 
     def _drop_all(self) -> None:
         self._levels.clear()
+        self._bytes = 0
         self._coc.clear()
 
     def _drop_changed(self, changes: list[Changes]) -> None:
@@ -73,12 +118,12 @@ class SqliteCounts:
         unigrams: set[int] = set()
         for change in changes:
             for context in change.contexts:
-                self._levels.pop(context, None)
+                self._forget(context)
             unigrams |= change.unigrams
         self._coc.clear()
         cached = self._levels.get(())
         if cached is not None and unigrams:
-            self._levels[()] = self._patched_unigrams(cached, sorted(unigrams))
+            self._remember((), self._patched_unigrams(cached, sorted(unigrams)))
 
     def _patched_unigrams(self, level: Level, changed: list[int]) -> Level:
         rows: list[tuple[int, int, int]] = []
@@ -120,9 +165,8 @@ class SqliteCounts:
             rows = self.db.execute(self._queries[len(context)], params).fetchall()
         level = _level_of(np.asarray(rows, dtype=np.int64).reshape(-1, 3))
         with self.lock:
-            self._levels[context] = level
-            if len(self._levels) > self.cache_size:
-                self._levels.popitem(last=False)
+            self._remember(context, level)
+            self._evict()
         return level
 
     def count_of_counts(self, order: int, kind: str) -> tuple[int, ...]:
@@ -157,10 +201,9 @@ class SqliteCounts:
         for n, group in by_order.items():
             for context, level in self._fetch_many(n, group).items():
                 with self.lock:
-                    self._levels[context] = level
+                    self._remember(context, level)
         with self.lock:
-            while len(self._levels) > self.cache_size:
-                self._levels.popitem(last=False)
+            self._evict()
 
     def _fetch_many(self, n: int, contexts: list[tuple[int, ...]]) -> dict[tuple[int, ...], Level]:
         cols = schema.columns(n)

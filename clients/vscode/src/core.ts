@@ -43,6 +43,7 @@ export const SERVER_SETTINGS = [
   'inlineMaxWords',
   'debounceMs',
   'maxDocumentChars',
+  'cacheMegabytes',
   'ignoredWords',
   'excludeGlobs',
   'blendWeight',
