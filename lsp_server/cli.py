@@ -14,13 +14,11 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from lm_core.ngram import NgramConfig, Smoothing
-from lm_core.sampling import SamplingConfig, generate
-from lsp_server.engine import Engine
+from lm_core.smoothing import Smoothing
 from lsp_server.paths import (
     DEFAULT_NEURAL,
     DEFAULT_NEURAL_MODEL,
@@ -28,10 +26,15 @@ from lsp_server.paths import (
     neural_model_path,
     seed_from_default_model,
 )
-from store.countstore import MAX_ORDER, CountStore, source_name
 from store.errors import StoreError
 from store.secrets import is_secret_file
-from store.sources import read_text_file
+
+if TYPE_CHECKING:
+    from lm_core.ngram import NgramConfig
+    from lsp_server.engine import Engine
+
+# The models, the store and numpy are imported inside the commands that use them, so that `nextword serve` answers
+# the editor's `initialize` before loading them (bench/startup.py).
 
 EXIT_ERROR = 1
 
@@ -82,7 +85,7 @@ smoothing_option = click.option(
     help="How to estimate probabilities from counts.",
 )
 model_order_option = click.option(
-    "--model-order", type=click.IntRange(1, MAX_ORDER), default=None, help="Use a lower order than the store's."
+    "--model-order", type=click.IntRange(1), default=None, help="Use a lower order than the store's."
 )
 
 
@@ -95,11 +98,32 @@ neural_option = click.option(
 )
 
 
+empty_store_option = click.option(
+    "--empty-store",
+    is_flag=True,
+    help="A store that is not there yet starts empty, not from the shipped model.",
+)
+
+
+def open_store(db: Path | None, config: NgramConfig | None = None, empty: bool = False) -> Engine:
+    """The engine over the store at `db`; a store that is not there yet is made from the shipped model (and this
+    says so on stderr, once), or empty with `empty`."""
+    from lsp_server.engine import Engine
+
+    engine = Engine.open(db, config, create=empty, seed=not empty)
+    note = engine.seeded_note()
+    if note:
+        click.echo(note, err=True)
+    return engine
+
+
 def open_engine(
     db: Path | None, smoothing: str = "kneser-ney", model_order: int | None = None, neural: str = "none"
 ) -> Engine:
     """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`)."""
-    engine = Engine.open(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
+    from lm_core.ngram import NgramConfig
+
+    engine = open_store(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
     path = neural_model_path(neural, engine.store.path, engine.base_sources())
     if path is not None:
         from lm_core.neural import CheckpointError
@@ -178,6 +202,8 @@ def build(
 
     Example: nextword build --db ptb.db --order 5 --pretokenized ptb.train.txt
     """
+    from store.countstore import MAX_ORDER, CountStore
+
     if order is not None and not 1 <= order <= MAX_ORDER:
         fail(f"--order must be between 1 and {MAX_ORDER}, not {order}")
     for file in files:  # before anything is created
@@ -269,16 +295,20 @@ def _remove_store(path: Path) -> None:
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @db_option
+@empty_store_option
 @friendly_errors
-def learn(file: Path, db: Path | None) -> None:
+def learn(file: Path, db: Path | None, empty_store: bool) -> None:
     """Learn a text file (again): its old contribution, if any, is replaced.
 
     Example: nextword learn notes/today.md
     """
+    from store.countstore import source_name
+    from store.sources import read_text_file
+
     if is_secret_file(file):
         fail(f"{file} is a credentials file by its name; nextword never learns such files")
     text = read_text_file(file)  # a file that cannot be learned creates nothing
-    engine = Engine.open(db, create=True)
+    engine = open_store(db, empty=empty_store)
     result = engine.learn(source_name(file), text)
     verb = "re-learned" if result.replaced else "learned"
     if result.secrets:
@@ -296,7 +326,9 @@ def forget(file: Path, db: Path | None) -> None:
 
     Example: nextword forget notes/today.md
     """
-    engine = Engine.open(db)
+    from store.countstore import source_name
+
+    engine = open_store(db)
     result = engine.forget(source_name(file))
     click.echo(f"forgot {result.source}: {result.changed_ngrams:,} n-gram counts changed")
 
@@ -343,6 +375,8 @@ def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: in
 
     Example: nextword score --top 5 draft.md
     """
+    from store.sources import read_text_file
+
     text = read_text_file(file)
     engine = open_engine(db, smoothing, model_order, neural)
     result = engine.score(text)
@@ -395,6 +429,8 @@ def generate_command(
     engine = open_engine(db, smoothing, model_order)
     context = list(engine.context_of(seed))
     seed_tokens = context[1:] if context[:1] == ["<s>"] else context
+    from lm_core.sampling import SamplingConfig, generate
+
     config = SamplingConfig(temperature, top_k, top_p, greedy, seed=random_seed)
     words = generate(engine.model, seed_tokens, n, config)
     click.echo((seed + " " if seed else "") + engine.render(words, sentence_start=not seed.strip()))
@@ -414,7 +450,7 @@ def export_arpa_command(output: Path, db: Path | None, model_order: int | None) 
     """
     from store.arpa import export_arpa
 
-    engine = Engine.open(db)
+    engine = open_store(db)
     written = export_arpa(engine.counts_store.load_tables(), output, order=model_order)
     click.echo(f"{output}: " + ", ".join(f"{n}-grams {c:,}" for n, c in written.items()))
 
@@ -440,15 +476,16 @@ def import_arpa_command(file: Path, db: Path, prose: bool) -> None:
 @click.option("--tcp", is_flag=True, help="Listen on TCP instead of stdio.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind with --tcp.")
 @click.option("--port", type=click.IntRange(1, 65535), default=2087, show_default=True, help="Port for --tcp.")
+@empty_store_option
 @friendly_errors
-def serve(db: Path | None, tcp: bool, host: str, port: int) -> None:
+def serve(db: Path | None, tcp: bool, host: str, port: int, empty_store: bool) -> None:
     """Run the language server (stdio by default) for VS Code, Neovim or any LSP client.
 
     Example: nextword serve --db ~/notes.db
     """
     from lsp_server.server import main as serve_main
 
-    serve_main(tcp=tcp, host=host, port=port, db=str(db) if db else None)
+    serve_main(tcp=tcp, host=host, port=port, db=str(db) if db else None, empty_store=empty_store)
 
 
 @main.command()
@@ -459,7 +496,9 @@ def stats(db: Path | None) -> None:
 
     Example: nextword stats
     """
-    engine = Engine.open(db)
+    from store.countstore import CountStore
+
+    engine = open_store(db)
     info = engine.stats()
     for key, value in info.items():
         if key == "ngrams":
@@ -479,6 +518,7 @@ NEURAL_CELLS = ("rnn", "lstm", "gru", "window")
 def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[str]]:
     """Sentences (each ending with `</s>`) of text files, tokenized for pretokenized or prose text."""
     from lm_core import tokenize
+    from store.sources import read_text_file
 
     split = tokenize.pretokenized_sentences if pretokenized else tokenize.prose_sentences
     return [s for file in files for s in split(read_text_file(file))]
@@ -603,6 +643,8 @@ def train_neural(
         fail("--resume continues -o's own run; it cannot be combined with --init")
     if init_path is not None and str(init_path) == DEFAULT_NEURAL:
         init_path = DEFAULT_NEURAL_MODEL
+    from store.sources import read_text_file
+
     for file in (*files, *([valid_file] if valid_file else [])):
         if not file.is_file():
             read_text_file(file)  # says why (missing, a directory) before any work
@@ -633,7 +675,7 @@ def train_neural(
             fail(str(exc))
     sentences = _text_sentences(files, pretokenized)
     if from_store:
-        engine = Engine.open(db)
+        engine = open_store(db)
         if files and not pretokenized and engine.tokenizer == "pretokenized":
             fail("the store holds pretokenized text; give --pretokenized so FILES are read the same way")
         sentences += engine.counts_store.learned_sentences()
@@ -744,6 +786,7 @@ def eval_command(
     """
     from lm_core import tokenize
     from lm_core.metrics import perplexity, perplexity_of_scores
+    from store.sources import read_text_file
 
     text = read_text_file(file)
     engine = open_engine(db, smoothing, model_order)
@@ -879,6 +922,7 @@ def report_command(file: Path, output: Path, db: Path | None, alternatives: int)
     Example: nextword report draft.md -o draft.html
     """
     from lsp_server.report import format_perplexity, render_report
+    from store.sources import read_text_file
 
     text = read_text_file(file)
     engine = open_engine(db)

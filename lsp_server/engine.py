@@ -19,7 +19,7 @@ from lm_core.model import Context
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Oddity, OddityConfig, find_oddities
 from lm_core.vocab import BOS, EOS, UNK
-from lsp_server.paths import default_db_path, seed_from_default_model
+from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, seed_from_default_model
 from store import schema
 from store.arpa import ArpaStore
 from store.countstore import CountStore, LearnResult
@@ -126,19 +126,35 @@ class Engine:
         self._casing_version: int | None = None
         self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
         self._check_version: tuple[int, int, OddityConfig] | None = None
+        self.seeded = False  # this store was made from the shipped model when it was opened (see open)
 
     @classmethod
-    def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
-        """Open the store at `db` (default: the user's store, seeded from the shipped model on first use).
+    def open(
+        cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False, seed: bool = False
+    ) -> Engine:
+        """Open the store at `db` (default: $NEXTWORD_DB or the user's store, which is always seeded on first use).
 
-        An explicitly named store must exist unless `create` is set (then an empty prose store is made).
+        A store that is not there yet is made from the shipped default model with `seed` (or when no path is given),
+        else empty (a prose store) with `create`; otherwise a missing store is a StoreError. `seeded` tells whether
+        this call made the store from the shipped model (the CLI and the server then say so, once).
         """
         path = Path(db).expanduser() if db else default_db_path()
-        if db is None:
-            seed_from_default_model(path)
+        seeded = (seed or db is None) and seed_from_default_model(path)
         if schema.peek_kind(path) == schema.ARPA:
-            return cls(ArpaStore.open(path), config)
-        return cls(CountStore.open(path, create=create or db is None), config)
+            engine = cls(ArpaStore.open(path), config)
+        else:
+            engine = cls(CountStore.open(path, create=create or seed or db is None), config)
+        engine.seeded = seeded
+        return engine
+
+    def seeded_note(self) -> str | None:
+        """One line saying that this store was just made from the shipped model, or None when it was not."""
+        if not self.seeded:
+            return None
+        return (
+            f"nextword: new store {self.store.path}, started from the shipped model ({DEFAULT_BASE_NAME}); "
+            "'nextword serve --empty-store' (or learn --empty-store) makes an empty one instead"
+        )
 
     @property
     def model(self) -> NgramModel | BackoffModel | Blend:

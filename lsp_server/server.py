@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
@@ -27,17 +27,18 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import JsonRPCNotification
 
-from lm_core import tokenize
-from lm_core.oddities import OddityConfig
-from lm_core.sampling import BeamConfig, beam_continuation
 from lsp_server import comments
-from lsp_server.engine import Engine, Suggestion
 from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
 
+if TYPE_CHECKING:
+    from lsp_server.engine import Engine, Suggestion
+
+# The language model (numpy, the store, the tokenizer) is imported when the engine opens, after `initialize` has
+# been answered (on the interactive thread, see `initialized`), never on the way to it: see bench/startup.py.
 log = logging.getLogger("nextword")
 T = TypeVar("T")
 
@@ -83,7 +84,7 @@ class NextwordProtocol(LanguageServerProtocol):
 class NextwordServer(LanguageServer):
     """Server state: settings, the engine (opened lazily), per-document tasks and request generations."""
 
-    def __init__(self, db: str | None = None) -> None:
+    def __init__(self, db: str | None = None, empty_store: bool = False) -> None:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -92,6 +93,7 @@ class NextwordServer(LanguageServer):
             server_version = "0"
         super().__init__("nextword", server_version, protocol_cls=NextwordProtocol)
         self.settings = Settings(database=db)
+        self.empty_store = empty_store  # a store not there yet starts empty (serve --empty-store), not seeded
         self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-interactive")
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-background")
         self.training = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-training")
@@ -119,10 +121,18 @@ class NextwordServer(LanguageServer):
 
     # --- the engine, on its own thread -----------------------------------------------------------------------
     def engine(self) -> Engine:
-        """The Engine (opened on first use). Raises StoreError if the store cannot be opened."""
+        """The Engine (opened on first use). Raises StoreError if the store cannot be opened. A store that is not
+        there yet is made from the shipped model, as the CLI makes it (empty with `empty_store`); the user is told
+        once, when it is made."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = Engine.open(self.settings.database, create=self.settings.database is not None)
+                from lsp_server.engine import Engine
+
+                empty = self.empty_store
+                self._engine = Engine.open(self.settings.database, create=empty, seed=not empty)
+                note = self._engine.seeded_note()
+                if note:
+                    self.message(note, types.MessageType.Info)
             return self._engine
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
@@ -353,6 +363,8 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
             return
         settings = ls.settings
         ignored = frozenset(ls.ignored | {w.casefold() for w in settings.ignored_words})
+        from lm_core.oddities import OddityConfig
+
         config = OddityConfig(threshold_bits=settings.oddity_threshold)
         check = await ls.run_background(lambda: ls.engine().check(text, config, ignored))
         diagnostics = build_diagnostics(text, check, settings, ls.encoding())
@@ -464,6 +476,9 @@ async def inline_completion(
     text = ls.prose(document, offset)
     if text is None:
         return None
+    from lm_core import tokenize
+    from lm_core.sampling import BeamConfig, beam_continuation
+
     config = BeamConfig(max_words=ls.settings.inline_max_words)
 
     def work() -> tuple[str, str] | None:
@@ -810,13 +825,16 @@ def _flatten(args: Any) -> list[Any]:
     return out
 
 
-def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str | None = None) -> None:
+def main(
+    tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str | None = None, empty_store: bool = False
+) -> None:
     """Serve over stdio (default) or TCP (bound to `host`, 127.0.0.1 unless asked otherwise)."""
     logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs every cancelled request with a traceback
     if db:
         server.settings = Settings(database=db)
+    server.empty_store = empty_store
     if tcp:
         server.start_tcp(host, port)
     else:
