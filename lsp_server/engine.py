@@ -262,6 +262,40 @@ class Engine:
         suggestions = self.next_words(cursor.context, k, cursor.prefix, cursor.sentence_start)
         return Completion(suggestions, cursor.prefix, cursor.prefix_start)
 
+    def continue_at(self, text: str, offset: int, max_words: int = 6) -> Completion | None:
+        """Ghost text at character `offset` of `text`: the likeliest continuation of up to `max_words` words, as one
+        suggestion (probability nan) whose `word` replaces `text[prefix_start:offset]`; None when there is none.
+
+        The typed part of the word is kept exactly as typed (only its rest is added, never a re-cased copy); a space
+        comes first when the cursor is right after a word or a sentence end; a quotation mark or an opening bracket
+        that the continuation would leave unmatched (with the paragraph before the cursor) ends it just before.
+        """
+        from lm_core.sampling import BeamConfig, beam_continuation
+
+        cursor = tokenize.cursor_context(text, offset, max_tokens=self.context_width)
+        if cursor.skipped:
+            return None
+        config = BeamConfig(max_words=max_words)
+        words = beam_continuation(self.model, cursor.context, config, cursor.prefix.casefold())
+        if not words:
+            return None
+        first = self.display(words[0], cursor.sentence_start, cursor.prefix)
+        rest = self.render(words[1:], sentence_start=False) if len(words) > 1 else ""
+        glue = "" if not rest or rest[0] in _CLOSERS or rest.startswith("'") else " "
+        typed = text[cursor.prefix_start : offset]
+        ghost = typed + first[len(typed) :] + glue + rest
+        paragraph = text[max(text.rfind("\n\n", 0, offset), 0) : cursor.prefix_start]
+        ghost = _balanced(ghost, paragraph)
+        if len(ghost) <= len(typed):
+            return None
+        before = text[cursor.prefix_start - 1] if cursor.prefix_start > 0 else "\n"
+        after_opener = before in _OPENERS or (before == '"' and paragraph.count('"') % 2 == 1)
+        attached = ghost[0] in _CLOSERS or ghost.startswith("'")
+        if not typed and not before.isspace() and not after_opener and not attached:
+            ghost = " " + ghost
+        suggestion = Suggestion(ghost, math.nan)
+        return Completion([suggestion], typed, cursor.prefix_start)
+
     def context_of(self, text: str) -> Context:
         """The model context after all of `text` (as if a space followed it)."""
         if self.tokenizer == "pretokenized":
@@ -440,3 +474,21 @@ def _is_suggestible(word: str) -> bool:
 
 
 __all__ = ["Completion", "DocumentScore", "Engine", "Smoothing", "Suggestion", "WordScore"]
+
+
+def _balanced(ghost: str, before: str) -> str:
+    """`ghost` cut just before the first quotation mark or bracket it would leave unmatched: its last `"` when the
+    count in `before` + `ghost` is odd, an opening bracket it does not close; trailing spaces removed."""
+    cut = len(ghost)
+    if '"' in ghost and (before.count('"') + ghost.count('"')) % 2 == 1:
+        cut = ghost.rfind('"')
+    for opener, closer in ("()", "[]", "{}"):
+        unmatched: list[int] = []
+        for i, ch in enumerate(ghost):
+            if ch == opener:
+                unmatched.append(i)
+            elif ch == closer and unmatched:
+                unmatched.pop()
+        if unmatched:
+            cut = min(cut, unmatched[0])
+    return ghost[:cut].rstrip()

@@ -476,33 +476,16 @@ async def inline_completion(
     text = ls.prose(document, offset)
     if text is None:
         return None
-    from lm_core import tokenize
-    from lm_core.sampling import BeamConfig, beam_continuation
-
-    config = BeamConfig(max_words=ls.settings.inline_max_words)
-
-    def work() -> tuple[str, str] | None:
-        engine = ls.engine()
-        cursor = tokenize.cursor_context(text, offset, max_tokens=engine.context_width)
-        if cursor.skipped:
-            return None
-        words = beam_continuation(engine.model, cursor.context, config, cursor.prefix.casefold())
-        if not words:
-            return None
-        first = engine.display(words[0], cursor.sentence_start, cursor.prefix)
-        rest = engine.render(words[1:], sentence_start=False) if len(words) > 1 else ""
-        glue = "" if not rest or rest[0] in ",.;:!?)" or rest.startswith("'") else " "
-        return cursor.prefix, first + glue + rest
-
+    max_words = ls.settings.inline_max_words
     try:
-        found = await ls.run(work)
+        found = await ls.run(lambda: ls.engine().continue_at(text, offset, max_words))
     except StoreError as exc:
         ls.message(f"nextword cannot complete: {exc}")
         return None
     if found is None:
         return types.InlineCompletionList(items=[])
-    prefix, insert = found
-    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(prefix, encoding)))
+    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(found.prefix, encoding)))
+    insert = found.suggestions[0].word
     item = types.InlineCompletionItem(insert_text=insert, range=types.Range(start=start, end=cursor))
     return types.InlineCompletionList(items=[item])
 
