@@ -208,19 +208,21 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
-    ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
+    warm_up = ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
     ls.initialized = True
-    schedule_neural(ls)
+    schedule_neural(ls, after=asyncio.wrap_future(warm_up))
 
 
-def schedule_neural(ls: NextwordServer) -> None:
+def schedule_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = None) -> None:
     """Attach the neural model the `neuralModel` setting picks (or detach, when it picks none) on the background
     thread; until it is ready, completions come from the n-gram model (torch is imported there, never on the way to
     a completion)."""
-    ls.neural_task = asyncio.ensure_future(_load_neural(ls))
+    ls.neural_task = asyncio.ensure_future(_load_neural(ls, after))
 
 
-async def _load_neural(ls: NextwordServer) -> None:
+async def _load_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = None) -> None:
+    if after is not None:  # at start-up, the n-gram model first: importing torch would slow the first completion
+        await after
     setting, weight = ls.settings.neural_model, ls.settings.blend_weight
     chosen_by_us = setting.strip().lower() == DEFAULT_NEURAL
     path: Path | None = None
