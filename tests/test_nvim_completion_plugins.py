@@ -236,3 +236,92 @@ def test_the_servers_top_word_is_the_menus_first_item(
     assert after_prefix[0] == expected_top(seeded_store, typed + PREFIX), after_prefix
     assert editor.lua(BUILTIN_ON) is False
     assert editor.lua("return require('nextword').completion_engine()") == plugin
+
+
+# --- the rest of what a person meets in Neovim ------------------------------------------------------------------
+NOTES = """
+    _G.notes = {}
+    vim.notify = function(message, level) table.insert(_G.notes, { message = message, level = level }) end
+"""
+GHOSTS = """
+    local namespace = vim.api.nvim_get_namespaces()['nvim.lsp.inline_completion']
+    return namespace and #vim.api.nvim_buf_get_extmarks(0, namespace, 0, -1, {}) or 0
+"""
+
+
+def test_builtin_set_up_with_cmd_and_db_uses_that_store_made_from_the_shipped_model(
+    editor: Editor, seeded_store: Path, tmp_path: Path
+) -> None:
+    # The README's built-in set-up gives both `cmd` (as every virtual-env user must) and `db`: the store named by
+    # `db` is used (not dropped), made from the shipped model on first use, and the server says so once.
+    home = tmp_path / "home"
+    editor.lua("vim.env.HOME = ...", str(home))
+    editor.lua(NOTES)
+    load_config(editor, "builtin")
+    notes = tmp_path / "notes.md"
+    notes.write_text("")
+    editor.nvim.command(f"edit {notes}")
+    editor.attached()
+    db = home / "notes" / "nextword.db"
+    init_options = editor.lua("return vim.lsp.get_clients({ bufnr = 0, name = 'nextword' })[1].config.init_options")
+    assert init_options["nextword"]["databasePath"] == str(db)
+
+    editor.type("i" + TEXT)
+    popup = editor.settled(
+        "the built-in completion menu",
+        lambda: editor.lua("return vim.tbl_map(function(i) return i.word end, vim.fn.complete_info({'items'}).items)"),
+    )
+    assert popup[0] == expected_top(seeded_store, TEXT)
+    assert db.exists()
+    messages = [n["message"] for n in editor.lua("return _G.notes")]
+    assert [m for m in messages if "new store" in m] == [
+        f"LSP[nextword] nextword: new store {db}, started from the shipped model (WikiText-2 train (CC BY-SA 3.0)); "
+        "'nextword serve --empty-store' (or learn --empty-store) makes an empty one instead"
+    ]
+
+
+def test_a_ghost_text_asked_for_just_before_escape_is_never_shown_nor_applied(editor: Editor, tmp_path: Path) -> None:
+    load_config(editor, "builtin")
+    notes = tmp_path / "notes.md"
+    notes.write_text("First line.\nSecond line.\n")
+    editor.nvim.command(f"edit {notes}")
+    editor.attached()
+    # In Insert mode the ghost text shows (Nvim asks 200 ms after the cursor moves) ...
+    editor.type("GoI live in the United")
+    editor.wait("a ghost text in Insert mode", lambda: editor.lua(GHOSTS) > 0)
+    # ... but one asked for as <Esc> is pressed never shows in Normal mode, and a later accept applies nothing.
+    editor.type(" <Esc>", pause=0)
+    time.sleep(2.5)
+    assert editor.lua("return vim.api.nvim_get_mode().mode") == "n"
+    assert editor.lua(GHOSTS) == 0
+    editor.nvim.command("normal! gg")
+    assert editor.lua("return vim.lsp.inline_completion.get()") is False
+    time.sleep(0.3)
+    assert editor.nvim.current.buffer[:] == ["First line.", "Second line.", "I live in the United "]
+
+
+def test_help_works_without_helptags(editor: Editor) -> None:
+    editor.lua("vim.opt.rtp:append(...)", str(NVIM_PLUGIN))
+    editor.nvim.command("help nextword")  # E149 (an NvimError here) without the shipped tags file
+    assert editor.lua("return vim.fn.expand('%:t')") == "nextword.txt"
+    editor.nvim.command("help nextword-cmp")
+    assert "nvim-cmp and blink.cmp" in editor.lua("return vim.fn.getline(vim.fn.line('.') + 1)")
+
+
+def test_nvim_before_0_10_gets_one_clear_message_and_no_errors(editor: Editor, tmp_path: Path) -> None:
+    editor.lua(NOTES)
+    editor.lua(  # what vim.fn.has answers on Nvim 0.9
+        "local has = vim.fn.has vim.fn.has = function(f) return f:match('^nvim%-0%.1%d') and 0 or has(f) end"
+    )
+    editor.lua("vim.opt.rtp:append(...)", str(NVIM_PLUGIN))
+    assert editor.lua("return require('nextword').setup({})") is False
+    notes = tmp_path / "notes.md"
+    notes.write_text("Some text.\n")
+    editor.nvim.command(f"edit {notes}")
+    editor.type("AMore text. <Esc>")
+    time.sleep(0.5)
+    [note] = editor.lua("return _G.notes")
+    assert note["level"] == 4 and note["message"].startswith("nextword needs Nvim 0.10 or later, not NVIM v0.")
+    assert note["message"].endswith("; the plugin stays off.")
+    assert editor.lua("return #vim.lsp.get_clients()") == 0
+    assert "Error" not in editor.lua("return vim.fn.execute('messages')")
