@@ -145,6 +145,7 @@ def main() -> None:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--runs", type=int, default=5, help="starts per measurement (default 5)")
     parser.add_argument("--baseline", type=Path, default=None, help="another nextword source tree, measured alike")
+    parser.add_argument("--baseline-name", default=None, help="what to call it in the table (default: its path)")
     args = parser.parse_args()
     runs = 2 if args.quick else args.runs
     with Stopwatch() as total, tempfile.TemporaryDirectory(prefix="nextword-startup-") as tmp:
@@ -159,7 +160,9 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
-        trees = [("this tree", ROOT)] + ([(f"baseline {args.baseline}", args.baseline)] if args.baseline else [])
+        trees = [("this tree", ROOT)] + (
+            [(f"baseline {args.baseline_name or args.baseline}", args.baseline)] if args.baseline else []
+        )
         nvim = find_nvim()
         if nvim is None:
             print("no Neovim 0.11+ found: the Neovim rows are left out", file=sys.stderr)
