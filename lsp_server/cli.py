@@ -27,7 +27,6 @@ from lsp_server.paths import (
     seed_from_default_model,
 )
 from store.errors import StoreError
-from store.secrets import is_secret_file
 
 if TYPE_CHECKING:
     from lm_core.ngram import NgramConfig
@@ -303,6 +302,7 @@ def learn(file: Path, db: Path | None, empty_store: bool) -> None:
     Example: nextword learn notes/today.md
     """
     from store.countstore import source_name
+    from store.secrets import is_secret_file
     from store.sources import read_text_file
 
     if is_secret_file(file):

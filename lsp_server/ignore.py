@@ -17,8 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from store.secrets import is_secret_file
-
 IGNORE_FILE = ".nextwordignore"
 ALWAYS_SKIPPED_FOLDERS = frozenset({"node_modules"})
 """Besides hidden folders (a name starting with "."), never walked when learning a workspace."""
@@ -154,6 +152,8 @@ class IgnoreRules:
 
 def never_learned(path: Path, rules: Iterable[IgnoreRules] = ()) -> str | None:
     """Why the file at `path` must not be learned (a short reason), or None if it may be."""
+    from store.secrets import is_secret_file  # its patterns compile on first use, not on the server's way up
+
     if is_secret_file(path):
         return f"{path.name} holds credentials"
     for rule_set in rules:

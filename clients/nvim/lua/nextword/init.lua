@@ -186,13 +186,13 @@ function M._refresh_completion(client_id, bufnr)
     return
   end
   local engine = M.completion_engine(config)
-  local enabled = vim.b[bufnr].nextword_builtin_completion == true
-  if engine == 'builtin' and not enabled then
+  local enabled = vim.b[bufnr].nextword_builtin_completion == client_id -- the client it is on for, if any
+  if engine == 'builtin' and not enabled and vim.lsp.completion then
     vim.lsp.completion.enable(true, client_id, bufnr, { autotrigger = quiet_menu(bufnr) })
-    vim.b[bufnr].nextword_builtin_completion = true
+    vim.b[bufnr].nextword_builtin_completion = client_id
   elseif engine ~= 'builtin' and enabled then
     vim.lsp.completion.enable(false, client_id, bufnr)
-    vim.b[bufnr].nextword_builtin_completion = false
+    vim.b[bufnr].nextword_builtin_completion = nil
   end
   local ok, plugin = pcall(require, engine == 'nvim-cmp' and 'cmp' or 'blink.cmp')
   if engine == 'nvim-cmp' and ok and not M._cmp_sorted then
@@ -229,19 +229,17 @@ end
 
 local function on_attach(client, bufnr)
   local config = M.config
-  if vim.lsp.completion then
-    M._refresh_completion(client.id, bufnr)
-    vim.api.nvim_create_autocmd('InsertEnter', {
-      group = vim.api.nvim_create_augroup('nextword.completion.' .. bufnr, { clear = true }),
-      buffer = bufnr,
-      callback = function()
+  M._refresh_completion(client.id, bufnr)
+  vim.api.nvim_create_autocmd('InsertEnter', {
+    group = vim.api.nvim_create_augroup('nextword.completion.' .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function()
+      M._refresh_completion(client.id, bufnr)
+      vim.schedule(function()
         M._refresh_completion(client.id, bufnr)
-        vim.schedule(function()
-          M._refresh_completion(client.id, bufnr)
-        end)
-      end,
-    })
-  end
+      end)
+    end,
+  })
   if config.inline_completion and vim.lsp.inline_completion then
     vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
   end
