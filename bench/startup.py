@@ -87,7 +87,9 @@ def seconds_to_run(code: str, env: dict[str, str]) -> float:
 def server_start(tree: Path, db: Path, home: Path, neural: str) -> tuple[float, float, str]:
     """(seconds to the `initialize` answer, seconds to the first completion answer, the top word)."""
     started = time.perf_counter()
-    client = RawClient([sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(db)], python_env(tree, home))
+    # -P: the tree comes from PYTHONPATH, not from the working directory (RawClient starts it in this repository)
+    argv = [sys.executable, "-P", "-m", "lsp_server.cli", "serve", "--db", str(db)]
+    client = RawClient(argv, python_env(tree, home))
     try:
         options = {"neuralModel": neural}
         client.request("initialize", {"processId": os.getpid(), "capabilities": {}, "initializationOptions": options})
