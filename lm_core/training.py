@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import torch
 from torch.nn import functional as F
 
+from lm_core.files import make_private_folder, write_private_bytes
 from lm_core.neural import (
     Checkpoint,
     NeuralConfig,
@@ -674,6 +675,6 @@ def plot_curves(metrics: dict[str, Any], png_path: str | Path, width: int = 640,
             canvas.text(legend_x + 80 * n + 14, height - 24, label)
     canvas.text(left, height - 24, "EPOCH")
     path = Path(png_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(canvas.png())
+    make_private_folder(path.parent)
+    write_private_bytes(path, canvas.png())
     return path

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from lm_core.files import make_private_folder, write_private_text
 from lm_core.smoothing import Smoothing
 from lsp_server.paths import (
     DEFAULT_NEURAL,
@@ -43,6 +44,13 @@ def fail(message: str) -> None:
     sys.exit(EXIT_ERROR)
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit after a broken pipe raises nothing more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn every error into one line and exit status 1."""
 
@@ -50,6 +58,9 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # the reader went away (`nextword complete ... | head -1`): not an error
+            _quiet_stdout()
+            sys.exit(0)
         except sqlite3.DatabaseError as exc:
             if os.environ.get("NEXTWORD_DEBUG"):
                 raise
@@ -121,8 +132,16 @@ def open_engine(
 ) -> Engine:
     """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`)."""
     from lm_core.ngram import NgramConfig
+    from store.countstore import CountStore
 
     engine = open_store(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
+    options_given = model_order is not None or Smoothing(smoothing) != Smoothing.KNESER_NEY
+    if not isinstance(engine.store, CountStore) and options_given:
+        engine.close()
+        fail(
+            f"{engine.store.path} is an imported ARPA model: it keeps its own order and backoff weights, so "
+            "--model-order and --smoothing do not apply"
+        )
     path = neural_model_path(neural, engine.store.path, engine.base_sources())
     if path is not None:
         from lm_core.neural import CheckpointError
@@ -218,7 +237,13 @@ def build(
         _build_base(files, path, order or 5, tokenizer, prune_text, vocab_limit, engine, scheduler, workers)
         return
     existed = path.exists() and path.stat().st_size > 0
-    with CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True) as store:
+    try:  # a store that cannot even be set up (a full disk) leaves no empty file behind
+        opened = CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True)
+    except BaseException:
+        if not existed:
+            _remove_store(path)
+        raise
+    with opened as store:
         total_bytes = sum(f.stat().st_size for f in files)
         try:
             bar = click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
@@ -302,14 +327,11 @@ def learn(file: Path, db: Path | None, empty_store: bool) -> None:
     Example: nextword learn notes/today.md
     """
     from store.countstore import source_name
-    from store.secrets import is_secret_file
-    from store.sources import read_text_file
+    from store.sources import read_user_text
 
-    if is_secret_file(file):
-        fail(f"{file} is a credentials file by its name; nextword never learns such files")
-    text = read_text_file(file)  # a file that cannot be learned creates nothing
+    text = read_user_text(file)  # a file that cannot be learned creates nothing
     engine = open_store(db, empty=empty_store)
-    result = engine.learn(source_name(file), text)
+    result = engine.counts_store.learn(source_name(file), text, kind="file")
     verb = "re-learned" if result.replaced else "learned"
     if result.secrets:
         kinds = ", ".join(sorted(set(result.secrets)))
@@ -375,9 +397,9 @@ def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: in
 
     Example: nextword score --top 5 draft.md
     """
-    from store.sources import read_text_file
+    from store.sources import read_user_text
 
-    text = read_text_file(file)
+    text = read_user_text(file)
     engine = open_engine(db, smoothing, model_order, neural)
     result = engine.score(text)
     if result.tokens == 0:
@@ -424,13 +446,13 @@ def generate_command(
 
     Example: nextword generate "the history of" -n 20 --top-p 0.9 --seed 1
     """
+    from lm_core.sampling import SamplingConfig, generate
+
     if temperature <= 0:
         fail("--temperature must be above 0 (use --greedy for the most probable words)")
     engine = open_engine(db, smoothing, model_order)
     context = list(engine.context_of(seed))
     seed_tokens = context[1:] if context[:1] == ["<s>"] else context
-    from lm_core.sampling import SamplingConfig, generate
-
     config = SamplingConfig(temperature, top_k, top_p, greedy, seed=random_seed)
     words = generate(engine.model, seed_tokens, n, config)
     click.echo((seed + " " if seed else "") + engine.render(words, sentence_start=not seed.strip()))
@@ -442,15 +464,22 @@ def generate_command(
 )
 @db_option
 @model_order_option
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
 @friendly_errors
-def export_arpa_command(output: Path, db: Path | None, model_order: int | None) -> None:
+def export_arpa_command(output: Path, db: Path | None, model_order: int | None, force: bool) -> None:
     """Write the store's interpolated modified Kneser-Ney model as an ARPA file (log10).
 
     Example: nextword export-arpa --db ptb.db -o ptb.arpa
     """
     from store.arpa import export_arpa
+    from store.countstore import CountStore
 
+    if output.exists() and not force:
+        fail(f"{output} exists; give --force to replace it")
     engine = open_store(db)
+    if not isinstance(engine.store, CountStore):
+        fail(f"{engine.store.path} is an imported ARPA model, not a count store: export the ARPA file it came from")
+    make_private_folder(output.parent)
     written = export_arpa(engine.counts_store.load_tables(), output, order=model_order)
     click.echo(f"{output}: " + ", ".join(f"{n}-grams {c:,}" for n, c in written.items()))
 
@@ -465,10 +494,13 @@ def import_arpa_command(file: Path, db: Path, prose: bool) -> None:
 
     Example: nextword import-arpa lm.arpa --db lm.db
     """
+    from lm_core.vocab import UNK
     from store.arpa import ArpaStore
 
     store = ArpaStore.import_arpa(file, db, tokenizer="prose" if prose else "pretokenized")
     click.echo(f"{db}: imported order-{store.order} ARPA model from {file}")
+    if store.model().logprob(UNK, ()) == -math.inf:
+        click.echo("note: the model lists no <unk>: unknown words score -inf (perplexity inf), where KenLM gives -100")
 
 
 @main.command()
@@ -516,12 +548,12 @@ NEURAL_CELLS = ("rnn", "lstm", "gru", "window")
 
 
 def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[str]]:
-    """Sentences (each ending with `</s>`) of text files, tokenized for pretokenized or prose text."""
-    from lm_core import tokenize
-    from store.sources import read_text_file
+    """Sentences (each ending with `</s>`) of text files, tokenized for pretokenized or prose text; credential files
+    are refused and sentences holding a secret dropped, as `learn` does (a checkpoint's vocabulary is plain text)."""
+    from store.sources import analyse, read_corpus_file
 
-    split = tokenize.pretokenized_sentences if pretokenized else tokenize.prose_sentences
-    return [s for file in files for s in split(read_text_file(file))]
+    tokenizer = "pretokenized" if pretokenized else "prose"
+    return [s for file in files for s in analyse(read_corpus_file(file), tokenizer).sentences]
 
 
 def _print_progress(p: Any) -> None:
@@ -633,6 +665,9 @@ def train_neural(
 
     Example: nextword train-neural --pretokenized --cell lstm --epochs 6 -o ptb-lstm.pt ptb.train.txt
     """
+    from store.secrets import is_secret_path
+    from store.sources import read_corpus_file
+
     if not files and not from_store:
         fail("give text files to train on, or --from-store for the documents the store has learned")
     shape = {"cell": cell, "hidden": hidden, "embed": embed, "layers": layers, "window": window, "tie": tie}
@@ -643,11 +678,9 @@ def train_neural(
         fail("--resume continues -o's own run; it cannot be combined with --init")
     if init_path is not None and str(init_path) == DEFAULT_NEURAL:
         init_path = DEFAULT_NEURAL_MODEL
-    from store.sources import read_text_file
-
     for file in (*files, *([valid_file] if valid_file else [])):
-        if not file.is_file():
-            read_text_file(file)  # says why (missing, a directory) before any work
+        if not file.is_file() or is_secret_path(file):
+            read_corpus_file(file)  # says why (missing, a directory, credentials) before any work
 
     import dataclasses
 
@@ -786,9 +819,9 @@ def eval_command(
     """
     from lm_core import tokenize
     from lm_core.metrics import perplexity, perplexity_of_scores
-    from store.sources import read_text_file
+    from store.sources import read_user_text
 
-    text = read_text_file(file)
+    text = read_user_text(file)
     engine = open_engine(db, smoothing, model_order)
     split = tokenize.pretokenized_sentences if pretokenized or engine.tokenizer == "pretokenized" else None
     sentences = split(text) if split else tokenize.prose_sentences(text)
@@ -922,16 +955,18 @@ def report_command(file: Path, output: Path, db: Path | None, alternatives: int)
     Example: nextword report draft.md -o draft.html
     """
     from lsp_server.report import format_perplexity, render_report
-    from store.sources import read_text_file
+    from store.secrets import redact
+    from store.sources import read_user_text
 
-    text = read_text_file(file)
+    text = redact(read_user_text(file))  # the page shows the text: never a secret in it
     engine = open_engine(db)
     try:
         page = render_report(engine, text, title=f"nextword report: {file.name}", alternatives=alternatives)
         checked = engine.check(text)
     finally:
         engine.close()
-    output.write_text(page, encoding="utf-8")
+    make_private_folder(output.parent)
+    write_private_text(output, page)
     click.echo(
         f"{output}: perplexity {format_perplexity(checked.perplexity)} over {checked.tokens:,} tokens, "
         f"{len(checked.oddities):,} odd word(s)"
@@ -942,6 +977,11 @@ def run() -> None:
     """The console script: click's usage errors become one line too."""
     try:
         main.main(standalone_mode=False)
+        if not sys.stdout.closed:  # the server closes it on exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from store.secrets import is_secret_path
+
 IGNORE_FILE = ".nextwordignore"
 ALWAYS_SKIPPED_FOLDERS = frozenset({"node_modules"})
 """Besides hidden folders (a name starting with "."), never walked when learning a workspace."""
@@ -152,9 +154,7 @@ class IgnoreRules:
 
 def never_learned(path: Path, rules: Iterable[IgnoreRules] = ()) -> str | None:
     """Why the file at `path` must not be learned (a short reason), or None if it may be."""
-    from store.secrets import is_secret_file  # its patterns compile on first use, not on the server's way up
-
-    if is_secret_file(path):
+    if is_secret_path(path):  # by its name, or the name of the file a symbolic link leads to
         return f"{path.name} holds credentials"
     for rule_set in rules:
         if rule_set.ignores(path):
