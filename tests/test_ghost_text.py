@@ -75,7 +75,8 @@ async def test_quotation_marks_and_brackets_are_never_left_open(client: Language
     assert await ghost(client, "The sign ", max_words=3) == ("said", "The sign said")
     assert await ghost(client, "She ", max_words=3) == ("wrote", "She wrote")
     # With room to close them, they stay, each matched.
-    said = await ghost(client, "The sign ", max_words=6)
+    assert await ghost(client, "The sign said ", max_words=3) is None  # it would open one: no ghost at all
+    said = await ghost(client, "The sign said ", max_words=6)
     assert said is not None and said[0].count('"') == 2
     wrote = await ghost(client, "She ", max_words=6)
     assert wrote is not None and wrote[0].count("(") == wrote[0].count(")") == 1
