@@ -76,7 +76,7 @@ def test_learn_into_a_new_store_keeps_the_shipped_model_unless_asked_for_an_empt
     out, err = cli("learn", note, "--db", empty, "--empty-store")
     assert (out.startswith("learned "), err) == (True, "")
     with CountStore.open(empty) as store:
-        assert [(s.kind, s.tokens) for s in store.sources()] == [("document", 8)]  # the file's words alone
+        assert [(s.kind, s.tokens) for s in store.sources()] == [("file", 8)]  # the file's words alone
 
 
 # --- the server ------------------------------------------------------------------------------------------------------
