@@ -48,6 +48,7 @@ left out):
 .venv/bin/python bench/stress.py            # concurrent writers on one store; bench/crash.py: kill -9 a writer
 .venv/bin/python bench/fuzz_server.py       # 10,000 random and malformed JSON-RPC messages against the server (~30 s)
 .venv/bin/python bench/lsp_latency.py       # completion round trips through `nextword serve` over stdio
+.venv/bin/python bench/startup.py           # server ready and first completion, also in Neovim (--baseline DIR)
 ```
 
 Each takes `--corpora DIR` (default `../shared/corpora`, or `$NEXTWORD_CORPORA`), `--quick` for a small smoke run

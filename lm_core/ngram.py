@@ -23,23 +23,13 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
 from lm_core.counts import ADJUSTED, RAW, CountReader, Level
 from lm_core.model import Context, Prediction, rank_top_k
-from lm_core.smoothing import good_turing_ratios, kneser_ney_discounts
+from lm_core.smoothing import Smoothing, good_turing_ratios, kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID
-
-
-class Smoothing(StrEnum):
-    MLE = "mle"
-    ADD_DELTA = "add-delta"
-    STUPID_BACKOFF = "stupid-backoff"
-    KATZ = "katz"
-    KNESER_NEY = "kneser-ney"
-
 
 NORMALISED = (Smoothing.MLE, Smoothing.ADD_DELTA, Smoothing.KATZ, Smoothing.KNESER_NEY)
 

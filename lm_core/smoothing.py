@@ -6,9 +6,21 @@
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 
 KN_FALLBACK = (0.5, 1.0, 1.5)
 """Discounts used when count-of-counts cannot give valid ones (tiny corpora); KenLM's --discount_fallback."""
+
+
+class Smoothing(StrEnum):
+    """The n-gram estimators (`lm_core.ngram.NgramModel`); here, in a module without numpy, so the CLI names them
+    without importing the models."""
+
+    MLE = "mle"
+    ADD_DELTA = "add-delta"
+    STUPID_BACKOFF = "stupid-backoff"
+    KATZ = "katz"
+    KNESER_NEY = "kneser-ney"
 
 
 def kneser_ney_discounts(coc: tuple[int, ...]) -> tuple[float, float, float]:

@@ -14,15 +14,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lm_core.files import make_private_folder, write_private_text
-from lm_core.ngram import NgramConfig, Smoothing
-from lm_core.sampling import SamplingConfig, generate
-from lm_core.vocab import UNK
-from lsp_server.engine import Engine
+from lm_core.smoothing import Smoothing
 from lsp_server.paths import (
     DEFAULT_NEURAL,
     DEFAULT_NEURAL_MODEL,
@@ -30,10 +27,14 @@ from lsp_server.paths import (
     neural_model_path,
     seed_from_default_model,
 )
-from store.countstore import MAX_ORDER, CountStore, source_name
 from store.errors import StoreError
-from store.secrets import is_secret_path
-from store.sources import read_corpus_file, read_user_text
+
+if TYPE_CHECKING:
+    from lm_core.ngram import NgramConfig
+    from lsp_server.engine import Engine
+
+# The models, the store and numpy are imported inside the commands that use them, so that `nextword serve` answers
+# the editor's `initialize` before loading them (bench/startup.py).
 
 EXIT_ERROR = 1
 
@@ -94,7 +95,7 @@ smoothing_option = click.option(
     help="How to estimate probabilities from counts.",
 )
 model_order_option = click.option(
-    "--model-order", type=click.IntRange(1, MAX_ORDER), default=None, help="Use a lower order than the store's."
+    "--model-order", type=click.IntRange(1), default=None, help="Use a lower order than the store's."
 )
 
 
@@ -107,11 +108,33 @@ neural_option = click.option(
 )
 
 
+empty_store_option = click.option(
+    "--empty-store",
+    is_flag=True,
+    help="A store that is not there yet starts empty, not from the shipped model.",
+)
+
+
+def open_store(db: Path | None, config: NgramConfig | None = None, empty: bool = False) -> Engine:
+    """The engine over the store at `db`; a store that is not there yet is made from the shipped model (and this
+    says so on stderr, once), or empty with `empty`."""
+    from lsp_server.engine import Engine
+
+    engine = Engine.open(db, config, create=empty, seed=not empty)
+    note = engine.seeded_note()
+    if note:
+        click.echo(note, err=True)
+    return engine
+
+
 def open_engine(
     db: Path | None, smoothing: str = "kneser-ney", model_order: int | None = None, neural: str = "none"
 ) -> Engine:
     """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`)."""
-    engine = Engine.open(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
+    from lm_core.ngram import NgramConfig
+    from store.countstore import CountStore
+
+    engine = open_store(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
     options_given = model_order is not None or Smoothing(smoothing) != Smoothing.KNESER_NEY
     if not isinstance(engine.store, CountStore) and options_given:
         engine.close()
@@ -197,6 +220,8 @@ def build(
 
     Example: nextword build --db ptb.db --order 5 --pretokenized ptb.train.txt
     """
+    from store.countstore import MAX_ORDER, CountStore
+
     if order is not None and not 1 <= order <= MAX_ORDER:
         fail(f"--order must be between 1 and {MAX_ORDER}, not {order}")
     for file in files:  # before anything is created
@@ -294,14 +319,18 @@ def _remove_store(path: Path) -> None:
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @db_option
+@empty_store_option
 @friendly_errors
-def learn(file: Path, db: Path | None) -> None:
+def learn(file: Path, db: Path | None, empty_store: bool) -> None:
     """Learn a text file (again): its old contribution, if any, is replaced.
 
     Example: nextword learn notes/today.md
     """
+    from store.countstore import source_name
+    from store.sources import read_user_text
+
     text = read_user_text(file)  # a file that cannot be learned creates nothing
-    engine = Engine.open(db, create=True)
+    engine = open_store(db, empty=empty_store)
     result = engine.counts_store.learn(source_name(file), text, kind="file")
     verb = "re-learned" if result.replaced else "learned"
     if result.secrets:
@@ -319,7 +348,9 @@ def forget(file: Path, db: Path | None) -> None:
 
     Example: nextword forget notes/today.md
     """
-    engine = Engine.open(db)
+    from store.countstore import source_name
+
+    engine = open_store(db)
     result = engine.forget(source_name(file))
     click.echo(f"forgot {result.source}: {result.changed_ngrams:,} n-gram counts changed")
 
@@ -366,6 +397,8 @@ def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: in
 
     Example: nextword score --top 5 draft.md
     """
+    from store.sources import read_user_text
+
     text = read_user_text(file)
     engine = open_engine(db, smoothing, model_order, neural)
     result = engine.score(text)
@@ -413,6 +446,8 @@ def generate_command(
 
     Example: nextword generate "the history of" -n 20 --top-p 0.9 --seed 1
     """
+    from lm_core.sampling import SamplingConfig, generate
+
     if temperature <= 0:
         fail("--temperature must be above 0 (use --greedy for the most probable words)")
     engine = open_engine(db, smoothing, model_order)
@@ -437,10 +472,11 @@ def export_arpa_command(output: Path, db: Path | None, model_order: int | None, 
     Example: nextword export-arpa --db ptb.db -o ptb.arpa
     """
     from store.arpa import export_arpa
+    from store.countstore import CountStore
 
     if output.exists() and not force:
         fail(f"{output} exists; give --force to replace it")
-    engine = Engine.open(db)
+    engine = open_store(db)
     if not isinstance(engine.store, CountStore):
         fail(f"{engine.store.path} is an imported ARPA model, not a count store: export the ARPA file it came from")
     make_private_folder(output.parent)
@@ -458,6 +494,7 @@ def import_arpa_command(file: Path, db: Path, prose: bool) -> None:
 
     Example: nextword import-arpa lm.arpa --db lm.db
     """
+    from lm_core.vocab import UNK
     from store.arpa import ArpaStore
 
     store = ArpaStore.import_arpa(file, db, tokenizer="prose" if prose else "pretokenized")
@@ -471,15 +508,16 @@ def import_arpa_command(file: Path, db: Path, prose: bool) -> None:
 @click.option("--tcp", is_flag=True, help="Listen on TCP instead of stdio.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind with --tcp.")
 @click.option("--port", type=click.IntRange(1, 65535), default=2087, show_default=True, help="Port for --tcp.")
+@empty_store_option
 @friendly_errors
-def serve(db: Path | None, tcp: bool, host: str, port: int) -> None:
+def serve(db: Path | None, tcp: bool, host: str, port: int, empty_store: bool) -> None:
     """Run the language server (stdio by default) for VS Code, Neovim or any LSP client.
 
     Example: nextword serve --db ~/notes.db
     """
     from lsp_server.server import main as serve_main
 
-    serve_main(tcp=tcp, host=host, port=port, db=str(db) if db else None)
+    serve_main(tcp=tcp, host=host, port=port, db=str(db) if db else None, empty_store=empty_store)
 
 
 @main.command()
@@ -490,7 +528,9 @@ def stats(db: Path | None) -> None:
 
     Example: nextword stats
     """
-    engine = Engine.open(db)
+    from store.countstore import CountStore
+
+    engine = open_store(db)
     info = engine.stats()
     for key, value in info.items():
         if key == "ngrams":
@@ -510,7 +550,7 @@ NEURAL_CELLS = ("rnn", "lstm", "gru", "window")
 def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[str]]:
     """Sentences (each ending with `</s>`) of text files, tokenized for pretokenized or prose text; credential files
     are refused and sentences holding a secret dropped, as `learn` does (a checkpoint's vocabulary is plain text)."""
-    from store.sources import analyse
+    from store.sources import analyse, read_corpus_file
 
     tokenizer = "pretokenized" if pretokenized else "prose"
     return [s for file in files for s in analyse(read_corpus_file(file), tokenizer).sentences]
@@ -625,6 +665,9 @@ def train_neural(
 
     Example: nextword train-neural --pretokenized --cell lstm --epochs 6 -o ptb-lstm.pt ptb.train.txt
     """
+    from store.secrets import is_secret_path
+    from store.sources import read_corpus_file
+
     if not files and not from_store:
         fail("give text files to train on, or --from-store for the documents the store has learned")
     shape = {"cell": cell, "hidden": hidden, "embed": embed, "layers": layers, "window": window, "tie": tie}
@@ -665,7 +708,7 @@ def train_neural(
             fail(str(exc))
     sentences = _text_sentences(files, pretokenized)
     if from_store:
-        engine = Engine.open(db)
+        engine = open_store(db)
         if files and not pretokenized and engine.tokenizer == "pretokenized":
             fail("the store holds pretokenized text; give --pretokenized so FILES are read the same way")
         sentences += engine.counts_store.learned_sentences()
@@ -776,6 +819,7 @@ def eval_command(
     """
     from lm_core import tokenize
     from lm_core.metrics import perplexity, perplexity_of_scores
+    from store.sources import read_user_text
 
     text = read_user_text(file)
     engine = open_engine(db, smoothing, model_order)
@@ -916,6 +960,7 @@ def report_command(file: Path, output: Path, db: Path | None, alternatives: int)
     """
     from lsp_server.report import format_perplexity, render_report
     from store.secrets import redact
+    from store.sources import read_user_text
 
     text = redact(read_user_text(file))  # the page shows the text: never a secret in it
     engine = open_engine(db)

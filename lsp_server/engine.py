@@ -26,7 +26,7 @@ from lm_core.model import Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
-from lsp_server.paths import default_db_path, seed_from_default_model
+from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, seed_from_default_model
 from store import schema
 from store.arpa import ArpaStore
 from store.countstore import CountStore, LearnResult
@@ -150,6 +150,7 @@ class Engine:
         self._sentence_bytes = 0
         self.cache_bytes = 0
         self._check_version: tuple[int, int, OddityConfig] | None = None
+        self.seeded = False  # this store was made from the shipped model when it was opened (see open)
         self.adaptation: Adaptation | None = None  # see enable_adaptation
         self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's paragraphs above, tokenized
         self._cache_middle: tuple[str, list[str]] = ("", [])  # ... and the current paragraph's finished sentences
@@ -191,17 +192,32 @@ class Engine:
             self._sentence_bytes -= _sentence_bytes(norms, result)
 
     @classmethod
-    def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
-        """Open the store at `db` (default: the user's store, seeded from the shipped model on first use).
+    def open(
+        cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False, seed: bool = False
+    ) -> Engine:
+        """Open the store at `db` (default: $NEXTWORD_DB or the user's store, which is always seeded on first use).
 
-        An explicitly named store must exist unless `create` is set (then an empty prose store is made).
+        A store that is not there yet is made from the shipped default model with `seed` (or when no path is given),
+        else empty (a prose store) with `create`; otherwise a missing store is a StoreError. `seeded` tells whether
+        this call made the store from the shipped model (the CLI and the server then say so, once).
         """
         path = Path(db).expanduser() if db else default_db_path()
-        if db is None:
-            seed_from_default_model(path)
+        seeded = (seed or db is None) and seed_from_default_model(path)
         if schema.peek_kind(path) == schema.ARPA:
-            return cls(ArpaStore.open(path), config)
-        return cls(CountStore.open(path, create=create or db is None), config)
+            engine = cls(ArpaStore.open(path), config)
+        else:
+            engine = cls(CountStore.open(path, create=create or seed or db is None), config)
+        engine.seeded = seeded
+        return engine
+
+    def seeded_note(self) -> str | None:
+        """One line saying that this store was just made from the shipped model, or None when it was not."""
+        if not self.seeded:
+            return None
+        return (
+            f"nextword: new store {self.store.path}, started from the shipped model ({DEFAULT_BASE_NAME}); "
+            "'nextword serve --empty-store' (or learn --empty-store) makes an empty one instead"
+        )
 
     @property
     def model(self) -> NgramModel | BackoffModel | Blend:
@@ -435,6 +451,40 @@ class Engine:
         self._fill_cache(text, cursor.prefix_start)
         suggestions = self.next_words(cursor.context, k, cursor.prefix, cursor.sentence_start)
         return Completion(suggestions, cursor.prefix, cursor.prefix_start)
+
+    def continue_at(self, text: str, offset: int, max_words: int = 6) -> Completion | None:
+        """Ghost text at character `offset` of `text`: the likeliest continuation of up to `max_words` words, as one
+        suggestion (probability nan) whose `word` replaces `text[prefix_start:offset]`; None when there is none.
+
+        The typed part of the word is kept exactly as typed (only its rest is added, never a re-cased copy); a space
+        comes first when the cursor is right after a word or a sentence end; a quotation mark or an opening bracket
+        that the continuation would leave unmatched (with the paragraph before the cursor) ends it just before.
+        """
+        from lm_core.sampling import BeamConfig, beam_continuation
+
+        cursor = tokenize.cursor_context(text, offset, max_tokens=self.context_width)
+        if cursor.skipped:
+            return None
+        config = BeamConfig(max_words=max_words)
+        words = beam_continuation(self.model, cursor.context, config, cursor.prefix.casefold())
+        if not words:
+            return None
+        first = self.display(words[0], cursor.sentence_start, cursor.prefix)
+        rest = self.render(words[1:], sentence_start=False) if len(words) > 1 else ""
+        glue = "" if not rest or rest[0] in _CLOSERS or rest.startswith("'") else " "
+        typed = text[cursor.prefix_start : offset]
+        ghost = typed + first[len(typed) :] + glue + rest
+        paragraph = text[max(text.rfind("\n\n", 0, offset), 0) : cursor.prefix_start]
+        ghost = _balanced(ghost, paragraph)
+        if len(ghost) <= len(typed):
+            return None
+        before = text[cursor.prefix_start - 1] if cursor.prefix_start > 0 else "\n"
+        after_opener = before in _OPENERS or (before == '"' and paragraph.count('"') % 2 == 1)
+        attached = ghost[0] in _CLOSERS or ghost.startswith("'")
+        if not typed and not before.isspace() and not after_opener and not attached:
+            ghost = " " + ghost
+        suggestion = Suggestion(ghost, math.nan)
+        return Completion([suggestion], typed, cursor.prefix_start)
 
     def context_of(self, text: str) -> Context:
         """The model context after all of `text` (as if a space followed it)."""
@@ -784,3 +834,21 @@ def _is_suggestible(word: str) -> bool:
 
 
 __all__ = ["Completion", "DocumentScore", "Engine", "Smoothing", "Suggestion", "WordScore"]
+
+
+def _balanced(ghost: str, before: str) -> str:
+    """`ghost` cut just before the first quotation mark or bracket it would leave unmatched: its last `"` when the
+    count in `before` + `ghost` is odd, an opening bracket it does not close; trailing spaces removed."""
+    cut = len(ghost)
+    if '"' in ghost and (before.count('"') + ghost.count('"')) % 2 == 1:
+        cut = ghost.rfind('"')
+    for opener, closer in ("()", "[]", "{}"):
+        unmatched: list[int] = []
+        for i, ch in enumerate(ghost):
+            if ch == opener:
+                unmatched.append(i)
+            elif ch == closer and unmatched:
+                unmatched.pop()
+        if unmatched:
+            cut = min(cut, unmatched[0])
+    return ghost[:cut].rstrip()

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
@@ -28,20 +28,21 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import JsonRPCNotification
 
-from lm_core import corrections, tokenize
-from lm_core.oddities import OddityConfig
-from lm_core.sampling import BeamConfig, beam_continuation
 from lsp_server import comments
-from lsp_server.engine import Engine, Suggestion
 from lsp_server.framing import ResyncingStdin
 from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
-from store.countstore import CountStore
 from store.errors import StoreError, UnknownSourceError
 from store.secrets import is_secret_file
 
+if TYPE_CHECKING:
+    from lm_core.oddities import OddityConfig
+    from lsp_server.engine import Engine, Suggestion
+
+# The language model (numpy, the store, the tokenizer) is imported when the engine opens, after `initialize` has
+# been answered (on the interactive thread, see `initialized`), never on the way to it: see bench/startup.py.
 log = logging.getLogger("nextword")
 T = TypeVar("T")
 
@@ -92,7 +93,7 @@ class NextwordProtocol(LanguageServerProtocol):
 class NextwordServer(LanguageServer):
     """Server state: settings, the engine (opened lazily), per-document tasks and request generations."""
 
-    def __init__(self, db: str | None = None) -> None:
+    def __init__(self, db: str | None = None, empty_store: bool = False) -> None:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -101,6 +102,7 @@ class NextwordServer(LanguageServer):
             server_version = "0"
         super().__init__("nextword", server_version, protocol_cls=NextwordProtocol)
         self.settings = Settings(database=db)
+        self.empty_store = empty_store  # a store not there yet starts empty (serve --empty-store), not seeded
         self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-interactive")
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-background")
         self.training = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-training")
@@ -129,14 +131,24 @@ class NextwordServer(LanguageServer):
 
     # --- the engine, on its own thread -----------------------------------------------------------------------
     def engine(self) -> Engine:
-        """The Engine (opened on first use). Raises StoreError if the store cannot be opened."""
+        """The Engine (opened on first use). Raises StoreError if the store cannot be opened. A store that is not
+        there yet is made from the shipped model, as the CLI makes it (empty with `empty_store`); the user is told
+        once, when it is made."""
         with self._engine_lock:
             if self._engine is None:
-                engine = Engine.open(self.settings.database, create=self.settings.database is not None)
+                from lsp_server.engine import Engine
+
+                empty = self.empty_store
+                engine = Engine.open(self.settings.database, create=empty, seed=not empty)
+                from store.countstore import CountStore  # numpy: never on the way to `initialize`
+
                 if isinstance(engine.store, CountStore):
                     engine.store.defer_checkpoints()  # run when learning is quiet (schedule_checkpoint), not in a learn
                 engine.set_cache_budget(self.settings.cache_megabytes * 2**20)
                 self._engine = engine
+                note = engine.seeded_note()
+                if note:
+                    self.message(note, types.MessageType.Info)
             return self._engine
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
@@ -221,11 +233,11 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
-    ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
+    warm_up = ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
     # lemminflect's tables and the spelling index (1-2 s of Python), after the first completions have had the GIL
     asyncio.get_running_loop().call_later(WARM_ODDITIES_S, ls.background.submit, _warm_oddities, ls)
     ls.initialized = True
-    schedule_neural(ls)
+    schedule_neural(ls, after=asyncio.wrap_future(warm_up))
     ls.background.submit(_set_adaptation, ls)
 
 
@@ -234,6 +246,8 @@ def _set_adaptation(ls: NextwordServer) -> None:
     the user layer takes seconds for a large store); an imported ARPA model has nothing learned to adapt to."""
     try:
         engine = ls.engine()
+        from store.countstore import CountStore  # numpy: never on the way to `initialize`
+
         if ls.settings.adaptation and isinstance(engine.store, CountStore):
             engine.enable_adaptation()
         else:
@@ -244,14 +258,16 @@ def _set_adaptation(ls: NextwordServer) -> None:
         log.exception("enabling adaptation failed")
 
 
-def schedule_neural(ls: NextwordServer) -> None:
+def schedule_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = None) -> None:
     """Attach the neural model the `neuralModel` setting picks (or detach, when it picks none) on the background
     thread; until it is ready, completions come from the n-gram model (torch is imported there, never on the way to
     a completion)."""
-    ls.neural_task = asyncio.ensure_future(_load_neural(ls))
+    ls.neural_task = asyncio.ensure_future(_load_neural(ls, after))
 
 
-async def _load_neural(ls: NextwordServer) -> None:
+async def _load_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = None) -> None:
+    if after is not None:  # at start-up, the n-gram model first: importing torch would slow the first completion
+        await after
     setting, weight = ls.settings.neural_model, ls.settings.blend_weight
     chosen_by_us = setting.strip().lower() == DEFAULT_NEURAL
     path: Path | None = None
@@ -297,6 +313,8 @@ def _warm_up(ls: NextwordServer) -> None:
 
 def _warm_oddities(ls: NextwordServer) -> None:
     try:
+        from lm_core import corrections
+
         corrections.warm()
         ls.engine().oddity_vocabulary()
     except StoreError:
@@ -401,6 +419,8 @@ async def _checkpoint_later(ls: NextwordServer, delay: float) -> None:
 def _checkpoint(ls: NextwordServer) -> None:
     try:
         store = ls.engine().store
+        from store.countstore import CountStore  # numpy: never on the way to `initialize`
+
         if isinstance(store, CountStore):
             store.checkpoint()
     except Exception:  # a checkpoint that cannot run now runs next time; never kill the server for it
@@ -471,6 +491,8 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
 
 def oddity_config(settings: Settings) -> OddityConfig:
     """The oddity detector's configuration from the server's settings (threshold and kinds)."""
+    from lm_core.oddities import OddityConfig
+
     return OddityConfig(threshold_bits=settings.oddity_threshold, kinds=frozenset(settings.oddity_kinds))
 
 
@@ -571,30 +593,16 @@ async def inline_completion(
     text = ls.prose(document, offset)
     if text is None:
         return None
-    config = BeamConfig(max_words=ls.settings.inline_max_words)
-
-    def work() -> tuple[str, str] | None:
-        engine = ls.engine()
-        cursor = tokenize.cursor_context(text, offset, max_tokens=engine.context_width)
-        if cursor.skipped:
-            return None
-        words = beam_continuation(engine.model, cursor.context, config, cursor.prefix.casefold())
-        if not words:
-            return None
-        first = engine.display(words[0], cursor.sentence_start, cursor.prefix)
-        rest = engine.render(words[1:], sentence_start=False) if len(words) > 1 else ""
-        glue = "" if not rest or rest[0] in ",.;:!?)" or rest.startswith("'") else " "
-        return cursor.prefix, first + glue + rest
-
+    max_words = ls.settings.inline_max_words
     try:
-        found = await ls.run(work)
+        found = await ls.run(lambda: ls.engine().continue_at(text, offset, max_words))
     except StoreError as exc:
         ls.message(f"nextword cannot complete: {exc}")
         return None
     if found is None:
         return types.InlineCompletionList(items=[])
-    prefix, insert = found
-    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(prefix, encoding)))
+    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(found.prefix, encoding)))
+    insert = found.suggestions[0].word
     item = types.InlineCompletionItem(insert_text=insert, range=types.Range(start=start, end=cursor))
     return types.InlineCompletionList(items=[item])
 
@@ -947,7 +955,9 @@ def _flatten(args: Any) -> list[Any]:
     return out
 
 
-def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str | None = None) -> None:
+def main(
+    tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str | None = None, empty_store: bool = False
+) -> None:
     """Serve over stdio (default) or TCP (bound to `host`, 127.0.0.1 unless asked otherwise)."""
     logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
@@ -955,6 +965,7 @@ def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str |
     sys.setswitchinterval(GIL_SWITCH_S)
     if db:
         server.settings = Settings(database=db)
+    server.empty_store = empty_store
     if tcp:
         server.start_tcp(host, port)
     else:

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from lm_core.corrections import KINDS
-from lm_core.oddities import OddityConfig
 
-ODDITY_THRESHOLD = OddityConfig().threshold_bits
+# lm_core.oddities.OddityConfig().threshold_bits (tests/test_startup.py keeps them equal): that module brings numpy,
+# which the server imports only after answering `initialize`.
+ODDITY_THRESHOLD = 10.0
 
 DEFAULT_LANGUAGES = ("plaintext", "markdown", "gitcommit", "restructuredtext", "latex")
 

@@ -326,14 +326,14 @@ def test_the_console_script_fails_with_one_line_and_status_1(tmp_path: Path) -> 
     command = [str(script)] if script.exists() else [sys.executable, "-m", "lsp_server.cli"]
     env = {k: v for k, v in os.environ.items() if k not in ("NEXTWORD_DB", "NEXTWORD_DEBUG")}
     env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
-    missing = tmp_path / "missing.db"
+    not_a_store = write(tmp_path / "notes.db", "only text, not a store\n")
     proc = subprocess.run(
-        [*command, "complete", "the", "--db", str(missing)], capture_output=True, text=True, env=env, timeout=60
+        [*command, "complete", "the", "--db", str(not_a_store)], capture_output=True, text=True, env=env, timeout=60
     )
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr == (
-        f"nextword: error: no store at {missing}; create one with 'nextword build FILES' or 'nextword learn FILE'\n"
+        f"nextword: error: {not_a_store} is not a nextword store (not an SQLite database); it was left untouched\n"
     )
-    assert not missing.exists()
+    assert not_a_store.read_text() == "only text, not a store\n"
     assert not (tmp_path / "xdg").exists()

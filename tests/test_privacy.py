@@ -217,7 +217,7 @@ def write_notes(tmp_path: Path) -> Path:
 
 # --- doctor and the kind of a CLI-learned file ----------------------------------------------------------------------
 def test_a_cli_learned_file_is_recorded_as_a_file(tmp_path: Path) -> None:
-    ok("learn", "--db", "s.db", write_notes(tmp_path))
+    ok("learn", "--empty-store", "--db", "s.db", write_notes(tmp_path))
     with CountStore.open(tmp_path / "s.db") as store:
         assert [(s.name, s.kind) for s in store.sources()] == [(str(tmp_path / "notes.txt"), "file")]
 

