@@ -112,10 +112,10 @@ def line_chart(
     x_tick_labels: Sequence[str] | None = None,
     y_range: tuple[float, float] | None = (0.0, 100.0),
 ) -> Path:
-    """Named series of (x, y) points as lines with a dot at each point (a series of one point is a marker alone),
-    on linear axes, with a legend beside the axes."""
+    """Named series of (x, y) points as lines with a marker at each point (a series of one point is a marker alone),
+    on linear axes, with the legend under the axes (two columns)."""
     check_path(path)
-    figure, axes = _figure()
+    figure, axes = _figure(8.0, 5.0 + 0.2 * ((len(series) + 1) // 2))
     markers = "osD^vP*X"
     for n, (name, points) in enumerate(series):
         drawn = _finite(points)
@@ -131,7 +131,7 @@ def line_chart(
     axes.set_ylabel(y_label)
     axes.grid(True, alpha=0.3)
     if axes.lines:
-        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+        figure.legend(loc="outside lower center", ncols=2, fontsize="small")
     return _save(figure, path)
 
 

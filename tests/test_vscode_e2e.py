@@ -138,16 +138,31 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_store(tmp_path_factory.mktemp("store") / "chosen.db")
 
 
-@pytest.fixture(scope="module")
-def vscode(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[VSCode]:
-    need(missing_setup())
+SETTINGS = {
+    "workbench.startupEditor": "none",
+    "workbench.tips.enabled": False,
+    "security.workspace.trust.enabled": False,
+    "extensions.ignoreRecommendations": True,
+    "update.mode": "none",
+    "telemetry.telemetryLevel": "off",
+    "chat.disableAIFeatures": True,
+    "editor.hover.delay": 200,
+}
+
+
+@contextlib.contextmanager
+def running_vscode(
+    home: Path, settings: dict[str, Any], server: Path | None = None, node: Path | None = None, flags: tuple = ()
+) -> Iterator[VSCode]:
+    """code-server (`server`, run with `node`'s folder first on PATH) with the .vsix installed and `settings` as the
+    user's, on 127.0.0.1 and a free port, and a headless Chromium; both stopped on the way out."""
     from playwright.sync_api import sync_playwright
 
-    home = tmp_path_factory.mktemp("vscode")
+    server, node = server or code_server(), node or node24()
     data, extensions = home / "user-data", home / "extensions"
     env = {
         **os.environ,
-        "PATH": f"{node24()}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": f"{node}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "HOME": str(home),
         "XDG_DATA_HOME": str(home / "xdg-data"),  # the server's default store, if anything asked for it
@@ -156,35 +171,20 @@ def vscode(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[VS
     }
     env.pop("NEXTWORD_DEBUG", None)
     installed = subprocess.run(
-        [str(code_server()), "--user-data-dir", str(data), "--extensions-dir", str(extensions),
-         "--install-extension", str(vsix())],
+        [str(server), "--user-data-dir", str(data), "--extensions-dir", str(extensions), "--install-extension",
+         str(vsix())],
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert installed.returncode == 0, installed.stdout + installed.stderr
     (data / "User").mkdir(parents=True, exist_ok=True)
-    settings = {
-        "nextword.server.command": sys.executable,
-        "nextword.server.args": ["-m", "lsp_server.cli", "serve"],
-        "nextword.databasePath": str(store),
-        "nextword.neuralModel": "none",
-        "nextword.learning": False,
-        "workbench.startupEditor": "none",
-        "workbench.tips.enabled": False,
-        "security.workspace.trust.enabled": False,
-        "extensions.ignoreRecommendations": True,
-        "update.mode": "none",
-        "telemetry.telemetryLevel": "off",
-        "chat.disableAIFeatures": True,
-        "editor.hover.delay": 200,
-    }
-    (data / "User" / "settings.json").write_text(json.dumps(settings, indent=1))
+    (data / "User" / "settings.json").write_text(json.dumps({**SETTINGS, **settings}, indent=1))
     port = free_port()
     log = home / "code-server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(code_server()), "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", "--user-data-dir", str(data),
+            [str(server), "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", "--user-data-dir", str(data),
              "--extensions-dir", str(extensions), "--disable-telemetry", "--disable-update-check",
-             "--disable-workspace-trust", "--disable-getting-started-override"],
+             "--disable-workspace-trust", *flags],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -209,6 +209,22 @@ def vscode(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[VS
                 browser.close()
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="module")
+def vscode(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[VSCode]:
+    need(missing_setup())
+    settings = {
+        "nextword.server.command": sys.executable,
+        "nextword.server.args": ["-m", "lsp_server.cli", "serve"],
+        "nextword.databasePath": str(store),
+        "nextword.neuralModel": "none",
+        "nextword.learning": False,
+    }
+    with running_vscode(
+        tmp_path_factory.mktemp("vscode"), settings, flags=("--disable-getting-started-override",)
+    ) as vs:
+        yield vs
 
 
 # --- what a person sees --------------------------------------------------------------------------------------------
