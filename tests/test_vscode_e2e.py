@@ -249,10 +249,15 @@ def perplexity_in_status(page: Any) -> str | None:
 
 
 def editor_text(page: Any) -> str:
-    """The text of the active editor's visible lines (Monaco renders spaces as non-breaking spaces)."""
-    lines = page.locator(".monaco-editor.focused .view-line").all_inner_texts()
-    tops = page.locator(".monaco-editor.focused .view-line").evaluate_all("ls => ls.map(l => parseFloat(l.style.top))")
-    return "\n".join(line for _, line in sorted(zip(tops, lines, strict=True))).replace("\u00a0", " ")
+    """The text of the active editor's visible lines, without ghost text (Monaco renders spaces as no-break spaces)."""
+    lines = page.locator(".monaco-editor.focused .view-line").evaluate_all(
+        """lines => lines.map(line => {
+            const copy = line.cloneNode(true);
+            copy.querySelectorAll('[class*="ghost-text"]').forEach(ghost => ghost.remove());
+            return [parseFloat(line.style.top), copy.textContent];
+        })"""
+    )
+    return "\n".join(text for _, text in sorted(lines)).replace("\u00a0", " ")
 
 
 def suggestions(page: Any) -> list[str]:
@@ -270,6 +275,29 @@ def palette(page: Any, command: str) -> None:
     page.keyboard.type(command)
     page.wait_for_selector(f".quick-input-list .monaco-list-row[aria-label*='{command}']")
     page.keyboard.press("Enter")
+
+
+def servers_in(folder: Path) -> set[int]:
+    """Process ids of the nextword servers running with `folder` as their working directory (the extension starts
+    its server in the window's workspace folder)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"lsp_server.cli" in (proc / "cmdline").read_bytes() and (proc / "cwd").resolve() == folder.resolve():
+                found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def completes_with(page: Any, first: str) -> bool:
+    """Whether Ctrl+Space at the cursor shows `first` as the first item (the menu is closed again)."""
+    page.keyboard.press("Control+Space")
+    items = suggestions(page)
+    page.keyboard.press("Escape")
+    return bool(items) and items[0] == first
 
 
 # --- the tests -------------------------------------------------------------------------------------------------------
@@ -346,6 +374,23 @@ def test_markdown_in_a_real_vscode(vscode: VSCode, store: Path, tmp_path: Path) 
         message = next(n for n in notifications(page) if str(store) in n)
         assert message.startswith(f"nextword: {stats_words['tokens']:,} tokens from 1 source"), message
         shot(page, "6-palette-statistics")
+
+        # Restarts: the palette's Restart Server starts a new server; one that dies is restarted by itself; either
+        # way completion works again, with the same store.
+        page.keyboard.press("Control+End")
+        page.keyboard.type(" The cat sat on the ")
+        page.keyboard.press("Escape")
+        (first_server,) = wait_until(lambda: servers_in(workspace), "the server process")
+        palette(page, "nextword: Restart Server")
+        (second,) = wait_until(lambda: (found := servers_in(workspace)) and first_server not in found and found,
+                               "a new server after Restart Server")  # fmt: skip
+        wait_until(lambda: completes_with(page, "mat"), "completion after Restart Server")
+        os.kill(second, signal.SIGKILL)
+        wait_until(lambda: (found := servers_in(workspace)) and second not in found, "the server to be restarted")
+        wait_until(lambda: completes_with(page, "mat"), "completion after the server was killed and restarted")
+        wait_until(lambda: perplexity_in_status(page), "the perplexity after the restart")
+        assert not any("not be restarted" in n for n in notifications(page))
+        shot(page, "7-after-restarts")
     except BaseException:
         shot(page, "failure")
         raise
@@ -391,11 +436,16 @@ def test_a_missing_server_command_is_explained(vscode: VSCode, tmp_path: Path) -
         toast = page.locator(".notification-toast", has_text=expected)
         buttons = toast.locator(".monaco-button").all_inner_texts()
         assert [b.strip() for b in buttons] == ["Open Settings", "Show Output"]
+        shot(page, "error")
         # The status bar says nextword is down, and still does once another editor is active.
         page.keyboard.press("Control+N")
         page.wait_for_selector(".tab.active[aria-label*='Untitled']")
         assert "nextword" in [t.strip() for t in status_texts(page)], status_texts(page)
-        shot(page, "error")
+        # The error's first button opens the Settings editor on the server command.
+        toast.locator(".monaco-button", has_text="Open Settings").click()
+        search = page.locator(".settings-editor .suggest-input-container .view-line")
+        wait_until(lambda: search.count() and "nextword.server" in search.first.inner_text(), "the Settings editor")
+        shot(page, "error-open-settings")
     except BaseException:
         shot(page, "failure")
         raise
