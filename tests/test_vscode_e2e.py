@@ -36,7 +36,7 @@ import pytest
 
 from lm_core.oddities import OddityConfig
 from lsp_server.engine import Engine
-from tests.test_clients import REPO, build_store, need, vsix
+from tests.test_clients import REPO, VSCODE, build_store, need, vsix
 
 EDITORS = REPO / ".editors"
 SHOTS = REPO / "bench" / "out" / "vscode"
@@ -232,7 +232,7 @@ def open_file(page: Any, name: str) -> None:
     """Quick Open (Ctrl+P) the workspace file `name`; waits until its editor has focus."""
     page.locator(".monaco-workbench").click(position={"x": 700, "y": 450})
     page.keyboard.press("Control+P")
-    page.wait_for_selector(".quick-input-widget input")
+    page.wait_for_selector(".quick-input-widget .quick-input-box input")
     page.keyboard.type(name)
     page.wait_for_selector(f".quick-input-list .monaco-list-row[aria-label*='{name}']")
     page.keyboard.press("Enter")
@@ -271,7 +271,7 @@ def notifications(page: Any) -> list[str]:
 
 def palette(page: Any, command: str) -> None:
     page.keyboard.press("F1")
-    page.wait_for_selector(".quick-input-widget input")
+    page.wait_for_selector(".quick-input-widget .quick-input-box input")
     page.keyboard.type(command)
     page.wait_for_selector(f".quick-input-list .monaco-list-row[aria-label*='{command}']")
     page.keyboard.press("Enter")
@@ -298,6 +298,50 @@ def completes_with(page: Any, first: str) -> bool:
     items = suggestions(page)
     page.keyboard.press("Escape")
     return bool(items) and items[0] == first
+
+
+def read_messages(raw: bytes) -> list[dict[str, Any]]:
+    """The JSON-RPC messages in `raw` (LSP base protocol: Content-Length headers, a blank line, the JSON body)."""
+    messages = []
+    while raw:
+        header, sep, rest = raw.partition(b"\r\n\r\n")
+        lengths = [
+            int(line.split(b":")[1]) for line in header.split(b"\r\n") if line.lower().startswith(b"content-length")
+        ]
+        if not sep or not lengths or len(rest) < lengths[0]:
+            break
+        messages.append(json.loads(rest[: lengths[0]]))
+        raw = rest[lengths[0] :]
+    return messages
+
+
+def recording_server(folder: Path) -> tuple[Path, Path]:
+    """A server command that copies what VS Code writes to the server into a file, and that file; its arguments are
+    Python's (`-m lsp_server.cli serve`)."""
+    record = folder / "to-server.bin"
+    wrapper = folder / "recording-nextword"
+    wrapper.write_text(f'#!/bin/sh\ntee "{record}" | exec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper, record
+
+
+def initialize_params(vscode: VSCode, folder: Path) -> dict[str, Any]:
+    """The initialize request's params that the extension sends from this VS Code (a window of its own, on a
+    workspace whose settings name the recording server)."""
+    wrapper, record = recording_server(folder)
+    workspace = folder / "recorded"
+    (workspace / ".vscode").mkdir(parents=True)
+    (workspace / ".vscode" / "settings.json").write_text(json.dumps({"nextword.server.command": str(wrapper)}))
+    (workspace / "a.md").write_text("The cat sat on the mat.\n")
+    page = vscode.open(workspace, "capabilities")
+    try:
+        open_file(page, "a.md")
+        wait_until(lambda: record.exists() and read_messages(record.read_bytes()), "the initialize request", 60)
+    finally:
+        page.close()
+    first = read_messages(record.read_bytes())[0]
+    assert first["method"] == "initialize", first
+    return first["params"]
 
 
 # --- the tests -------------------------------------------------------------------------------------------------------
@@ -451,3 +495,14 @@ def test_a_missing_server_command_is_explained(vscode: VSCode, tmp_path: Path) -
         raise
     finally:
         page.close()
+
+
+def test_the_capabilities_fixture_is_what_vscode_sends(vscode: VSCode, tmp_path: Path) -> None:
+    """clients/vscode/test/e2e.test.ts initializes the server as VS Code does, from a fixture recorded in VS Code
+    1.93.1 (the oldest code-server on npm in the extension's range, ^1.91). The capabilities come from
+    vscode-languageclient, so this VS Code sends the same ones, inline completion (ghost text) among them."""
+    fixture = json.loads((VSCODE / "test" / "fixtures" / "vscode-1.93.1-capabilities.json").read_text())
+    assert fixture["clientInfo"] == {"name": "code-server", "version": "1.93.1"}
+    params = initialize_params(vscode, tmp_path)
+    assert params["capabilities"] == fixture["capabilities"]
+    assert params["capabilities"]["textDocument"]["inlineCompletion"] == {"dynamicRegistration": True}

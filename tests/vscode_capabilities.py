@@ -14,55 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.test_vscode_e2e import open_file, running_vscode, wait_until
+from tests.test_vscode_e2e import initialize_params, running_vscode
 
 
-def read_messages(raw: bytes) -> list[dict[str, Any]]:
-    """The JSON-RPC messages in `raw` (LSP base protocol: Content-Length headers, a blank line, the JSON body)."""
-    messages = []
-    while raw:
-        header, sep, rest = raw.partition(b"\r\n\r\n")
-        if not sep:
-            break
-        length = next(
-            int(line.split(b":")[1]) for line in header.split(b"\r\n") if line.lower().startswith(b"content-length")
-        )
-        if len(rest) < length:
-            break
-        messages.append(json.loads(rest[:length]))
-        raw = rest[length:]
-    return messages
-
-
-def recording_server(folder: Path) -> tuple[Path, Path]:
-    """A server command that copies its input to a file, and that file."""
-    record = folder / "to-server.bin"
-    wrapper = folder / "recording-nextword"
-    wrapper.write_text(f'#!/bin/sh\ntee "{record}" | exec "{sys.executable}" -m lsp_server.cli serve "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper, record
-
-
-def initialize_request(server: Path | None, node: Path | None, folder: Path) -> dict[str, Any]:
+def record(server: Path | None, node: Path | None, folder: Path) -> dict[str, Any]:
     """The initialize request's params that the extension sends from the VS Code at `server`."""
-    wrapper, record = recording_server(folder)
-    workspace = folder / "notes"
-    workspace.mkdir()
-    (workspace / "a.md").write_text("The cat sat on the mat.\n")
-    settings = {"nextword.server.command": str(wrapper), "nextword.neuralModel": "none", "nextword.learning": False}
+    settings = {"nextword.server.args": ["-m", "lsp_server.cli", "serve"], "nextword.neuralModel": "none"}
     with running_vscode(folder / "home", settings, server, node) as vscode:
-        page = vscode.open(workspace, "capabilities")
-        open_file(page, "a.md")
-        wait_until(lambda: record.exists() and read_messages(record.read_bytes()), "the initialize request", 60)
-        page.close()
-    first = read_messages(record.read_bytes())[0]
-    assert first["method"] == "initialize", first
-    return first["params"]
+        return initialize_params(vscode, folder)
 
 
 def main() -> None:
@@ -72,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the fixture to write")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        params = initialize_request(args.code_server, args.node, Path(tmp))
+        params = record(args.code_server, args.node, Path(tmp))
     version = params["clientInfo"]["version"]
     fixture = {
         "source": f"the initialize request of VS Code {version} (code-server) through the nextword extension, "

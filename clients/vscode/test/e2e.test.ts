@@ -21,6 +21,8 @@ import {
   InitializedNotification,
   InitializeRequest,
   InitializeResult,
+  InlineCompletionList,
+  InlineCompletionRequest,
   ProtocolConnection,
   PublishDiagnosticsNotification,
   PublishDiagnosticsParams,
@@ -34,7 +36,7 @@ import * as core from '../src/core';
 const ROOT = path.resolve(__dirname, '..', '..');
 const REPO = path.resolve(ROOT, '..', '..');
 const PYTHON = process.env.NEXTWORD_PYTHON || path.join(REPO, '.venv', 'bin', 'python');
-const VSCODE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'vscode-1.65.2-capabilities.json'), 'utf8'));
+const VSCODE = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'vscode-1.93.1-capabilities.json'), 'utf8'));
 const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
 const properties: Record<string, { default: unknown }> = manifest.contributes.configuration.properties;
 
@@ -183,6 +185,20 @@ describe('the server, as the VS Code extension drives it', { timeout: 120000 }, 
       range: { start: { line: 2, character: 19 }, end: { line: 2, character: 19 } },
       newText: 'mat',
     });
+  });
+
+  test('offers ghost text where VS Code 1.91+ asks for it (inline completion)', async () => {
+    assert.deepEqual(VSCODE.capabilities.textDocument.inlineCompletion, { dynamicRegistration: true });
+    const result = (await server.connection.sendRequest(InlineCompletionRequest.type, {
+      textDocument: { uri },
+      position: { line: 2, character: 19 },
+      context: { triggerKind: 2 }, // automatic
+    })) as InlineCompletionList;
+    assert.equal(result.items.length, 1);
+    const [ghost] = result.items;
+    assert.equal(typeof ghost.insertText, 'string');
+    assert.match(ghost.insertText as string, /^mat\b/);
+    assert.deepEqual(ghost.range, { start: { line: 2, character: 19 }, end: { line: 2, character: 19 } });
   });
 
   test('diagnoses the planted oddity and reports the perplexity for the status bar', async () => {
