@@ -76,3 +76,15 @@ def test_without_matplotlib_the_error_is_one_line_with_the_fix(tmp_path: Path, m
         plots.training_curves(METRICS, tmp_path / "c.png")
     assert str(caught.value) == "plotting needs matplotlib: pip install 'nextword[plot]'"
     assert not (tmp_path / "c.png").exists()
+
+
+def test_matplotlib_is_imported_only_to_draw() -> None:
+    """The CLI and the server start without it (start-up time), and lm_core never plots."""
+    import subprocess
+
+    modules = "lsp_server.cli, lsp_server.server, lsp_server.plots, lm_core.training"
+    code = f"import sys, {modules}; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.strip() == "False"
+    source = (Path(__file__).resolve().parent.parent / "lm_core" / "training.py").read_text()
+    assert "matplotlib" not in source and "PNG" not in source
