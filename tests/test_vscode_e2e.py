@@ -8,12 +8,12 @@ window of its own, that the extension activates for a code file with `nextword.c
 when the server command is missing. Expected words and numbers come from the same Engine over the same store.
 Screenshots go to bench/out/vscode/ (not committed).
 
-The set-up (see .ci/run, which installs it into .editors/): code-server 4.139.1 run on Node 24, Debian's Chromium,
-PyPI's `playwright`, and clients/vscode/*.vsix. Without it the test is skipped with the reason; CI sets
-NEXTWORD_CLIENT_TESTS=required, which turns the skip into a failure. Paths: $NEXTWORD_CODE_SERVER (the code-server
-executable), $NEXTWORD_NODE24 (a folder holding Node 24's `node`), $NEXTWORD_CHROMIUM, else .editors/ and
-/usr/bin/chromium. code-server listens on 127.0.0.1 only; every process started here is stopped at the end, also
-when a check fails.
+The set-up (.ci/install-vscode, which .ci/run calls, installs it into .editors/): code-server 4.139.1 run on Node
+24, Debian's Chromium, PyPI's `playwright`, and clients/vscode/*.vsix. Without it the test is skipped with the
+reason; CI sets NEXTWORD_CLIENT_TESTS=required, which turns the skip into a failure. Paths: $NEXTWORD_CODE_SERVER
+(the code-server executable), $NEXTWORD_NODE24 (a folder holding Node 24's `node`), $NEXTWORD_CHROMIUM, else
+.editors/ and /usr/bin/chromium. code-server listens on 127.0.0.1 only; every process started here is stopped at the
+end, also when a check fails.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def missing_setup() -> str:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "playwright is not installed: pip install playwright (see .ci/run)"
+        return "playwright is not installed: pip install playwright (.ci/install-vscode)"
     checks = [
-        (code_server(), "code-server 4.139.1 (npm install code-server@4.139.1 under .editors/CS; see .ci/run)"),
-        (node24() / "node", "Node 24 (npm install node@24 under .editors/N24; see .ci/run)"),
+        (code_server(), "code-server 4.139.1 (npm install code-server@4.139.1 under .editors/CS: .ci/install-vscode)"),
+        (node24() / "node", "Node 24 (npm install node@24 under .editors/N24: .ci/install-vscode)"),
         (chromium(), "Chromium (apt-get install chromium)"),
     ]
     for path, what in checks:
