@@ -467,6 +467,30 @@ def test_a_code_file_activates_the_extension_with_comments_on(vscode: VSCode, tm
         page.close()
 
 
+def test_a_language_added_to_the_setting_activates_the_extension(vscode: VSCode, tmp_path: Path) -> None:
+    """A code-only workspace whose settings add HTML to `nextword.languages`: HTML is none of the languages package.json
+    names, so the extension comes up after start-up (onStartupFinished) and starts the server for the open file."""
+    workspace = tmp_path / "site"
+    (workspace / ".vscode").mkdir(parents=True)
+    (workspace / ".vscode" / "settings.json").write_text(json.dumps({"nextword.languages": ["html"]}))
+    (workspace / "index.html").write_text("The cat sat on the mat.\n")
+    page = vscode.open(workspace, "html-language")
+    try:
+        open_file(page, "index.html")
+        wait_until(lambda: perplexity_in_status(page), "the perplexity of an HTML file", timeout=60)
+        page.keyboard.press("Control+End")
+        page.keyboard.type("The cat sat on the ")
+        page.keyboard.press("Control+Space")
+        items = suggestions(page)
+        shot(page, "completion")
+        assert items[0] == "mat", items
+    except BaseException:
+        shot(page, "failure")
+        raise
+    finally:
+        page.close()
+
+
 def test_a_missing_server_command_is_explained(vscode: VSCode, tmp_path: Path) -> None:
     workspace = tmp_path / "broken"
     (workspace / ".vscode").mkdir(parents=True)
