@@ -7,8 +7,16 @@ left (every operation logged "done" is there; the one in flight, if any, is eith
 and the counts equal a fresh store that learned the recorded texts (regenerated from the writer's seed). The next
 writer goes on with the same store.
 
-    python bench/crash.py                 # 100 kills
-    python bench/crash.py --quick         # 10 kills, not written to bench/RESULTS.md
+Then two more parts. Disk full: a store on a small file system (a tmpfs of a few MB where this process may mount
+one, else a file-size limit, RLIMIT_FSIZE, on the child processes) learns ever larger documents through the CLI
+until the disk is full; every failure must be one line saying nothing was changed, the store must then pass the
+same checks, and a `build` and a first-use seeding on the full disk must leave no file behind. Kill during build:
+`nextword build --prune` (a new store written under a temporary name) is killed with SIGKILL at random moments;
+the store must then be absent or complete, and the next build must remove the killed builds' temporary files and
+give a store equal to an uninterrupted build.
+
+    python bench/crash.py                 # 100 kills, 30 disk-full learns, 10 build kills
+    python bench/crash.py --quick         # 10 kills, 8 disk-full learns, 3 build kills; not written to RESULTS.md
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import argparse
 import contextlib
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -31,7 +40,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, Stopwatch, section_text, write_section  # noqa: E402
-from bench.reliability import integrity, make_text, rebuilt_snapshot, snapshot_of  # noqa: E402
+from bench.reliability import (  # noqa: E402
+    integrity,
+    make_text,
+    rebuilt_snapshot,
+    recorded_sources,
+    snapshot_of,
+)
 from store.countstore import CountStore  # noqa: E402
 from store.errors import UnknownSourceError  # noqa: E402
 from store.sources import sha256  # noqa: E402
@@ -217,6 +232,193 @@ def report(result: CrashResult) -> str:
     )
 
 
+# --- disk full ------------------------------------------------------------------------------------------------------
+CLI = [sys.executable, "-m", "lsp_server.cli"]
+
+
+@contextlib.contextmanager
+def small_filesystem(folder: Path, megabytes: int) -> Iterator[tuple[Path, int | None, str]]:
+    """(a folder on a file system of `megabytes`, or a plain folder and a per-file size limit for the children, and
+    what it is in words)."""
+    mount = folder / "small"
+    mount.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(mount)]
+    made = subprocess.run(command, capture_output=True)
+    if made.returncode == 0:
+        try:
+            yield mount, None, f"a {megabytes} MB tmpfs"
+        finally:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    else:
+        yield mount, megabytes * 1_000_000, f"RLIMIT_FSIZE {megabytes} MB per file (no tmpfs could be mounted)"
+
+
+def run_cli(
+    args: list[str], cwd: Path, limit: int | None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    def limited() -> None:
+        if limit is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = env or {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, preexec_fn=limited)
+
+
+def unique_words_text(rng: random.Random, words: int) -> str:
+    """Prose of made-up words that rarely repeat (so the store grows with every document)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    made = ("".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(words))
+    sentences, sentence = [], []
+    for word in made:
+        sentence.append(word)
+        if len(sentence) >= rng.randint(5, 15):
+            sentences.append(" ".join(sentence).capitalize() + ".")
+            sentence = []
+    return " ".join(sentences) + "\n"
+
+
+@dataclass
+class DiskFullResult:
+    where: str = ""
+    attempts: int = 0
+    learned: int = 0
+    full: int = 0  # learns refused for want of space, with one line saying nothing was changed
+    problems: list[str] = field(default_factory=list)
+    build_left: list[str] = field(default_factory=list)
+    seed_left: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_disk_full(folder: Path, attempts: int, seed: int = 0, megabytes: int = 6) -> DiskFullResult:
+    rng = random.Random(seed)
+    result = DiskFullResult()
+    with Stopwatch() as sw, small_filesystem(folder, megabytes) as (small, limit, where):
+        result.where = where
+        texts: dict[str, str] = {}
+        for i in range(attempts):
+            name = f"doc{i % 12}.txt"
+            text = unique_words_text(rng, rng.randint(1_000, 10_000))
+            (folder / name).write_text(text)  # the documents live outside the small file system
+            answer = run_cli(["learn", "--db", str(small / "s.db"), str(folder / name)], small, limit)
+            result.attempts += 1
+            if answer.returncode == 0:
+                result.learned += 1
+                texts[str(folder / name)] = text
+            elif "nothing was changed" in answer.stderr and answer.stderr.count("\n") == 1:
+                result.full += 1
+            else:
+                result.problems.append(f"learn {i}: {answer.stderr.strip()[:200]}")
+            if not (small / "s.db").exists():
+                continue
+            rows = integrity(small / "s.db")
+            recorded = {n: sha for n, sha in recorded_sources(small / "s.db").items()}
+            expected = {n: sha256(t) for n, t in texts.items()}
+            if rows or recorded != expected:
+                result.problems.append(f"learn {i}: integrity {rows[:2]}, sources {len(recorded)} vs {len(expected)}")
+                texts = {n: t for n, t in texts.items() if n in recorded}
+        if texts:
+            rebuilt = folder / "rebuilt.db"
+            if snapshot_of(small / "s.db") != rebuilt_snapshot(rebuilt, texts, 5):
+                result.problems.append("after the disk filled, the counts differ from a rebuild of the sources")
+        # a new store, and a first-use seeding, on the full disk
+        big = folder / "big.txt"
+        big.write_text(unique_words_text(rng, 200_000))
+        build = run_cli(["build", "--db", str(small / "new.db"), str(big)], small, limit)
+        if build.returncode == 0:
+            result.problems.append("a build on the full disk succeeded (the disk was not full?)")
+        result.build_left = sorted(p.name for p in small.iterdir() if p.name.startswith(("new.db", ".new.db")))
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_DATA_HOME": str(small / "xdg")}
+        env.pop("NEXTWORD_DB", None)
+        seeded = run_cli(["complete", "the"], small, limit, env)
+        if seeded.returncode == 0:
+            result.problems.append("seeding on the full disk succeeded (the disk was not full?)")
+        result.seed_left = sorted(str(p.relative_to(small)) for p in (small / "xdg").rglob("*") if p.is_file())
+    result.seconds = sw.seconds
+    return result
+
+
+# --- kill during build ------------------------------------------------------------------------------------------------
+@dataclass
+class BuildKillResult:
+    kills: int = 0
+    store_absent: int = 0
+    store_complete: int = 0
+    leftovers_before: int = 0  # temporary files the killed builds left
+    leftovers_after: int = 0  # ... still there after the next build
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_build_kills(folder: Path, kills: int, seed: int = 0) -> BuildKillResult:
+    rng = random.Random(seed)
+    result = BuildKillResult()
+    corpus = folder / "corpus.txt"
+    corpus.write_text(unique_words_text(rng, 150_000))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    build = ["build", "--prune", "1,1,2", "--order", "3", str(corpus)]
+    with Stopwatch() as sw:
+        reference = folder / "reference.db"
+        started = time.perf_counter()
+        if run_cli([*build[:1], "--db", str(reference), *build[1:]], folder, None).returncode != 0:
+            raise RuntimeError("the reference build failed")
+        full_time = time.perf_counter() - started
+        truth = snapshot_of(reference)
+        for k in range(kills):
+            db = folder / f"killed{k}.db"
+            proc = subprocess.Popen(
+                [*CLI, build[0], "--db", str(db), *build[1:]],
+                cwd=folder,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(rng.uniform(0.3, full_time))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            result.kills += 1
+            temps = list(folder.glob(f".{db.name}.*.building*"))
+            result.leftovers_before += len(temps)
+            if db.exists():
+                if integrity(db) or snapshot_of(db) != truth:
+                    result.problems.append(f"kill {k}: a store at the path that is not the complete build")
+                result.store_complete += 1
+                continue
+            result.store_absent += 1
+            again = run_cli([build[0], "--db", str(db), *build[1:]], folder, None)
+            if again.returncode != 0 or snapshot_of(db) != truth:
+                result.problems.append(f"kill {k}: the next build failed or differs: {again.stderr.strip()[:200]}")
+            result.leftovers_after += len(list(folder.glob(f".{db.name}.*.building*")))
+    result.seconds = sw.seconds
+    return result
+
+
+def report_disk_full(d: DiskFullResult, b: BuildKillResult) -> str:
+    verdict = "yes" if not d.problems else "NO: " + "; ".join(d.problems[:3])
+    build_verdict = "yes" if not b.problems else "NO: " + "; ".join(b.problems[:3])
+    return (
+        f"### Disk full ({d.where})\n\n"
+        "| measure | value |\n|---|---|\n"
+        f"| learns of made-up documents (1,000-10,000 new words) | {d.attempts} |\n"
+        f"| ... learned | {d.learned} |\n"
+        f"| ... refused in one line saying nothing was changed | {d.full} |\n"
+        "| after each: integrity_check passed and the sources were exactly those learned; at the end the counts "
+        f"equalled a rebuild from them | {verdict} |\n"
+        f"| files a `build` of a new store on the full disk left | {', '.join(d.build_left) or 'none'} |\n"
+        f"| files a first-use seeding on the full disk left | {', '.join(d.seed_left) or 'none'} |\n"
+        f"| wall time | {d.seconds:.1f} s |\n\n"
+        "### Kill -9 during `build --prune`\n\n"
+        "| measure | value |\n|---|---|\n"
+        f"| kills at a random moment of the build | {b.kills} |\n"
+        "| ... after which no store was at the path / the complete store was | "
+        f"{b.store_absent} / {b.store_complete} |\n"
+        "| temporary `.building` files the killed builds left / still there after the next build | "
+        f"{b.leftovers_before} / {b.leftovers_after} |\n"
+        f"| the next build gave a store equal to an uninterrupted build | {build_verdict} |\n"
+        f"| wall time | {b.seconds:.1f} s |\n"
+    )
+
+
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--writer":
         writer(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
@@ -224,17 +426,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=100, help="how many times to kill the writer (default 100)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--disk-full", type=int, default=30, help="learns on the small file system (default 30)")
+    parser.add_argument("--build-kills", type=int, default=10, help="builds to kill (default 10)")
     parser.add_argument("--quick", action="store_true", help="10 kills, not written to bench/RESULTS.md")
     parser.add_argument("--results", type=Path, default=None, help="results file (default bench/RESULTS.md)")
     args = parser.parse_args()
     kills = 10 if args.quick else args.kills
     with tempfile.TemporaryDirectory(prefix="nextword-crash-") as tmp:
         result = run_crashes(Path(tmp), kills, args.seed)
-    body = report(result)
+    with tempfile.TemporaryDirectory(prefix="nextword-crash-") as tmp:
+        disk = run_disk_full(Path(tmp), 8 if args.quick else args.disk_full, args.seed)
+    with tempfile.TemporaryDirectory(prefix="nextword-crash-") as tmp:
+        builds = run_build_kills(Path(tmp), 3 if args.quick else args.build_kills, args.seed)
+    result.problems += disk.problems + builds.problems
+    body = report(result) + "\n" + report_disk_full(disk, builds)
     print(body)
     path = args.results or (None if args.quick else RESULTS)
     if path is not None:
-        write_section(path, "crash", section_text("Crash safety: kill -9 a writer", body, result.seconds))
+        write_section(
+            path,
+            "crash",
+            section_text(
+                "Crash safety: kill -9 a writer, a full disk, kill -9 a build",
+                body,
+                result.seconds + disk.seconds + builds.seconds,
+            ),
+        )
     if result.problems:
         sys.exit(1)
 

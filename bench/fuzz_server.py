@@ -1,7 +1,8 @@
 """Fuzzing the real language server: random and malformed JSON-RPC messages and random edit sequences over stdio.
 
 Starts `nextword serve` on a small store and sends it `--messages` messages drawn at random from: garbage bodies
-(invalid JSON, invalid UTF-8, NUL bytes, JSON that is not an object), messages missing their method or with ids of
+(invalid JSON, invalid UTF-8, NUL bytes, JSON that is not an object), bytes with no Content-Length header at all
+between two messages, messages missing their method or with ids of
 the wrong type, unknown methods, every method the server handles with params that are valid, mutated (wrong types,
 missing or extra fields, nulls, huge or negative numbers, out-of-range positions, unknown URIs, very long strings)
 or absent, random edit sequences on a few documents (open, incremental and full changes with ranges anywhere,
@@ -69,6 +70,7 @@ COMMANDS = [
     "nextword.ignoreWord",
     "nextword.noSuchCommand",
 ]
+UNFRAMED = object()  # Fuzzer.message's marker: send the bytes with no header
 ODD_STRINGS = ["", "\x00", "\ud800", "😀" * 3, "\u202e\u200d", "a" * 10_000, "<script>", "../../etc/passwd", "%00"]
 
 
@@ -132,6 +134,13 @@ class Server:
         assert self.proc.stdin is not None
         with self.write_lock:
             self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % (len(body) if length is None else length) + body)
+            self.proc.stdin.flush()
+
+    def send_unframed(self, data: bytes) -> None:
+        """Bytes outside any message (no Content-Length header)."""
+        assert self.proc.stdin is not None
+        with self.write_lock:
+            self.proc.stdin.write(data)
             self.proc.stdin.flush()
 
     def send_json(self, message: Any) -> None:
@@ -264,6 +273,18 @@ class Fuzzer:
     def message(self) -> tuple[str, bytes | None, Any]:
         """(what kind of message, raw bytes to send or None, else a JSON value to send)."""
         rng = self.rng
+        if rng.random() < 0.03:  # bytes with no Content-Length header at all, between two messages
+            body = rng.choice(
+                [
+                    b"garbage without a header",
+                    b"\x00\xff\xfe",
+                    b"{}\r\n",
+                    b"\r\n\r\n",
+                    b"Content-Type: text/plain\r\n",
+                    bytes(rng.randrange(256) for _ in range(rng.randint(1, 64))).replace(b"Content-Length", b""),
+                ]
+            )
+            return "unframed bytes", body, UNFRAMED
         roll = rng.random()
         if roll < 0.08:
             body = rng.choice(
@@ -358,7 +379,9 @@ def run_fuzz(folder: Path, messages: int = 10_000, seed: int = 0, sync_every: in
             for i in range(messages):
                 kind, raw, message = fuzzer.message()
                 fuzzer.kinds[kind] += 1
-                if raw is not None:
+                if message is UNFRAMED:
+                    server.send_unframed(raw)
+                elif raw is not None:
                     server.send_bytes(raw)
                 else:
                     server.send_json(message)

@@ -69,9 +69,9 @@ def charts_from_results(text: str) -> Charts:
         if len(mine) > len(charts.stages):
             charts.stages = [stage_name(r["Model"]) for r in mine]
     curve = table_after(evaluation, "Precision and recall of nextword against the threshold")
-    charts.oddity.append(
-        ("nextword, threshold 0-20 bits", [(number(r["recall %"]), number(r["precision %"])) for r in curve])
-    )
+    bits = [number(r["threshold bits"]) for r in curve]
+    name = f"nextword, threshold {min(bits):g}-{max(bits):g} bits"
+    charts.oddity.append((name, [(number(r["recall %"]), number(r["precision %"])) for r in curve]))
     for row in table_after(evaluation, "### Oddity detection"):
         if row["Detector"].startswith("Harper"):
             name = row["Detector"].replace("harper-py, ", "")

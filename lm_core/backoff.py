@@ -7,7 +7,13 @@ weight bow(h w) used when `h w` is the context of a longer n-gram. Scoring follo
                    = log10 bow(h) + log10 P(w | h')   else, where h' drops the oldest word of h,
 
 with bow(h) = 1 (log10 0) for a context that is not listed, unknown words scored as `<unk>`, and contexts that
-never reach before `<s>`. Interpolated Kneser-Ney is exactly such a model: listing every counted n-gram with its
+never reach before `<s>`. An n-gram whose shorter suffix is missing (ARPA files pruned by SRILM have them) is still
+found: KenLM inserts the missing suffix with its backed-off probability and backoff 1, which is the same as taking
+the longest listed `h w` among the suffixes of the context. A model that lists no `<unk>` scores an unknown word
+-inf (natural log; a perplexity of inf), where KenLM gives it log10 -100: nextword does not pretend a probability it
+has not got, and `nextword import-arpa` says so when it imports such a model.
+
+Interpolated Kneser-Ney is exactly such a model: listing every counted n-gram with its
 full interpolated probability and each context's interpolation weight gamma as its backoff reproduces
 `lm_core.ngram.NgramModel` (smoothing kneser-ney) for every word and context (`kneser_ney_tables`).
 
@@ -337,11 +343,10 @@ class BackoffModel:
             return -math.inf
         ids = self._context_ids(context)
         log10p, matched = unigram[0], 0
-        for m in range(1, len(ids) + 1):  # longest match, extending while listed (as KenLM does)
+        for m in range(1, len(ids) + 1):  # the longest listed match, even past a missing shorter one (see below)
             e = self.tables.entry((*ids[len(ids) - m :], wid))
-            if e is None:
-                break
-            log10p, matched = e[0], m
+            if e is not None:
+                log10p, matched = e[0], m
         return (log10p + self._context_backoffs(ids)[matched]) * LN10
 
     def log10prob(self, word: str, context: Context) -> float:
@@ -415,17 +420,14 @@ class BackoffModel:
         uni_ids, uni_p = self.tables.unigrams()
         log10p = _lookup(uni_ids, uni_p, words, -math.inf)
         matched = np.zeros(len(words), dtype=np.int64)
-        alive = np.ones(len(words), dtype=bool)
         for m in range(1, len(ids) + 1):
             f_ids, f_p = self.tables.followers(ids[len(ids) - m :])
             if len(f_ids) == 0:
-                break
+                continue
             pos = np.minimum(np.searchsorted(f_ids, words), len(f_ids) - 1)
-            alive &= f_ids[pos] == words
-            if not alive.any():
-                break
-            log10p = np.where(alive, f_p[pos], log10p)
-            matched[alive] = m
+            listed = f_ids[pos] == words
+            log10p = np.where(listed, f_p[pos], log10p)
+            matched[listed] = m
         sums = np.asarray(self._context_backoffs(ids))
         return (log10p + sums[matched]) * LN10
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lm_core.files import make_private_folder, open_private
 from lm_core.model import Context, Prediction
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
 
@@ -249,10 +250,10 @@ def save_checkpoint(
 
 def _save_atomically(payload: dict[str, Any], path: Path) -> None:
     """`torch.save` to a temporary file renamed over `path`: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with open_private(tmp, "wb") as f:
             torch.save(payload, f)
         os.replace(tmp, path)
     except BaseException:

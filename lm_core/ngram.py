@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -89,6 +89,56 @@ class NgramModel:
         else:
             p = float(self._probs(ids, np.asarray([wid], dtype=np.int64))[0])
         return math.log(p) if p > 0 else -math.inf
+
+    def logprobs(self, queries: Sequence[tuple[str, Context]]) -> list[float]:
+        """`logprob` of many (word, context) pairs at once, the same floats. Under Kneser-Ney the follower lists
+        they need are fetched in bulk, one round per order, the counts' version checked once; a context of n
+        words that was never seen ends the walk up the orders, as every longer context ending with it is unseen
+        too (a count store keeps every suffix of what it keeps: pruning cut-offs never fall with the order)."""
+        if self.smoothing is not Smoothing.KNESER_NEY:
+            return [self.logprob(word, context) for word, context in queries]
+        memo = self._cached("kn_levels", dict)
+        vocab_size = self._vocab_size()
+        id_of = self.counts.vocab.id_of
+        contexts: dict[Context, tuple[int, ...]] = {}
+        items = []
+        for word, context in queries:
+            ids = contexts.get(context)
+            if ids is None:
+                ids = contexts[context] = self._context_ids(context)
+            items.append((ids, id_of(word) if word != BOS else -1))
+        fetch = getattr(self.counts, "prefetch", None)
+        for n in range(2, self.order + 1):
+            wanted = set()
+            for ids, _ in items:
+                if len(ids) >= n - 1:
+                    key = ids[len(ids) - n + 1 :]
+                    if key not in memo and (n == 2 or memo.get(key[1:]) is not None):
+                        wanted.add(key)
+            if fetch is not None and wanted:
+                fetch(wanted)
+            for key in wanted:
+                self._kn_level(key, n)
+        out = []
+        log = math.log
+        for ids, wid in items:
+            if wid < 0:
+                out.append(-math.inf)
+                continue
+            p = 1.0 / vocab_size
+            for n in range(1, len(ids) + 2):
+                key = ids[len(ids) - n + 1 :] if n > 1 else ()
+                entry = memo[key] if key in memo else self._kn_level(key, n)
+                if entry is None:
+                    if n > 1:
+                        break
+                    continue
+                level_ids, values, total, gamma, discounts = entry
+                pos = int(level_ids.searchsorted(wid))
+                a = int(values[pos]) if pos < len(level_ids) and level_ids[pos] == wid else 0
+                p = max(a - discounts[min(a, 3)], 0.0) / total + gamma * p
+            out.append(log(p) if p > 0 else -math.inf)
+        return out
 
     def distribution(self, context: Context) -> dict[str, float]:
         """P(w | context) for every w in the vocabulary V (sums to 1 for normalised smoothings)."""

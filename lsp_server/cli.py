@@ -18,8 +18,10 @@ from typing import Any
 
 import click
 
+from lm_core.files import make_private_folder, write_private_text
 from lm_core.ngram import NgramConfig, Smoothing
 from lm_core.sampling import SamplingConfig, generate
+from lm_core.vocab import UNK
 from lsp_server.engine import Engine
 from lsp_server.paths import (
     DEFAULT_NEURAL,
@@ -30,8 +32,8 @@ from lsp_server.paths import (
 )
 from store.countstore import MAX_ORDER, CountStore, source_name
 from store.errors import StoreError
-from store.secrets import is_secret_file
-from store.sources import read_text_file
+from store.secrets import is_secret_path
+from store.sources import read_corpus_file, read_user_text
 
 EXIT_ERROR = 1
 
@@ -41,6 +43,13 @@ def fail(message: str) -> None:
     sys.exit(EXIT_ERROR)
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit after a broken pipe raises nothing more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn every error into one line and exit status 1."""
 
@@ -48,6 +57,9 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # the reader went away (`nextword complete ... | head -1`): not an error
+            _quiet_stdout()
+            sys.exit(0)
         except sqlite3.DatabaseError as exc:
             if os.environ.get("NEXTWORD_DEBUG"):
                 raise
@@ -100,6 +112,13 @@ def open_engine(
 ) -> Engine:
     """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`)."""
     engine = Engine.open(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
+    options_given = model_order is not None or Smoothing(smoothing) != Smoothing.KNESER_NEY
+    if not isinstance(engine.store, CountStore) and options_given:
+        engine.close()
+        fail(
+            f"{engine.store.path} is an imported ARPA model: it keeps its own order and backoff weights, so "
+            "--model-order and --smoothing do not apply"
+        )
     path = neural_model_path(neural, engine.store.path, engine.base_sources())
     if path is not None:
         from lm_core.neural import CheckpointError
@@ -193,7 +212,13 @@ def build(
         _build_base(files, path, order or 5, tokenizer, prune_text, vocab_limit, engine, scheduler, workers)
         return
     existed = path.exists() and path.stat().st_size > 0
-    with CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True) as store:
+    try:  # a store that cannot even be set up (a full disk) leaves no empty file behind
+        opened = CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True)
+    except BaseException:
+        if not existed:
+            _remove_store(path)
+        raise
+    with opened as store:
         total_bytes = sum(f.stat().st_size for f in files)
         try:
             bar = click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
@@ -275,11 +300,9 @@ def learn(file: Path, db: Path | None) -> None:
 
     Example: nextword learn notes/today.md
     """
-    if is_secret_file(file):
-        fail(f"{file} is a credentials file by its name; nextword never learns such files")
-    text = read_text_file(file)  # a file that cannot be learned creates nothing
+    text = read_user_text(file)  # a file that cannot be learned creates nothing
     engine = Engine.open(db, create=True)
-    result = engine.learn(source_name(file), text)
+    result = engine.counts_store.learn(source_name(file), text, kind="file")
     verb = "re-learned" if result.replaced else "learned"
     if result.secrets:
         kinds = ", ".join(sorted(set(result.secrets)))
@@ -343,7 +366,7 @@ def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: in
 
     Example: nextword score --top 5 draft.md
     """
-    text = read_text_file(file)
+    text = read_user_text(file)
     engine = open_engine(db, smoothing, model_order, neural)
     result = engine.score(text)
     if result.tokens == 0:
@@ -406,15 +429,21 @@ def generate_command(
 )
 @db_option
 @model_order_option
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
 @friendly_errors
-def export_arpa_command(output: Path, db: Path | None, model_order: int | None) -> None:
+def export_arpa_command(output: Path, db: Path | None, model_order: int | None, force: bool) -> None:
     """Write the store's interpolated modified Kneser-Ney model as an ARPA file (log10).
 
     Example: nextword export-arpa --db ptb.db -o ptb.arpa
     """
     from store.arpa import export_arpa
 
+    if output.exists() and not force:
+        fail(f"{output} exists; give --force to replace it")
     engine = Engine.open(db)
+    if not isinstance(engine.store, CountStore):
+        fail(f"{engine.store.path} is an imported ARPA model, not a count store: export the ARPA file it came from")
+    make_private_folder(output.parent)
     written = export_arpa(engine.counts_store.load_tables(), output, order=model_order)
     click.echo(f"{output}: " + ", ".join(f"{n}-grams {c:,}" for n, c in written.items()))
 
@@ -433,6 +462,8 @@ def import_arpa_command(file: Path, db: Path, prose: bool) -> None:
 
     store = ArpaStore.import_arpa(file, db, tokenizer="prose" if prose else "pretokenized")
     click.echo(f"{db}: imported order-{store.order} ARPA model from {file}")
+    if store.model().logprob(UNK, ()) == -math.inf:
+        click.echo("note: the model lists no <unk>: unknown words score -inf (perplexity inf), where KenLM gives -100")
 
 
 @main.command()
@@ -477,11 +508,12 @@ NEURAL_CELLS = ("rnn", "lstm", "gru", "window")
 
 
 def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[str]]:
-    """Sentences (each ending with `</s>`) of text files, tokenized for pretokenized or prose text."""
-    from lm_core import tokenize
+    """Sentences (each ending with `</s>`) of text files, tokenized for pretokenized or prose text; credential files
+    are refused and sentences holding a secret dropped, as `learn` does (a checkpoint's vocabulary is plain text)."""
+    from store.sources import analyse
 
-    split = tokenize.pretokenized_sentences if pretokenized else tokenize.prose_sentences
-    return [s for file in files for s in split(read_text_file(file))]
+    tokenizer = "pretokenized" if pretokenized else "prose"
+    return [s for file in files for s in analyse(read_corpus_file(file), tokenizer).sentences]
 
 
 def _print_progress(p: Any) -> None:
@@ -609,8 +641,8 @@ def train_neural(
     if init_path is not None and str(init_path) == DEFAULT_NEURAL:
         init_path = DEFAULT_NEURAL_MODEL
     for file in (*files, *([valid_file] if valid_file else [])):
-        if not file.is_file():
-            read_text_file(file)  # says why (missing, a directory) before any work
+        if not file.is_file() or is_secret_path(file):
+            read_corpus_file(file)  # says why (missing, a directory, credentials) before any work
     if plot is not None:  # before training, not after it
         from lsp_server import plots
 
@@ -760,7 +792,7 @@ def eval_command(
     from lm_core import tokenize
     from lm_core.metrics import perplexity, perplexity_of_scores
 
-    text = read_text_file(file)
+    text = read_user_text(file)
     engine = open_engine(db, smoothing, model_order)
     split = tokenize.pretokenized_sentences if pretokenized or engine.tokenizer == "pretokenized" else None
     sentences = split(text) if split else tokenize.prose_sentences(text)
@@ -894,15 +926,17 @@ def report_command(file: Path, output: Path, db: Path | None, alternatives: int)
     Example: nextword report draft.md -o draft.html
     """
     from lsp_server.report import format_perplexity, render_report
+    from store.secrets import redact
 
-    text = read_text_file(file)
+    text = redact(read_user_text(file))  # the page shows the text: never a secret in it
     engine = open_engine(db)
     try:
         page = render_report(engine, text, title=f"nextword report: {file.name}", alternatives=alternatives)
         checked = engine.check(text)
     finally:
         engine.close()
-    output.write_text(page, encoding="utf-8")
+    make_private_folder(output.parent)
+    write_private_text(output, page)
     click.echo(
         f"{output}: perplexity {format_perplexity(checked.perplexity)} over {checked.tokens:,} tokens, "
         f"{len(checked.oddities):,} odd word(s)"
@@ -913,6 +947,11 @@ def run() -> None:
     """The console script: click's usage errors become one line too."""
     try:
         main.main(standalone_mode=False)
+        if not sys.stdout.closed:  # the server closes it on exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

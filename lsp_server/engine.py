@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from lm_core import tokenize
 from lm_core.backoff import BackoffModel
+from lm_core.corrections import NeighbourIndex, Vocabulary
 from lm_core.metrics import perplexity_of_scores, sentence_scores
 from lm_core.model import Context
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
-from lm_core.oddities import Oddity, OddityConfig, find_oddities
-from lm_core.vocab import BOS, EOS, UNK
+from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
+from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
 from lsp_server.paths import default_db_path, seed_from_default_model
 from store import schema
 from store.arpa import ArpaStore
@@ -35,6 +36,9 @@ UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (a 
 DEFAULT_BLEND_WEIGHT = 0.3  # the neural model's weight when neither the caller nor the checkpoint says
 OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the store's OVERLAP_WORDS likeliest words
 MIN_OVERLAP = 0.5
+SPELLING_MIN_COUNT = 20  # a spelling correction must be a word seen at least this often
+FOLLOWER_SETS = 20_000  # words whose followers are kept as sets for the seen-pair filter
+MEMO_LIMIT = 400_000  # per-token scores kept between checks
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
 
@@ -76,14 +80,17 @@ class DocumentScore:
 
 @dataclass(frozen=True, slots=True)
 class OddWord:
-    """A word that reads oddly, at text[start:end]; alternatives as the user would type them ("" = delete it),
-    with how many bits more probable each makes the words around it."""
+    """Words that read oddly, at text[start:end] (`word`: that text); alternatives to write there instead, as the
+    user would type them ("" = delete it), with how many bits more probable (normalised) each makes the words
+    around it; `kinds` and `reasons` (plain words) for each alternative."""
 
     start: int
     end: int
     word: str
     surprisal: float
     alternatives: tuple[tuple[str, float], ...]
+    kinds: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +110,7 @@ class WordInfo:
     prob: float
     surprisal: float
     alternatives: list[Suggestion]
+    odd: OddWord | None = None  # the oddity this word is part of, if the check flags one
 
 
 class Engine:
@@ -126,6 +134,10 @@ class Engine:
         self._casing_version: int | None = None
         self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
         self._check_version: tuple[int, int, OddityConfig] | None = None
+        self._check_lock = threading.Lock()  # one check at a time fills the sentence cache
+        self._memo: Memo = {}  # per-token n-gram scores of candidate windows, kept while the counts stay the same
+        self._vocabulary: tuple[int, Vocabulary] | None = None
+        self._neighbours: tuple[frozenset[str], NeighbourIndex] | None = None
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -331,33 +343,72 @@ class Engine:
         """The document's perplexity and its odd words. Sentences are scored once per model version and kept, so
         re-checking an edited document only scores the sentences that changed."""
         config = config or OddityConfig()
-        if self._check_version != (self.version, self._neural_generation, config):
-            self._sentence_cache.clear()
-            self._check_version = (self.version, self._neural_generation, config)
         total, count, found = 0.0, 0, []
         sentences = self._sentences(text)
-        self._prefetch([s for s in sentences if tuple(t.norm for t in s) not in self._sentence_cache])
+        with self._check_lock:
+            self._checked(sentences, config)
+            results = self._sentence_cache
         for sentence in sentences:
-            norms = tuple(t.norm for t in sentence)
-            if norms not in self._sentence_cache:
-                self._sentence_cache[norms] = self._check_sentence(sentence, config)
-            logprob, oddities = self._sentence_cache[norms]
-            total, count = total + logprob, count + len(norms)
+            logprob, oddities = results[tuple(t.norm for t in sentence)]
+            total, count = total + logprob, count + len(sentence)
             for odd in oddities:
-                token = sentence[odd.index]
-                if token.norm in ignored or token.surface in ignored:
+                if any(t.norm in ignored or t.surface in ignored for t in sentence[odd.index : odd.end]):
                     continue
-                alternatives = tuple(
-                    (self.display(a, odd.index == 0, token.surface) if a else "", gain) for a, gain in odd.alternatives
-                )
-                found.append(OddWord(token.start, token.end, token.surface, odd.surprisal, alternatives))
+                found.append(self._odd_word(text, sentence, odd))
         perplexity = math.exp(-total / count) if count else math.nan
         if len(self._sentence_cache) > 50_000:
-            self._sentence_cache.clear()
+            self._sentence_cache = {}
         return DocumentCheck(perplexity, count, found)
 
-    def word_info(self, text: str, offset: int, k: int = 5) -> WordInfo | None:
-        """The word at character `offset` (None if there is none), scored in its sentence. Looks back at most
+    def _checked(self, sentences: list[list[tokenize.Token]], config: OddityConfig) -> None:
+        """Check the sentences not checked yet under this model version and config (counts fetched in bulk); the
+        caller holds `_check_lock`."""
+        if self._check_version != (self.version, self._neural_generation, config):
+            if self._check_version is None or self._check_version[0] != self.version:
+                self._memo = {}
+            self._sentence_cache = {}
+            self._check_version = (self.version, self._neural_generation, config)
+        if len(self._memo) > MEMO_LIMIT:
+            self._memo = {}
+        todo = list({tuple(t.norm for t in s): s for s in sentences if tuple(t.norm for t in s) not in
+                     self._sentence_cache}.values())  # fmt: skip
+        if todo:
+            self._prefetch(todo)
+            self._sentence_cache.update(self._find(todo, config, self._memo))
+
+    def _find(
+        self, sentences: list[list[tokenize.Token]], config: OddityConfig, memo: Memo
+    ) -> dict[tuple[str, ...], tuple[float, list[Oddity]]]:
+        """Each sentence's log-probability (natural log) and oddities, all candidates scored in one batch."""
+        model = self.model
+        screen = self.ngram if model is not self.ngram else None
+        inputs = [self._sentence_input(sentence, model) for sentence in sentences]
+        found = find_oddities_many(model, inputs, config, self.oddity_vocabulary(), screen, memo)
+        return {tuple(item.tokens): (math.fsum(item.logprobs), odd) for item, odd in zip(inputs, found, strict=True)}
+
+    def _odd_word(self, text: str, sentence: list[tokenize.Token], odd: Oddity) -> OddWord:
+        """An oddity of a sentence as the user sees it: its span of the text, alternatives as they would type them."""
+        span = sentence[odd.index : odd.end]
+        start, end = span[0].start, span[-1].end
+        at_start = odd.index == 0
+        alternatives, kinds, reasons = [], [], []
+        for correction in odd.alternatives:
+            words = []
+            for k, word in enumerate(correction.tokens):
+                same = [t.surface for t in span if t.norm == word and not (at_start and t is span[0])]
+                if same and not (k == 0 and at_start):
+                    words.append(same[0])
+                else:
+                    words.append(_cased(self.display(word, False), at_start and k == 0, span[0].surface))
+            written = " ".join(words)
+            alternatives.append((written, correction.gain))
+            kinds.append(correction.kind)
+            reasons.append(explain(text[start:end], written, correction))
+        return OddWord(start, end, text[start:end], odd.surprisal, tuple(alternatives), tuple(kinds), tuple(reasons))
+
+    def word_info(self, text: str, offset: int, k: int = 5, config: OddityConfig | None = None) -> WordInfo | None:
+        """The word at character `offset` (None if there is none), scored in its sentence, with the oddity it is
+        part of under `config` (if any; a check of that one sentence, kept like `check`'s). Looks back at most
         `LOOKBACK` characters, so it is cheap on any document."""
         begin = max(0, offset - LOOKBACK)
         paragraph = text.rfind("\n\n", begin, offset)
@@ -373,7 +424,28 @@ class Engine:
                     prob = math.exp(logprob) if logprob > -math.inf else 0.0
                     bits = -logprob / math.log(2) if logprob > -math.inf else math.inf
                     alternatives = [a for a in self.next_words(context, k + 1, "", i == 0) if a.word != token.surface]
-                    return WordInfo(token.surface, begin + token.start, begin + token.end, prob, bits, alternatives[:k])
+                    odd = self._oddity_at(segment, sentence, i, config or OddityConfig(), begin)
+                    start, end = begin + token.start, begin + token.end
+                    return WordInfo(token.surface, start, end, prob, bits, alternatives[:k], odd)
+        return None
+
+    def _oddity_at(
+        self, segment: str, sentence: list[tokenize.Token], i: int, config: OddityConfig, begin: int
+    ) -> OddWord | None:
+        """The oddity covering token i of a sentence of `segment` (which starts at character `begin`), if any: from
+        the last check's results, else checked here without touching them (hover runs beside a check)."""
+        norms = tuple(t.norm for t in sentence)
+        fresh = self._check_version == (self.version, self._neural_generation, config)
+        result = self._sentence_cache.get(norms) if fresh else None
+        if result is None:
+            result = self._find([sentence], config, {})[norms]
+        for odd in result[1]:
+            if odd.index <= i < odd.end:
+                found = self._odd_word(segment, sentence, odd)
+                return OddWord(
+                    begin + found.start, begin + found.end, found.word, found.surprisal, found.alternatives,
+                    found.kinds, found.reasons,
+                )  # fmt: skip
         return None
 
     def _prefetch(self, sentences: list[list[tokenize.Token]]) -> None:
@@ -387,13 +459,54 @@ class Engine:
             contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
         self.ngram.prefetch(contexts)
 
-    def _check_sentence(self, sentence: list[tokenize.Token], config: OddityConfig) -> tuple[float, list[Oddity]]:
+    def _sentence_input(self, sentence: list[tokenize.Token], model: Any) -> SentenceInput:
+        """A sentence as oddity detection reads it: which tokens to look at and which may change (lower-case words:
+        not names, acronyms or numbers; words the model does not know only as misspellings), each token's score."""
         norms = [t.norm for t in sentence]
         skip = [t.kind not in ("word", "number") for t in sentence]
-        guessable = [t.surface.islower() for t in sentence]  # not names, numbers or acronyms
-        model = self.model
-        logprobs = sentence_scores(model, norms)
-        return math.fsum(logprobs), find_oddities(model, norms, config, skip, guessable, logprobs)
+        editable = [t.kind == "word" and _is_common_casing(t.surface, i) for i, t in enumerate(sentence)]
+        logprobs = score_tokens_of(model, norms, self._memo) if model is self.ngram else sentence_scores(model, norms)
+        return SentenceInput(norms, skip, editable, logprobs)
+
+    def oddity_vocabulary(self) -> Vocabulary:
+        """What oddity detection may propose: words of the n-gram model's vocabulary (learned words included), and
+        for spelling corrections words seen at least SPELLING_MIN_COUNT times."""
+        version = self.version
+        if self._vocabulary is None or self._vocabulary[0] != version:
+            self._vocabulary = (version, self._make_vocabulary())
+        return self._vocabulary[1]
+
+    def _neighbour_index(self, words: list[str]) -> NeighbourIndex:
+        """The spelling neighbours of `words`, kept while the list stays the same (learning rarely changes it)."""
+        key = frozenset(words)
+        if self._neighbours is None or self._neighbours[0] != key:
+            self._neighbours = (key, NeighbourIndex(words))
+        return self._neighbours[1]
+
+    def _make_vocabulary(self) -> Vocabulary:
+        if isinstance(self.ngram, NgramModel):
+            counts = self.ngram.counts
+            unigrams = counts.level(())
+            words = counts.vocab.words
+            pairs = zip(unigrams.ids.tolist(), unigrams.count.tolist(), strict=True)
+            frequent = [words[i] for i, c in pairs if c >= SPELLING_MIN_COUNT and words[i].isalpha()]
+            id_of = counts.vocab.id_of
+            level = counts.level
+
+            followers: dict[int, frozenset[int]] = {}  # word id -> the ids seen after it (for this version)
+
+            def seen_pair(a: str, b: str) -> bool:
+                aid = BOS_ID if a == BOS else id_of(a)
+                after = followers.get(aid)
+                if after is None:
+                    if len(followers) > FOLLOWER_SETS:
+                        followers.clear()
+                    after = followers[aid] = frozenset(level((aid,)).ids.tolist())
+                return id_of(b) in after
+
+            return Vocabulary(lambda w: id_of(w) != UNK_ID, self._neighbour_index(frequent), seen_pair)
+        ngram = self.ngram
+        return Vocabulary(known=lambda w: ngram.logprob(w, ()) > ngram.logprob(UNK, ()), near=lambda w: ())
 
     # --- learning ---------------------------------------------------------------------------------------------
     def learn(self, source: str, text: str) -> LearnResult:
@@ -417,6 +530,23 @@ class Engine:
         if self.neural_path is not None:
             stats.update(neural_model=str(self.neural_path), blend_weight=self.neural_weight)
         return stats
+
+
+def _cased(word: str, sentence_start: bool, like: str) -> str:
+    """A correction written as the user would: lower case when the word it replaces is (a name keeps the store's
+    capitals only if the replaced word had them too), capitalised at a sentence start."""
+    if like.islower() and word[:1].isupper() and word[1:].islower():
+        word = word.lower()
+    if sentence_start and like[:1].isupper():
+        word = word[:1].upper() + word[1:]
+    return word
+
+
+def _is_common_casing(surface: str, index: int) -> bool:
+    """Not a name or an acronym: lower case, or capitalised only at a sentence start; 'I'."""
+    if surface.islower() or surface == "I":
+        return True
+    return index == 0 and surface[:1].isupper() and surface[1:].islower()
 
 
 def _is_suggestible(word: str) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from pathspec import GitIgnoreSpec
 from pathspec.patterns.gitignore import GitIgnorePatternError
 
-from store.secrets import is_secret_file
+from store.secrets import is_secret_path
 
 IGNORE_FILE = ".nextwordignore"
 ALWAYS_SKIPPED_FOLDERS = frozenset({"node_modules"})
@@ -97,7 +97,7 @@ class IgnoreRules:
 
 def never_learned(path: Path, rules: Iterable[IgnoreRules] = ()) -> str | None:
     """Why the file at `path` must not be learned (a short reason), or None if it may be."""
-    if is_secret_file(path):
+    if is_secret_path(path):  # by its name, or the name of the file a symbolic link leads to
         return f"{path.name} holds credentials"
     for rule_set in rules:
         if rule_set.ignores(path):

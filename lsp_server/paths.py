@@ -12,6 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
+from lm_core.files import make_private_folder, open_private
+from store.errors import StoreError
+
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_MODEL = DATA_DIR / "default-ngram.db.xz"
 DEFAULT_NEURAL_MODEL = DATA_DIR / "default-neural.pt"  # an LSTM over the same tokens, blended with the store
@@ -41,12 +44,19 @@ def seed_from_default_model(path: Path, model: Path = DEFAULT_MODEL) -> bool:
         return False
     if not model.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folder(path.parent)
     partial = path.with_name(path.name + ".seeding")
-    fd = os.open(partial, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out, lzma.open(model, "rb") as src:
-        shutil.copyfileobj(src, out, length=1 << 20)
-    os.replace(partial, path)
+    try:  # a full disk or an interrupt leaves no partial copy behind
+        with open_private(partial, "wb") as out, lzma.open(model, "rb") as src:
+            shutil.copyfileobj(src, out, length=1 << 20)
+        os.replace(partial, path)
+    except BaseException as exc:
+        partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StoreError(
+                f"could not copy the shipped model to {path} ({exc.strerror or exc}; a full disk?); nothing was left"
+            ) from exc
+        raise
     return True
 
 

@@ -8,10 +8,13 @@ one-line fix. Nothing here is needed to complete, check or learn text.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lm_core.files import make_private_folder, write_private_bytes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -51,10 +54,14 @@ def _figure(width_in: float = 7.2, height_in: float = 4.4) -> tuple[Figure, Axes
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
+    """Write the figure in the format of `path`'s suffix, the file 0600 and new folders 0700 (lm_core.files: a
+    training curve is drawn from what the person wrote)."""
     path = check_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
     with _svg_text_as_text():
-        figure.savefig(path, dpi=DPI, metadata=_metadata(path))
+        figure.savefig(buffer, format=path.suffix.lower().lstrip("."), dpi=DPI, metadata=_metadata(path))
+    make_private_folder(path.parent)
+    write_private_bytes(path, buffer.getvalue())
     return path
 
 

@@ -13,11 +13,12 @@ import asyncio
 import logging
 import math
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
@@ -27,16 +28,18 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import JsonRPCNotification
 
-from lm_core import tokenize
+from lm_core import corrections, tokenize
 from lm_core.oddities import OddityConfig
 from lm_core.sampling import BeamConfig, beam_continuation
 from lsp_server import comments
 from lsp_server.engine import Engine, Suggestion
+from lsp_server.framing import ResyncingStdin
 from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
+from store.secrets import is_secret_file
 
 log = logging.getLogger("nextword")
 T = TypeVar("T")
@@ -44,6 +47,7 @@ T = TypeVar("T")
 PERPLEXITY_NOTIFICATION = "nextword/perplexity"
 SOURCE = "nextword"
 ODD_WORD = "odd-word"
+WARM_ODDITIES_S = 3.0  # seconds after initialization that the oddity tables are loaded (unless a check needs them)
 PERPLEXITY = "perplexity"
 COMMANDS = {
     "learn_workspace": "nextword.learnWorkspace",
@@ -199,6 +203,8 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
     ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
+    # lemminflect's tables and the spelling index (1-2 s of Python), after the first completions have had the GIL
+    asyncio.get_running_loop().call_later(WARM_ODDITIES_S, ls.background.submit, _warm_oddities, ls)
     ls.initialized = True
     schedule_neural(ls)
 
@@ -252,6 +258,16 @@ def _warm_up(ls: NextwordServer) -> None:
         ls.message(f"nextword cannot open its store: {exc}", types.MessageType.Error)
     except Exception:  # never kill the server from a background task
         log.exception("warm-up failed")
+
+
+def _warm_oddities(ls: NextwordServer) -> None:
+    try:
+        corrections.warm()
+        ls.engine().oddity_vocabulary()
+    except StoreError:
+        pass  # said by the warm-up of the interactive thread
+    except Exception:  # never kill the server from a background task
+        log.exception("warming the oddity tables failed")
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -353,7 +369,7 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
             return
         settings = ls.settings
         ignored = frozenset(ls.ignored | {w.casefold() for w in settings.ignored_words})
-        config = OddityConfig(threshold_bits=settings.oddity_threshold)
+        config = oddity_config(settings)
         check = await ls.run_background(lambda: ls.engine().check(text, config, ignored))
         diagnostics = build_diagnostics(text, check, settings, ls.encoding())
         ls.text_document_publish_diagnostics(
@@ -367,6 +383,11 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
         ls.message(f"nextword cannot check {uri}: {exc}")
     except Exception:
         log.exception("diagnostics for %s failed", uri)
+
+
+def oddity_config(settings: Settings) -> OddityConfig:
+    """The oddity detector's configuration from the server's settings (threshold and kinds)."""
+    return OddityConfig(threshold_bits=settings.oddity_threshold, kinds=frozenset(settings.oddity_kinds))
 
 
 def build_diagnostics(text: str, check: Any, settings: Settings, encoding: str) -> list[types.Diagnostic]:
@@ -399,6 +420,8 @@ def build_diagnostics(text: str, check: Any, settings: Settings, encoding: str) 
                     "alternatives": alternatives,
                     "gain_bits": [round(g, 2) for _, g in odd.alternatives],
                     "surprisal_bits": None if math.isinf(odd.surprisal) else round(odd.surprisal, 2),
+                    "kinds": list(odd.kinds),
+                    "reasons": list(odd.reasons),
                 },
             )
         )
@@ -502,7 +525,9 @@ async def hover(ls: NextwordServer, params: types.HoverParams) -> types.Hover | 
     text = ls.prose(document, offset)
     if text is None:
         return None
-    info = await ls.run(lambda: ls.engine().word_info(text, offset))
+    settings = ls.settings
+    ignored = frozenset(ls.ignored | {w.casefold() for w in settings.ignored_words})
+    info = await ls.run(lambda: ls.engine().word_info(text, offset, config=oddity_config(settings)))
     if info is None:
         return None
     alternatives = ", ".join(f"{a.word} ({a.prob:.1%})" for a in info.alternatives)
@@ -510,9 +535,23 @@ async def hover(ls: NextwordServer, params: types.HoverParams) -> types.Hover | 
         f"**{info.word}**: surprisal {info.surprisal:.1f} bits (P = {info.prob:.2g})\n\n"
         f"Likelier here: {alternatives or '(none)'}"
     )
+    start, end = info.start, info.end
+    odd = info.odd
+    if odd is not None and not any(w.casefold() in ignored for w in odd.word.split()):
+        start, end = odd.start, odd.end
+        value = hover_oddity(odd) + "\n\n---\n\n" + value
     encoding = ls.encoding()
-    word_range = types.Range(start=position_at(text, info.start, encoding), end=position_at(text, info.end, encoding))
+    word_range = types.Range(start=position_at(text, start, encoding), end=position_at(text, end, encoding))
     return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=value), range=word_range)
+
+
+def hover_oddity(odd: Any) -> str:
+    """Why a flagged word reads oddly, in plain words, with what to write instead (Markdown)."""
+    lines = [f"**'{odd.word}'** reads oddly here."]
+    for (alternative, _), reason in zip(odd.alternatives, odd.reasons, strict=True):
+        shown = f"'{alternative}'" if alternative else "(remove it)"
+        lines.append(f"- {shown}: {reason}")
+    return "\n".join(lines)
 
 
 @server.feature(
@@ -526,13 +565,16 @@ def code_action(ls: NextwordServer, params: types.CodeActionParams) -> list[type
         if diagnostic.source != SOURCE or diagnostic.code != ODD_WORD or not isinstance(diagnostic.data, dict):
             continue
         word = str(diagnostic.data.get("word", ""))
-        for alternative in diagnostic.data.get("alternatives", []) or []:
+        kinds = diagnostic.data.get("kinds") or []
+        for n, alternative in enumerate(diagnostic.data.get("alternatives", []) or []):
             if not isinstance(alternative, str):
                 continue
             edit_range = diagnostic.range
             if alternative == "" and document is not None:
                 edit_range = _with_space_before(document.source, diagnostic.range, ls.encoding())
-            title = f"Replace with '{alternative}'" if alternative else f"Remove the repeated '{word}'"
+            doubled = (n < len(kinds) and kinds[n] == "doubled") or not kinds  # older diagnostics carry no kinds
+            removal = f"Remove the repeated '{word}'" if doubled else f"Remove '{word}'"
+            title = f"Replace with '{alternative}'" if alternative else removal
             actions.append(
                 types.CodeAction(
                     title=title,
@@ -767,10 +809,17 @@ def _workspace_roots(ls: NextwordServer) -> list[Path]:
 
 
 def _never_learned(ls: NextwordServer, uri: str) -> str | None:
-    """Why the document at `uri` must not be learned (credentials by its name, `.nextwordignore`, `excludeGlobs`), or
-    None. Documents that are not files (untitled ones) may be learned; their secrets are dropped all the same."""
+    """Why the document at `uri` must not be learned (credentials by its name or a symbolic link's target,
+    `.nextwordignore`, `excludeGlobs`), or None. A document that is not a local file (`untitled:`,
+    `vscode-remote://`) is judged by the path in its URI: the credential names and `excludeGlobs` apply (a
+    `.nextwordignore` on another machine cannot be read). Secrets inside any document are dropped all the same."""
     parsed = urlparse(uri)
     if parsed.scheme != "file":
+        path = PurePosixPath(unquote(parsed.path) or uri)
+        if is_secret_file(path):
+            return f"{path.name} holds credentials"
+        if IgnoreRules(None, ls.settings.exclude_globs).ignores(path):
+            return "excluded by excludeGlobs"
         return None
     path = Path(unquote(parsed.path))
     roots = [root for root in _workspace_roots(ls) if path.is_relative_to(root)]
@@ -820,4 +869,4 @@ def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str |
     if tcp:
         server.start_tcp(host, port)
     else:
-        server.start_io()
+        server.start_io(stdin=ResyncingStdin(sys.stdin.buffer))  # type: ignore[arg-type]

@@ -7,6 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from lm_core.corrections import KINDS
+from lm_core.oddities import OddityConfig
+
+ODDITY_THRESHOLD = OddityConfig().threshold_bits
+
 DEFAULT_LANGUAGES = ("plaintext", "markdown", "gitcommit", "restructuredtext", "latex")
 
 
@@ -15,7 +20,9 @@ class Settings:
     languages: tuple[str, ...] = DEFAULT_LANGUAGES  # language ids the server completes, checks and learns
     comments: bool = False  # also complete, check and learn the comments of code files (see lsp_server.comments)
     suggestions: int = 10  # completion items per request (1..100)
-    oddity_threshold: float = 7.0  # bits: flag a word when an alternative makes its window 2**t times likelier
+    oddity_threshold: float = ODDITY_THRESHOLD  # bits: flag a word when a correction makes its window 2**t times
+    # likelier (after normalising; some kinds need more, see lm_core.oddities.OddityConfig)
+    oddity_kinds: tuple[str, ...] = KINDS  # which kinds of oddity are looked for (lm_core.corrections.KINDS)
     perplexity_diagnostic: bool = True  # publish the document's perplexity as an Information diagnostic
     learning: bool = True  # learn documents on save
     learn_on_change: bool = False  # also learn while typing (debounced)
@@ -48,6 +55,7 @@ _ALIASES = {
     "debounceMs": "debounce_ms",
     "maxDocumentChars": "max_document_chars",
     "ignoredWords": "ignored_words",
+    "oddityKinds": "oddity_kinds",
     "databasePath": "database",
 }
 
@@ -95,6 +103,13 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if isinstance(value, str):
             return value.strip() or "none"
         raise ValueError('must be "default", a checkpoint path, or "none"')
+    if name == "oddity_kinds":
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            unknown = [v for v in value if v not in KINDS]
+            if unknown:
+                raise ValueError(f"unknown kind(s) {', '.join(map(repr, unknown))}; known: {', '.join(KINDS)}")
+            return tuple(dict.fromkeys(value))
+        raise ValueError("must be a list of kinds: " + ", ".join(KINDS))
     if name == "blend_weight":
         if value is None:
             return None

@@ -25,6 +25,7 @@ import numpy as np
 
 from lm_core.backoff import ArpaOrder, ArpaTables, BackoffModel, DuplicateNgramError, kneser_ney_tables
 from lm_core.counting import CountTables
+from lm_core.files import open_private
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, Vocab
 from store import schema
 from store.errors import InputError, StoreError
@@ -55,7 +56,7 @@ def write_arpa(tables: ArpaTables, path: str | Path) -> dict[int, int]:
         raise ValueError(f"the word {bad!r} cannot be written to an ARPA file: words must be non-empty, no spaces")
     counts = tables.listed_counts()
     words = np.array(tables.vocab.words, dtype=_STR)
-    with path.open("w", encoding="utf-8", newline="\n", buffering=1 << 20) as f:
+    with open_private(path, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as f:
         f.write("\\data\\\n" + "".join(f"ngram {n}={c}\n" for n, c in counts.items()))
         text = words[:0]
         for n, table in enumerate(tables.orders, start=1):
@@ -201,6 +202,8 @@ class _ArpaReader:
                 raise self.error(f"not a number in {line[:60]!r}") from None
             if prob != prob or backoff != backoff:
                 raise self.error(f"NaN in {line[:60]!r}")
+            if prob > 0:  # KenLM refuses these too: a probability above 1
+                raise self.error(f"the log10 probability {parts[0]} is above 0 (a probability above 1)")
             if n == 1:
                 ids.append(word_ids.setdefault(parts[1], len(word_ids)))  # a repeat is caught as a duplicate
             else:

@@ -13,8 +13,10 @@ The vocabulary limit (`lm_core.counting.limit_vocabulary`) and pruning (`lm_core
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_core.counting import count_ngrams, encode_sentences, limit_vocabulary, prune
+from lm_core.files import make_private_folder
 from lm_core.vocab import Vocab
 from store import sources
 from store.countstore import CountStore, source_name
@@ -52,6 +55,7 @@ def check_input_files(paths: Sequence[str | Path]) -> list[Path]:
             raise InputError(f"{path}: no such file")
         if path.is_dir():
             raise InputError(f"{path} is a directory; give the text files inside it")
+        sources.refuse_secret_file(path)
         name = source_name(path)
         if name in seen:
             raise InputError(f"{path} is given twice")
@@ -89,8 +93,9 @@ def new_store(path: Path, order: int, tokenizer: str) -> Iterator[CountStore]:
     """
     path = Path(path).expanduser()
     refuse_existing_store(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".building", dir=path.parent)
+    make_private_folder(path.parent)
+    remove_abandoned_builds(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".building", dir=path.parent)
     os.close(fd)
     temp = Path(name)
     try:
@@ -107,6 +112,39 @@ def new_store(path: Path, order: int, tokenizer: str) -> Iterator[CountStore]:
     finally:
         for suffix in ("", *SIDE_FILES):
             Path(f"{temp}{suffix}").unlink(missing_ok=True)
+
+
+ABANDONED_UNNAMED_S = 24 * 3600  # a .building file without a process id is abandoned after a day
+
+
+def remove_abandoned_builds(path: Path) -> list[Path]:
+    """Remove the temporary files of builds of `path` whose process is gone (killed with -9, say: its `finally`
+    never ran); returns them. A build names its file `.<store>.<pid>.<random>.building`."""
+    removed = []
+    prefix = f".{path.name}."
+    for temp in path.parent.glob(f"{glob.escape(prefix)}*.building"):
+        pid = temp.name[len(prefix) :].split(".", 1)[0]
+        abandoned = False
+        if pid.isdigit():
+            abandoned = not _process_alive(int(pid))
+        else:
+            with contextlib.suppress(OSError):
+                abandoned = time.time() - temp.stat().st_mtime > ABANDONED_UNNAMED_S
+        if abandoned:
+            for suffix in ("", *SIDE_FILES):
+                Path(f"{temp}{suffix}").unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:
@@ -140,7 +178,7 @@ def build_local_base(
     casing: Counter[tuple[str, str]] = Counter()
     tokens = words = 0
     for file in paths:
-        text = sources.read_text_file(file)
+        text = sources.read_corpus_file(file)
         analysed = sources.analyse(text, tokenizer)
         streams.append(encode_sentences(analysed.sentences, vocab))
         casing.update(analysed.casing)

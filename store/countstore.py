@@ -26,7 +26,6 @@ from lm_core.counts import ADJUSTED, COC_MAX, RAW
 from lm_core.vocab import BOS_ID, EOS_ID, Vocab
 from store import schema, sources
 from store.errors import InputError, StoreError, StoreMismatchError, UnknownSourceError
-from store.secrets import is_secret_file
 
 FORGOTTEN = "\x00forgotten\x00{}"
 """What a forgotten word's vocabulary row becomes (no tokenizer produces a NUL, so no text can match it)."""
@@ -204,7 +203,12 @@ class CountStore:
     def _write(self) -> Iterator[None]:
         """One write transaction; on failure everything (the in-memory vocabulary too) is rolled back."""
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if schema.is_read_only_error(exc):
+                    raise StoreError(schema.read_only_message(self.path)) from exc
+                raise
             self._pending = Changes(set(), set())
             try:
                 self._sync_vocab()
@@ -219,11 +223,21 @@ class CountStore:
                 if self._pending is not None:
                     self._change_log[self._commits] = self._pending
                     self._change_log.pop(self._commits - CHANGE_LOG_SIZE, None)
-            except BaseException:
-                self.db.execute("ROLLBACK")
+            except BaseException as exc:
+                if self.db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    self.db.execute("ROLLBACK")
                 self._vocab_epoch = None
                 self._sync_vocab()
                 self._commits += 1  # unknown changes: readers drop everything
+                if schema.is_read_only_error(exc):
+                    raise StoreError(schema.read_only_message(self.path)) from exc
+                if isinstance(exc, sqlite3.OperationalError) and _disk_full(exc):
+                    raise StoreError(f"the disk holding {self.path} is full; nothing was changed") from exc
+                if isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in str(exc):
+                    raise StoreError(
+                        f"{self.path} could not be written (disk I/O error: a full disk, a file-size limit or a "
+                        "failing disk); nothing was changed"
+                    ) from exc
                 raise
             finally:
                 self._pending = None
@@ -255,9 +269,7 @@ class CountStore:
     def learn_file(self, path: str | Path) -> LearnResult:
         """Learn a text file; its resolved path names the source."""
         path = Path(path).expanduser()
-        if is_secret_file(path):
-            raise InputError(f"{path} is a credentials file by its name; nextword never learns such files")
-        text = sources.read_text_file(path)
+        text = sources.read_user_text(path)
         return self.learn(source_name(path), text, kind="file")
 
     def forget(self, source: str) -> LearnResult:
@@ -364,7 +376,7 @@ class CountStore:
             pending: list[np.ndarray] = []
             pending_tokens = 0
             for path in files:
-                text = sources.read_text_file(path)
+                text = sources.read_corpus_file(path)
                 name = source_name(path)
                 if self._source_contribution(name)[2]:
                     raise InputError(f"{path} is already in the store; use 'nextword learn' to update it")
@@ -668,3 +680,8 @@ def _rows(*columns: np.ndarray) -> Iterator[tuple[int, ...]]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _disk_full(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed for want of space (a full disk, or a file-size limit that SQLite reports as I/O)."""
+    return "full" in str(exc) or getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL,)

@@ -221,7 +221,7 @@ def _block_text(block: Block) -> str:
     if block.start == 0:
         return sources.decode_text(data, str(path))
     if b"\x00" in data:
-        raise InputError(f"{path} looks like a binary file (it contains NUL bytes); only text can be learned")
+        raise InputError(f"{path} looks like a binary file (it contains NUL bytes); only text files can be read")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

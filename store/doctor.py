@@ -80,7 +80,7 @@ class Repair:
 
 # --- reading ---------------------------------------------------------------------------------------------------------
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    return sqlite3.connect(schema.read_only_uri(path), uri=True)
 
 
 def _decode(words: list[str | None], blob: bytes | None) -> list[list[str]] | None:
@@ -248,15 +248,16 @@ def rebuild(found: Salvage, target: Path, base_model: BaseModel | None = None) -
                 store.restore_source(dataclasses.replace(info, tokens=tokens), sentences, casing)
                 restored.append(info.name)
                 continue
-            if info.kind == "file" and Path(info.name).is_file():
+            # a file: learned by path (`nextword learn` recorded kind "document" before it said "file")
+            if info.kind in ("file", "document") and Path(info.name).is_absolute() and Path(info.name).is_file():
                 try:
-                    store.learn(info.name, sources.read_text_file(Path(info.name)), kind="file")
+                    store.learn(info.name, sources.read_user_text(Path(info.name)), kind="file")
                 except StoreError as exc:
                     lost.append(f"{info.name} (its record is damaged and its file cannot be learned: {exc})")
                 else:
                     reread.append(info.name)
                 continue
-            gone = " and its file is gone" if info.kind == "file" else ""
+            gone = " and its file is gone" if info.kind == "file" or Path(info.name).is_absolute() else ""
             lost.append(f"{info.name} (its recorded token stream is damaged{gone})")
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return _Rebuilt(restored, reread, lost, base_checked)
@@ -390,6 +391,11 @@ def repair(path: str | Path, base_model: BaseModel | None = None, label: str = "
     path = Path(path).expanduser()
     if not path.is_file():
         raise StoreError(f"{path}: no such file")
+    if not schema.writable(path):
+        raise StoreError(
+            f"{path.parent} is not writable: a repair writes the rebuilt store beside the old one; copy {path.name} "
+            "to a writable folder and repair it there (it was left untouched)"
+        )
     found = salvage(path)
     if not found.sources_readable:
         raise StoreError(f"{path}: its list of sources cannot be read, so it cannot be rebuilt; it was left untouched")

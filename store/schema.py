@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from lm_core.counts import ADJUSTED, COC_MAX, RAW
+from lm_core.files import make_private_folder
 from lm_core.vocab import BOS, EOS, UNK
 from store.errors import CorruptStoreError, NotAStoreError, StoreMismatchError
 
@@ -75,13 +77,19 @@ def create_schema(db: sqlite3.Connection, order: int, tokenizer: str) -> None:
 def connect(path: Path, create: bool) -> sqlite3.Connection:
     """Open (or create, with file mode 0600) an SQLite file, in WAL mode, autocommit."""
     if create and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folder(path.parent)
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    read_only = path.exists() and not writable(path)
+    if path.exists() and path.is_file() and path.stat().st_size > 0:
+        _refuse_foreign(path)  # before anything is written: WAL mode would change a foreign file's header
+    if read_only:  # read it as it is; a write says "read-only" (see `is_read_only_error`)
+        db = sqlite3.connect(read_only_uri(path), uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     try:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode != "wal":
+        if mode != "wal" and not read_only:
             db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA temp_store = MEMORY")
@@ -94,6 +102,45 @@ def connect(path: Path, create: bool) -> sqlite3.Connection:
         db.close()
         raise classify(path, exc) from exc
     return db
+
+
+def writable(path: Path) -> bool:
+    """Whether the store file at `path` and its folder (where SQLite keeps its -wal and -shm files) can be written."""
+    return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI that reads `path` without writing anything: `mode=ro`, or `immutable=1` where the folder
+    cannot be written (a WAL store needs its -shm file even to read, and SQLite could not create it there; a
+    commit in a -wal file that was never checkpointed is then not seen)."""
+    flag = "mode=ro" if os.access(path.parent, os.W_OK) else "immutable=1"
+    return f"file:{quote(str(path))}?{flag}"
+
+
+def is_read_only_error(exc: BaseException) -> bool:
+    """Whether an SQLite error means the store cannot be written (a read-only file, folder or file system)."""
+    return isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc)
+
+
+def read_only_message(path: Path) -> str:
+    return f"{path} is read-only (it or its folder cannot be written): it can be read but not changed"
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Raise `NotAStoreError` if the SQLite file at `path` is not a nextword store, reading it only."""
+    try:
+        db = sqlite3.connect(read_only_uri(path), uri=True, timeout=30.0)
+    except sqlite3.DatabaseError as exc:
+        raise classify(path, exc) from exc
+    try:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        app = db.execute("SELECT value FROM meta WHERE key = 'app'").fetchone() if "meta" in names else None
+    except sqlite3.DatabaseError as exc:
+        raise classify(path, exc) from exc
+    finally:
+        db.close()
+    if app is None or app[0] != APP:
+        raise NotAStoreError(f"{path} is an SQLite database but not a nextword store; it was left untouched")
 
 
 def classify(path: Path, exc: sqlite3.DatabaseError) -> Exception:
@@ -109,7 +156,7 @@ def peek_kind(path: Path) -> str | None:
     if not path.exists() or path.is_dir() or path.stat().st_size == 0:
         return None
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(read_only_uri(path), uri=True)
     except sqlite3.DatabaseError as exc:
         raise classify(path, exc) from exc
     try:

@@ -6,6 +6,7 @@ import bisect
 import hashlib
 import itertools
 import json
+import os
 import re
 import zlib
 from collections import Counter
@@ -41,23 +42,82 @@ class Analysed:
         return sum(len(s) - 1 for s in self.sentences)
 
 
-def read_text_file(path: Path) -> str:
-    """The UTF-8 text of `path`, or an `InputError` saying why it cannot be learned (nothing is changed)."""
+MAX_DOCUMENT_ENV = "NEXTWORD_MAX_DOCUMENT_MB"
+DEFAULT_MAX_DOCUMENT_MB = 16.0
+_READ_CHUNK = 1 << 20
+
+
+def max_document_bytes() -> int:
+    """The largest file read as one document (learn, score, report, eval, train-neural): `$NEXTWORD_MAX_DOCUMENT_MB`
+    megabytes (10^6 bytes), else 16."""
+    raw = os.environ.get(MAX_DOCUMENT_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_MAX_DOCUMENT_MB * 1e6)
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes > 0 or megabytes == float("inf"):
+        raise InputError(f"{MAX_DOCUMENT_ENV}={raw!r}: give a number of megabytes above 0, e.g. 64")
+    return int(megabytes * 1e6)
+
+
+def read_text_file(path: Path, max_bytes: int | None = None) -> str:
+    """The UTF-8 text of `path`, or an `InputError` saying why it cannot be read (nothing is changed).
+
+    At most `max_bytes` (default `max_document_bytes()`) are read: a larger file, or an endless one (`/dev/zero`),
+    is refused after reading one byte more than that, in 1 MB chunks."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path} is a directory; give the text files inside it")
+    limit = max_document_bytes() if max_bytes is None else max_bytes
+    chunks: list[bytes] = []
+    size = 0
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            while size <= limit:
+                chunk = f.read(min(_READ_CHUNK, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
-    return decode_text(data, str(path))
+    if size > limit:
+        raise InputError(
+            f"{path} is larger than the maximum document size ({limit / 1e6:,.6g} MB); "
+            f"set {MAX_DOCUMENT_ENV} to read it, or split it"
+        )
+    return decode_text(b"".join(chunks), str(path))
+
+
+def read_user_text(path: Path, max_bytes: int | None = None) -> str:
+    """`read_text_file` for a document the person wrote (learn, score, report, eval): a file that holds
+    credentials by its name, or a symbolic link to one, is refused without being read."""
+    refuse_secret_file(path)
+    return read_text_file(path, max_bytes)
+
+
+def read_corpus_file(path: Path) -> str:
+    """A corpus file (build, train-neural): any size, but a regular file (not a device or a pipe, which could be
+    endless), and never a credentials file."""
+    refuse_secret_file(path)
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise InputError(f"{path} is not a regular file (a device, pipe or socket); give a text file")
+    return read_text_file(path, max_bytes=1 << 62)
+
+
+def refuse_secret_file(path: Path) -> None:
+    """An `InputError` for a file that holds credentials by its name, or a symbolic link to one."""
+    if secrets.is_secret_path(path):
+        raise InputError(f"{path} is a credentials file by its name; nextword never reads such files")
 
 
 def decode_text(data: bytes, name: str) -> str:
     """Bytes as UTF-8 text (a BOM is dropped); binary data or invalid UTF-8 is an `InputError`."""
     if b"\x00" in data[:BINARY_SNIFF_BYTES] or b"\x00" in data:
-        raise InputError(f"{name} looks like a binary file (it contains NUL bytes); only text can be learned")
+        raise InputError(f"{name} looks like a binary file (it contains NUL bytes); only text files can be read")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -69,11 +69,11 @@ BAD_FILES = {
     "directory": ("dir", "{path} is a directory; give the text files inside it"),
     "binary": (
         b"some text\x00\x01\x02\x03 more",
-        "{path} looks like a binary file (it contains NUL bytes); only text can be learned",
+        "{path} looks like a binary file (it contains NUL bytes); only text files can be read",
     ),
     "binary-late": (
         b"word " * 3000 + b"\x00",
-        "{path} looks like a binary file (it contains NUL bytes); only text can be learned",
+        "{path} looks like a binary file (it contains NUL bytes); only text files can be read",
     ),
     "invalid-utf8": (
         b"first line\nsecond line\nthird \xc3\x28 line\n",

@@ -43,109 +43,15 @@ def b64url(obj: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
 
 
-def pem(label: str) -> str:
-    body = "\n".join(rs(B64, 64) for _ in range(5))
-    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----"
-
-
-# (kind, name of the sample, the paragraph holding the secret, the secret itself)
+# (kind, name of the sample, the paragraph holding the secret, the secret itself): every example of every detector
+# of the one table (`secrets.DETECTORS`), made concrete with random characters
 SAMPLES: list[tuple[str, str, str, str]] = []
-
-
-def sample(kind: str, secret: str, paragraph: str | None = None, name: str | None = None) -> None:
-    text = paragraph.format(secret=secret) if paragraph else f"Remember that my credential is {secret} for the account"
-    SAMPLES.append((kind, name or kind, text, secret))
-
-
-sample("aws_access_key_id", "AKIA" + rs(UPPER, 16))
-sample("aws_access_key_id", "ASIA" + rs(UPPER, 16), name="aws_temporary_access_key_id")
-sample("aws_secret_access_key", rs(B64, 40), "Set aws_secret_access_key = {secret} in the profile")
-sample("gcp_api_key", "AIza" + rs(URLSAFE, 35))
-sample(
-    "gcp_service_account_key",
-    rs(HEX, 40),
-    '{{"type": "service_account", "project_id": "demo", "private_key_id": "{secret}"}}',
-)
-sample(
-    "private_key_block",
-    "-----BEGIN PRIVATE KEY-----\\n" + rs(B64, 64) + "\\n" + rs(B64, 64) + "\\n-----END PRIVATE KEY-----\\n",
-    '{{"type": "service_account", "private_key": "{secret}", "client_email": "x@demo.iam.gserviceaccount.com"}}',
-    name="gcp_service_account_private_key",
-)
-sample(
-    "azure_storage_key",
-    "DefaultEndpointsProtocol=https;AccountName=notesacct;AccountKey="
-    + rs(B64, 86)
-    + "==;EndpointSuffix=core.windows.net",
-    "The storage connection string is {secret} for production",
-)
-sample("github_token", "ghp_" + rs(ALNUM, 36))
-sample("github_token", "gho_" + rs(ALNUM, 36), name="github_oauth_token")
-sample("github_token", "ghs_" + rs(ALNUM, 36), name="github_server_token")
-sample("github_fine_grained_token", "github_pat_" + rs(ALNUM, 22) + "_" + rs(ALNUM, 59))
-sample("gitlab_token", "glpat-" + rs(URLSAFE, 20))
-sample("slack_token", "xoxb-" + rs(DIGITS, 12) + "-" + rs(DIGITS, 13) + "-" + rs(ALNUM, 24))
-sample("slack_token", "xoxp-" + rs(DIGITS, 12) + "-" + rs(DIGITS, 12) + "-" + rs(ALNUM, 32), name="slack_user_token")
-sample(
-    "slack_webhook",
-    "https://hooks.slack.com/services/T" + rs(UPPER, 8) + "/B" + rs(UPPER, 10) + "/" + rs(ALNUM, 24),
-    "Post alerts to {secret} when the build breaks",
-)
-sample("stripe_key", "sk_live_" + rs(ALNUM, 24))
-sample("stripe_key", "rk_live_" + rs(ALNUM, 24), name="stripe_restricted_key")
-sample("twilio_key", "SK" + rs(HEX, 32))
-sample("sendgrid_key", "SG." + rs(URLSAFE, 22) + "." + rs(URLSAFE, 43))
-sample("openai_key", "sk-proj-" + rs(URLSAFE, 48))
-sample("openai_key", "sk-" + rs(ALNUM, 48), name="openai_legacy_key")
-sample("anthropic_key", "sk-ant-api03-" + rs(URLSAFE, 93) + "AA")
-sample("npm_token", "npm_" + rs(ALNUM, 36))
-sample("pypi_token", "pypi-AgEIcHlwaS5vcmc" + rs(URLSAFE, 60))
-sample("heroku_key", "HRKU-" + rs(URLSAFE, 60))
-sample(
-    "heroku_key",
-    f"{rs(HEX, 8)}-{rs(HEX, 4)}-{rs(HEX, 4)}-{rs(HEX, 4)}-{rs(HEX, 12)}",
-    "Our heroku api key is {secret} for deploys",
-    name="heroku_legacy_key",
-)
-sample("mailgun_key", "key-" + rs(string.ascii_lowercase + DIGITS, 32))
-sample("shopify_token", "shpat_" + rs(HEX, 32))
-sample("discord_bot_token", "M" + rs(ALNUM, 23) + "." + rs(URLSAFE, 6) + "." + rs(URLSAFE, 27))
-sample(
-    "discord_webhook",
-    "https://discord.com/api/webhooks/" + rs(DIGITS, 18) + "/" + rs(URLSAFE, 68),
-    "The bot posts through {secret} every hour",
-)
-sample("telegram_bot_token", rs(DIGITS, 9) + ":AA" + rs(URLSAFE, 33))
-sample("private_key_block", pem("RSA PRIVATE KEY"), "My server key:\n{secret}", name="rsa_private_key")
-sample("private_key_block", pem("EC PRIVATE KEY"), "The signing key:\n{secret}", name="ec_private_key")
-sample("private_key_block", pem("OPENSSH PRIVATE KEY"), "Laptop key:\n{secret}", name="openssh_private_key")
-sample("private_key_block", pem("PGP PRIVATE KEY BLOCK"), "Backup key:\n{secret}", name="pgp_private_key")
-sample(
-    "private_key_block",
-    "-----BEGIN RSA PRIVATE KEY-----\n" + rs(B64, 64) + "\n" + rs(B64, 40),
-    "A key pasted without its end:\n{secret}",
-    name="truncated_private_key",
-)
-sample(
-    "jwt",
-    b64url({"alg": "HS256", "typ": "JWT"}) + "." + b64url({"sub": "1234567890", "name": "Ann"}) + "." + rs(URLSAFE, 43),
-)
-sample("secret_assignment", rs(ALNUM, 12), "Log in with password={secret} on the staging box", name="password_equals")
-sample("secret_assignment", "Tr0ub4dor&3x", "The router config says passwd: {secret}", name="passwd_colon")
-sample("secret_assignment", rs(ALNUM, 16), "Set secret = '{secret}' before running", name="secret_equals")
-sample("secret_assignment", rs(ALNUM, 24), 'The client sends "api_key": "{secret}" with each call', name="json_api_key")
-sample("secret_assignment", rs(HEX, 32), "Export auth_token={secret} first", name="hex_token_assignment")
-sample(
-    "url_credentials",
-    "postgres://admin:" + rs(ALNUM, 14) + "@db.internal.example:5432/app",
-    "Connect with {secret} from the office",
-)
-sample("url_credentials", "https://deploy:" + rs(ALNUM, 18) + "@git.example.org/repo.git", name="https_credentials")
-sample("env_secret", rs(ALNUM, 10), "DATABASE_PASSWORD={secret}", name="env_password")
-sample("env_secret", "whsec_" + rs(ALNUM, 32), "export STRIPE_WEBHOOK_SECRET={secret}", name="env_export_secret")
-sample("env_secret", rs(ALNUM, 40), "SESSION_KEY = {secret}", name="env_key")
-sample("high_entropy", rs(ALNUM, 32))
-sample("high_entropy", rs(B64, 44), name="high_entropy_base64")
+for _detector in secrets.DETECTORS:
+    for _i, _template in enumerate(_detector.examples):
+        _text, _secret = secrets.fake_example(_template, _rng)
+        if _text == _secret:
+            _text = f"Remember that my credential is {_secret} for the account"
+        SAMPLES.append((_detector.kind, f"{_detector.kind}_{_i}", _text, _secret))
 
 INTRO = "The cat sat on the mat. The dog sat on the rug."
 OUTRO = "We walked home after the rain. The house was warm."
@@ -168,9 +74,10 @@ def learned(tmp: Path, text: str, tokenizer: str = "prose") -> CountStore:
 
 
 # --- the kinds ------------------------------------------------------------------------------------------------------
-def test_at_least_20_kinds_each_with_a_sample() -> None:
-    assert len(secrets.KINDS) >= 20
+def test_at_least_35_kinds_each_with_an_example_and_a_guard() -> None:
+    assert len(secrets.KINDS) >= 35
     assert {kind for kind, *_ in SAMPLES} == set(secrets.KINDS)
+    assert all(d.examples and d.guard for d in secrets.DETECTORS)
 
 
 @pytest.mark.parametrize(("kind", "name", "paragraph", "secret"), SAMPLES, ids=[s[1] for s in SAMPLES])
@@ -288,6 +195,11 @@ In 1984, the population was 1,234,567; by 2020 it had grown to 2.5 million (an i
 was $4.2M, up from €3.9M, and the ISBN is 978-3-16-148410-0. Meet me at 10:45 on 12/03/2024 near Route 66.
 Our token economy is simple: one token per word. Keys are stored in a drawer; the secret is patience.
 A pass mark of 50 is needed, bypass=true skips the check, and the password field may be empty.
+The password is correct, the token is valid, and the secret is out. My password was too short, so I changed it.
+Das Passwort ist zu kurz. Use the --password option, or --password-stdin, to give it; mysql -p asks for it.
+The machine learning course covers login pages. Bearer bonds and the ring bearer were the topics of the talk.
+The Authorization header is described in RFC 6750. Meet at https://example.com:8080/users/@ann for details.
+Password: see the vault, user: admin. Secret: keep calm, carry on. Token: 3D-printing costs 12 tokens.
 """
 
 
@@ -323,6 +235,17 @@ def test_ordinary_prose_loses_nothing() -> None:
         "mailto:ann@example.com",
         "risk-averse ask-me-anything desk-bound",
         "sk-learn-tutorial-for-absolute-beginners",
+        "the password field",
+        "the token economy",
+        "a token of appreciation was the password to her heart",
+        "the password is correct",
+        "machine learning: login with a password",
+        "Bearer tokens are described in RFC 6750",
+        "http://localhost:3000/@ann",
+        "use --password option",
+        "docker login --password-stdin",
+        "mysql -p",
+        "Passwort: bitte im Tresor nachsehen",
     ],
 )
 def test_things_that_are_not_secrets(text: str) -> None:
@@ -354,7 +277,19 @@ def test_any_text_is_scanned_without_error(text: str) -> None:
     assert all(sentence[-1] == "</s>" for sentence in analysed.sentences)
 
 
-CONTEXTUAL = ("secret_assignment", "env_secret", "url_credentials", "gcp_service_account_key", "heroku_legacy_key")
+CONTEXTUAL = (  # kinds that are secrets only with the words around them
+    "secret_assignment",
+    "env_secret",
+    "url_credentials",
+    "gcp_service_account_key",
+    "heroku_key_1",
+    "password_in_prose",
+    "command_line_password",
+    "netrc_credentials",
+    "authorization_header",
+    "private_key_block_5",
+    "aws_secret_access_key",
+)
 KEYS = [s for s in SAMPLES if s[0] not in CONTEXTUAL and s[1] not in CONTEXTUAL]  # secrets without their key name
 
 

@@ -15,6 +15,7 @@ import math
 import os
 import random
 import shutil
+import string
 import sys
 import time
 import uuid
@@ -429,7 +430,7 @@ async def test_inline_completion_continues_with_several_words(shared: LanguageCl
 async def test_diagnostics_on_open_report_perplexity_and_odd_words(shared: LanguageClient, engine: Engine) -> None:
     uri = open_doc(shared, ODD_TEXT)
     diagnostics = await diagnostics_of(shared, uri)
-    check = engine.check(ODD_TEXT, OddityConfig(threshold_bits=7.0))
+    check = engine.check(ODD_TEXT, OddityConfig())
     assert check.tokens == 19
 
     [perplexity] = [d for d in diagnostics if d.code == "perplexity"]
@@ -529,7 +530,11 @@ async def test_hover_shows_surprisal_and_alternatives(shared: LanguageClient, en
     info = engine.word_info(ODD_TEXT, 2)
     assert info is not None and math.isclose(info.surprisal, bits)
     alternatives = ", ".join(f"{a.word} ({a.prob:.1%})" for a in info.alternatives)
+    [reason] = engine.check(ODD_TEXT).oddities[0].reasons
+    assert reason.startswith("'Their' is often confused with 'There'; the model finds 'There' ")
+    assert reason.endswith("x likelier than 'Their' here")
     assert hover.contents.value == (
+        f"**'Their'** reads oddly here.\n- 'There': {reason}\n\n---\n\n"
         f"**Their**: surprisal {bits:.1f} bits (P = {2**-bits:.2g})\n\nLikelier here: {alternatives}"
     )
     assert "There (" in alternatives
@@ -980,5 +985,56 @@ async def test_retrain_neural_can_be_cancelled(tmp_path: Path) -> None:
         assert "neural_model" not in stats
         typed = "The cat sees the "
         assert (await labels_at_end(client, open_doc(client, typed), typed))[0] in nouns
+    finally:
+        await stop_server(client)
+
+
+FILLER = "\n".join(
+    " ".join("".join(p) for p in itertools.islice(itertools.product(string.ascii_lowercase, repeat=3), i, i + 12)) + "."
+    for i in range(0, 1800, 12)
+)  # 1,800 made-up words, so that a word the corpus never has after 'want' is surprising enough to be looked at
+WANT = "I want to go home. We want to go home now. They want to go to the park. I want to eat. You want to sleep."
+
+
+async def test_a_missing_word_is_flagged_inserted_by_its_quick_fix_and_explained_on_hover(
+    client_kind: str, tmp_path: Path
+) -> None:
+    db = build_store(tmp_path / "want.db", {"corpus": WANT + "\n" + FILLER})
+    client = await start_server(client_kind, db, tmp_path / "home")
+    try:
+        text = "They want go to the park."
+        uri = open_doc(client, text)
+        [odd] = odd_words(await diagnostics_of(client, uri))
+        assert (odd.data["word"], odd.data["alternatives"], odd.data["kinds"]) == ("go", ["to go"], ["preposition"])
+        assert (odd.range.start.character, odd.range.end.character) == (10, 12)
+        [reason] = odd.data["reasons"]
+        assert reason.startswith("a preposition may be missing, extra or wrong; the model finds 'to go' ")
+        assert reason.endswith("x likelier than 'go' here")
+
+        insert = (await code_actions(client, uri, odd))[0]
+        assert (insert["title"], insert["isPreferred"]) == ("Replace with 'to go'", True)
+        assert apply_edits(text, edits_of(insert, uri)) == "They want to go to the park."
+
+        hover = await client.text_document_hover_async(
+            types.HoverParams(text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(0, 11))
+        )
+        assert hover is not None and hover.contents.kind == types.MarkupKind.Markdown
+        assert hover.contents.value.startswith(f"**'go'** reads oddly here.\n- 'to go': {reason}\n\n---\n\n**go**:")
+        assert hover.range == types.Range(start=types.Position(0, 10), end=types.Position(0, 12))
+
+        plain = await client.text_document_hover_async(
+            types.HoverParams(text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(0, 1))
+        )
+        assert plain is not None and plain.contents.value.startswith("**They**: surprisal")
+    finally:
+        await stop_server(client)
+
+
+async def test_the_oddity_kinds_setting_turns_kinds_off(client_kind: str, tmp_path: Path) -> None:
+    db = build_store(tmp_path / "want.db", {"corpus": WANT + "\n" + FILLER})
+    client = await start_server(client_kind, db, tmp_path / "home", {"oddityKinds": ["confusion", "doubled"]})
+    try:
+        uri = open_doc(client, "They want go to the park. I saw the the park.")
+        assert [d.data["word"] for d in odd_words(await diagnostics_of(client, uri))] == ["the"]
     finally:
         await stop_server(client)

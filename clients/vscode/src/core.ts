@@ -35,6 +35,7 @@ export const SERVER_SETTINGS = [
   'comments',
   'maxSuggestions',
   'oddityThreshold',
+  'oddityKinds',
   'perplexityDiagnostic',
   'learning',
   'learnOnChange',

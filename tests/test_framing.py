@@ -1,0 +1,86 @@
+"""The language server over raw stdio: bytes outside any message (no Content-Length header) are dropped and the
+next well-framed message is answered; before, the stream stayed out of step for good (alive, never answering)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from lsp_server.framing import ResyncingStdin
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def frame(message: dict[str, object]) -> bytes:
+    body = json.dumps(message).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def request(id_: int, method: str, params: dict[str, object]) -> bytes:
+    return frame({"jsonrpc": "2.0", "id": id_, "method": method, "params": params})
+
+
+def read_message(stream: io.BufferedReader) -> dict[str, object]:
+    length = None
+    while True:
+        line = stream.readline()
+        assert line, "the server closed its output"
+        if line.startswith(b"Content-Length:"):
+            length = int(line.split(b":")[1])
+        elif line == b"\r\n" and length is not None:
+            return json.loads(stream.read(length))
+
+
+def response_to(stream: io.BufferedReader, id_: int) -> dict[str, object]:
+    while True:
+        message = read_message(stream)
+        if message.get("id") == id_ and "method" not in message:
+            return message
+
+
+def test_the_reader_cuts_what_stands_before_a_header() -> None:
+    raw = io.BytesIO(b"\x00\xffgarbageContent-Length: 2\r\n\r\n{}Content-Length: 3\r\n")
+    reader = ResyncingStdin(raw)  # type: ignore[arg-type]
+    assert reader.readline() == b"Content-Length: 2\r\n"
+    assert reader.readline() == b"\r\n"
+    assert reader.read(2) == b"{}"
+    assert reader.readline() == b"Content-Length: 3\r\n"
+    assert reader.dropped == 9
+
+
+def test_unframed_garbage_does_not_put_the_server_out_of_step(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(tmp_path / "s.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    timer = threading.Timer(120, server.kill)  # a server out of step never answers: fail instead of hanging
+    timer.start()
+    try:
+        server.stdin.write(request(1, "initialize", {"processId": None, "rootUri": None, "capabilities": {}}))
+        server.stdin.write(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}}))
+        server.stdin.flush()
+        assert "capabilities" in response_to(server.stdout, 1)["result"]  # type: ignore[operator]
+        for id_, garbage in enumerate([b"\x00\xff raw bytes, no header", b'{"jsonrpc": "2.0"}', b"\r\n\r\n"], 2):
+            server.stdin.write(garbage)
+            server.stdin.write(request(id_, "workspace/executeCommand", {"command": "nextword.statistics"}))
+            server.stdin.flush()
+            answer = response_to(server.stdout, id_)
+            assert "result" in answer and "order" in answer["result"], answer  # type: ignore[operator]
+        server.stdin.write(request(99, "shutdown", {}))
+        server.stdin.write(frame({"jsonrpc": "2.0", "method": "exit"}))
+        server.stdin.flush()
+        assert response_to(server.stdout, 99)["result"] is None
+        assert server.wait(timeout=30) == 0, server.stderr.read() if server.stderr else ""
+    finally:
+        timer.cancel()
+        server.kill()
