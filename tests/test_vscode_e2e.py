@@ -399,9 +399,11 @@ def test_markdown_in_a_real_vscode(vscode: VSCode, store: Path, tmp_path: Path) 
         wait_until(lambda: ghost.count() > 0 and ghost.first.inner_text().strip(), "ghost text")
         ghost_text = "".join(ghost.all_inner_texts()).replace("\u00a0", " ")
         shot(page, "4-ghost-text")
-        assert ghost_text.startswith("mat"), ghost_text
+        # The server's continuation (beam search over a few words): it starts with one of its likeliest words.
+        assert ghost_text.split()[0].rstrip(".,") in expected[:3], (ghost_text, expected[:3])
         page.keyboard.press("Tab")
-        wait_until(lambda: "The cat sat on the mat" in editor_text(page), "the ghost text to be accepted")
+        accepted = TYPED + ghost_text
+        wait_until(lambda: editor_text(page).split("\n")[2] == accepted, f"{accepted!r}: the ghost text accepted")
 
         # The quick fix on "Their": Ctrl+. offers the replacement; taking it rewrites the word.
         page.keyboard.press("Control+Home")
