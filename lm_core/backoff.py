@@ -234,14 +234,16 @@ class ArpaTables:
 # --- Kneser-Ney as backoff tables ---------------------------------------------------------------------------------
 def kneser_ney_tables(counts: CountTables, order: int | None = None) -> ArpaTables:
     """The interpolated modified Kneser-Ney model of `NgramModel(counts, smoothing=KNESER_NEY, order=order)` as
-    ARPA tables (log10), vectorised per order.
+        ARPA tables (log10), vectorised per order.
 
-    Every counted n-gram `h w` is listed with the model's full probability
-    p(w | h) = max(a(h w) - D(a), 0) / T(h) + gamma(h) p(w | h'), computed from its context's statistics (grouped
-    over the sorted rows with `np.add.reduceat`) and its suffix's probability one order down (`CountTables.rows`).
-    A context h gets backoff log10 gamma(h), so an unlisted `h w` backs off to gamma(h) p(w | h'), which is what
-    the interpolation gives it. Unigrams: all of V plus `<unk>` (the uniform share gamma/|V| if unseen) and `<s>`
-    at -99. This mirrors `NgramModel._kneser_ney` operation for operation; keep the two in step.
+        Every counted n-gram `h w` is listed with the model's full probability
+        p(w | h) = max(a(h w) - D(a), 0) / T(h) + gamma(h) p(w | h'), computed from its context's statistics (grouped
+        over the sorted rows with `np.add.reduceat`) and its suffix's probability one order down (`CountTables.rows`).
+        A context h gets backoff log10 gamma(h), so an unlisted `h w` backs off to gamma(h) p(w | h'), which is what
+        the interpolation gives it. Unigrams: all of V plus `<unk>` (the uniform share gamma/|V| if unseen) and `<s>`
+        at -99. Over pruned counts each context's total and gamma include its pruned followers' mass
+    (`CountTables.hidden_of`), as `lmplz --prune` writes them. This mirrors `NgramModel._kneser_ney` operation for
+    operation; keep the two in step.
     """
     order = order or counts.order
     if not 1 <= order <= counts.order:
@@ -263,7 +265,10 @@ def kneser_ney_tables(counts: CountTables, order: int | None = None) -> ArpaTabl
         context_rows = counts.rows(table.grams[:, :-1])
         lower = probs[n - 2][counts.rows(table.grams[:, 1:])]
         starts = np.flatnonzero(np.r_[True, context_rows[1:] != context_rows[:-1]]) if len(values) else context_rows
-        p, gamma = _interpolate(values, starts, _discounts(counts, n, order), lower)
+        hidden_count, hidden_cont = counts.hidden_of(n - 1, context_rows[starts])
+        raw = n == order or table.grams[starts, 0] == BOS_ID  # as adjusted_counts: raw after a context at <s>
+        hidden = np.where(raw, hidden_count, hidden_cont)
+        p, gamma = _interpolate(values, starts, _discounts(counts, n, order), lower, hidden)
         probs.append(p)
         gammas.append((context_rows[starts], gamma))
 
@@ -294,23 +299,29 @@ def _discounts(counts: CountTables, n: int, order: int) -> tuple[float, float, f
 
 
 def _interpolate(
-    values: np.ndarray, starts: np.ndarray, discounts: tuple[float, float, float], lower: np.ndarray
+    values: np.ndarray,
+    starts: np.ndarray,
+    discounts: tuple[float, float, float],
+    lower: np.ndarray,
+    hidden: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One interpolated KN level for many contexts at once: rows grouped by context, each group starting at
     `starts`; `values` are the counts the level uses (raw or adjusted), `lower` each row's probability one order
-    down. Returns each row's probability and each group's gamma (1.0 for a group whose counts sum to 0: the model
+    down, `hidden` each group's pruned mass in the same counts (added to its total and its gamma's numerator).
+    Returns each row's probability and each group's gamma (1.0 for a group whose counts sum to 0: the model
     skips such a level, so its rows get `lower` unchanged)."""
     if len(values) == 0:
         return np.zeros(0), np.zeros(0)
     d1, d2, d3 = discounts
-    total = np.add.reduceat(values, starts)
+    hidden = np.zeros(len(starts), np.int64) if hidden is None else hidden
+    total = np.add.reduceat(values, starts) + hidden
     n1 = np.add.reduceat((values == 1).astype(np.int64), starts)
     n2 = np.add.reduceat((values == 2).astype(np.int64), starts)
     n3 = np.add.reduceat((values >= 3).astype(np.int64), starts)
     group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(values)]))
     seen = total > 0
     safe_total = np.where(seen, total, 1)
-    gamma = np.where(seen, (d1 * n1 + d2 * n2 + d3 * n3) / safe_total, 1.0)
+    gamma = np.where(seen, (d1 * n1 + d2 * n2 + d3 * n3 + hidden) / safe_total, 1.0)
     discount = np.array([0.0, d1, d2, d3])[np.minimum(values, 3)]
     p = np.maximum(values - discount, 0.0) / safe_total[group] + gamma[group] * lower
     return np.where(seen[group], p, lower), gamma

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lm_core.metrics import contexts
+from lm_core.metrics import Continuation, continuation_scores
 from lm_core.model import Context, LanguageModel, Prediction
-from lm_core.vocab import BOS, UNK
+from lm_core.vocab import BOS, EOS, UNK
 
 
 @dataclass
@@ -103,29 +103,96 @@ class Blend:
 
     def sentence_logprobs(self, tokens: Sequence[str]) -> list[float]:
         """Natural-log P of every token of a flat sequence with `</s>` at sentence ends, each sentence read from
-        `<s>` (the numbers `score_tokens` gives, up to float rounding): a component that can score whole sentences
-        at once (`NeuralLM.sentence_logprobs`: one network call per sentence, not one per token) does so; a word
-        some component does not know takes the per-word path (its probability depends on `<unk>`'s share)."""
-        tokens = list(tokens)
-        columns = []
-        for model in self.models:
-            batched = getattr(model, "sentence_logprobs", None)
-            if batched is not None:
-                columns.append(batched(tokens))
-            else:
-                width = None if model.order is None else model.order - 1
-                columns.append([model.logprob(word, context) for word, context in contexts(tokens, width)])
-        logprobs = np.asarray(columns, dtype=np.float64).T.reshape(len(tokens), len(self.models))  # (T, M)
-        self._refresh_known()
+        `<s>` (the numbers `score_tokens` gives, up to float rounding), from `component_rows`."""
+        return self.mix(self.component_rows(tokens)).tolist()
+
+    def score_continuations(self, requests: Sequence[Continuation]) -> list[list[float]]:
+        """Natural-log blended P of each token of each request's `after` (`lm_core.metrics.Continuation`), from
+        `component_continuations`."""
+        return [self.mix(rows).tolist() for rows in self.component_continuations(requests)]
+
+    def mix(self, rows: np.ndarray) -> np.ndarray:
+        """The blend's natural-log probabilities, log sum_m w_m P'_m, for rows (T, M) of log P'_m (as
+        `component_rows` gives them)."""
         log_weights = np.log(self.weights, where=self.weights > 0, out=np.full(len(self.weights), -math.inf))
-        out = []
-        width = None if self.order is None else self.order - 1
-        for row, (word, context) in zip(logprobs, contexts(tokens, width), strict=True):
-            if word in (BOS, UNK) or not all(known is not None and word in known for known in self._known):
-                row = self.component_logprobs(word, context)
-            terms = log_weights + row
-            out.append(float(np.logaddexp.reduce(terms)) if np.isfinite(terms).any() else -math.inf)
+        terms = rows + log_weights
+        with np.errstate(invalid="ignore"):
+            out = np.logaddexp.reduce(terms, axis=1) if len(terms) else np.zeros(0)
+        out[~np.isfinite(terms).any(axis=1)] = -math.inf
         return out
+
+    def component_rows(self, tokens: Sequence[str], known: dict[int, Sequence[float]] | None = None) -> np.ndarray:
+        """log P'_m of every token of a flat sequence (as `sentence_logprobs` reads it) under each component m, a
+        (T, M) array of natural logs (see `component_continuations`); `known[m]`: component m's own scores of
+        `tokens`, when the caller has them already (they are not computed again)."""
+        sentences = _split_sentences(tokens)
+        given = {}
+        for m, scores in (known or {}).items():
+            given[m], start = [], 0
+            for sentence in sentences:
+                given[m].append(list(scores[start : start + len(sentence)]))
+                start += len(sentence)
+        rows = self.component_continuations([((), sentence) for sentence in sentences], given)
+        return np.vstack(rows) if rows else np.zeros((0, len(self.models)))
+
+    def component_continuations(
+        self, requests: Sequence[Continuation], given: dict[int, list[list[float]]] | None = None
+    ) -> list[np.ndarray]:
+        """For each request (before, after): log P'_m of each token of `after` under each component m, an
+        (len(after), M) array of natural logs. A component that scores many requests at once (`NeuralLM`:
+        padded batches, not one network call per token) does so, the others token by token. A word the reference
+        (first) model knows but another component does not gets that component's `<unk>` share from the reference
+        distribution (one reference distribution, no extra network call), and so does `<unk>` when every word of
+        that component is in the reference's vocabulary; `<s>` and words the reference does not know take the
+        per-word path. `given[m]`: component m's own scores of the requests, when the caller has them."""
+        given = given or {}
+        columns = [given.get(m) or continuation_scores(model, requests) for m, model in enumerate(self.models)]
+        m = len(self.models)
+        out = [np.asarray(rows, dtype=np.float64).T.reshape(-1, m) for rows in zip(*columns, strict=True)]
+        self._refresh_known()
+        width = None if self.order is None else self.order - 1
+        for (before, after), rows in zip(requests, out, strict=True):
+            history = [BOS, *before]
+            for t, word in enumerate(after):
+                if word in (BOS, UNK) or not all(known is not None and word in known for known in self._known):
+                    context = tuple(history if width is None else history[max(0, len(history) - width) :])
+                    rows[t] = self._unknown_word_logprobs(word, context, rows[t])
+                history.append(word)
+        return out
+
+    def _unknown_word_logprobs(self, word: str, context: Context, row: np.ndarray) -> np.ndarray:
+        """log P'_m(word | context) for a word some component does not know (`row`: each component's own score,
+        a batched component's being its `<unk>` log-probability)."""
+        known = self._known
+        cheap = word != BOS and known[0] is not None and word in known[0]
+        cheap = cheap and all(
+            m in self._alignments
+            and hasattr(model, "score_continuations")
+            and (word != UNK or self._lacks_no_words(m))  # <unk> also gets the mass of the words V lacks
+            for m, model in enumerate(self.models)
+            if m > 0 and (word == UNK or not (known[m] is not None and word in known[m]))
+        )
+        if not cheap:
+            return self.component_logprobs(word, context)
+        ref_words, p_ref = _arrays(self.models[0], context)
+        if ref_words is not self._ref_words and ref_words != self._ref_words:
+            return self.component_logprobs(word, context)
+        index = self._ref_index[word]
+        out = row.copy()
+        for m in range(1, len(self.models)):
+            if word != UNK and known[m] is not None and word in known[m]:
+                continue
+            a = self._alignments[m][1]
+            z = float(p_ref[a.pool_ref].sum())
+            if z <= 0 or a.unk_m is None or p_ref[index] <= 0:
+                return self.component_logprobs(word, context)
+            out[m] = row[m] + math.log(p_ref[index]) - math.log(z)  # P_m(<unk>) * P_ref(word) / z
+        return out
+
+    def _lacks_no_words(self, m: int) -> bool:
+        """Whether V knows every word component m can predict (`<s>` is never predicted)."""
+        words_m, alignment = self._alignments[m]
+        return all(words_m[j] == BOS for j in alignment.extra_m.tolist())
 
     # --- per-component probabilities --------------------------------------------------------------------------------
     def component_logprobs(self, word: str, context: Context) -> np.ndarray:
@@ -220,8 +287,11 @@ class Blend:
         return positions[lo:hi]
 
     def _version(self) -> tuple[object, ...]:
-        """Changes when a component's counts change (an n-gram store that learned): cached vocabularies are stale."""
-        return tuple(getattr(getattr(m, "counts", None), "version", None) for m in self.models)
+        """Changes when a component's counts change (an n-gram store that learned), or a component with a `version`
+        of its own changes (a document cache): cached vocabularies and distributions are stale."""
+        return tuple(
+            (getattr(getattr(m, "counts", None), "version", None), getattr(m, "version", None)) for m in self.models
+        )
 
     def _refresh_known(self) -> None:
         """The word sets that decide whether a word can take the cheap path (read from full distributions)."""
@@ -232,6 +302,20 @@ class Blend:
             words, _ = _arrays(model, (BOS,))
             self._known[m] = frozenset(words) - {BOS}
         self._known_key = key
+
+
+def _split_sentences(tokens: Sequence[str]) -> list[list[str]]:
+    """A flat token sequence cut after each `</s>` (a last sentence without one is kept as it is)."""
+    sentences: list[list[str]] = []
+    current: list[str] = []
+    for token in tokens:
+        current.append(token)
+        if token == EOS:
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    return sentences
 
 
 def _arrays(model: LanguageModel, context: Context) -> tuple[list[str], np.ndarray]:
@@ -291,9 +375,7 @@ def fit_weights_em(
     """Blend weights for `models` fit by EM on held-out `tokens` (a flat sequence with `</s>` at sentence ends;
     contexts restart with `<s>` after each, as in `lm_core.metrics`). Each component's probabilities are those
     the blend uses (P'_m), so the fitted weights maximise the blend's held-out likelihood."""
-    blend = Blend(models)
-    max_context = None if blend.order is None else blend.order - 1
-    rows = [blend.component_logprobs(word, context) for word, context in contexts(tokens, max_context)]
-    if not rows:
+    rows = Blend(models).component_rows(tokens)
+    if not len(rows):
         raise ValueError("no held-out tokens to fit the blend weights on")
-    return em_weights(np.vstack(rows), iterations, tol).tolist()
+    return em_weights(rows, iterations, tol).tolist()

@@ -47,6 +47,24 @@ class OrderTable:
 
 
 @dataclass
+class HiddenMass:
+    """What pruning dropped after contexts of one order (see `lm_core.counts`): per context that keeps at least one
+    follower and lost at least one, the sums of the lost followers' raw counts and continuation counts."""
+
+    contexts: np.ndarray  # (M, n) int64 word ids, rows sorted lexicographically
+    count: np.ndarray  # (M,) int64 summed raw counts of the pruned followers
+    cont: np.ndarray  # (M,) int64 summed continuation counts of the pruned followers
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    @staticmethod
+    def empty(n: int) -> HiddenMass:
+        z = np.zeros(0, np.int64)
+        return HiddenMass(np.zeros((0, n), np.int64), z, z)
+
+
+@dataclass
 class CountTables:
     """Every n-gram count of a token stream, up to `order`, in memory. Implements `CountReader`."""
 
@@ -55,12 +73,15 @@ class CountTables:
     vocab: Vocab = field(default_factory=Vocab)
     version: int = 0
     frozen_coc: dict[tuple[int, str], tuple[int, ...]] | None = None  # set by prune(): the full data's
+    hidden: list[HiddenMass] | None = None  # set by prune(): hidden[n - 1] after contexts of n words (n < order)
     _keys: list[np.ndarray] | None = field(default=None, repr=False)
     _width: int = field(default=0, repr=False)
+    _hidden_dense: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     # --- lookups -------------------------------------------------------------------------------------------
     def _index(self) -> list[np.ndarray]:
         if self._keys is None:
+            self._hidden_dense = {}
             self._width = int(max((t.grams.max(initial=0) for t in self.tables), default=0)) + 1
             self._keys = [self.tables[0].grams[:, 0].copy()]
             for n in range(2, self.order + 1):
@@ -106,7 +127,27 @@ class CountTables:
         keys = self._index()[n - 1]
         lo, hi = np.searchsorted(keys, [row * self._width, (row + 1) * self._width])
         t = self.tables[n - 1]
-        return Level(t.grams[lo:hi, -1], t.count[lo:hi], t.cont[lo:hi])
+        hidden_count, hidden_cont = self.hidden_of(n - 1, np.asarray([row]))
+        return Level(t.grams[lo:hi, -1], t.count[lo:hi], t.cont[lo:hi], int(hidden_count[0]), int(hidden_cont[0]))
+
+    def hidden_of(self, n: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The hidden mass (raw, continuation) after each of the order-n contexts at `rows` (0 where none)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not self.hidden or n < 1 or n > len(self.hidden) or len(self.hidden[n - 1]) == 0:
+            zero = np.zeros(len(rows), np.int64)
+            return zero, zero.copy()
+        self._index()  # (re)builds the keys, and drops stale dense arrays
+        if n not in self._hidden_dense:
+            mass = self.hidden[n - 1]
+            at = self.rows(mass.contexts)
+            known = at >= 0
+            dense_count = np.zeros(len(self.tables[n - 1]), np.int64)
+            dense_cont = np.zeros(len(self.tables[n - 1]), np.int64)
+            dense_count[at[known]] = mass.count[known]
+            dense_cont[at[known]] = mass.cont[known]
+            self._hidden_dense[n] = (dense_count, dense_cont)
+        dense_count, dense_cont = self._hidden_dense[n]
+        return dense_count[rows], dense_cont[rows]
 
     def count_of_counts(self, order: int, kind: str) -> tuple[int, ...]:
         """(n_1, ..., n_COC_MAX) over raw or adjusted counts of order `order` (the lone `<s>` excluded)."""
@@ -210,12 +251,35 @@ def prune_table(table: OrderTable, limit: int) -> OrderTable:
     return OrderTable(table.grams[keep], table.count[keep], table.cont[keep])
 
 
+def hidden_mass(table: OrderTable, limit: int, only_kept_contexts: bool = True) -> HiddenMass:
+    """What `prune_table(table, limit)` drops, summed per context (the n-gram without its last word; rows in any
+    order). With `only_kept_contexts`, only for the contexts that keep at least one follower (a context whose
+    followers all go backs off with weight 1 anyway); without it for every context that loses one (a partition of
+    a distributed build sees only some of a context's followers)."""
+    n = table.grams.shape[1]
+    if limit <= 1 or len(table) == 0:
+        return HiddenMass.empty(n - 1)
+    by_context = np.lexsort(table.grams[:, :-1].T[::-1])
+    context = table.grams[by_context, :-1]
+    count, cont = table.count[by_context], table.cont[by_context]
+    starts = np.flatnonzero(np.r_[True, np.any(context[1:] != context[:-1], axis=1)])
+    dropped = count < limit
+    lost_count = np.add.reduceat(np.where(dropped, count, 0), starts)
+    lost_cont = np.add.reduceat(np.where(dropped, cont, 0), starts)
+    mark = np.add.reduceat(dropped.astype(np.int64), starts) > 0
+    if only_kept_contexts:
+        mark &= np.add.reduceat((~dropped).astype(np.int64), starts) > 0
+    return HiddenMass(context[starts[mark]], lost_count[mark], lost_cont[mark])
+
+
 def prune(tables: CountTables, min_counts: Sequence[int], keep_statistics: bool = True) -> CountTables:
     """Drop n-grams of order n whose raw count is below `min_counts[n-1]` (see `prune_limits`).
 
-    With `keep_statistics` (the default, as KenLM prunes) the kept n-grams keep the continuation counts and the
-    count-of-counts (so the discounts) of the full data; pruning then costs little perplexity. Without it they are
-    recomputed from what is kept, as if the pruned n-grams had never been seen.
+    With `keep_statistics` (the default, as KenLM's `lmplz --prune` estimates) the kept n-grams keep the
+    continuation counts and the count-of-counts (so the discounts) of the full data, and each context keeps the
+    mass of its pruned followers (`HiddenMass`), so Kneser-Ney keeps the full data's context totals and gives the
+    pruned mass to the shorter context. Without it everything is recomputed from what is kept, as if the pruned
+    n-grams had never been seen.
     """
     limits = prune_limits(min_counts, tables.order)
     kept = [prune_table(t, limit) for t, limit in zip(tables.tables, limits, strict=True)]
@@ -224,6 +288,7 @@ def prune(tables: CountTables, min_counts: Sequence[int], keep_statistics: bool 
         result.frozen_coc = {
             (n, kind): tables.count_of_counts(n, kind) for n in range(1, tables.order + 1) for kind in (RAW, ADJUSTED)
         }
+        result.hidden = [hidden_mass(t, limit) for t, limit in zip(tables.tables[1:], limits[1:], strict=True)]
     else:
         for n in range(2, tables.order + 1):
             suffix_rows = result.rows(kept[n - 1].grams[:, 1:])

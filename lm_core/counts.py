@@ -7,6 +7,11 @@ Two counts are kept for every n-gram `g = (w1, ..., wn)`:
 - `count`: the raw count c(g), how often g occurred (sentences are padded with one `<s>` and one `</s>`);
 - `cont`: the continuation count N1+(. g), the number of distinct words v with c(v g) > 0 (0 at the store's
   highest order, where there is nothing longer to look at). Kneser-Ney's lower orders use it.
+
+A pruned model (`lm_core.counting.prune`) also keeps, for each context that still has a follower, the *hidden
+mass* of the followers pruning dropped: the sum of their raw counts and of their continuation counts. Kneser-Ney
+adds it to the context's total and to its backoff weight, exactly as KenLM's `lmplz --prune` does (a context keeps
+the full data's denominator, and the pruned n-grams' mass goes to the shorter context).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class Level:
     ids: np.ndarray  # (F,) int64 word ids of the words seen after the context
     count: np.ndarray  # (F,) int64 raw counts c(context w)
     cont: np.ndarray  # (F,) int64 continuation counts N1+(. context w)
+    hidden_count: int = 0  # sum of the raw counts of the followers pruning dropped (0 when nothing was pruned)
+    hidden_cont: int = 0  # sum of their continuation counts
 
     @staticmethod
     def empty() -> Level:
@@ -43,7 +50,11 @@ class Level:
         return len(self.ids)
 
     def filtered(self, mask: np.ndarray) -> Level:
-        return Level(self.ids[mask], self.count[mask], self.cont[mask])
+        return Level(self.ids[mask], self.count[mask], self.cont[mask], self.hidden_count, self.hidden_cont)
+
+    def hidden(self, raw: bool) -> int:
+        """The pruned followers' mass in the counts a level uses: raw counts, or continuation counts."""
+        return self.hidden_count if raw else self.hidden_cont
 
 
 class CountReader(Protocol):

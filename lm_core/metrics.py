@@ -50,6 +50,31 @@ def sentence_scores(model: LanguageModel, tokens: Sequence[str]) -> list[float]:
     return [s.logprob for s in score_tokens(model, tokens)]
 
 
+Continuation = tuple[Sequence[str], Sequence[str]]
+"""(before, after): tokens of one sentence read from `<s>`; `after` are the ones to score, each given `<s>`, `before`
+and the tokens of `after` before it."""
+
+
+def continuation_scores(model: LanguageModel, requests: Sequence[Continuation]) -> list[list[float]]:
+    """Natural-log P of each token of each request's `after` (see `Continuation`), all requests at once: from the
+    model's batched `score_continuations` when it has one (a neural model or a blend: padded batches of requests
+    in one forward pass each), else token by token (contexts cut to the model's order - 1)."""
+    batched = getattr(model, "score_continuations", None)
+    if batched is not None:
+        return [list(scores) for scores in batched(requests)]
+    width = None if model.order is None else model.order - 1
+    out = []
+    for before, after in requests:
+        history = [BOS, *before]
+        scores = []
+        for word in after:
+            context = history if width is None else history[max(0, len(history) - width) :]
+            scores.append(model.logprob(word, tuple(context)))
+            history.append(word)
+        out.append(scores)
+    return out
+
+
 def perplexity_of_scores(logprobs: Iterable[float]) -> float:
     """exp(-mean(logprobs)); inf if any is -inf; nan for no scores."""
     values = list(logprobs)

@@ -1,16 +1,17 @@
-"""Neural language models: Elman RNN, LSTM and GRU (`RecurrentLM`) and Bengio's fixed-window model (`WindowLM`),
-their checkpoints, and `NeuralLM`, the `LanguageModel` that wraps one for scoring and prediction.
+"""Neural language models for training: Elman RNN, LSTM and GRU (`RecurrentLM`) and Bengio's fixed-window model
+(`WindowLM`) in torch, and their checkpoints. Inference (`NeuralLM`, the `LanguageModel` that wraps a model for
+scoring and prediction) runs in numpy, in `lm_core.inference`, which reads the same checkpoints without torch;
+`NeuralLM`, `NeuralConfig` and the errors are re-exported here.
 
 Both modules map word ids (B, T) and a state to logits (B, T, V) and the next state, so one training loop serves
 them all: a recurrent model's state is its hidden state (detached between batches by truncated BPTT), the window
 model's state is the last `window` word ids (so a window reaches back across batches too).
 
 Ids are those of `lm_core.vocab` (`<unk>`=0, `<s>`=1, `</s>`=2). `<s>` is an input only: its logit is -inf, so it
-is never predicted and a distribution sums to 1 over every other word of the model's vocabulary. Log-probabilities
-are natural logs, computed in float64 from the float32 logits (so distributions sum to 1 within ~1e-15).
+is never predicted and a distribution sums to 1 over every other word of the model's vocabulary.
 
-torch is imported here and in `lm_core.training` only, so that the n-gram code (and a server's first completion)
-never pays for importing it.
+torch is imported here, in `lm_core.training` and `lm_core.distributed` only, so that the n-gram code, the server
+and every command that only reads a model never pay for importing it.
 """
 
 from __future__ import annotations
@@ -18,78 +19,48 @@ from __future__ import annotations
 import math
 import os
 import threading
-from bisect import bisect_left
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from lm_core.files import make_private_folder, open_private
-from lm_core.model import Context, Prediction
-from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
+from lm_core.inference import (
+    CELLS,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    NeuralConfig,
+    NeuralError,
+    NeuralLM,
+    _one_line,
+    checked_payload,
+)
+from lm_core.vocab import BOS_ID
 
-CELLS = ("rnn", "lstm", "gru", "window")
-CHECKPOINT_FORMAT = "nextword-neural-lm"
-CHECKPOINT_VERSION = 1
+__all__ = [
+    "CELLS",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "NeuralConfig",
+    "NeuralError",
+    "NeuralLM",
+    "RecurrentLM",
+    "WindowLM",
+    "build_model",
+    "load_checkpoint",
+    "save_checkpoint",
+    "update_checkpoint_metrics",
+]
 
 State = Any
 """A model's state: a tensor (RNN, GRU: hidden (L, B, H); window model: the last ids (B, window)) or, for an LSTM,
 a tuple (h, c) of two (L, B, H) tensors."""
-
-
-class NeuralError(Exception):
-    """Base class of the neural models' named errors; each message is one line a person can act on."""
-
-
-class CheckpointError(NeuralError):
-    """A checkpoint is missing, damaged, of another format, or inconsistent (weights vs. config vs. vocabulary)."""
-
-
-@dataclass(frozen=True)
-class NeuralConfig:
-    """What a neural model is: its cell and sizes. Stored in every checkpoint (as a dict)."""
-
-    cell: str = "lstm"  # "rnn" (Elman, tanh), "lstm", "gru", or "window" (Bengio et al. 2003)
-    vocab_size: int = 10_000  # words the model knows, <unk> <s> </s> included; ids as in lm_core.vocab
-    embed_dim: int = 200  # word-vector size; must equal hidden_dim when tie_weights is set
-    hidden_dim: int = 200  # recurrent state size (the window model: its tanh layer)
-    layers: int = 2  # stacked recurrent layers (the window model has one hidden layer)
-    dropout: float = 0.2  # on embeddings, between layers and before the output; training only
-    tie_weights: bool = True  # the output layer reuses the input embeddings (Press & Wolf 2017): fewer weights
-    window: int = 4  # the window model's context, in words (an order-5 model); unused by recurrent cells
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        if self.vocab_size < 4:
-            raise ValueError(f"vocab_size must be at least 4 (<unk> <s> </s> and a word), not {self.vocab_size}")
-        for name in ("embed_dim", "hidden_dim", "layers", "window"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.tie_weights and self.embed_dim != self.hidden_dim:
-            raise ValueError(f"tied weights need embed_dim == hidden_dim (got {self.embed_dim} and {self.hidden_dim})")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NeuralConfig:
-        """A config from a checkpoint's dict; unknown keys are an error (a newer format), missing ones default."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown config fields {', '.join(unknown)}")
-        return cls(**data)
-
-    @property
-    def order(self) -> int | None:
-        """The n-gram order the model amounts to: None (unbounded) for recurrent cells, window + 1 otherwise."""
-        return self.window + 1 if self.cell == "window" else None
 
 
 # --- the models -----------------------------------------------------------------------------------------------------
@@ -297,26 +268,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable neural checkpoint ({_one_line(exc)})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a nextword neural checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {payload.get('version')}; this nextword reads {CHECKPOINT_VERSION}"
-        )
-    for key, kind in (("config", dict), ("vocab", list), ("state_dict", dict), ("metrics", dict)):
-        if not isinstance(payload.get(key), kind):
-            raise CheckpointError(
-                f"{path} is a damaged neural checkpoint ('{key}' is missing or not a {kind.__name__})"
-            )
-    try:
-        config = NeuralConfig.from_dict(payload["config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} has an invalid model config ({_one_line(exc)})") from exc
-    vocab = payload["vocab"]
-    if not all(isinstance(w, str) for w in vocab) or vocab[:3] != [UNK, BOS, EOS] or len(set(vocab)) != len(vocab):
-        raise CheckpointError(f"{path} has an invalid vocabulary (it must start with <unk> <s> </s>, no repeats)")
-    if len(vocab) != config.vocab_size:
-        raise CheckpointError(f"{path}: its vocabulary has {len(vocab)} words but its config says {config.vocab_size}")
+    config, vocab = checked_payload(path, payload)
     model = build_model(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     try:
@@ -326,203 +278,3 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model.eval()
     training = payload.get("training")
     return Checkpoint(model, config, vocab, payload["metrics"], training if isinstance(training, dict) else None)
-
-
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    """An exception as one short line (torch's messages run to many lines)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --- the LanguageModel ----------------------------------------------------------------------------------------------
-@dataclass
-class DocumentState:
-    """What is cached for one document: the tokens seen, model states at some token counts, and the next-word
-    log-probabilities after all the tokens."""
-
-    tokens: tuple[str, ...]
-    states: list[tuple[int, State]]  # (number of tokens fed, the state after them), ascending; starts with (0, init)
-    logprobs: torch.Tensor  # (V,) float64, natural logs of P(next word | tokens)
-
-
-class NeuralLM:
-    """A neural model as a `LanguageModel`: `logprob` (natural log) and exact top-k `predict`.
-
-    Words outside the model's vocabulary are `<unk>`; `<s>` is never predicted. `order` is None for recurrent cells
-    (unbounded context) and window + 1 for the window model. An empty context means a sentence start (`<s>`).
-
-    Inference caches, per document key, the state after the tokens seen (`logprobs_after`), so the next request on
-    a document runs only the tokens after the longest cached point its tokens still agree with. `logprob` and
-    `predict` use the key None, so scoring a text token by token (contexts that keep growing) runs each token once.
-    """
-
-    def __init__(
-        self,
-        model: NeuralModule,
-        vocab_words: Sequence[str],
-        max_documents: int = 32,
-        max_states_per_document: int = 64,
-    ) -> None:
-        config: NeuralConfig = model.config
-        if len(vocab_words) != config.vocab_size:
-            raise ValueError(f"the vocabulary has {len(vocab_words)} words but the model has {config.vocab_size}")
-        self.model = model.eval()
-        self.config = config
-        self.order = config.order
-        self.words: list[str] = list(vocab_words)
-        self._ids = {w: i for i, w in enumerate(self.words)}
-        # prefix filtering: the predictable words sorted, so a prefix is one index range found by bisection
-        ranked = sorted((w, i) for i, w in enumerate(self.words) if i != BOS_ID)
-        self._sorted_words = [w for w, _ in ranked]
-        self._sorted_ids = torch.tensor([i for _, i in ranked], dtype=torch.long)
-        self._documents: OrderedDict[object, DocumentState] = OrderedDict()
-        self.max_documents = max_documents
-        self.max_states = max_states_per_document
-        self.tokens_run = 0  # tokens fed through the network, ever (tests check that caching saves work)
-
-    @classmethod
-    def load(cls, path: str | Path) -> NeuralLM:
-        """The model of a checkpoint file (`CheckpointError` if it cannot be used)."""
-        checkpoint = load_checkpoint(path)
-        return cls(checkpoint.model, checkpoint.vocab)
-
-    # --- the LanguageModel interface --------------------------------------------------------------------------------
-    def logprob(self, word: str, context: Context) -> float:
-        """Natural log of P(word | context); a word outside the vocabulary is scored as `<unk>`; -inf for `<s>`."""
-        return float(self.logprobs_after(None, context)[self.id_of(word)])
-
-    def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]:
-        """The k most probable next words starting with `prefix`, most probable first (ties by word); exact, over
-        the whole vocabulary; probabilities equal exp(logprob)."""
-        return self.top_k(self.logprobs_after(None, context), k, prefix)
-
-    def distribution(self, context: Context) -> dict[str, float]:
-        """P(w | context) for every w of the vocabulary but `<s>` (sums to 1)."""
-        words, probs = self.distribution_arrays(context)
-        return dict(zip(words, probs.tolist(), strict=True))
-
-    def distribution_arrays(self, context: Context) -> tuple[list[str], np.ndarray]:
-        """(the vocabulary, P(w | context) for each word as float64); `<s>` has probability 0."""
-        return self.words, self.logprobs_after(None, context).exp().numpy()
-
-    # --- vocabulary -------------------------------------------------------------------------------------------------
-    def id_of(self, word: str) -> int:
-        return self._ids.get(word, UNK_ID)
-
-    def __contains__(self, word: object) -> bool:
-        return word in self._ids
-
-    def prefix_ids(self, prefix: str) -> torch.Tensor:
-        """Ids of the predictable words starting with `prefix`: one index range of the sorted vocabulary."""
-        if not prefix:
-            return self._sorted_ids
-        lo = bisect_left(self._sorted_words, prefix)
-        hi = bisect_left(self._sorted_words, prefix + "\U0010ffff", lo)
-        return self._sorted_ids[lo:hi]
-
-    def top_k(self, logprobs: torch.Tensor, k: int, prefix: str = "") -> list[Prediction]:
-        """The k best words starting with `prefix` under `logprobs` (V,), every word tied with the k-th
-        considered, so ties are broken by word exactly."""
-        if k <= 0:
-            return []
-        ids = self.prefix_ids(prefix)
-        values = logprobs[ids]  # (P,) the candidates' log-probabilities
-        if len(values) > k:
-            kth = torch.topk(values, k).values[-1]
-            keep = values >= kth  # the top k and every word tied with the k-th
-            ids, values = ids[keep], values[keep]
-        ranked = sorted(zip(values.tolist(), ids.tolist(), strict=True), key=lambda vi: (-vi[0], self.words[vi[1]]))
-        return [Prediction(self.words[i], math.exp(v)) for v, i in ranked[:k] if v > -math.inf]
-
-    # --- inference with cached states -------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def logprobs_after(self, doc_key: object, tokens: Sequence[str]) -> torch.Tensor:
-        """Natural-log P(next word | tokens) for every word id, as a (V,) float64 tensor (do not modify it).
-
-        The state after `tokens` is cached under `doc_key`: when the next call's tokens extend them (or agree with
-        them up to a cached point), only the tokens after that point are run. Empty `tokens` mean `(<s>,)`.
-        """
-        tokens = tuple(tokens) or (BOS,)
-        doc = self._documents.get(doc_key)
-        if doc is not None:
-            self._documents.move_to_end(doc_key)
-            if doc.tokens == tokens:
-                return doc.logprobs
-            same = _common_prefix(doc.tokens, tokens)
-            fed, state = next((n, s) for n, s in reversed(doc.states) if n <= same and n < len(tokens))
-            states = [(n, s) for n, s in doc.states if n <= fed]
-        else:
-            fed, state = 0, self.model.init_state(1)
-            states = [(0, state)]
-        ids = self._tensor([self.id_of(t) for t in tokens[fed:]])  # (1, T)
-        logits, state = self.model(ids, state, last_only=True)  # (1, 1, V)
-        self.tokens_run += ids.size(1)
-        logprobs = F.log_softmax(logits[0, -1].double(), dim=-1).cpu()  # (V,) float64, so it sums to 1 exactly
-        states.append((len(tokens), state))
-        if len(states) > self.max_states:  # keep the start and the most recent points
-            states = [states[0], *states[len(states) - self.max_states + 1 :]]
-        self._documents[doc_key] = DocumentState(tokens, states, logprobs)
-        if len(self._documents) > self.max_documents:
-            self._documents.popitem(last=False)
-        return logprobs
-
-    def _tensor(self, ids: list[int]) -> torch.Tensor:
-        """Word ids as a (1, T) batch on the model's device."""
-        return torch.tensor([ids], dtype=torch.long, device=next(self.model.parameters()).device)
-
-    def forget_document(self, doc_key: object) -> None:
-        """Drop a document's cached states (e.g. when it is closed)."""
-        self._documents.pop(doc_key, None)
-
-    @torch.inference_mode()
-    def sentence_logprobs(self, tokens: Sequence[str]) -> list[float]:
-        """Natural-log P of every token of a flat sequence with `</s>` at sentence ends, each sentence scored from
-        `<s>` on: the same numbers as `lm_core.metrics.score_tokens` gives (within float rounding), one network
-        call per sentence instead of one per token."""
-        out: list[float] = []
-        start = 0
-        while start < len(tokens):
-            end = next((i + 1 for i in range(start, len(tokens)) if tokens[i] == EOS), len(tokens))
-            sentence = tokens[start:end]
-            inputs = [BOS, *sentence[:-1]]
-            ids = self._tensor([self.id_of(t) for t in inputs])  # (1, T)
-            logits, _ = self.model(ids, self.model.init_state(1))  # (1, T, V)
-            self.tokens_run += ids.size(1)
-            logprobs = F.log_softmax(logits[0].double(), dim=-1).cpu()  # (T, V)
-            targets = torch.tensor([self.id_of(t) for t in sentence], dtype=torch.long)
-            out += logprobs.gather(1, targets[:, None])[:, 0].tolist()
-            start = end
-        return out
-
-    @torch.inference_mode()
-    def stream_logprobs(self, tokens: Sequence[str], chunk: int = 2000) -> list[float]:
-        """Natural-log P of every token of a flat sequence with `</s>` at sentence ends, the text read as one
-        stream: `<s>` is fed after each `</s>` but the state carries on, so each word sees the sentences before
-        it (as in training, and as the editor's document state does). This is how published recurrent-model
-        perplexities on PTB and WikiText-2 are measured. Runs `chunk` tokens per network call."""
-        stream: list[int] = [BOS_ID]
-        targets: list[int] = []  # for each token, its position in the stream
-        for token in tokens:
-            targets.append(len(stream))
-            stream.append(self.id_of(token))
-            if token == EOS:
-                stream.append(BOS_ID)
-        state = self.model.init_state(1)
-        scores = torch.empty(len(stream), dtype=torch.float64)  # scores[p] = log P(stream[p] | stream[:p])
-        scores[0] = 0.0
-        for start in range(0, len(stream) - 1, chunk):
-            ids = self._tensor(stream[start : start + chunk + 1])  # (1, T + 1): inputs and the next target
-            logits, state = self.model(ids[:, :-1], state)  # (1, T, V)
-            self.tokens_run += ids.size(1) - 1
-            logprobs = F.log_softmax(logits[0].double(), dim=-1).cpu()  # (T, V)
-            scores[start + 1 : start + ids.size(1)] = logprobs.gather(1, ids[0, 1:].cpu()[:, None])[:, 0]
-        return scores[targets].tolist()
-
-
-def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n

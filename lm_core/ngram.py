@@ -8,7 +8,10 @@ Smoothings (`Smoothing`):
 - `katz`: Katz backoff with Good-Turing discounts for counts up to 5 and backoff weights that normalise.
 - `kneser-ney` (the default): interpolated modified Kneser-Ney (Chen and Goodman 1998) with three discounts per
   order from count-of-counts, continuation counts below the highest order, interpolated with the uniform
-  distribution at the bottom, as KenLM's lmplz estimates it.
+  distribution at the bottom, as KenLM's lmplz estimates it. Over pruned counts, each context's total and backoff
+  weight include the mass of its pruned followers (`Level.hidden`), as `lmplz --prune` estimates:
+  p(w | h) = max(a - D(a), 0) / (sum of kept a + hidden) for a kept follower, and
+  gamma(h) = (D1 N1 + D2 N2 + D3 N3+ over the kept followers + hidden) / (sum of kept a + hidden).
 
 The vocabulary V over which every normalised smoothing sums to 1 is every word with a positive count (not `<s>`)
 plus `<unk>`. Unknown words are scored as `<unk>`. All log-probabilities are natural logs.
@@ -52,6 +55,16 @@ class NgramConfig:
     katz_k: int = 5  # Katz: counts above this are trusted, not discounted
 
 
+KN_MEMO_BYTES = 16 * 2**20  # default bound of the Kneser-Ney level memo (`NgramModel.memo_bytes`)
+KN_MEMO_OVERHEAD_BYTES = 300  # one memo entry's Python objects
+
+
+class _Memo(dict):
+    """A dict that counts the bytes of the arrays its entries hold."""
+
+    nbytes = 0
+
+
 class _Cache:
     """Per-version memo of vocabulary-wide arrays; dropped whenever the counts change."""
 
@@ -76,6 +89,7 @@ class NgramModel:
         if config.delta <= 0:
             raise ValueError("add-delta needs delta > 0")
         self._cache = _Cache()
+        self.memo_bytes = KN_MEMO_BYTES  # bytes of follower arrays the Kneser-Ney level memo may hold
 
     # --- public interface --------------------------------------------------------------------------------
     def logprob(self, word: str, context: Context) -> float:
@@ -97,7 +111,7 @@ class NgramModel:
         too (a count store keeps every suffix of what it keeps: pruning cut-offs never fall with the order)."""
         if self.smoothing is not Smoothing.KNESER_NEY:
             return [self.logprob(word, context) for word, context in queries]
-        memo = self._cached("kn_levels", dict)
+        memo = self._cached("kn_levels", _Memo)
         vocab_size = self._vocab_size()
         id_of = self.counts.vocab.id_of
         contexts: dict[Context, tuple[int, ...]] = {}
@@ -151,11 +165,19 @@ class NgramModel:
         """(V's words, P(w | context) for each as float64): `distribution` as arrays, the word list the same object
         while the counts do not change. Under Kneser-Ney it starts from the cached unigram level and touches only
         each longer context's followers (a blend reads the whole distribution on every key press)."""
-        words = self._cached("vocab_words", lambda: [self.counts.vocab.words[i] for i in self.vocabulary_ids()])
+        words = self.vocabulary_words()
         ids = self._context_ids(context)
         if self.smoothing is not Smoothing.KNESER_NEY:
             return words, self._probs(ids, self.vocabulary_ids())
         return words, self._kneser_ney_dense(ids)
+
+    def vocabulary_words(self) -> list[str]:
+        """V's words in id order: the list `distribution_arrays` returns (the same object while counts stay)."""
+        return self._cached("vocab_words", lambda: [self.counts.vocab.words[i] for i in self.vocabulary_ids()])
+
+    def word_positions(self) -> dict[str, int]:
+        """Each word of V -> its position in `vocabulary_words()`."""
+        return self._cached("word_positions", lambda: {w: i for i, w in enumerate(self.vocabulary_words())})
 
     def _kneser_ney_dense(self, ids: tuple[int, ...]) -> np.ndarray:
         """`_kneser_ney` over all of V with the same arithmetic (so the same floats): the unigram level for every
@@ -328,13 +350,14 @@ class NgramModel:
         for n, level in enumerate(levels, start=1):
             raw = n == self.order or (n > 1 and ids[len(ids) - n + 1] == BOS_ID)
             values = level.count if raw else level.cont
-            total = int(values.sum())
+            hidden = level.hidden(raw)
+            total = int(values.sum()) + hidden
             if total == 0:
                 continue  # unseen context: all mass goes to the shorter context
             d1, d2, d3 = self._discounts(n, RAW if n == self.order else ADJUSTED)
             n1, n2 = int((values == 1).sum()), int((values == 2).sum())
             n3 = len(values) - n1 - n2 - int((values == 0).sum())
-            gamma = (d1 * n1 + d2 * n2 + d3 * n3) / total
+            gamma = (d1 * n1 + d2 * n2 + d3 * n3 + hidden) / total
             if n == 1:
                 a = self._unigram_values(level, values, f"dense{raw}", words)
             else:
@@ -345,22 +368,26 @@ class NgramModel:
 
     def _kn_level(self, ids: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray, int, float, tuple] | None:
         """One level's followers, adjusted counts, total, gamma and discounts; None for an unseen context."""
-        memo = self._cached("kn_levels", dict)
+        memo = self._cached("kn_levels", _Memo)
         key = ids[len(ids) - n + 1 :] if n > 1 else ()
         if key in memo:
             return memo[key]
         level = self.counts.level(key)
         raw = n == self.order or (n > 1 and key[0] == BOS_ID)
         values = level.count if raw else level.cont
-        total = int(values.sum())
+        hidden = level.hidden(raw)
+        total = int(values.sum()) + hidden
         entry = None
         if total:
             d1, d2, d3 = self._discounts(n, RAW if n == self.order else ADJUSTED)
             n1, n2 = int((values == 1).sum()), int((values == 2).sum())
             n3 = len(values) - n1 - n2 - int((values == 0).sum())
-            entry = (level.ids, values, total, (d1 * n1 + d2 * n2 + d3 * n3) / total, (0.0, d1, d2, d3))
-        if len(memo) > 200_000:
+            entry = (level.ids, values, total, (d1 * n1 + d2 * n2 + d3 * n3 + hidden) / total, (0.0, d1, d2, d3))
+        if entry is not None:
+            memo.nbytes += entry[0].nbytes + entry[1].nbytes + KN_MEMO_OVERHEAD_BYTES
+        if memo.nbytes > self.memo_bytes:  # the memo keeps follower arrays alive: bounded in bytes, as the reader is
             memo.clear()
+            memo.nbytes = 0
         memo[key] = entry
         return entry
 

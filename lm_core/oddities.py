@@ -143,7 +143,11 @@ def score_windows(
     The one place oddity detection asks a model for probabilities, so a batched scorer can take its place: a model
     of bounded order is asked for every (word, context) pair at once (`logprobs`, when it has it: the n-gram model
     fetches the counts in bulk), memoised in `memo` across calls; an unbounded model with `sentence_logprobs` (a
-    neural model or a blend) scores each request's whole sentence in one call."""
+    neural model or a blend) scores each request's whole sentence in one call, or, with `score_continuations`
+    (`lm_core.metrics.continuation_scores`), every request in padded batches at once."""
+    continuations = getattr(model, "score_continuations", None)
+    if continuations is not None:
+        return [math.fsum(scores) for scores in continuations(requests)]
     batched = getattr(model, "sentence_logprobs", None)
     out: list[float] = []
     if model.order is None and batched is not None:

@@ -121,7 +121,7 @@ def open_engine(
         )
     path = neural_model_path(neural, engine.store.path, engine.base_sources())
     if path is not None:
-        from lm_core.neural import CheckpointError
+        from lm_core.inference import CheckpointError
 
         try:
             engine.attach_neural(path)
@@ -806,14 +806,12 @@ def eval_command(
         f"({len(held):,} tokens, sentence ends included)"
     )
     kind = str(getattr(engine.model, "smoothing", "ARPA backoff"))
-    rows = [("n-gram", f"{kind}, order {engine.model.order}", perplexity(engine.model, held))]
-    if neural_path is not None:
-        import torch
-
-        from lm_core import neural
+    described_ngram = f"{kind}, order {engine.model.order}"
+    if neural_path is None:
+        rows = [("n-gram", described_ngram, perplexity(engine.model, held))]
+    else:
+        from lm_core import inference
         from lm_core.blend import Blend, fit_weights_em
-
-        torch.set_num_threads(1)  # one token at a time: more threads only wait on each other
 
         if str(neural_path) == DEFAULT_NEURAL:  # as the server's setting: the retrained model, else the shipped one
             neural_path = neural_model_path(DEFAULT_NEURAL, engine.store.path, engine.base_sources())
@@ -822,16 +820,22 @@ def eval_command(
                     "no neural model for this store: none retrained beside it, and it did not grow from the shipped one"
                 )
         try:
-            lm = neural.NeuralLM.load(neural_path)
-        except neural.CheckpointError as exc:
+            lm = inference.NeuralLM.load(neural_path)
+        except inference.CheckpointError as exc:
             fail(str(exc))
         unknown = sum(lm.id_of(w) == 0 for w in held) / len(held) * 100
         shape = f"{lm.config.cell} {lm.config.layers}x{lm.config.hidden_dim}" if lm.order is None else "window"
         described = f"{shape}, {len(lm.words):,} words, {unknown:.1f}% <unk>"
-        rows.append(("neural", described, perplexity_of_scores(lm.sentence_logprobs(held))))
+        # each text scored once per model: the held-out rows give the n-gram's scores (its column) and the blend's
         weights = fit_weights_em([engine.model, lm], fit)
         blend = Blend([engine.model, lm], weights)
-        rows.append(("blend", f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural", perplexity(blend, held)))
+        neural_scores = lm.sentence_logprobs(held)
+        held_rows = blend.component_rows(held, known={1: neural_scores})
+        rows = [
+            ("n-gram", described_ngram, perplexity_of_scores(held_rows[:, 0].tolist())),
+            ("neural", described, perplexity_of_scores(neural_scores)),
+            ("blend", f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural", perplexity_of_scores(blend.mix(held_rows))),
+        ]
     width = max(len(d) for _, d, _ in rows)
     click.echo(f"  {'model':<7} {'':<{width}}  perplexity")
     for name, described, ppl in rows:

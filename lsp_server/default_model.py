@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import lzma
+import math
 import os
 import re
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lm_core import tokenize
-from lm_core.counting import count_ngrams, encode_sentences, prune
+from lm_core.counting import CountTables, count_ngrams, encode_sentences, prune
 from lm_core.vocab import UNK, Vocab
 from lsp_server.paths import DEFAULT_BASE_NAME, DEFAULT_MODEL, DEFAULT_NEURAL_MODEL
 from store.countstore import CountStore
@@ -87,14 +88,31 @@ def analyse_wikitext(text: str) -> tuple[list[list[str]], Counter[tuple[str, str
     return sentences, casing
 
 
+def valid_perplexity(tables: CountTables, valid: Path) -> float:
+    """Perplexity (per token, sentence ends counted) of the Kneser-Ney model of `tables` on WikiText-2 valid read
+    as prose, as the store gives it (the same counts, hidden mass and discounts)."""
+    from lm_core.metrics import perplexity_of_scores, score_tokens
+    from lm_core.ngram import NgramModel
+
+    sentences, _ = analyse_wikitext(valid.read_text(encoding="utf-8"))
+    tokens = [t for sentence in sentences for t in sentence]
+    return perplexity_of_scores([s.logprob for s in score_tokens(NgramModel(tables), tokens)])
+
+
 def build_default_model(
-    corpus: Path, output: Path, order: int = DEFAULT_ORDER, min_counts: tuple[int, ...] = DEFAULT_MIN_COUNTS
+    corpus: Path,
+    output: Path,
+    order: int = DEFAULT_ORDER,
+    min_counts: tuple[int, ...] = DEFAULT_MIN_COUNTS,
+    valid: Path | None = None,
 ) -> dict[str, float]:
-    """Count, prune, write a base store, compress it to `output`; returns figures for the log."""
+    """Count, prune, write a base store, compress it to `output`; returns figures for the log (with `valid`, the
+    model's perplexity on that WikiText file too)."""
     started = time.perf_counter()
     sentences, casing = analyse_wikitext(corpus.read_text(encoding="utf-8"))
     vocab = Vocab()
     tables = prune(count_ngrams(encode_sentences(sentences, vocab), order, vocab), min_counts)
+    perplexity = valid_perplexity(tables, valid) if valid is not None else math.nan
     with tempfile.TemporaryDirectory() as tmp:
         db_path = Path(tmp) / "default.db"
         with CountStore.open(db_path, order=order, tokenizer="prose", create=True) as store:
@@ -111,6 +129,7 @@ def build_default_model(
         "ngrams": float(sum(len(t) for t in tables.tables)),
         "db_bytes": float(raw_bytes),
         "xz_bytes": float(output.stat().st_size),
+        "valid_perplexity": perplexity,
         "seconds": time.perf_counter() - started,
     }
 
@@ -207,11 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nextword: error: {corpus} not found; give --corpora or set NEXTWORD_CORPORA", file=sys.stderr)
         return 1
     min_counts = tuple(int(x) for x in args.min_counts.split(","))
-    figures = build_default_model(corpus, args.output, args.order, min_counts)
+    valid = corpus.with_name("wiki.valid.tokens")
+    figures = build_default_model(corpus, args.output, args.order, min_counts, valid if valid.exists() else None)
     print(
         f"{args.output}: order {args.order}, min counts {min_counts}, {figures['tokens']:,.0f} tokens, "
         f"{figures['ngrams']:,.0f} n-grams, store {figures['db_bytes'] / 1e6:.1f} MB, "
-        f"xz {figures['xz_bytes'] / 1e6:.1f} MB, {figures['seconds']:.1f} s"
+        f"xz {figures['xz_bytes'] / 1e6:.1f} MB, WikiText-2 valid perplexity (prose tokens) "
+        f"{figures['valid_perplexity']:.1f}, {figures['seconds']:.1f} s"
     )
     if figures["xz_bytes"] > MAX_BYTES:
         print("nextword: error: the compressed model is over 20 MB; prune harder", file=sys.stderr)

@@ -6,17 +6,23 @@ and turns model words back into what a person would type (casing from the store,
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lm_core import tokenize
+from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, Adaptation
 from lm_core.backoff import BackoffModel
 from lm_core.corrections import NeighbourIndex, Vocabulary
 from lm_core.metrics import perplexity_of_scores, sentence_scores
-from lm_core.model import Context
+from lm_core.model import Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
@@ -36,9 +42,17 @@ UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (a 
 DEFAULT_BLEND_WEIGHT = 0.3  # the neural model's weight when neither the caller nor the checkpoint says
 OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the store's OVERLAP_WORDS likeliest words
 MIN_OVERLAP = 0.5
+ADAPTATION_KEY = "adaptation"  # the store setting holding the adaptive mixture's weights (JSON)
+CACHE_CHARS = 24_000  # the document cache reads at most this many characters before the cursor
+ADAPTATION_BUCKETED = False  # weights per context bucket (bench/adaptation.py decides)
+PARAGRAPH_MEMO = 2_000  # paragraphs whose tokens the document cache remembers
+HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 SPELLING_MIN_COUNT = 20  # a spelling correction must be a word seen at least this often
 FOLLOWER_SETS = 20_000  # words whose followers are kept as sets for the seen-pair filter
-MEMO_LIMIT = 400_000  # per-token scores kept between checks
+MEMO_LIMIT = 400_000  # per-token scores kept between checks (at most; and within an eighth of the cache budget)
+MEMO_ENTRY_BYTES = 250  # one kept score: its key (a context tuple and a word) and its float
+DEFAULT_CACHE_BYTES = 64 * 2**20  # the memory budget of the caches (setting cacheMegabytes), split by set_cache_budget
+SENTENCE_ENTRY_BYTES = 200  # a cached sentence's own objects besides its words (the entry, the result tuple)
 _CLOSERS = frozenset(",.;:!?)]}%\u2026")
 _OPENERS = frozenset("([{$")
 
@@ -125,19 +139,56 @@ class Engine:
             self.ngram = store.model()
         else:
             self.ngram = NgramModel(SqliteCounts(store), config or NgramConfig())
-        self.neural: Any = None  # the attached checkpoint's module and vocabulary (see attach_neural), or None
+        self.neural: Any = None  # the attached checkpoint's network and vocabulary (see attach_neural), or None
         self.neural_path: Path | None = None
         self.neural_weight = 0.0
         self._neural_generation = 0  # changes on every attach/detach (cached check results are stale)
         self._local = threading.local()  # each thread's own Blend (a neural model's caches are not thread-safe)
         self._casing: dict[str, str] = {}
         self._casing_version: int | None = None
-        self._sentence_cache: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
+        self._sentence_cache: OrderedDict[tuple[str, ...], tuple[float, list[Oddity]]] = OrderedDict()
+        self._sentence_bytes = 0
+        self.cache_bytes = 0
         self._check_version: tuple[int, int, OddityConfig] | None = None
+        self.adaptation: Adaptation | None = None  # see enable_adaptation
+        self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's paragraphs above, tokenized
+        self._cache_middle: tuple[str, list[str]] = ("", [])  # ... and the current paragraph's finished sentences
+        self._paragraph_memo: dict[str, list[str]] = {}  # paragraph text -> its tokens (oldest first out)
         self._check_lock = threading.Lock()  # one check at a time fills the sentence cache
         self._memo: Memo = {}  # per-token n-gram scores of candidate windows, kept while the counts stay the same
         self._vocabulary: tuple[int, Vocabulary] | None = None
         self._neighbours: tuple[frozenset[str], NeighbourIndex] | None = None
+        self.set_cache_budget(DEFAULT_CACHE_BYTES)
+
+    def set_cache_budget(self, total_bytes: int) -> None:
+        """Bound the memory of every cache by `total_bytes`: half for the n-gram reader's follower lists (and a
+        quarter of that for its SQLite page cache), an eighth each for the Kneser-Ney level memo, the checked
+        sentences, the per-token scores of oddity windows and the store connection's SQLite page cache."""
+        self.cache_bytes = total_bytes
+        if isinstance(self.ngram, NgramModel):
+            self.ngram.memo_bytes = total_bytes // 8
+            if isinstance(self.ngram.counts, SqliteCounts):
+                self.ngram.counts.set_cache_bytes(total_bytes // 2)
+        if isinstance(self.store, CountStore):
+            with self.store.lock:
+                self.store.db.execute(f"PRAGMA cache_size = -{max(256, total_bytes // 8 // 1024)}")
+        self._trim_sentence_cache()
+
+    @property
+    def sentence_cache_bytes(self) -> int:
+        """Bytes the checked-sentence cache holds now (an estimate: its strings and entries)."""
+        return self._sentence_bytes
+
+    def _cache_sentence(self, norms: tuple[str, ...], result: tuple[float, list[Oddity]]) -> None:
+        self._sentence_cache[norms] = result
+        self._sentence_bytes += _sentence_bytes(norms, result)
+        self._trim_sentence_cache()
+
+    def _trim_sentence_cache(self) -> None:
+        """Least recently checked sentences out until the cache is within an eighth of the budget."""
+        while self._sentence_cache and self._sentence_bytes > self.cache_bytes // 8:
+            norms, result = self._sentence_cache.popitem(last=False)
+            self._sentence_bytes -= _sentence_bytes(norms, result)
 
     @classmethod
     def open(cls, db: str | Path | None = None, config: NgramConfig | None = None, create: bool = False) -> Engine:
@@ -163,7 +214,7 @@ class Engine:
         module, vocab, weight, generation = neural
         if getattr(local, "generation", None) != generation:
             from lm_core.blend import Blend
-            from lm_core.neural import NeuralLM
+            from lm_core.inference import NeuralLM
 
             local.blend = Blend([self.ngram, NeuralLM(module, vocab)], [1 - weight, weight])
             local.generation = generation
@@ -182,15 +233,13 @@ class Engine:
 
         Raises `CheckpointError` (one line) for a missing or damaged checkpoint, or one whose vocabulary knows fewer
         than MIN_OVERLAP of the n-gram model's OVERLAP_WORDS likeliest words with no context (a model trained on
-        other text, or on another tokenization); the engine then keeps the model it had. torch is imported here.
+        other text, or on another tokenization); the engine then keeps the model it had. The network runs in numpy
+        (`lm_core.inference`): torch is never imported for it.
         """
-        import torch
+        from lm_core.inference import CheckpointError, load_network
 
-        from lm_core.neural import CheckpointError, load_checkpoint
-
-        torch.set_num_threads(1)
         path = Path(path).expanduser()
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_network(path)
         if weight is None:
             stored = checkpoint.metrics.get("blend_weight")
             weight = float(stored) if isinstance(stored, int | float) else DEFAULT_BLEND_WEIGHT
@@ -207,7 +256,7 @@ class Engine:
                     f"(it needs {MIN_OVERLAP:.0%}): it was trained on other text or another tokenization"
                 )
         self._neural_generation += 1
-        self.neural = (checkpoint.model, checkpoint.vocab, weight, self._neural_generation)
+        self.neural = (checkpoint.network, checkpoint.vocab, weight, self._neural_generation)
         self.neural_path, self.neural_weight = path, weight
 
     def detach_neural(self) -> None:
@@ -234,19 +283,147 @@ class Engine:
             self.ngram.counts.close()
         self.store.close()
 
+    # --- personal adaptation ---------------------------------------------------------------------------------
+    def enable_adaptation(self, parts: tuple[str, ...] = ("user", "cache"), bucketed: bool | None = None) -> None:
+        """Suggest from the adaptive mixture (`lm_core.adaptation`): the store's model, a user layer over what the
+        store learned, and the document cache, with the weights kept in the store (refit on each learn's new text,
+        scored before it is learned). Scoring and diagnostics stay on `model`; an attached neural model joins the
+        mixture at its blend weight. With `bucketed` (default `ADAPTATION_BUCKETED`) the weights depend on how often
+        the user layer saw the context's last word. Builds the user layer (seconds for 1M learned words)."""
+        store = self.counts_store
+        if not isinstance(self.ngram, NgramModel):
+            return
+        saved = json.loads(store.setting(ADAPTATION_KEY) or "{}")
+        weights = saved.get("weights", list(DEFAULT_WEIGHTS))
+        bucketed = ADAPTATION_BUCKETED if bucketed is None else bucketed
+        adaptation = Adaptation(self.ngram, weights, int(saved.get("fitted_tokens", 0)), parts, bucketed)
+        if "bucket_weights" in saved:
+            adaptation.bucket_weights = np.asarray(saved["bucket_weights"], dtype=np.float64)
+        adaptation.set_user_text(store.learned_sentences())
+        self.adaptation = adaptation
+
+    def disable_adaptation(self) -> None:
+        self.adaptation = None
+
+    def adaptation_weights(self) -> dict[str, float | int] | None:
+        """The weights kept in the store (store, user, cache) and how many held-out tokens they were fit on."""
+        if not isinstance(self.store, CountStore):
+            return None
+        saved = json.loads(self.store.setting(ADAPTATION_KEY) or "{}")
+        if "weights" not in saved:
+            return None
+        return {**dict(zip(COMPONENTS, saved["weights"], strict=True)), "fitted_tokens": saved["fitted_tokens"]}
+
+    def _adapt_before_learning(self, text: str) -> None:
+        """Score the text's new sentences (not learned before) under each component, refit and keep the weights."""
+        adaptation = self.adaptation
+        if adaptation is None:
+            return
+        known = {tuple(s) for s in self.counts_store.learned_sentences()}
+        fresh = [[t.norm for t in s] for s in self._sentences(text)]
+        fresh = [s for s in fresh if tuple(s) not in known]
+        while sum(map(len, fresh)) > HELD_OUT_PER_LEARN and len(fresh) > 1:
+            fresh = fresh[len(fresh) // 2 :]  # the newest part of a long text is enough (and bounds the cost)
+        if not fresh:
+            return
+        weights = adaptation.observe(fresh)
+        record = {
+            "weights": [round(float(w), 6) for w in weights],
+            "bucket_weights": np.round(adaptation.bucket_weights, 6).tolist(),
+            "fitted_tokens": adaptation.fitted_tokens,
+        }
+        self.counts_store.save_setting(ADAPTATION_KEY, json.dumps(record))
+
+    def _adapt_after_learning(self) -> None:
+        if self.adaptation is not None:
+            self.adaptation.set_user_text(self.counts_store.learned_sentences())
+
+    def _fill_cache(self, text: str, end: int) -> None:
+        """The document cache: the tokens of `text` before character `end` (the start of the word being typed),
+        at most CACHE_CHARS of it; the part above the current paragraph is tokenized only when it changes."""
+        if self.adaptation is None or "cache" not in self.adaptation.parts:
+            return
+        nominal = max(0, end - CACHE_CHARS)
+        start = text.find("\n\n", nominal, end) if nominal else 0  # whole paragraphs only
+        start = nominal if start < 0 else start
+        paragraph = max(start, text.rfind("\n\n", start, end))
+        sentence = max(paragraph, *(text.rfind(f"{stop} ", paragraph, end) + 1 for stop in ".!?"))
+        # the paragraphs above change rarely (each one tokenized once, then remembered), the current paragraph's
+        # finished sentences once a sentence
+        if text[start:paragraph] != self._cache_head[0]:
+            chunks = text[start:paragraph].split("\n\n")
+            self._cache_head = (text[start:paragraph], [t for c in chunks if c.strip() for t in self._paragraph(c)])
+        head = self._cache_head[1]
+        middle = self._tokens_memo(self._cache_middle, text[paragraph:sentence])
+        self._cache_middle = (text[paragraph:sentence], middle)
+        tail = [t.norm for s in self._sentences(text[sentence:end]) for t in s]
+        if tail and tail[-1] == EOS:
+            tail.pop()  # the sentence being written has not ended
+        self.adaptation.cache.set_tokens([*head, *middle, *tail])
+
+    def _paragraph(self, text: str) -> list[str]:
+        """The normalised tokens of one paragraph, remembered (at most PARAGRAPH_MEMO of them)."""
+        memo = self._paragraph_memo
+        tokens = memo.get(text)
+        if tokens is None:
+            tokens = memo[text] = [t.norm for s in self._sentences(text) for t in s]
+            if len(memo) > PARAGRAPH_MEMO:
+                memo.pop(next(iter(memo)))
+        return tokens
+
+    def _tokens_memo(self, memo: tuple[str, list[str]], text: str) -> list[str]:
+        """The normalised tokens of `text` (from `memo` when it is the same text)."""
+        return memo[1] if memo[0] == text else [t.norm for s in self._sentences(text) for t in s]
+
+    def _suggester(self) -> LanguageModel:
+        """What suggests: the adaptive mixture (with the neural model as one more component, at its blend weight,
+        when one is attached), else `model`."""
+        adaptation = self.adaptation
+        if adaptation is None:
+            return self.model
+        mixture = adaptation.blend
+        if self.neural is None:
+            return mixture
+        local = self._local
+        key = (mixture, self._neural_generation)
+        if getattr(local, "adaptive_key", None) != key:
+            from lm_core.blend import Blend
+            from lm_core.neural import NeuralLM
+
+            module, vocab, weight, _ = self.neural
+            weights = [*(float(w) * (1 - weight) for w in mixture.weights), weight]
+            local.adaptive = Blend([*mixture.models, NeuralLM(module, vocab)], weights)
+            local.adaptive_key = key
+        return local.adaptive
+
     # --- suggestions ---------------------------------------------------------------------------------------
     def next_words(
         self, context: Context, k: int = 10, prefix: str = "", sentence_start: bool = False
     ) -> list[Suggestion]:
-        """The k most probable next words (not punctuation or special tokens) after `context`, for display."""
+        """The k most probable next words (not punctuation or special tokens) after `context`, for display (from the
+        adaptive mixture when adaptation is on)."""
+        return self.next_words_from(self._suggester(), context, k, prefix, sentence_start)
+
+    def next_words_from(
+        self,
+        model: LanguageModel,
+        context: Context,
+        k: int = 10,
+        prefix: str = "",
+        sentence_start: bool = False,
+        display: bool = True,
+    ) -> list[Suggestion]:
+        """`next_words` from a given model (with `display` False, the normalised words, not their display form)."""
         wanted = max(k, 0)
         ask = wanted * 2 + 8
         while True:
-            predictions = self.model.predict(context, ask, prefix.casefold())
+            predictions = model.predict(context, ask, prefix.casefold())
             words = [p for p in predictions if _is_suggestible(p.word)]
             if len(words) >= wanted or len(predictions) < ask:
                 break
             ask *= 4
+        if not display:
+            return [Suggestion(p.word, p.prob) for p in words[:wanted]]
         return [Suggestion(self.display(p.word, sentence_start, prefix), p.prob) for p in words[:wanted]]
 
     def complete_at(self, text: str, offset: int, k: int = 10) -> Completion:
@@ -255,6 +432,7 @@ class Engine:
         cursor = tokenize.cursor_context(text, offset, max_tokens=self.context_width)
         if cursor.skipped:
             return Completion([], cursor.prefix, cursor.prefix_start)
+        self._fill_cache(text, cursor.prefix_start)
         suggestions = self.next_words(cursor.context, k, cursor.prefix, cursor.sentence_start)
         return Completion(suggestions, cursor.prefix, cursor.prefix_start)
 
@@ -306,14 +484,17 @@ class Engine:
     def score(self, text: str) -> DocumentScore:
         """Score every token of `text`: the perplexity and each word's surprisal."""
         scored: list[WordScore] = []
-        logprobs: list[float] = []
-        model, width = self.model, self.context_width
-        for sentence in self._sentences(text):
+        sentences = self._sentences(text)
+        self._prefetch(sentences)
+        logprobs = sentence_scores(self.model, [token.norm for sentence in sentences for token in sentence])
+        width = self.context_width
+        position = 0
+        for sentence in sentences:
             history: list[str] = [BOS]
             for token in sentence:
                 context = tuple(history[-width:]) if width > 0 else ()
-                logprob = model.logprob(token.norm, context)
-                logprobs.append(logprob)
+                logprob = logprobs[position]
+                position += 1
                 if token.kind != "eos":
                     bits = -logprob / math.log(2) if logprob > -math.inf else math.inf
                     scored.append(WordScore(token.surface, token.start, token.end, bits, context))
@@ -346,8 +527,7 @@ class Engine:
         total, count, found = 0.0, 0, []
         sentences = self._sentences(text)
         with self._check_lock:
-            self._checked(sentences, config)
-            results = self._sentence_cache
+            results = self._checked(sentences, config)
         for sentence in sentences:
             logprob, oddities = results[tuple(t.norm for t in sentence)]
             total, count = total + logprob, count + len(sentence)
@@ -356,25 +536,38 @@ class Engine:
                     continue
                 found.append(self._odd_word(text, sentence, odd))
         perplexity = math.exp(-total / count) if count else math.nan
-        if len(self._sentence_cache) > 50_000:
-            self._sentence_cache = {}
         return DocumentCheck(perplexity, count, found)
 
-    def _checked(self, sentences: list[list[tokenize.Token]], config: OddityConfig) -> None:
-        """Check the sentences not checked yet under this model version and config (counts fetched in bulk); the
-        caller holds `_check_lock`."""
+    def _checked(
+        self, sentences: list[list[tokenize.Token]], config: OddityConfig
+    ) -> dict[tuple[str, ...], tuple[float, list[Oddity]]]:
+        """Each sentence's log-probability and oddities: from the sentence cache (least recently used out, within
+        its byte budget), or checked now under this model version and config (counts fetched in bulk) and cached;
+        the caller holds `_check_lock`."""
         if self._check_version != (self.version, self._neural_generation, config):
             if self._check_version is None or self._check_version[0] != self.version:
                 self._memo = {}
-            self._sentence_cache = {}
+            self._sentence_cache.clear()
+            self._sentence_bytes = 0
             self._check_version = (self.version, self._neural_generation, config)
-        if len(self._memo) > MEMO_LIMIT:
+        if len(self._memo) > min(MEMO_LIMIT, self.cache_bytes // 8 // MEMO_ENTRY_BYTES):  # within the budget too
             self._memo = {}
-        todo = list({tuple(t.norm for t in s): s for s in sentences if tuple(t.norm for t in s) not in
-                     self._sentence_cache}.values())  # fmt: skip
+        results: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
+        todo: dict[tuple[str, ...], list[tokenize.Token]] = {}
+        for sentence in sentences:
+            norms = tuple(t.norm for t in sentence)
+            cached = self._sentence_cache.get(norms)
+            if cached is not None:
+                self._sentence_cache.move_to_end(norms)
+                results[norms] = cached
+            elif norms not in results:
+                todo.setdefault(norms, sentence)
         if todo:
-            self._prefetch(todo)
-            self._sentence_cache.update(self._find(todo, config, self._memo))
+            self._prefetch(list(todo.values()))
+            for norms, result in self._find(list(todo.values()), config, self._memo).items():
+                results[norms] = result
+                self._cache_sentence(norms, result)
+        return results
 
     def _find(
         self, sentences: list[list[tokenize.Token]], config: OddityConfig, memo: Memo
@@ -382,7 +575,14 @@ class Engine:
         """Each sentence's log-probability (natural log) and oddities, all candidates scored in one batch."""
         model = self.model
         screen = self.ngram if model is not self.ngram else None
-        inputs = [self._sentence_input(sentence, model) for sentence in sentences]
+        if model is self.ngram:
+            inputs = [self._sentence_input(sentence, model) for sentence in sentences]
+        else:  # every sentence in one batched call (a neural model: padded batches)
+            flat = sentence_scores(model, [t.norm for sentence in sentences for t in sentence])
+            inputs, start = [], 0
+            for sentence in sentences:
+                inputs.append(self._sentence_input(sentence, model, flat[start : start + len(sentence)]))
+                start += len(sentence)
         found = find_oddities_many(model, inputs, config, self.oddity_vocabulary(), screen, memo)
         return {tuple(item.tokens): (math.fsum(item.logprobs), odd) for item, odd in zip(inputs, found, strict=True)}
 
@@ -459,13 +659,18 @@ class Engine:
             contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
         self.ngram.prefetch(contexts)
 
-    def _sentence_input(self, sentence: list[tokenize.Token], model: Any) -> SentenceInput:
+    def _sentence_input(
+        self, sentence: list[tokenize.Token], model: Any, logprobs: list[float] | None = None
+    ) -> SentenceInput:
         """A sentence as oddity detection reads it: which tokens to look at and which may change (lower-case words:
         not names, acronyms or numbers; words the model does not know only as misspellings), each token's score."""
         norms = [t.norm for t in sentence]
         skip = [t.kind not in ("word", "number") for t in sentence]
         editable = [t.kind == "word" and _is_common_casing(t.surface, i) for i, t in enumerate(sentence)]
-        logprobs = score_tokens_of(model, norms, self._memo) if model is self.ngram else sentence_scores(model, norms)
+        if logprobs is None:
+            logprobs = (
+                score_tokens_of(model, norms, self._memo) if model is self.ngram else sentence_scores(model, norms)
+            )
         return SentenceInput(norms, skip, editable, logprobs)
 
     def oddity_vocabulary(self) -> Vocabulary:
@@ -510,13 +715,21 @@ class Engine:
 
     # --- learning ---------------------------------------------------------------------------------------------
     def learn(self, source: str, text: str) -> LearnResult:
-        return self.counts_store.learn(source, text)
+        """Learn `text` as `source`; with adaptation on, its new sentences first refit the mixture's weights."""
+        self._adapt_before_learning(text)
+        result = self.counts_store.learn(source, text)
+        self._adapt_after_learning()
+        return result
 
     def learn_file(self, path: str | Path) -> LearnResult:
-        return self.counts_store.learn_file(path)
+        result = self.counts_store.learn_file(path)
+        self._adapt_after_learning()
+        return result
 
     def forget(self, source: str) -> LearnResult:
-        return self.counts_store.forget(source)
+        result = self.counts_store.forget(source)
+        self._adapt_after_learning()
+        return result
 
     def base_sources(self) -> list[str]:
         """Names of the store's base sources (a store seeded from the shipped model has DEFAULT_BASE_NAME)."""
@@ -529,6 +742,18 @@ class Engine:
         stats: dict[str, object] = {**self.store.stats(), "smoothing": smoothing, "model_order": self.ngram.order}
         if self.neural_path is not None:
             stats.update(neural_model=str(self.neural_path), blend_weight=self.neural_weight)
+        weights = self.adaptation_weights()
+        if self.adaptation is not None:  # the live weights (what suggests now)
+            weights = {
+                **dict(zip(COMPONENTS, self.adaptation.weights.tolist(), strict=True)),
+                "fitted_tokens": self.adaptation.fitted_tokens,
+            }
+        if weights is not None:
+            state = "on" if self.adaptation is not None else "off"
+            parts = [f"{name} {weights[name]:.3f}" for name in COMPONENTS]
+            stats["adaptation"] = ", ".join([state, *parts, f"fit on {weights['fitted_tokens']:,} held-out tokens"])
+        elif self.adaptation is not None:
+            stats["adaptation"] = "on, no held-out text yet"
         return stats
 
 
@@ -547,6 +772,11 @@ def _is_common_casing(surface: str, index: int) -> bool:
     if surface.islower() or surface == "I":
         return True
     return index == 0 and surface[:1].isupper() and surface[1:].islower()
+
+
+def _sentence_bytes(norms: tuple[str, ...], result: tuple[float, list[Oddity]]) -> int:
+    """What one checked sentence costs in the cache, in bytes (its key's strings and tuple, its oddities)."""
+    return sys.getsizeof(norms) + sum(sys.getsizeof(w) for w in norms) + SENTENCE_ENTRY_BYTES * (1 + len(result[1]))
 
 
 def _is_suggestible(word: str) -> bool:

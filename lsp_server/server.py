@@ -38,6 +38,7 @@ from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
+from store.countstore import CountStore
 from store.errors import StoreError, UnknownSourceError
 from store.secrets import is_secret_file
 
@@ -61,6 +62,10 @@ COMMANDS = {
 RETRAIN_EPOCHS = 3  # nextword.retrainNeural's defaults: passes over the learned documents ...
 RETRAIN_MINUTES = 5.0  # ... and its time budget
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
+GIL_SWITCH_S = 0.001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
+# background thread gets it within 1 ms (Python's default: 5 ms, several times over in one completion)
+CHECKPOINT_IDLE_S = 1.0  # the write-ahead log is checkpointed once learning has been quiet this long ...
+CHECKPOINT_EVERY_FILES = 25  # ... and every this many files while the workspace is learned
 
 
 IGNORED = "$/nextword/ignoredMessage"
@@ -109,6 +114,7 @@ class NextwordServer(LanguageServer):
         self.diagnostic_tasks: dict[str, asyncio.Task[None]] = {}
         self.learn_tasks: dict[str, asyncio.Task[None]] = {}
         self.completion_generation: dict[str, int] = {}
+        self.checkpoint_task: asyncio.Task[None] | None = None
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Log what went wrong; only errors of the server's own making reach the user, never bad input."""
@@ -126,7 +132,11 @@ class NextwordServer(LanguageServer):
         """The Engine (opened on first use). Raises StoreError if the store cannot be opened."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = Engine.open(self.settings.database, create=self.settings.database is not None)
+                engine = Engine.open(self.settings.database, create=self.settings.database is not None)
+                if isinstance(engine.store, CountStore):
+                    engine.store.defer_checkpoints()  # run when learning is quiet (schedule_checkpoint), not in a learn
+                engine.set_cache_budget(self.settings.cache_megabytes * 2**20)
+                self._engine = engine
             return self._engine
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
@@ -145,6 +155,10 @@ class NextwordServer(LanguageServer):
             self._engine = None
 
     # --- documents --------------------------------------------------------------------------------------------
+    def is_open(self, uri: str) -> bool:
+        documents = self.workspace.text_documents
+        return unquote(uri) in documents or uri in documents
+
     def open_document(self, uri: str) -> Any | None:
         """The open document at `uri`, or None (logged) for a document the client never opened."""
         document = self.workspace.text_documents.get(unquote(uri)) or self.workspace.text_documents.get(uri)
@@ -186,9 +200,14 @@ class NextwordServer(LanguageServer):
             self.message(problem)
         if self.settings.database != old.database:
             self.background.submit(self.reopen)
+        elif self.settings.cache_megabytes != old.cache_megabytes and self._engine is not None:
+            budget = self.settings.cache_megabytes * 2**20
+            self.background.submit(lambda: self.engine().set_cache_budget(budget))
         neural = ("database", "neural_model", "blend_weight")
         if self.initialized and any(getattr(self.settings, k) != getattr(old, k) for k in neural):
             schedule_neural(self)
+        if self.initialized and (self.settings.adaptation, self.settings.database) != (old.adaptation, old.database):
+            self.background.submit(_set_adaptation, self)
 
 
 server = NextwordServer()
@@ -207,6 +226,22 @@ def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
     asyncio.get_running_loop().call_later(WARM_ODDITIES_S, ls.background.submit, _warm_oddities, ls)
     ls.initialized = True
     schedule_neural(ls)
+    ls.background.submit(_set_adaptation, ls)
+
+
+def _set_adaptation(ls: NextwordServer) -> None:
+    """Turn the adaptive mixture on or off as the `adaptation` setting says (on the background thread: building
+    the user layer takes seconds for a large store); an imported ARPA model has nothing learned to adapt to."""
+    try:
+        engine = ls.engine()
+        if ls.settings.adaptation and isinstance(engine.store, CountStore):
+            engine.enable_adaptation()
+        else:
+            engine.disable_adaptation()
+    except StoreError as exc:
+        log.warning("no adaptation: the store cannot be opened: %s", exc)
+    except Exception:  # never kill the server from a background task
+        log.exception("enabling adaptation failed")
 
 
 def schedule_neural(ls: NextwordServer) -> None:
@@ -336,13 +371,61 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
             return
         result = await ls.run_background(lambda: ls.engine().learn(uri, text))
         log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
-        schedule_diagnostics(ls, uri, delay=0)
+        schedule_checkpoint(ls)
+        if ls.is_open(uri):
+            schedule_diagnostics(ls, uri, delay=0)
     except asyncio.CancelledError:
         pass
     except StoreError as exc:
         ls.message(f"nextword could not learn {uri}: {exc}")
     except Exception:
         log.exception("learning %s failed", uri)
+
+
+def schedule_checkpoint(ls: NextwordServer, delay: float = CHECKPOINT_IDLE_S) -> None:
+    """Checkpoint the store's write-ahead log on the background thread once no learn has come for `delay` seconds
+    (the store defers checkpoints, so no learn pays for one; see `CountStore.defer_checkpoints`)."""
+    if ls.checkpoint_task is not None:
+        ls.checkpoint_task.cancel()
+    ls.checkpoint_task = asyncio.ensure_future(_checkpoint_later(ls, delay))
+
+
+async def _checkpoint_later(ls: NextwordServer, delay: float) -> None:
+    try:
+        await asyncio.sleep(delay)
+        await ls.run_background(_checkpoint, ls)
+    except asyncio.CancelledError:
+        pass
+
+
+def _checkpoint(ls: NextwordServer) -> None:
+    try:
+        store = ls.engine().store
+        if isinstance(store, CountStore):
+            store.checkpoint()
+    except Exception:  # a checkpoint that cannot run now runs next time; never kill the server for it
+        log.exception("checkpoint failed")
+    release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim): freed numpy blocks and SQLite pages
+    otherwise stay resident, and a long session's memory creeps up. A no-op where there is no glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return None
 
 
 # --- diagnostics -----------------------------------------------------------------------------------------------
@@ -357,7 +440,8 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
     try:
         await asyncio.sleep(delay)
         document = ls.open_document(uri)
-        if document is None:
+        if document is None:  # closed meanwhile (e.g. a learn finished after the close): nothing of it stays
+            ls.diagnostic_tasks.pop(uri, None)
             return
         text, version = ls.prose(document), document.version
         if text is None:
@@ -658,6 +742,7 @@ async def forget_document(ls: NextwordServer, *args: Any) -> dict[str, Any]:
         result = await ls.run_background(lambda: ls.engine().forget(uri))
     except UnknownSourceError:
         return {"uri": uri, "forgotten": False, "changed_ngrams": 0}
+    schedule_checkpoint(ls)
     schedule_diagnostics(ls, uri, delay=0)
     return {"uri": uri, "forgotten": True, "changed_ngrams": result.changed_ngrams}
 
@@ -684,6 +769,8 @@ async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
             try:
                 await ls.run_background(lambda p=path: ls.engine().learn_file(p))
                 learned += 1
+                if learned % CHECKPOINT_EVERY_FILES == 0:
+                    await ls.run_background(_checkpoint, ls)
             except StoreError as exc:
                 skipped += 1
                 log.info("not learned: %s", exc)
@@ -694,6 +781,7 @@ async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     except asyncio.CancelledError:
         cancelled = True
     finally:
+        schedule_checkpoint(ls)
         ls.work_done_progress.end(
             token, types.WorkDoneProgressEnd(message=f"learned {learned} files" + (" (cancelled)" if cancelled else ""))
         )
@@ -864,6 +952,7 @@ def main(tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str |
     logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs every cancelled request with a traceback
+    sys.setswitchinterval(GIL_SWITCH_S)
     if db:
         server.settings = Settings(database=db)
     if tcp:

@@ -36,6 +36,8 @@ class Settings:
     neural_model: str = "default"  # a neural checkpoint blended with the n-gram model (see paths.neural_model_path):
     # "default" picks the retrained or the shipped model; "" / "none": the n-gram model alone
     blend_weight: float | None = None  # the neural model's weight, 0..1; None: the checkpoint's, else 0.3
+    adaptation: bool = True  # suggest from the adaptive mixture: store model, user layer, document cache (EM weights)
+    cache_megabytes: int = 64  # memory for caches (follower lists, SQLite pages, checked sentences), in MiB
 
 
 _BOUNDS: dict[str, tuple[float, float]] = {
@@ -44,6 +46,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "inline_max_words": (1, 30),
     "debounce_ms": (0, 60_000),
     "max_document_chars": (1_000, 1_000_000_000),
+    "cache_megabytes": (8, 16_384),
 }
 _ALIASES = {
     "maxSuggestions": "suggestions",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lm_core.counting import CountTables, OrderTable, count_ngrams, encode_sentences, ngram_delta
+from lm_core.counting import CountTables, HiddenMass, OrderTable, count_ngrams, encode_sentences, ngram_delta
 from lm_core.counts import ADJUSTED, COC_MAX, RAW
 from lm_core.vocab import BOS_ID, EOS_ID, Vocab
 from store import schema, sources
@@ -160,8 +160,10 @@ class CountStore:
     def external_changes(self) -> int:
         """How many times other connections' commits were noticed (checked at most every OTHER_WRITERS_CHECK_S)."""
         now = time.monotonic()
-        if now - self._checked_at >= OTHER_WRITERS_CHECK_S:
-            with self.lock:
+        # Never wait for this process's writer (it holds the lock for a whole learn): a reader on another thread
+        # reads the last committed state through its own connection, and looks again on its next call.
+        if now - self._checked_at >= OTHER_WRITERS_CHECK_S and self.lock.acquire(blocking=False):
+            try:
                 self._checked_at = now
                 data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
                 if data_version != self._seen_data_version:
@@ -170,6 +172,8 @@ class CountStore:
                         if not self.db.in_transaction:
                             self._sync_vocab()
                     self._seen_data_version = data_version
+            finally:
+                self.lock.release()
         return self._external
 
     @property
@@ -284,6 +288,23 @@ class CountStore:
             self._forget_unused_words()
         self._empty_wal()
         return LearnResult(source, 0, changed, True)
+
+    def defer_checkpoints(self) -> None:
+        """Stop SQLite from checkpointing the write-ahead log inside whichever commit crosses its mark (a learn
+        that happens to cross it took ~100 ms longer): the owner calls `checkpoint` when nothing waits (the server:
+        on the background thread, once learning has been quiet for a moment)."""
+        with self.lock:
+            self.db.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> int:
+        """Copy committed pages from the write-ahead log into the store file (a PASSIVE checkpoint: it never waits
+        for readers or writers, and none waits for it). Returns how many pages of the log are still not in the file
+        (0: all of them; more when a reader still uses older pages), or -1 when a write is in progress."""
+        with self.lock:
+            if self.db.in_transaction:
+                return -1
+            busy, log_pages, moved = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return -1 if busy else max(0, int(log_pages) - int(moved))
 
     def _empty_wal(self) -> None:
         """Move the zeroed pages out of the write-ahead log now rather than at some later checkpoint — but only if
@@ -429,6 +450,8 @@ class CountStore:
                 writer.add_rows(table)
                 for kind in (RAW, ADJUSTED):
                     writer.add_count_of_counts(n, kind, tables.count_of_counts(n, kind))
+            for mass in tables.hidden or []:
+                writer.add_hidden_mass(mass)
             writer.add_casing(casing or Counter())
 
     @contextmanager
@@ -445,9 +468,18 @@ class CountStore:
             remap = np.asarray([self.vocab.add(w) for w in vocab.words], dtype=np.int64)
             writer = BaseWriter(self, remap)
             yield writer
+            self._drop_idle_hidden_mass()
             self.db.execute(
                 "INSERT INTO sources VALUES (?, 'base', NULL, NULL, ?, NULL, ?)", (name, writer.tokens, _now())
             )
+
+    def _drop_idle_hidden_mass(self) -> None:
+        """Keep hidden mass only after contexts that kept a follower (pieces may have given it for any context)."""
+        if not schema.has_hidden_mass(self.db):
+            return
+        for n in range(1, self.order):
+            match = " AND ".join(f"g.{c} = h.{c}" for c in schema.columns(n))
+            self.db.execute(f"DELETE FROM hidden{n} AS h WHERE NOT EXISTS (SELECT 1 FROM ng{n + 1} AS g WHERE {match})")
 
     def _write_tables(self, tables: CountTables) -> None:
         self._pending = None  # too much changed to list: readers drop all they cached
@@ -597,7 +629,30 @@ class CountStore:
             # The stored count-of-counts, as the store's own reader uses: a pruned base keeps its full data's.
             orders = range(1, self.order + 1)
             coc = {(n, kind): self.stored_count_of_counts(n, kind) for n in orders for kind in (RAW, ADJUSTED)}
-            return CountTables(self.order, tables, self.vocab, frozen_coc=coc)
+            return CountTables(self.order, tables, self.vocab, frozen_coc=coc, hidden=self._load_hidden_mass())
+
+    def _load_hidden_mass(self) -> list[HiddenMass] | None:
+        """The base's hidden mass per context order (None when it has none)."""
+        if not schema.has_hidden_mass(self.db):
+            return None
+        masses = []
+        for n in range(1, self.order):
+            cols = ", ".join(schema.columns(n))
+            rows = self.db.execute(f"SELECT {cols}, c, cc FROM hidden{n} ORDER BY {cols}").fetchall()
+            data = np.asarray(rows, dtype=np.int64).reshape(-1, n + 2)
+            masses.append(HiddenMass(data[:, :n].copy(), data[:, n].copy(), data[:, n + 1].copy()))
+        return masses if any(len(m) for m in masses) else None
+
+    def setting(self, key: str) -> str | None:
+        """A value kept in the store's meta table under `key` (e.g. the adaptation weights), or None."""
+        with self.lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (f"setting.{key}",)).fetchone()
+            return row[0] if row else None
+
+    def save_setting(self, key: str, value: str) -> None:
+        """Keep `value` under `key` in the meta table (one small write of its own; counts do not change)."""
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"setting.{key}", value))
 
     def stored_count_of_counts(self, n: int, kind: str) -> tuple[int, ...]:
         with self.lock:
@@ -652,6 +707,19 @@ class BaseWriter:
         )
         if n == 1:
             self.tokens += int(table.count[grams[:, 0] != BOS_ID].sum())
+
+    def add_hidden_mass(self, mass: HiddenMass) -> None:
+        """Add the pruned followers' mass after some contexts (pieces for the same context add up)."""
+        n = mass.contexts.shape[1]
+        if len(mass) == 0:
+            return
+        contexts = mass.contexts if self.remap is None else self.remap[mass.contexts]
+        cols = ", ".join(schema.columns(n))
+        self.store.db.executemany(
+            f"INSERT INTO hidden{n} VALUES ({', '.join('?' * (n + 2))}) ON CONFLICT ({cols}) "
+            "DO UPDATE SET c = c + excluded.c, cc = cc + excluded.cc",
+            _rows(*contexts.T, mass.count, mass.cont),
+        )
 
     def add_count_of_counts(self, n: int, kind: str, values: Sequence[int]) -> None:
         """Add (n_1, ..., n_COC_MAX) of order `n`, kind raw or adjusted, to the stored count-of-counts."""

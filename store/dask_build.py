@@ -16,7 +16,8 @@ written as a base model (see `store.bulk`). The pipeline, in `distributed` futur
    counts.
 4. reduce (one task per partition): raw counts summed, continuation counts (distinct words before each n-gram)
    counted, count-of-counts (raw and adjusted) of the full data, then the pruning cut-offs (`prune_limits`,
-   `prune_table`) applied, KenLM-style: what is kept keeps the full data's statistics.
+   `prune_table`) applied, KenLM-style: what is kept keeps the full data's statistics, and what is dropped is
+   summed per context (`hidden_mass`; a context's followers span partitions, so the store adds up the pieces).
 5. write (driver): partitions are written as they complete, one at a time, inside one transaction of a store
    under a temporary name; unigrams (from the driver's word counts and the partitions' continuation counts),
    count-of-counts and casing last; then the file is renamed into place.
@@ -45,9 +46,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lm_core.counting import (
+    HiddenMass,
     OrderTable,
     count_ngrams,
     encode_sentences,
+    hidden_mass,
     limit_vocabulary,
     prune_limits,
     prune_table,
@@ -189,12 +192,14 @@ class BlockSummary:
 @dataclass
 class PartitionResult:
     """One reduce partition: its kept rows of orders 2..N (sorted by word ids), the count-of-counts of all its rows
-    before pruning, and the continuation counts it gives unigrams: (word ids, distinct bigrams ending in each)."""
+    before pruning, the continuation counts it gives unigrams: (word ids, distinct bigrams ending in each), and the
+    mass its pruned rows of orders 2..N leave after their contexts (part of each context's total)."""
 
     tables: list[OrderTable]
     coc: dict[tuple[int, str], tuple[int, ...]]
     unigram_ids: np.ndarray
     unigram_cont: np.ndarray
+    hidden: list[HiddenMass]
 
 
 def read_block(block: Block, tokenizer: str, hook: TaskHook | None) -> tuple[BlockSummary, np.ndarray]:
@@ -299,7 +304,8 @@ def reduce_partition(
     coc = {(n, kind): table_count_of_counts(t, kind) for n, t in enumerate(tables, start=2) for kind in (RAW, ADJUSTED)}
     unigram_ids, unigram_cont = np.unique(tables[0].grams[:, 1], return_counts=True)
     kept = [_sorted_rows(prune_table(t, limits[n - 1])) for n, t in enumerate(tables, start=2)]
-    return PartitionResult(kept, coc, unigram_ids, unigram_cont.astype(np.int64))
+    hidden = [hidden_mass(t, limits[n - 1], only_kept_contexts=False) for n, t in enumerate(tables, start=2)]
+    return PartitionResult(kept, coc, unigram_ids, unigram_cont.astype(np.int64), hidden)
 
 
 def _ranks(grams: np.ndarray, keys: list[np.ndarray], width: int) -> np.ndarray:
@@ -445,6 +451,8 @@ class _Totals:
         for n, table in enumerate(result.tables, start=2):
             writer.add_rows(table)
             self.written[n] += len(table)
+        for mass in result.hidden:
+            writer.add_hidden_mass(mass)
         for key, values in result.coc.items():
             self.coc[key] += values
         np.add.at(self.unigram_cont, result.unigram_ids, result.unigram_cont)

@@ -6,6 +6,9 @@ Tables:
 - `ng{n}(w1..wn, c, cc)` for n = 1..order, WITHOUT ROWID, keyed by word ids: raw count and continuation count
   (distinct words seen before the n-gram; 0 at the highest order). A row exists exactly when c > 0.
 - `coc(n, kind, k, v)`: how many order-n n-grams have count exactly k (k = 1..10), kind 'raw' or 'adjusted'.
+- `hidden{n}(w1..wn, c, cc)` for n = 1..order-1: a pruned base's hidden mass after the context w1..wn (the summed
+  raw and continuation counts of its followers that pruning dropped; see `lm_core.counts`). Written once with the
+  base, never changed by learning. Stores made before these tables existed have none: read as no hidden mass.
 - `casing(id, surface, n)`: how often each word was written in each surface form (not at a sentence start).
 - `sources(name, kind, stream, casing, tokens, sha256, learned_at)`: what was learned, with what is needed to take
   it back (the token-id stream and casing counts, zlib-compressed).
@@ -56,6 +59,12 @@ def create_schema(db: sqlite3.Connection, order: int, tokenizer: str) -> None:
             f"CREATE TABLE ng{n} ({', '.join(f'{c} INTEGER NOT NULL' for c in cols)}, "
             f"c INTEGER NOT NULL, cc INTEGER NOT NULL DEFAULT 0, PRIMARY KEY ({', '.join(cols)})) WITHOUT ROWID"
         )
+    for n in range(1, order):
+        cols = columns(n)
+        db.execute(
+            f"CREATE TABLE hidden{n} ({', '.join(f'{c} INTEGER NOT NULL' for c in cols)}, "
+            f"c INTEGER NOT NULL, cc INTEGER NOT NULL, PRIMARY KEY ({', '.join(cols)})) WITHOUT ROWID"
+        )
     db.execute(
         "CREATE TABLE coc (n INTEGER NOT NULL, kind TEXT NOT NULL, k INTEGER NOT NULL, v INTEGER NOT NULL, "
         "PRIMARY KEY (n, kind, k)) WITHOUT ROWID"
@@ -72,6 +81,11 @@ def create_schema(db: sqlite3.Connection, order: int, tokenizer: str) -> None:
         "CREATE TABLE sources (name TEXT PRIMARY KEY, kind TEXT NOT NULL, stream BLOB, casing BLOB, "
         "tokens INTEGER NOT NULL, sha256 TEXT, learned_at TEXT NOT NULL)"
     )
+
+
+def has_hidden_mass(db: sqlite3.Connection) -> bool:
+    """Whether the store has the `hidden{n}` tables (stores made before them read as having no hidden mass)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'hidden1'").fetchone() is not None
 
 
 def connect(path: Path, create: bool) -> sqlite3.Connection:

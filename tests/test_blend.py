@@ -174,6 +174,44 @@ def test_fitting_the_blend_on_held_out_text_helps(ngram: NgramModel, neural: Neu
     held_out = "the cat sat on the log </s> a dog ran </s> the zebra sat on the mat </s>".split()  # noqa: SIM905
     weights = fit_weights_em([ngram, neural], held_out)
     best = perplexity(Blend([ngram, neural], weights), held_out)
-    # where the best mixture is at a corner (all n-gram), EM only approaches it: within a millionth
-    assert best <= perplexity(ngram, held_out) * (1 + 1e-6)
+    assert best <= perplexity(ngram, held_out) + 1e-9
     assert best <= perplexity(Blend([ngram, neural], [0.5, 0.5]), held_out) + 1e-9
+
+
+def test_batched_scoring_equals_word_by_word_with_words_one_model_lacks(ngram: NgramModel, neural: NeuralLM) -> None:
+    """Words the neural model lacks (log, red, then, saw, ran, to) take the cheap <unk>-share path in batches;
+    zebra (the n-gram lacks it) and <unk> the per-word path: every score equals blend.logprob word by word."""
+    blend = Blend([ngram, neural], [0.4, 0.6])
+    tokens = ["then", "the", "red", "dog", "saw", "a", "log", "</s>"]
+    tokens += ["the", "zebra", "ran", "to", "the", "<unk>", "cat", "</s>", "</s>"]
+    word_by_word = []
+    history = ["<s>"]
+    for word in tokens:
+        word_by_word.append(Blend([ngram, neural], [0.4, 0.6]).logprob(word, tuple(history)))
+        history = ["<s>"] if word == "</s>" else [*history, word]
+    for _ in range(2):  # the first pass aligns the vocabularies, the second takes the cheap path
+        assert blend.sentence_logprobs(tokens) == pytest.approx(word_by_word, abs=1e-6)  # float32 network
+    windows = blend.score_continuations([(["then", "the"], ["red", "dog"]), ([], ["saw"]), (["a"], [])])
+    assert windows[0] == pytest.approx(word_by_word[2:4], abs=1e-6)
+    assert windows[1] == pytest.approx([Blend([ngram, neural], [0.4, 0.6]).logprob("saw", ("<s>",))], abs=1e-6)
+    assert windows[2] == []
+
+
+def test_unk_takes_the_cheap_path_when_the_ngram_knows_every_neural_word(ngram: NgramModel) -> None:
+    words = [w for w in NEURAL_WORDS if w != "zebra"]  # every word the neural model knows, the n-gram knows too
+    torch.manual_seed(1)
+    config = NeuralConfig(cell="lstm", vocab_size=len(words), embed_dim=8, hidden_dim=8, layers=1)
+    model = build_model(config)
+    with torch.no_grad():
+        model.decoder.bias[0] = 2.0
+    neural = NeuralLM(model, words)
+    tokens = ["the", "<unk>", "saw", "a", "<unk>", "</s>", "<unk>", "then", "</s>"]
+    word_by_word, history = [], ["<s>"]
+    for word in tokens:
+        word_by_word.append(Blend([ngram, neural], [0.3, 0.7]).logprob(word, tuple(history)))
+        history = ["<s>"] if word == "</s>" else [*history, word]
+    blend = Blend([ngram, neural], [0.3, 0.7])
+    for _ in range(2):
+        runs_before = neural.tokens_run
+        assert blend.sentence_logprobs(tokens) == pytest.approx(word_by_word, abs=1e-6)
+    assert neural.tokens_run - runs_before == len(tokens)  # the second pass: the batch alone, no per-word runs

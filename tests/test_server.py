@@ -131,7 +131,8 @@ async def start_server(
     result = await client.initialize_session(
         types.InitializeParams(
             capabilities=client_capabilities(kind),
-            initialization_options={"nextword": {"debounceMs": 0, **(options or {})}},
+            # adaptation off unless a test turns it on: most tests compare with the plain in-process Engine
+            initialization_options={"nextword": {"debounceMs": 0, "adaptation": False, **(options or {})}},
             workspace_folders=folders,
             root_uri=workspace.as_uri() if workspace else None,
         )
@@ -985,6 +986,32 @@ async def test_retrain_neural_can_be_cancelled(tmp_path: Path) -> None:
         assert "neural_model" not in stats
         typed = "The cat sees the "
         assert (await labels_at_end(client, open_doc(client, typed), typed))[0] in nouns
+    finally:
+        await stop_server(client)
+
+
+async def test_adaptation_suggests_from_the_mixture_with_the_document_cache(store_copy: Path, tmp_path: Path) -> None:
+    text = "The dog ran to the log. The dog ran to the log. The dog sat on the "
+    local = Engine.open(store_copy)
+    local.enable_adaptation()
+    adapted = [(s.word, f"P = {s.prob:.4f}") for s in local.complete_at(text, len(text)).suggestions]
+    local.disable_adaptation()
+    plain = [(s.word, f"P = {s.prob:.4f}") for s in local.complete_at(text, len(text)).suggestions]
+    local.close()
+    assert adapted != plain
+
+    client = await start_server(NEURAL_KIND, store_copy, tmp_path / "home", {"adaptation": True, "neuralModel": ""})
+    try:
+        uri = open_doc(client, text)
+        deadline = time.monotonic() + 30
+        while details(await complete(client, uri, end_of(text))) != adapted:
+            assert time.monotonic() < deadline, "completions never came from the adaptive mixture"
+            await asyncio.sleep(0.05)
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"adaptation": False}))
+        deadline = time.monotonic() + 30
+        while details(await complete(client, uri, end_of(text))) != plain:
+            assert time.monotonic() < deadline, "turning adaptation off did not reach the completions"
+            await asyncio.sleep(0.05)
     finally:
         await stop_server(client)
 

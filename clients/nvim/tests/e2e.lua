@@ -109,7 +109,8 @@ local scenarios = {}
 
 --- Type, complete, check, use the commands: the plugin as a user meets it.
 function scenarios.main(nextword)
-  result.setup = nextword.setup({ cmd = cmd, settings = { debounceMs = 0 } })
+  -- adaptation off: the test compares the completions with the store's own model, computed in process
+  result.setup = nextword.setup({ cmd = cmd, settings = { debounceMs = 0, adaptation = false } })
   local buf = open_markdown('notes.md')
   wait('the client to attach', function()
     return #nextword_clients(buf) == 1

@@ -43,9 +43,11 @@ export const SERVER_SETTINGS = [
   'inlineMaxWords',
   'debounceMs',
   'maxDocumentChars',
+  'cacheMegabytes',
   'ignoredWords',
   'excludeGlobs',
   'blendWeight',
+  'adaptation',
 ] as const;
 
 /** Settings whose change needs a new server: how it is started, its store, the documents it is given. */

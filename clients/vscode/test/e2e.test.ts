@@ -115,7 +115,8 @@ async function startServer(home: string, db: string): Promise<Server> {
     capabilities: VSCODE.capabilities,
     rootUri: null,
     workspaceFolders: null,
-    initializationOptions: { nextword: { ...core.serverSettings(settings({})), debounceMs: 0 } },
+    // adaptation off: the expected ranking is the store's own model's
+    initializationOptions: { nextword: { ...core.serverSettings(settings({})), debounceMs: 0, adaptation: false } },
   });
   await connection.sendNotification(InitializedNotification.type, {});
   return { ...server, initialized };

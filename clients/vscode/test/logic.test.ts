@@ -121,8 +121,10 @@ describe('settings sent to the server', () => {
       inlineMaxWords: 6,
       debounceMs: 400,
       maxDocumentChars: 2000000,
+      cacheMegabytes: 64,
       ignoredWords: [],
       excludeGlobs: [],
+      adaptation: true,
       neuralModel: 'default',
     });
   });

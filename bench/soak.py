@@ -1,0 +1,244 @@
+"""A long editing session through one `nextword serve`: resident memory and completion latency over time.
+
+One server on a copy of the shipped model (blended with the shipped LSTM unless `--ngram`), then `--documents`
+Markdown documents one after another: each is opened, `--words` words of WikiText-2 test prose are typed into it
+word by word with a completion request after every word, it is saved (the server learns it on the background
+thread) and typing goes straight on in the next document, whose first completions therefore run while the last one
+is learned; the saved document is closed a few words later (as a person switches tabs). Every `--every` documents
+the server's resident memory (VmRSS) and the completion latencies since the last reading are recorded; the
+completions typed in the first `AFTER_SAVE` words after a save are also reported on their own. Writes a table, a
+plot of RSS over documents (`bench/plots/soak_rss.png`) and the `soak` section of `bench/RESULTS.md`.
+
+Run it in the background, it is long (~15 minutes for 1,000 documents on an idle core):
+    nohup .venv/bin/python bench/soak.py > soak.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402
+    Stopwatch,
+    base_parser,
+    corpora_dir,
+    fmt,
+    markdown_table,
+    percentiles,
+    require_files,
+    results_path,
+    section_text,
+    step,
+    write_section,
+)
+from bench.lsp_latency import RawClient, prose_paragraphs  # noqa: E402
+
+AFTER_SAVE = 5  # completions counted as "right after a save" (the learn of the last document may still run)
+CLOSE_AFTER = 5  # words typed into the next document before the saved one is closed
+
+
+def document_texts(test_file: Path, count: int, words: int) -> list[list[str]]:
+    """`count` documents of `words` words each, from WikiText-2 test prose paragraphs (cycled)."""
+    paragraphs = [p.split(" ") for p in prose_paragraphs(test_file)]
+    stream = [w for p in paragraphs for w in p if w]
+    out = []
+    for i in range(count):
+        start = (i * words) % max(1, len(stream) - words)
+        out.append(stream[start : start + words])
+    return out
+
+
+def position(text: str) -> dict[str, int]:
+    lines = text.split("\n")
+    return {"line": len(lines) - 1, "character": len(lines[-1].encode("utf-16-le")) // 2}
+
+
+def start(db: Path, env: dict[str, str], neural: str) -> RawClient:
+    client = RawClient([sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(db)], env)
+    options = {"neuralModel": neural}
+    client.request(
+        "initialize", {"processId": os.getpid(), "capabilities": {}, "rootUri": None, "initializationOptions": options}
+    )
+    client.notify("initialized", {})
+    if neural != "none":
+        deadline = time.monotonic() + 120
+        while "neural_model" not in client.request(
+            "workspace/executeCommand", {"command": "nextword.statistics", "arguments": []}
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the neural model was never attached")
+            time.sleep(0.05)
+    return client
+
+
+def session(client: RawClient, documents: list[list[str]], every: int) -> dict[str, Any]:
+    """Type the documents; returns the readings and the after-save latencies."""
+    readings: list[dict[str, float]] = []
+    window: list[float] = []
+    after_save: list[float] = []
+    everything: list[float] = []
+    pending_close: str | None = None
+    started = time.perf_counter()
+    rss0, _ = client.rss()
+    readings.append({"documents": 0, "rss": rss0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")})
+    for d, words in enumerate(documents, start=1):
+        uri = f"file:///soak/doc{d:05d}.md"
+        client.notify(
+            "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "markdown", "version": 1, "text": ""}}
+        )
+        text = ""
+        for i, word in enumerate(words):
+            text = f"{text}{word} "
+            client.notify(
+                "textDocument/didChange",
+                {"textDocument": {"uri": uri, "version": i + 2}, "contentChanges": [{"text": text}]},
+            )
+            with Stopwatch() as sw:
+                client.request("textDocument/completion", {"textDocument": {"uri": uri}, "position": position(text)})
+            ms = sw.seconds * 1000
+            window.append(ms)
+            everything.append(ms)
+            if d > 1 and i < AFTER_SAVE:
+                after_save.append(ms)
+            if pending_close is not None and i == CLOSE_AFTER:
+                client.notify("textDocument/didClose", {"textDocument": {"uri": pending_close}})
+                pending_close = None
+        client.notify("textDocument/didSave", {"textDocument": {"uri": uri}})
+        pending_close = uri
+        if d % every == 0 or d == len(documents):
+            rss, _ = client.rss()
+            p50, _, p99 = percentiles(window)
+            readings.append({"documents": d, "rss": rss, "p50": p50, "p99": p99, "max": max(window)})
+            print(
+                f"{d:>6} documents  RSS {rss / 2**20:7.1f} MB  p50 {p50:5.2f}  p99 {p99:6.2f}  max {max(window):.1f} ms"
+                f"  ({time.perf_counter() - started:,.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            window = []
+    return {"readings": readings, "after_save": after_save, "all": everything}
+
+
+def plot(results: dict[str, dict[str, Any]], path: Path) -> Path | None:
+    """RSS over documents, one line per configuration (matplotlib; skipped without it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no plot)", file=sys.stderr)
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, result in results.items():
+        xs = [r["documents"] for r in result["readings"]]
+        ax.plot(xs, [r["rss"] / 2**20 for r in result["readings"]], marker=".", label=name)
+    ax.set_xlabel("documents opened, typed, saved and closed")
+    ax.set_ylabel("server RSS, MB")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("nextword serve: resident memory over a long session")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def report(results: dict[str, dict[str, Any]], words: int, plot_path: Path | None) -> str:
+    rows, summary = [], []
+    for name, result in results.items():
+        readings = result["readings"]
+        for r in readings[1:]:
+            rows.append([name, fmt(int(r["documents"])), f"{r['rss'] / 2**20:,.1f}", fmt(r["p50"]), fmt(r["p99"])])
+        last = readings[-1]
+        half = next(r for r in readings if r["documents"] >= last["documents"] / 2)
+        p50, _, p99 = percentiles(result["all"])
+        s50, _, s99 = percentiles(result["after_save"])
+        worst_window_p99 = max(r["p99"] for r in readings[1:])
+        summary.append(
+            [
+                name,
+                fmt(int(last["documents"])),
+                f"{max(r['rss'] for r in readings) / 2**20:,.1f}",
+                f"{(last['rss'] - half['rss']) / 2**20:+,.1f}",
+                f"{p50:.2f} / {p99:.2f}",
+                fmt(worst_window_p99),
+                f"{s50:.2f} / {s99:.2f}",
+                fmt(max(result["all"]), 1),
+            ]
+        )
+    body = (
+        f"One `nextword serve` on a copy of the shipped model; documents of {words} words of WikiText-2 test prose, "
+        "each opened, typed word by word with a completion request after every word, saved (learned on the "
+        f"background thread) and closed {CLOSE_AFTER} words into the next one. Latency is the client's round trip "
+        f"(ms); 'after a save': the first {AFTER_SAVE} completions of each next document, while the last one is "
+        "learned. Aims (issue 19): RSS with the blend < 300 MB, the last half of the documents adding < 10 MB, "
+        "completion p99 <= 10 ms throughout.\n\n"
+        + markdown_table(
+            [
+                "model",
+                "documents",
+                "peak RSS MB",
+                "RSS change over the last half MB",
+                "p50 / p99 ms",
+                "worst p99 of a reading",
+                "after a save p50 / p99 ms",
+                "max ms",
+            ],
+            summary,
+        )
+        + "\n\nReadings (RSS after that many documents; latency of the completions since the last reading):\n\n"
+        + markdown_table(["model", "documents", "RSS MB", "p50 ms", "p99 ms"], rows)
+    )
+    if plot_path is not None:
+        body += f"\n\n![RSS over documents](plots/{plot_path.name})\n"
+    return body
+
+
+def main() -> None:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--documents", type=int, default=1000, help="documents in the session (default 1000)")
+    parser.add_argument("--words", type=int, default=150, help="words typed into each document (default 150)")
+    parser.add_argument("--every", type=int, default=20, help="documents between readings (default 20)")
+    parser.add_argument(
+        "--models", nargs="*", default=["blend"], choices=["n-gram", "blend"], help="what to run (default: blend)"
+    )
+    args = parser.parse_args()
+    count = 40 if args.quick else args.documents
+    corpora = corpora_dir(args.corpora)
+    test_file = require_files(corpora, ["wikitext-2/wiki.test.tokens"])[0]
+    documents = document_texts(test_file, count, args.words)
+    results: dict[str, dict[str, Any]] = {}
+    with Stopwatch() as total:
+        for model in args.models:
+            with tempfile.TemporaryDirectory() as tmp:
+                from lsp_server.paths import seed_from_default_model
+
+                db = Path(tmp) / "store.db"
+                if not seed_from_default_model(db):
+                    sys.exit("error: the shipped default model is missing; run python -m lsp_server.default_model")
+                env = {**os.environ, "XDG_DATA_HOME": tmp}
+                client = start(db, env, "none" if model == "n-gram" else "default")
+                with step(f"{model}: {count} documents of {args.words} words"):
+                    results[model] = session(client, documents, args.every)
+                client.close()
+    path = results_path(args)
+    plot_path = plot(results, ROOT / "bench" / "plots" / "soak_rss.png") if path is not None else None
+    body = report(results, args.words, plot_path)
+    print(body)
+    if path is not None:
+        write_section(path, "soak", section_text("A long editing session (soak)", body, total.seconds))
+
+
+if __name__ == "__main__":
+    main()

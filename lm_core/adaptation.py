@@ -1,0 +1,360 @@
+"""Personal adaptation as a model: the store's model, a user layer and a document cache, mixed linearly with weights
+fit by EM on the user's own text as it arrives (before it is learned).
+
+    P(w | h) = w_store P_store(w | h) + w_user P_user(w | h) + w_cache P_cache(w | h)
+
+- P_store: the count store's Kneser-Ney model (its base and everything learned, counts added);
+- P_user: a Kneser-Ney model over the learned text alone (`user_model`), so a person's habits keep a weight of their
+  own however large the base is;
+- P_cache: a document cache (Kuhn and De Mori 1990) over the words of the document being edited: a bigram of the
+  cached tokens interpolated with their unigram distribution, P_cache(w | v) = (c(v w) + MU P1(w)) / (c(v) + MU),
+  P1(w) = c(w) / N. Empty, it gives P_store's distribution (so its weight returns to the store's model).
+
+The mixture is an `lm_core.blend.Blend` (the store's model is its reference: its vocabulary is the mixture's; the
+user layer's own vocabulary is re-expressed over it). `HeldOut` keeps the component log-probabilities of the most
+recent text the person wrote, scored before that text was learned, and `HeldOut.fit` refits the weights by EM
+(`lm_core.blend.em_weights`). All logs are natural logs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Sequence
+
+import numpy as np
+
+from lm_core.blend import Blend, em_weights
+from lm_core.counting import count_ngrams, encode_sentences
+from lm_core.metrics import contexts
+from lm_core.model import Context
+from lm_core.ngram import NgramModel
+from lm_core.vocab import BOS, EOS, Vocab
+
+STORE, USER, CACHE = 0, 1, 2
+COMPONENTS = ("store", "user", "cache")
+DEFAULT_WEIGHTS = (0.6, 0.3, 0.1)
+"""Weights before any held-out text has been seen."""
+MU = 1.0
+"""The document cache's unigram prior strength (in tokens) under its bigram."""
+CACHE_TOKENS = 4_000
+"""The document cache holds at most this many of the latest tokens before the cursor."""
+HELD_OUT_TOKENS = 20_000
+"""EM refits on at most this many of the latest held-out tokens."""
+
+
+def user_model(sentences: Sequence[Sequence[str]], order: int) -> NgramModel | None:
+    """Interpolated modified Kneser-Ney over `sentences` alone (each ending with `</s>`), in memory; None for none."""
+    if not any(len(s) > 1 for s in sentences):
+        return None
+    vocab = Vocab()
+    return NgramModel(count_ngrams(encode_sentences(sentences, vocab), order, vocab))
+
+
+class DocumentCache:
+    """The cache component: unigram and bigram counts of the latest `CACHE_TOKENS` tokens of one document, kept
+    incrementally (a document that only grew costs only its new tokens).
+
+    Its word list is its reference model's (the store's `NgramModel`), so it blends without re-expression; `version`
+    changes with its contents (a `Blend` drops what it memoised)."""
+
+    order = 2
+
+    def __init__(self, reference: NgramModel, max_tokens: int = CACHE_TOKENS, mu: float = MU) -> None:
+        self.reference = reference
+        self.max_tokens = max_tokens
+        self.mu = mu
+        self.version = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self._window: deque[str] = deque()
+        self._seen = 0  # tokens of the document the window ends at (it holds the last max_tokens of them)
+        self._unigrams: Counter[str] = Counter()
+        self._followers: dict[str, Counter[str]] = {}
+        self._totals: Counter[str] = Counter()
+        self._dense: tuple[object, np.ndarray] | None = None  # (reference words, unigram counts over them)
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The cached tokens, oldest first."""
+        return tuple(self._window)
+
+    def set_tokens(self, tokens: Sequence[str]) -> None:
+        """The document's normalised tokens before the cursor (`</s>` at sentence ends; `<s>` ignored); the cache
+        keeps the latest `max_tokens`. When the document only grew since the last call, only the new tokens are
+        added."""
+        tokens = [t for t in tokens if t != BOS] if BOS in tokens else list(tokens)
+        n, window = len(tokens), len(self._window)
+        if n == self._seen and tokens[n - window :] == list(self._window):
+            return
+        if n > self._seen and tokens[self._seen - window : self._seen] == list(self._window):
+            for token in tokens[max(self._seen, n - self.max_tokens) :]:
+                self.push(token)
+            self._seen = n
+        else:
+            self._clear()
+            for token in tokens[-self.max_tokens :]:
+                self.push(token)
+            self._seen = n
+        self.version += 1
+
+    def push(self, token: str) -> None:
+        """Add the document's next token (the oldest leaves a full window)."""
+        window = self._window
+        previous = BOS if not window or window[-1] == EOS else window[-1]
+        self._count(previous, token, 1)
+        window.append(token)
+        if len(window) > self.max_tokens:
+            oldest = window.popleft()
+            after = BOS if oldest == EOS else oldest
+            self._count(BOS, oldest, -1)  # the window's first token counted after <s>
+            self._count(after, window[0], -1)  # ... its pair with the next one goes
+            self._count(BOS, window[0], 1)  # ... which is now the first
+            self._unigram(oldest, -1)
+        self._unigram(token, 1)
+
+    def _count(self, previous: str, token: str, delta: int) -> None:
+        followers = self._followers.setdefault(previous, Counter())
+        followers[token] += delta
+        self._totals[previous] += delta
+        if followers[token] == 0:
+            del followers[token]
+
+    def _unigram(self, token: str, delta: int) -> None:
+        self._unigrams[token] += delta
+        if self._unigrams[token] == 0:
+            del self._unigrams[token]
+        if self._dense is not None:
+            at = self.reference.word_positions().get(token)
+            if at is not None:
+                self._dense[1][at] += delta
+
+    def __len__(self) -> int:
+        return len(self._window)
+
+    def logprob(self, word: str, context: Context) -> float:
+        """Natural log of P_cache(word | context) (the store's model while the cache is empty)."""
+        if not self._window:
+            return self.reference.logprob(word, context)
+        previous = context[-1] if context else BOS
+        followers = self._followers.get(previous)
+        unigram = self._unigrams.get(word, 0) / len(self._window)
+        seen = followers.get(word, 0) if followers else 0
+        p = (seen + self.mu * unigram) / (self._totals.get(previous, 0) + self.mu)
+        return math.log(p) if p > 0 else -math.inf
+
+    def distribution_arrays(self, context: Context) -> tuple[list[str], np.ndarray]:
+        """(the store model's words, P_cache over them): sums to 1 over the cached words the store knows."""
+        if not self._window:
+            return self.reference.distribution_arrays(context)
+        words = self.reference.vocabulary_words()
+        index = self.reference.word_positions()
+        if self._dense is None or self._dense[0] is not words:
+            counts = np.zeros(len(words))
+            for word, n in self._unigrams.items():
+                at = index.get(word)
+                if at is not None:
+                    counts[at] += n
+            self._dense = (words, counts)
+        p = (self.mu / len(self._window)) * self._dense[1]
+        for word, n in (self._followers.get(context[-1] if context else BOS) or {}).items():
+            at = index.get(word)
+            if at is not None:
+                p[at] += n
+        total = p.sum()
+        return words, p / total if total > 0 else p
+
+
+BUCKET_EDGES = (1, 10, 100)
+"""Context buckets by how often the user layer saw the context's last word: 0, 1-9, 10-99, 100 or more."""
+BUCKET_PRIOR_TOKENS = 200
+"""A bucket's own EM weights count as this many tokens against the global weights (sparse buckets stay near them)."""
+
+
+def bucket_of(user: NgramModel | None, context: Context) -> int:
+    """The context's bucket (see `BUCKET_EDGES`): the user layer's count of its last word (`<s>` at a start)."""
+    if user is None:
+        return 0
+    last = context[-1] if context else BOS
+    wid = user.counts.vocab.get(last)
+    count = user.counts.count((wid,)) if wid is not None else 0
+    return int(np.searchsorted(BUCKET_EDGES, count, side="right"))
+
+
+class BucketBlend(Blend):
+    """A `Blend` whose weights depend on the context's bucket (`bucket_of`): still a mixture in every context."""
+
+    def __init__(self, models: Sequence, weights: np.ndarray, user: NgramModel | None) -> None:
+        super().__init__(models, weights[0].tolist())
+        self.bucket_weights = weights
+        self.user = user
+
+    def _for(self, context: Context) -> None:
+        self.weights = self.bucket_weights[bucket_of(self.user, context)]
+
+    def logprob(self, word: str, context: Context) -> float:
+        self._for(context)
+        return super().logprob(word, context)
+
+    def predict(self, context: Context, k: int = 10, prefix: str = "") -> list:
+        self._for(context)
+        return super().predict(context, k, prefix)
+
+    def distribution(self, context: Context) -> dict[str, float]:
+        self._for(context)
+        return super().distribution(context)
+
+
+class HeldOut:
+    """Component log-probabilities of held-out tokens (text scored before it was learned) and their contexts'
+    buckets, the latest kept."""
+
+    def __init__(self, limit: int = HELD_OUT_TOKENS) -> None:
+        self.limit = limit
+        self.rows = np.zeros((0, len(COMPONENTS)))
+        self.buckets = np.zeros(0, np.int64)
+
+    def add(self, rows: np.ndarray, buckets: np.ndarray | None = None) -> None:
+        buckets = np.zeros(len(rows), np.int64) if buckets is None else np.asarray(buckets, np.int64)
+        self.rows = np.vstack([self.rows, rows])[-self.limit :]
+        self.buckets = np.concatenate([self.buckets, buckets])[-self.limit :]
+
+    def fit(self, prior: Sequence[float], prior_tokens: int) -> np.ndarray:
+        """EM weights on the held-out rows, averaged with `prior` (fitted on `prior_tokens` earlier tokens, at most
+        `limit` of them counted) by token counts."""
+        if len(self.rows) == 0:
+            return np.asarray(prior, dtype=np.float64)
+        fitted = em_weights(self.rows)
+        old = min(prior_tokens, self.limit)
+        weights = (old * np.asarray(prior) + len(self.rows) * fitted) / (old + len(self.rows))
+        return weights / weights.sum()
+
+
+def held_out_rows(
+    pair: Blend, cache: DocumentCache, sentences: Sequence[Sequence[str]], user: NgramModel | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's component log-probabilities (T x 3: store, user as blended, cache) before the text is learned,
+    the cache (a fresh one, filled as the text goes) holding the document's tokens before each one (as it did
+    while the person typed), and each token's context bucket under `user`. `pair` is the Blend of the store's model
+    and the user layer."""
+    tokens = [t for s in sentences for t in s]
+    width = None if pair.order is None else pair.order - 1
+    rows, buckets = [], []
+    for word, context in contexts(tokens, width):
+        rows.append([*pair.component_logprobs(word, context), cache.logprob(word, context)])
+        buckets.append(bucket_of(user, context))
+        cache.push(word)  # the document so far, one token more
+    return np.asarray(rows, dtype=np.float64).reshape(-1, len(COMPONENTS)), np.asarray(buckets, dtype=np.int64)
+
+
+def make_blend(store: NgramModel, user: NgramModel | None, cache: DocumentCache, weights: Sequence[float]) -> Blend:
+    """The mixture; without a user layer (nothing learned) the store's model stands in for it."""
+    return Blend([store, user if user is not None else store, cache], list(weights))
+
+
+def pair_blend(store: NgramModel, user: NgramModel | None) -> Blend:
+    """The store's model and the user layer, for scoring held-out text (weights unused)."""
+    return Blend([store, user if user is not None else store])
+
+
+class Adaptation:
+    """The adaptive mixture's state: the store's model, the user layer, the document cache, the weights, and the
+    held-out rows they were fit on. `parts` says which of "user" and "cache" take part (a part left out has weight
+    0). `blend` and `cache` belong to the one thread that suggests; `observe` and `set_user_text` (another thread)
+    only replace attributes whole, and score held-out text with a cache of their own."""
+
+    def __init__(
+        self,
+        store: NgramModel,
+        weights: Sequence[float] = DEFAULT_WEIGHTS,
+        fitted_tokens: int = 0,
+        parts: Sequence[str] = ("user", "cache"),
+        bucketed: bool = False,
+    ) -> None:
+        unknown = set(parts) - {"user", "cache"}
+        if unknown:
+            raise ValueError(f"adaptation parts are user and cache, not {sorted(unknown)}")
+        self.store = store
+        self.parts = tuple(parts)
+        self.user: NgramModel | None = None
+        self.user_tokens = 0
+        self.cache = DocumentCache(store)
+        self.held_out = HeldOut()
+        self.fitted_tokens = fitted_tokens
+        self.weights = self._masked(np.asarray(weights, dtype=np.float64))
+        self.bucketed = bucketed
+        self.bucket_weights = np.tile(self.weights, (len(BUCKET_EDGES) + 1, 1))
+        self._blend: Blend | None = None
+
+    def _mask(self) -> np.ndarray:
+        return np.asarray([True, "user" in self.parts, "cache" in self.parts])
+
+    def _masked(self, weights: np.ndarray) -> np.ndarray:
+        w = np.where(self._mask(), weights, 0.0)
+        return w / w.sum() if w.sum() > 0 else np.asarray([1.0, 0.0, 0.0])
+
+    @property
+    def blend(self) -> Blend:
+        """The mixture as a `LanguageModel` (rebuilt when the user layer or the weights change)."""
+        if self._blend is None:
+            if self.bucketed:
+                models = [self.store, self.user if self.user is not None else self.store, self.cache]
+                self._blend = BucketBlend(models, self.bucket_weights, self.user)
+            else:
+                self._blend = make_blend(self.store, self.user, self.cache, self.weights.tolist())
+        return self._blend
+
+    def set_user_text(self, sentences: Sequence[Sequence[str]]) -> None:
+        """Rebuild the user layer from everything learned (sentences ending with `</s>`)."""
+        self.user = user_model(sentences, self.store.order) if "user" in self.parts else None
+        self.user_tokens = sum(len(s) for s in sentences)
+        self._blend = None
+
+    def observe(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
+        """Score text the person wrote before it is learned (held out), refit the weights by EM; the new weights.
+        Before anything was learned there is no user layer to weigh: the weights stay."""
+        if self.user is None and "user" in self.parts:
+            return self.weights
+        pair, cache = pair_blend(self.store, self.user), DocumentCache(self.store)
+        rows, buckets = held_out_rows(pair, cache, sentences, self.user)
+        if len(rows) == 0:
+            return self.weights
+        self.held_out.add(rows, buckets)
+        self.fitted_tokens += len(rows)
+        self.weights = self.fit(self.parts)
+        self.bucket_weights = self.fit_buckets(self.parts)
+        self._blend = None
+        return self.weights
+
+    def fit_buckets(self, parts: Sequence[str]) -> np.ndarray:
+        """Per context bucket: EM weights on that bucket's held-out rows, drawn towards the global weights
+        (`BUCKET_PRIOR_TOKENS`); (buckets x 3)."""
+        mask = np.asarray([True, "user" in parts, "cache" in parts])
+        overall = self.fit(parts)
+        out = np.tile(overall, (len(BUCKET_EDGES) + 1, 1))
+        for b in range(len(out)):
+            rows = self.held_out.rows[self.held_out.buckets == b][:, mask]
+            if len(rows) == 0:
+                continue
+            mixed = (len(rows) * em_weights(rows) + BUCKET_PRIOR_TOKENS * overall[mask]) / (
+                len(rows) + BUCKET_PRIOR_TOKENS
+            )
+            out[b] = 0.0
+            out[b, mask] = mixed / mixed.sum()
+        return out
+
+    def fit(self, parts: Sequence[str]) -> np.ndarray:
+        """EM weights over the held-out rows for the components in `parts` (the store's model always), blended with
+        the weights fitted before (by token counts)."""
+        mask = np.asarray([True, "user" in parts, "cache" in parts])
+        rows = self.held_out.rows[:, mask]
+        prior = self.weights[mask]
+        prior = prior / prior.sum() if prior.sum() > 0 else np.full(int(mask.sum()), 1.0 / mask.sum())
+        held = HeldOut(self.held_out.limit)
+        held.rows = rows
+        earlier = max(0, self.fitted_tokens - len(self.held_out.rows))
+        fitted = held.fit(prior, earlier)
+        out = np.zeros(len(COMPONENTS))
+        out[mask] = fitted
+        return out
