@@ -390,7 +390,9 @@ def test_markdown_in_a_real_vscode(vscode: VSCode, store: Path, tmp_path: Path) 
         page.keyboard.press("Control+Space")
         items = suggestions(page)
         shot(page, "3-completion")
-        assert items[: len(expected)] == expected[: len(items)] and items[0] == "mat", items
+        # The server's ranking; below the first few, its personal adaptation (the document's own words) may reorder
+        # what a bare Engine ranks.
+        assert items[:4] == expected[:4] and items[0] == "mat", (items, expected)
         page.keyboard.press("Escape")
 
         # Ghost text (inline completion) at the same place, accepted with Tab.
