@@ -1,5 +1,5 @@
 """Predictive-text evaluation: next-word accuracy, keystroke savings, personal adaptation, oddity detection (beside
-Harper), with PNG plots under bench/plots/.
+Harper), with charts (PNG and SVG, matplotlib: `pip install -e '.[bench]'`) under bench/plots/.
 
 (a) Top-1/3/5 next-word accuracy of KN5 on PTB and WikiText-2 test (5-gram pretokenized stores built from train,
     as bench/perplexity.py does), over word targets only (`lm_core.evaluation`; `<unk>` targets count as misses).
@@ -147,84 +147,6 @@ def engine_suggest(engine: Engine) -> Suggest:
 
 def pct(x: float) -> str:
     return fmt(100 * x, 1)
-
-
-# --- plots (the dependency-free PNG canvas of lm_core.training, with the missing letters added) -------------------
-_EXTRA_GLYPHS = {
-    "B": "110101110101110", "F": "111100110100100", "J": "001001001101111", "K": "101101110101101",
-    "M": "101111111101101", "Q": "111101101111001", "U": "101101101101111", "W": "101101111111101",
-    "Z": "111001010100111", "-": "000000111000000", "%": "101001010100101", ":": "000010000010000",
-    "=": "000111000111000", "(": "010100100100010", ")": "010001001001010", "+": "000010111010000",
-}  # fmt: skip
-_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-
-
-def line_chart(
-    series: list[tuple[str, list[tuple[float, float]]]],
-    path: Path,
-    title: str,
-    x_label: str,
-    y_label: str,
-    x_ticks: Sequence[float] | None = None,
-    y_range: tuple[float, float] = (0.0, 100.0),
-    width: int = 720,
-    height: int = 440,
-) -> Path:
-    """A PNG line chart (dots at the points) of named series on linear axes."""
-    from lm_core import training  # the canvas; imports torch
-
-    glyphs = {**training._GLYPHS, **_EXTRA_GLYPHS}
-
-    class Canvas(training._Canvas):
-        def text(self, x: int, y: int, text: str, color: tuple[int, int, int] = (0, 0, 0), scale: int = 2) -> int:
-            for n, ch in enumerate(text.upper()):
-                for j, bit in enumerate(glyphs.get(ch, glyphs[" "])):
-                    if bit == "1":
-                        self.dot(x + (4 * n + j % 3) * scale, y + (j // 3) * scale, color, scale)
-            return 4 * len(text) * scale
-
-    canvas = Canvas(width, height)
-    left, right, top, bottom = 70, width - 20, 40, height - 80
-    canvas.text(left, 12, title)
-    canvas.line(left, top, left, bottom, (0, 0, 0))
-    canvas.line(left, bottom, right, bottom, (0, 0, 0))
-    xs = [x for _, pts in series for x, _ in pts] or [0.0, 1.0]
-    x_lo, x_hi = min([*xs, *(x_ticks or [])]), max([*xs, *(x_ticks or [])])
-    x_span = (x_hi - x_lo) or 1.0
-    y_lo, y_hi = y_range
-
-    def xy(x: float, y: float) -> tuple[int, int]:
-        px = left + 10 + round((x - x_lo) / x_span * (right - left - 30))
-        py = bottom - round((min(max(y, y_lo), y_hi) - y_lo) / (y_hi - y_lo) * (bottom - top - 10))
-        return px, py
-
-    for n in range(6):
-        v = y_lo + (y_hi - y_lo) * n / 5
-        _, py = xy(x_lo, v)
-        canvas.line(left + 1, py, right, py, (220, 220, 220))
-        label = f"{v:g}"
-        canvas.text(left - 6 - 8 * len(label), py - 5, label)
-    for x in x_ticks or sorted(set(xs)):
-        px, _ = xy(x, y_lo)
-        canvas.line(px, bottom, px, bottom + 4, (0, 0, 0))
-        canvas.text(px - 4 * len(f"{x:g}"), bottom + 8, f"{x:g}")
-    for n, (_, pts) in enumerate(series):
-        color = _PALETTE[n % len(_PALETTE)]
-        coords = [xy(x, y) for x, y in pts if math.isfinite(y)]
-        for (x0, y0), (x1, y1) in itertools.pairwise(coords):
-            canvas.line(x0, y0, x1, y1, color, width=2)
-        for px, py in coords:
-            canvas.dot(px - 3, py - 3, color, 7)
-    canvas.text(left, bottom + 26, f"{x_label}   Y: {y_label}")
-    lx, ly = 10, bottom + 44
-    for n, (name, _) in enumerate(series):
-        if lx + 14 + 8 * len(name) > width - 10:
-            lx, ly = 10, ly + 16
-        canvas.dot(lx, ly, _PALETTE[n % len(_PALETTE)], 10)
-        lx += 14 + canvas.text(lx + 14, ly, name) + 20
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(canvas.png())
-    return path
 
 
 # --- (a) and (b): accuracy and keystroke savings on PTB and WikiText-2 ------------------------------------------------
@@ -807,38 +729,81 @@ def oddity_tables(data: OddityData, results: list[DetectorResult], harper_notes:
     return main, markdown_table(curve_header, curve)
 
 
-def make_plots(
-    acc: list[AccuracyRow], ksr: dict[int, KeystrokeResult], adapt: list[AdaptRow], pr: list[tuple[float, float]],
-    harper_points: list[tuple[str, float, float]], out: Path,
-) -> list[Path]:  # fmt: skip
-    paths = []
-    series = [(f"{r.corpus} {r.model} TOP-K", [(k, 100 * r.acc[k]) for k in KS]) for r in acc]
+# --- plots (lsp_server.plots, matplotlib) ----------------------------------------------------------------------------
+Series = list[tuple[str, list[tuple[float, float]]]]
+
+
+@dataclass
+class Charts:
+    """What the three charts show, in percent: accuracy and KSR against k, adaptation by stage (with the stages'
+    names), and oddity precision against recall (nextword's curve over the threshold, Harper's single points).
+    bench/replot.py fills it from the tables in RESULTS.md."""
+
+    accuracy_ksr: Series = field(default_factory=list)
+    adaptation: Series = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+    oddity: Series = field(default_factory=list)
+
+
+STAGE_NAMES = {
+    "default model": "default",
+    "default model + shipped LSTM": "default\n+ LSTM",
+    "after learning": "learned",
+    "after learning + shipped LSTM": "learned\n+ LSTM",
+    "after learning + LSTM retrained": "learned\n+ LSTM retrained",
+}
+
+
+def stage_name(stage: str) -> str:
+    """A stage's short name for the chart's axis ("after learning + LSTM retrained (1 epoch(s), ...)" included)."""
+    return STAGE_NAMES.get(stage.split(" (")[0], stage)
+
+
+def charts_of(
+    acc: list[AccuracyRow], ksr: dict[int, float], adapt: list[AdaptRow], pr: list[tuple[float, float]],
+    harper_points: list[tuple[str, float, float]],
+) -> Charts:  # fmt: skip
+    """The charts' series from a run's rows (fractions in, percent out); `ksr` maps k to the KSR fraction."""
+    charts = Charts()
+    charts.accuracy_ksr = [(f"{r.corpus} {r.model}: top-k accuracy", [(k, 100 * r.acc[k]) for k in KS]) for r in acc]
     if ksr:
-        series.append(("PTB KN5 KSR", [(k, 100 * r.ksr) for k, r in ksr.items()]))
-    if series:
-        title = "ACCURACY AND KSR (%) AGAINST K"
-        paths.append(line_chart(series, out / "accuracy_ksr_vs_k.png", title, "X: K SHOWN", "%", KS))
-    series = []
+        charts.accuracy_ksr.append(("PTB KN5: keystroke savings", [(k, 100 * v) for k, v in sorted(ksr.items())]))
     for user in dict.fromkeys(r.user for r in adapt):
         mine = [r for r in adapt if r.user == user]
         short = user.split(" ")[0]
-        series.append((f"{short} KSR K=3", [(i, 100 * r.ksr[3].ksr) for i, r in enumerate(mine)]))
-        series.append((f"{short} TOP-3", [(i, 100 * r.acc[3]) for i, r in enumerate(mine)]))
-    if series:
-        stages = max(len(points) for _, points in series)
-        title = (
-            "ADAPTATION: 0 DEFAULT  1 +LSTM  2 LEARNED  3 +LSTM  4 +LSTM RETRAINED"
-            if stages == 5
-            else "ADAPTATION: 0 = DEFAULT MODEL  1 = AFTER LEARNING"
-        )
-        paths.append(line_chart(series, out / "adaptation.png", title, "X: STAGE", "%", tuple(range(stages))))
-    series = [("NEXTWORD P/R OVER THRESHOLD", [(100 * r, 100 * p) for p, r in pr])] if pr else []
-    series += [(name, [(100 * r, 100 * p)]) for name, p, r in harper_points]
-    if series:
-        title = "ODDITY DETECTION: PRECISION (Y) AGAINST RECALL"
-        ticks = (0, 20, 40, 60, 80, 100)
-        paths.append(line_chart(series, out / "oddity_pr_curve.png", title, "X: RECALL %", "PRECISION %", ticks))
-    return paths
+        charts.adaptation.append((f"{short}: KSR, 3 shown", [(i, 100 * r.ksr[3].ksr) for i, r in enumerate(mine)]))
+        charts.adaptation.append((f"{short}: top-3 accuracy", [(i, 100 * r.acc[3]) for i, r in enumerate(mine)]))
+        if len(mine) > len(charts.stages):
+            charts.stages = [stage_name(r.stage) for r in mine]
+    if pr:
+        name = f"nextword, threshold {THRESHOLDS[0]:g}-{THRESHOLDS[-1]:g} bits"
+        charts.oddity.append((name, [(100 * r, 100 * p) for p, r in pr]))
+    charts.oddity += [(name, [(100 * r, 100 * p)]) for name, p, r in harper_points]
+    return charts
+
+
+def make_plots(charts: Charts, out: Path) -> list[Path]:
+    """The charts that have data, each as PNG and SVG under `out`; returns the PNGs' paths."""
+    from lsp_server import plots
+
+    drawn: list[Path] = []
+
+    def draw(name: str, series: Series, title: str, x_label: str, y_label: str, **axes: Any) -> None:
+        for suffix in (".svg", ".png"):
+            path = plots.line_chart(series, out / f"{name}{suffix}", title, x_label, y_label, **axes)
+        drawn.append(path)
+
+    if charts.accuracy_ksr:
+        title = "Next-word accuracy and keystroke savings against suggestions shown"
+        draw("accuracy_ksr_vs_k", charts.accuracy_ksr, title, "k: suggestions shown", "%", x_ticks=KS)
+    if charts.adaptation:
+        title = "Personal adaptation: the shipped model, then the user's text learned"
+        stages = {"x_ticks": range(len(charts.stages)), "x_tick_labels": charts.stages}
+        draw("adaptation", charts.adaptation, title, "stage", "%", **stages)
+    if charts.oddity:
+        title = "Oddity detection on planted real-word errors"
+        draw("oddity_pr_curve", charts.oddity, title, "recall %", "precision %", x_ticks=(0, 20, 40, 60, 80, 100))
+    return drawn
 
 
 def main() -> None:
@@ -851,7 +816,7 @@ def main() -> None:
         help="a neural checkpoint for PTB or WikiText-2 (e.g. PTB=ptb-lstm.pt); adds neural and blend rows",
     )
     parser.add_argument(
-        "--plots", type=Path, default=None, help=f"where the PNGs go (default {PLOTS}; quick: a temp dir)"
+        "--plots", type=Path, default=None, help=f"where the charts go (default {PLOTS}; quick: a temp dir)"
     )
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: accuracy,adaptation,oddity")
     parser.add_argument(
@@ -1037,7 +1002,7 @@ def main() -> None:
             if r.name.startswith("nextword"):
                 continue
             p, rc = precision_recall(r.at(0.0), truth)
-            harper_points.append((r.name.replace("harper-py, ", "").upper(), p, rc))
+            harper_points.append((r.name.replace("harper-py, ", ""), p, rc))
         main_table, _ = oddity_tables(data, results, harper_notes)
         _, curve_table = oddity_tables(data, [results_low], [])
         counts = {k: sum(e.kind == k for e in data.errors) for k in PLANTED_KINDS}
@@ -1127,7 +1092,7 @@ def main() -> None:
             ),
             "",
         ]
-    plots = make_plots(acc, ksr, adapt, pr_points, harper_points, out_dir)
+    plots = make_plots(charts_of(acc, {k: r.ksr for k, r in ksr.items()}, adapt, pr_points, harper_points), out_dir)
     rel = [p.relative_to(ROOT / "bench") if p.is_relative_to(ROOT / "bench") else p for p in plots]
     parts += [
         "Plots: " + ", ".join(f"[{p.name}]({p})" for p in rel),

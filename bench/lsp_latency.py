@@ -7,7 +7,9 @@ before the position (didChange) and asks for a completion there — half of them
 1-2 letter prefix of the true next word. Reports the round-trip latency (p50/p95/p99/max), the time from process
 start to the first completion answer, and the server's resident memory; then the same while typing paragraphs
 word by word. Both for the n-gram model alone and for its blend with the shipped neural model. A tiny JSON-RPC
-client is used (not a full LSP client library) so the client's own overhead stays out of the figures.
+client is used (not a full LSP client library) so the client's own overhead stays out of the figures. The round
+trips' histogram (all kinds together, per model) goes to bench/plots/lsp_latency_histogram.png and .svg (needs
+matplotlib: `pip install -e '.[bench]'`; with --quick, to a temporary folder unless --plots is given).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+PLOTS = ROOT / "bench" / "plots"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -404,6 +407,16 @@ def report(results: dict[str, dict[str, Any]], full: bool) -> str:
     )
 
 
+def plot_histogram(results: dict[str, dict[str, Any]], folder: Path) -> Path:
+    """Every completion round trip of each model (ms) as a histogram, PNG and SVG; returns the PNG's path."""
+    from lsp_server import plots
+
+    samples = {model: [x for values in r["latencies"].values() for x in values] for model, r in results.items()}
+    title = "Completion round trips through `nextword serve` (stdio)"
+    plots.latency_histogram(samples, folder / "lsp_latency_histogram.svg", title)
+    return plots.latency_histogram(samples, folder / "lsp_latency_histogram.png", title)
+
+
 def main() -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="completion requests per kind (default 2000)")
@@ -413,6 +426,7 @@ def main() -> None:
     parser.add_argument(
         "--reference", type=Path, default=None, help="also run the server of this source tree (e.g. ../main)"
     )
+    parser.add_argument("--plots", type=Path, default=None, help=f"where the histogram goes (default {PLOTS})")
     args = parser.parse_args()
     with Stopwatch() as total:
         results = {}
@@ -423,6 +437,9 @@ def main() -> None:
             if args.reference is not None:
                 results[f"{model} (reference)"] = run(args, neural, adaptation, args.reference.resolve())
     body = report(results, args.full)
+    histogram = plot_histogram(results, args.plots or (Path(tempfile.mkdtemp()) if args.quick else PLOTS))
+    if histogram.is_relative_to(ROOT / "bench"):
+        body += f"\n\nHistogram of the round trips: [{histogram.name}]({histogram.relative_to(ROOT / 'bench')})"
     print(body)
     path = results_path(args)
     if path is not None:

@@ -26,11 +26,8 @@ checkpoints; every decision (stop, decay, time budget) is made on values all pro
 
 from __future__ import annotations
 
-import itertools
 import math
-import struct
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,7 +37,6 @@ from typing import Any, Protocol
 import torch
 from torch.nn import functional as F
 
-from lm_core.files import make_private_folder, write_private_bytes
 from lm_core.neural import (
     Checkpoint,
     NeuralConfig,
@@ -555,126 +551,3 @@ def _resume(
     )
     metrics = {k: list(v) if isinstance(v, list) else v for k, v in checkpoint.metrics.items()}
     return counters, metrics
-
-
-# --- the training curves as a PNG -----------------------------------------------------------------------------------
-# A 3x5 pixel font for the few characters the plot writes (each glyph: five rows of three pixels).
-_GLYPHS = {
-    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
-    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
-    "8": "111101111101111", "9": "111101111001111", ".": "000000000000010", " ": "000000000000000",
-    "A": "010101111101101", "C": "111100100100111", "D": "110101101101110", "E": "111100110100111",
-    "H": "101101111101101", "I": "111010010010111", "L": "100100100100111", "N": "110101101101101",
-    "O": "111101101101111", "P": "111101111100100", "R": "110101110101101", "T": "111010010010010",
-    "V": "101101101101010", "X": "101101010101101", "Y": "101101010010010", "G": "111100101101111",
-    "S": "111100111001111", "/": "001001010100100",
-}  # fmt: skip
-_WHITE, _BLACK, _GREY = (255, 255, 255), (0, 0, 0), (220, 220, 220)
-_BLUE, _ORANGE = (31, 119, 180), (255, 127, 14)
-
-
-class _Canvas:
-    """An RGB pixel grid with just enough drawing for line charts, written as PNG with zlib + struct only."""
-
-    def __init__(self, width: int, height: int) -> None:
-        self.width, self.height = width, height
-        self.pixels = bytearray(_WHITE * (width * height))
-
-    def dot(self, x: int, y: int, color: tuple[int, int, int], size: int = 1) -> None:
-        for yy in range(y, y + size):
-            for xx in range(x, x + size):
-                if 0 <= xx < self.width and 0 <= yy < self.height:
-                    i = 3 * (yy * self.width + xx)
-                    self.pixels[i : i + 3] = bytes(color)
-
-    def line(self, x0: int, y0: int, x1: int, y1: int, color: tuple[int, int, int], width: int = 1) -> None:
-        """Bresenham's line, `width` pixels thick."""
-        dx, dy = abs(x1 - x0), -abs(y1 - y0)
-        sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
-        err = dx + dy
-        while True:
-            self.dot(x0 - width // 2, y0 - width // 2, color, width)
-            if x0 == x1 and y0 == y1:
-                return
-            e2 = 2 * err
-            if e2 >= dy:
-                err, x0 = err + dy, x0 + sx
-            if e2 <= dx:
-                err, y0 = err + dx, y0 + sy
-
-    def text(self, x: int, y: int, text: str, color: tuple[int, int, int] = _BLACK, scale: int = 2) -> int:
-        """Write `text` (upper case, digits, ".") with its top-left at (x, y); returns the width in pixels."""
-        for n, ch in enumerate(text.upper()):
-            glyph = _GLYPHS.get(ch, _GLYPHS[" "])
-            for j, bit in enumerate(glyph):
-                if bit == "1":
-                    self.dot(x + (4 * n + j % 3) * scale, y + (j // 3) * scale, color, scale)
-        return 4 * len(text) * scale
-
-    def png(self) -> bytes:
-        def chunk(kind: bytes, data: bytes) -> bytes:
-            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-        stride = 3 * self.width
-        raw = b"".join(b"\x00" + bytes(self.pixels[y * stride : (y + 1) * stride]) for y in range(self.height))
-        header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)  # 8-bit RGB
-        return (
-            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-        )
-
-
-def plot_curves(metrics: dict[str, Any], png_path: str | Path, width: int = 640, height: int = 400) -> Path:
-    """Draw the training curves as a PNG, perplexity (log scale) against epochs: the training loss as it was
-    logged (blue line; per epoch where no finer curve was kept) and the validation perplexity after each epoch
-    (orange dots). Dependency-free (zlib + struct); the numbers themselves are in the checkpoint's metrics.
-    """
-    epochs = [float(e) for e in metrics.get("epoch", [])]
-    if metrics.get("curve_epoch"):
-        train_xy = list(zip(metrics["curve_epoch"], map(_exp, metrics["curve_train_loss"]), strict=False))
-    else:
-        train_xy = list(zip(epochs, map(_exp, metrics.get("train_loss", [])), strict=False))
-    valid_xy = list(zip(epochs, map(_exp, metrics.get("valid_loss", [])), strict=False))
-    series = [(train_xy, _BLUE, "TRAIN", False), (valid_xy, _ORANGE, "VALID", True)]
-    points = [(x, v) for xy, *_ in series for x, v in xy if math.isfinite(v) and v > 0]
-    canvas = _Canvas(width, height)
-    left, right, top, bottom = 70, width - 20, 40, height - 50
-    canvas.text(left, 12, "PERPLEXITY / EPOCH")
-    canvas.line(left, top, left, bottom, _BLACK)
-    canvas.line(left, bottom, right, bottom, _BLACK)
-    if points:
-        lo, hi = math.log(min(v for _, v in points)), math.log(max(v for _, v in points))
-        if hi - lo < 1e-9:
-            lo, hi = lo - 0.5, hi + 0.5
-        x_lo = 0.0 if metrics.get("curve_epoch") else min(x for x, _ in points)
-        x_span = (max(x for x, _ in points) - x_lo) or 1.0
-
-        def xy(e: float, v: float) -> tuple[int, int]:
-            x = left + round((e - x_lo) / x_span * (right - left - 10)) + 5
-            y = bottom - round((math.log(v) - lo) / (hi - lo) * (bottom - top - 10)) - 5
-            return x, y
-
-        for k in range(5):  # y ticks, evenly spaced in log perplexity
-            v = math.exp(lo + (hi - lo) * k / 4)
-            _, y = xy(x_lo, v)
-            canvas.line(left + 1, y, right, y, _GREY)
-            label = f"{v:.0f}" if v >= 10 else f"{v:.2f}"
-            canvas.text(left - 6 - 8 * len(label), y - 5, label)
-        for e in sorted(set(epochs)):  # x ticks at the epochs
-            x, _ = xy(e, math.exp(lo))
-            canvas.line(x, bottom, x, bottom + 4, _BLACK)
-            canvas.text(x - 4 * len(f"{e:g}"), bottom + 8, f"{e:g}")
-        for data, color, _, dots in series:
-            pts = [xy(x, v) for x, v in data if math.isfinite(v) and v > 0]
-            for (x0, y0), (x1, y1) in itertools.pairwise(pts):
-                canvas.line(x0, y0, x1, y1, color, width=2)
-            for x, y in pts if dots or len(pts) == 1 else []:
-                canvas.dot(x - 3, y - 3, color, 7)
-        legend_x = right - 160
-        for n, (_, color, label, _) in enumerate(series):
-            canvas.dot(legend_x + 80 * n, height - 24, color, 10)
-            canvas.text(legend_x + 80 * n + 14, height - 24, label)
-    canvas.text(left, height - 24, "EPOCH")
-    path = Path(png_path)
-    make_private_folder(path.parent)
-    write_private_bytes(path, canvas.png())
-    return path

@@ -607,7 +607,12 @@ def _print_progress(p: Any) -> None:
 @click.option("--clip", type=click.FloatRange(0), default=0.5, show_default=True, help="Gradient norm bound (0: off).")
 @click.option("--seed", type=int, default=1234, show_default=True, help="Random seed.")
 @click.option("--valid", "valid_file", type=click.Path(path_type=Path), default=None, help="Validation text file.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG of the curves.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The training curves as .png or .svg (needs nextword[plot]).",
+)
 @click.option("--pretokenized", is_flag=True, help="FILES are one sentence a line, split on spaces.")
 @click.option("--device", default="cpu", show_default=True, help="Where to train: cpu, cuda, mps.")
 @click.option(
@@ -681,6 +686,14 @@ def train_neural(
     for file in (*files, *([valid_file] if valid_file else [])):
         if not file.is_file() or is_secret_path(file):
             read_corpus_file(file)  # says why (missing, a directory, credentials) before any work
+    if plot is not None:  # before training, not after it
+        from lsp_server import plots
+
+        try:
+            plots.check_path(plot)
+            plots.require_matplotlib()
+        except plots.PlotError as exc:
+            fail(str(exc))
 
     import dataclasses
 
@@ -785,7 +798,9 @@ def train_neural(
     if isinstance(weight, int | float) and output.exists():  # a fine-tuned model keeps the weight it came with
         neural.update_checkpoint_metrics(output, blend_weight=float(weight))
     if plot is not None:
-        training.plot_curves(result.metrics, plot)
+        from lsp_server import plots
+
+        plots.training_curves(result.metrics, plot)
     click.echo(
         f"{output}: best valid perplexity {result.best_valid_perplexity:,.2f} "
         f"(epoch {result.metrics.get('best_epoch', '?')}); stopped: {result.stopped}"

@@ -2,20 +2,22 @@
 by the `excludeGlobs` setting (the same syntax), and files that hold credentials by their name (`.env`, private keys,
 see `store.secrets.is_secret_file`).
 
-The gitignore syntax supported: blank lines and `#` comments; `*` (anything but `/`), `?` (one character but `/`),
-`[...]` classes (`[!...]` negated); `**` as a whole segment (`**/x` at any depth, `x/**` everything inside,
-`a/**/b` zero or more folders between); a leading or inner `/` anchors the pattern at the root, otherwise it matches
-at any depth; a trailing `/` matches folders only (and so everything in them); `!` re-includes what an earlier
-pattern excluded (but, as in git, not inside an excluded folder); `\\` escapes the next character (`\\#`, `\\!`,
-`\\ `). The last matching pattern wins.
+The matching is `pathspec.GitIgnoreSpec`, git's own rules (`*`, `?`, classes, `**`, anchoring, negation with the
+last match winning, trailing spaces and escapes). `GitIgnoreSpec` answers for files; git also decides for folders
+while it walks, and nothing inside an excluded folder can be re-included (`private/` then `!private/keep.md` still
+excludes `private/keep.md`). So every parent folder of a path is asked first, of a second spec made of the same
+lines with a folder-only pattern's trailing `/` dropped (asked only about folders, `x/` and `x` mean the same). A
+line git would reject (a lone `!`, a trailing `\\`) is skipped and named in `IgnoreRules.invalid`; it never stops
+the server.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from pathspec import GitIgnoreSpec
+from pathspec.patterns.gitignore import GitIgnorePatternError
 
 from store.secrets import is_secret_path
 
@@ -24,81 +26,22 @@ ALWAYS_SKIPPED_FOLDERS = frozenset({"node_modules"})
 """Besides hidden folders (a name starting with "."), never walked when learning a workspace."""
 
 
-@dataclass(frozen=True)
-class Rule:
-    pattern: str
-    regex: re.Pattern[str]
-    negated: bool
-    folders_only: bool
+def _valid(line: str) -> bool:
+    """Whether git accepts `line` as a pattern (blank lines and comments included)."""
+    try:
+        GitIgnoreSpec.from_lines([line])
+    except GitIgnorePatternError:
+        return False
+    return True
 
 
-def _segment(text: str) -> str:
-    """One pattern (without `**` segments) as a regex body."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\" and i + 1 < len(text):
-            out.append(re.escape(text[i + 1]))
-            i += 2
-            continue
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            end = text.find("]", i + 2 if text[i + 1 : i + 2] in ("!", "^") else i + 1)
-            if end < 0:
-                out.append(re.escape(ch))
-            else:
-                body = text[i + 1 : end]
-                negate = body[:1] in ("!", "^")
-                body = body[1:] if negate else body
-                body = body.replace("\\", "\\\\").replace("[", "\\[")
-                out.append(f"[^/{body}]" if negate else f"[{body}]")
-                i = end + 1
-                continue
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return "".join(out)
-
-
-def compile_rule(line: str) -> Rule | None:
-    """One line of an ignore file as a rule (None for blank lines and comments)."""
-    pattern = line.rstrip("\n").rstrip("\r")
-    stripped = pattern.rstrip(" ")
-    if stripped.endswith("\\") and len(stripped) < len(pattern):
-        stripped += " "  # an escaped trailing space is kept
-    pattern = stripped
-    if not pattern or pattern.startswith("#"):
-        return None
-    negated = pattern.startswith("!")
-    if negated:
-        pattern = pattern[1:]
-    folders_only = pattern.endswith("/")
-    pattern = pattern.rstrip("/")
-    if not pattern:
-        return None
-    anchored = "/" in pattern
-    pattern = pattern.lstrip("/")
-    parts = pattern.split("/")
-    body = ""
-    for index, part in enumerate(parts):
-        last = index == len(parts) - 1
-        if part == "**":
-            if last:
-                body += ".*" if index == 0 else "/.*"
-            elif index == 0:
-                body += "(?:.*/)?"
-            else:
-                body += "/(?:.*/)?"
-        else:
-            if index > 0 and parts[index - 1] != "**":
-                body += "/"
-            body += _segment(part)
-    regex = ("^" if anchored else "^(?:.*/)?") + body + "$"
-    return Rule(line.strip(), re.compile(regex, re.DOTALL), negated, folders_only)
+def _as_folder_pattern(line: str) -> str:
+    """`line` for asking about folders only: a folder-only pattern (`x/`, trailing spaces dropped as git does)
+    without its trailing `/` (a line that would then be invalid, `!/`, is a no-op)."""
+    pattern = line if line.endswith("\\ ") else line.rstrip()
+    if pattern.endswith("/"):
+        pattern = pattern[:-1]
+    return pattern if _valid(pattern) else ""
 
 
 class IgnoreRules:
@@ -106,7 +49,16 @@ class IgnoreRules:
 
     def __init__(self, root: Path | None, patterns: Iterable[str] = ()) -> None:
         self.root = root
-        self.rules = [r for r in (compile_rule(p) for p in patterns) if r is not None]
+        lines = list(patterns)
+        self.invalid = [line for line in lines if not _valid(line)]
+        valid = [line for line in lines if _valid(line)]
+        self.spec = GitIgnoreSpec.from_lines(valid)
+        self.folder_spec = GitIgnoreSpec.from_lines([_as_folder_pattern(line) for line in valid])
+
+    @property
+    def patterns(self) -> list[str]:
+        """The lines that are rules (not blank, not comments, not invalid), in order."""
+        return [p.pattern for p in self.spec.patterns if p.include is not None]  # type: ignore[attr-defined]
 
     @classmethod
     def load(cls, root: Path | None, extra: Iterable[str] = ()) -> IgnoreRules:
@@ -119,16 +71,6 @@ class IgnoreRules:
                 lines = []
         return cls(root, [*lines, *extra])
 
-    def _matches(self, relative: str, is_folder: bool) -> bool | None:
-        """True (excluded) / False (re-included) by the last matching rule, None if no rule matches."""
-        verdict = None
-        for rule in self.rules:
-            if rule.folders_only and not is_folder:
-                continue
-            if rule.regex.match(relative):
-                verdict = not rule.negated
-        return verdict
-
     def ignores(self, path: Path | PurePosixPath | str, is_folder: bool = False) -> bool:
         """Whether `path` (absolute under the root, or relative to it) is excluded, itself or by a parent folder."""
         relative = self.relative(path)
@@ -136,11 +78,12 @@ class IgnoreRules:
             return False
         parts = PurePosixPath(relative).parts
         for depth in range(1, len(parts)):
-            if self._matches("/".join(parts[:depth]), True):
+            if self.folder_spec.match_file("/".join(parts[:depth])):
                 return True
-        return bool(self._matches(relative, is_folder))
+        return (self.folder_spec if is_folder else self.spec).match_file(relative)
 
     def relative(self, path: Path | PurePosixPath | str) -> str | None:
+        """`path` relative to the root, with "/" separators (None when it lies outside the root)."""
         path = Path(path)
         if path.is_absolute():
             if self.root is None:

@@ -351,6 +351,17 @@ def test_vscode_comment_languages_are_the_servers() -> None:
     assert re.findall(r"'([^']+)'", literal[1]) == list(comments.LANGUAGES)
 
 
+def test_vscode_activates_for_every_language_its_settings_can_enable() -> None:
+    """`nextword.languages`' defaults and, for `nextword.comments`, every comment language start the extension when
+    a file of theirs opens; any other language a person adds to `nextword.languages` is covered by
+    onStartupFinished (the extension then starts the server with the first document it is for)."""
+    events = manifest()["activationEvents"]
+    defaults = manifest()["contributes"]["configuration"]["properties"]["nextword.languages"]["default"]
+    languages = list(dict.fromkeys([*defaults, *comments.LANGUAGES]))
+    assert events == [f"onLanguage:{language}" for language in languages] + ["onStartupFinished"]
+    assert {"python", "typescript", "rust", "go"} <= set(languages)
+
+
 def npm_ready() -> str:
     """Why the Node tests cannot run here, or ''."""
     if shutil.which("npm") is None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import string
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from lsp_server.ignore import IgnoreRules, compile_rule, never_learned
+from lsp_server.ignore import IgnoreRules, never_learned
 from store.countstore import CountStore, source_name
 from tests.test_server import (
     CORPUS,
@@ -81,9 +83,84 @@ def test_a_negation_cannot_reinclude_a_file_inside_an_excluded_folder() -> None:
 
 
 def test_comments_and_blank_lines_are_not_rules() -> None:
-    assert compile_rule("# a comment") is None
-    assert compile_rule("   ") is None
-    assert compile_rule("/") is None
+    rules = IgnoreRules(None, ["# a comment", "   ", "/", "*.md"])
+    assert rules.patterns == ["*.md"]
+    assert not rules.ignores("# a comment") and not rules.ignores("a.txt")
+
+
+def test_a_line_git_rejects_is_skipped_and_named() -> None:
+    rules = IgnoreRules(None, ["!", "*.log", "x\\"])
+    assert rules.invalid == ["!", "x\\"]
+    assert rules.ignores("a.log") and not rules.ignores("a.md")
+
+
+# git's tricky cases; every expected value is what `git check-ignore --no-index` (git 2.39) answers, and
+# test_the_tricky_cases_agree_with_git asks git itself where it is installed.
+GIT_CASES: list[tuple[list[str], str, bool]] = [
+    # negation inside excluded folders: a file cannot come back, a folder re-included first lets it
+    (["private/", "!private/keep.md"], "private/keep.md", True),
+    (["out/", "!out/index.md"], "deep/out/index.md", True),
+    (["/*", "!/docs", "/docs/*", "!/docs/keep.md"], "x.md", True),
+    (["/*", "!/docs", "/docs/*", "!/docs/keep.md"], "docs/a.md", True),
+    (["/*", "!/docs", "/docs/*", "!/docs/keep.md"], "docs/keep.md", False),
+    (["/*", "!/docs", "/docs/*", "!/docs/keep.md"], "docs/sub/keep.md", True),
+    (["*", "!*/", "!*.md"], "d/a.md", False),  # everything but Markdown, at any depth
+    (["*", "!*/", "!*.md"], "d/a.txt", True),
+    (["logs/**", "!logs/keep/", "!logs/keep/**"], "logs/a.md", True),
+    (["logs/**", "!logs/keep/", "!logs/keep/**"], "logs/keep/x.md", False),
+    (["*.tmp", "!*.tmp/"], "dir.tmp/x.md", False),
+    (["*.tmp", "!*.tmp/"], "a.tmp", True),
+    # "**"
+    (["foo/**/bar"], "foo/bar", True),
+    (["foo/**/bar"], "foo/x/y/bar", True),
+    (["foo/**/bar"], "foox/bar", False),
+    (["foo/**/bar"], "a/foo/bar", False),  # a pattern with an inner "/" is anchored
+    (["a/**/b/"], "a/x/b/z.md", True),
+    (["a/**/b/"], "a/b.md", False),
+    (["**/secret"], "q/secret/x.md", True),
+    (["**"], "a/b.md", True),
+    (["**/", "x/"], "a.md", False),  # "**/": folders only, so not a file at the root
+    (["**/", "x/"], "d/a.md", True),
+    (["notes/*.md", "!notes/**/keep.md"], "notes/d/a.md", False),  # "*" never crosses "/"
+    (["notes/*.md", "!notes/**/keep.md"], "notes/keep.md", False),
+    (["doc/*.txt"], "x/doc/a.txt", False),
+    # trailing spaces: dropped unless escaped; leading ones are kept
+    (["trail.md   "], "trail.md", True),
+    (["build/   ", "!build/keep.md"], "build/keep.md", True),
+    (["sp\\ "], "sp ", True),
+    (["sp\\ "], "spx", False),
+    (["  lead.md"], "  lead.md", True),
+    (["  lead.md"], "lead.md", False),
+    # escapes and classes
+    (["\\!bang.md"], "!bang.md", True),
+    (["\\!bang.md"], "bang.md", False),
+    (["[a-c]?.txt"], "a/ax.txt", True),
+    (["[a-c]?.txt"], "dx.txt", False),
+    (["*.[Bb][Aa][Kk]"], "x.BaK", True),
+    (["*.LOG"], "a.log", False),  # case-sensitive, as git on Linux
+]
+
+
+@pytest.mark.parametrize(("rules", "path", "ignored"), GIT_CASES)
+def test_gits_tricky_cases(rules: list[str], path: str, ignored: bool) -> None:
+    assert IgnoreRules(None, rules).ignores(path) is ignored
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_the_tricky_cases_agree_with_git(tmp_path: Path) -> None:
+    """The table above, asked of git itself (one repository per rule set, the files made on disk)."""
+    by_rules: dict[tuple[str, ...], list[tuple[str, bool]]] = {}
+    for rules, path, ignored in GIT_CASES:
+        by_rules.setdefault(tuple(rules), []).append((path, ignored))
+    for n, (rules, cases) in enumerate(by_rules.items()):
+        repo = tmp_path / str(n)
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        (repo / ".gitignore").write_text("\n".join(rules) + "\n")
+        for path, ignored in cases:
+            (repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo / path).touch()
+            answer = subprocess.run(["git", "-C", str(repo), "check-ignore", "-q", "--no-index", path], check=False)
+            assert (answer.returncode == 0) is ignored, (rules, path)
 
 
 def test_rules_are_read_from_the_root_and_apply_to_absolute_paths(tmp_path: Path) -> None:
@@ -94,7 +171,7 @@ def test_rules_are_read_from_the_root_and_apply_to_absolute_paths(tmp_path: Path
     assert rules.ignores(tmp_path / "notes" / "a.draft.md")
     assert not rules.ignores(tmp_path / "notes" / "a.md")
     assert not rules.ignores(Path("/elsewhere/secret-plans.md"))  # outside the root: not its rules
-    assert IgnoreRules.load(tmp_path / "missing").rules == []
+    assert IgnoreRules.load(tmp_path / "missing").patterns == []
 
 
 def test_never_learned_names_credential_files_and_excluded_ones(tmp_path: Path) -> None:

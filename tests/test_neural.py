@@ -33,7 +33,6 @@ from lm_core.training import (
     get_batch,
     global_grad_norm,
     make_optimizer,
-    plot_curves,
     split_holdout,
     train,
     train_step,
@@ -452,22 +451,7 @@ def test_tied_weights_need_equal_sizes() -> None:
         NeuralConfig(cell="transformer")
 
 
-# --- the PNG and the import boundary ---------------------------------------------------------------------------------
-def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
-    import struct
-    import zlib
-
-    metrics = {"epoch": [1, 2, 3], "train_loss": [5.0, 4.0, 3.5], "valid_loss": [4.8, 4.1, 3.9]}
-    data = plot_curves(metrics, tmp_path / "curves.png", width=320, height=200).read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (320, 200)
-    start = data.index(b"IDAT") + 4
-    raw = zlib.decompress(data[start : start + struct.unpack(">I", data[start - 8 : start - 4])[0]])
-    assert len(raw) == height * (1 + 3 * width)
-    assert bytes((31, 119, 180)) in raw and bytes((255, 127, 14)) in raw  # both curves were drawn
-
-
+# --- the import boundary ---------------------------------------------------------------------------------
 def test_the_ngram_path_and_the_cli_never_import_torch() -> None:
     code = (
         "import sys; import lm_core.ngram, lm_core.blend, lm_core.metrics, lsp_server.engine, lsp_server.cli; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,16 @@ def test_train_neural_writes_a_checkpoint_and_a_plot(corpus: Path, tmp_path: Pat
     assert checkpoint.config.cell == "gru" and "chases" in checkpoint.vocab
     assert len(checkpoint.metrics["valid_loss"]) == 2
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_neural_without_the_plot_extra_says_so_before_training(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if nextword[plot] were not installed
+    args = ("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "m.pt", corpus)
+    assert error_of(*args, "--plot", "c.png") == "plotting needs matplotlib: pip install 'nextword[plot]'"
+    assert error_of(*args, "--plot", "c.jpg") == "c.jpg: a plot is written as .png or .svg, not .jpg"
+    assert not (tmp_path / "m.pt").exists()  # nothing was trained
 
 
 def test_train_neural_learns_the_documents_of_the_store(tmp_path: Path) -> None:

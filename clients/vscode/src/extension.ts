@@ -17,6 +17,8 @@ let client: NextwordClient | undefined;
 let output: vscode.LogOutputChannel;
 let status: vscode.StatusBarItem;
 let learning = true;
+let began = false; // whether the server has been started in this window (it starts with the first prose document)
+let down: string | undefined; // why the server is not running, while the status bar says so
 let exited: Promise<core.ServerExit> | undefined; // how the newest server process ended
 const perplexities = new Map<string, core.Perplexity>();
 
@@ -58,15 +60,27 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     command('nextword.restartServer', () => restart()),
     command('nextword.showOutput', () => output.show()),
     vscode.window.onDidChangeActiveTextEditor(() => updateStatus()),
+    vscode.workspace.onDidOpenTextDocument(() => startWhenNeeded()),
     vscode.workspace.onDidChangeConfiguration((event) => {
       if (core.changed((section) => event.affectsConfiguration(section), core.RESTART_SETTINGS)) {
-        void restart();
+        void (began ? restart() : startWhenNeeded());
       } else if (core.changed((section) => event.affectsConfiguration(section), core.SERVER_SETTINGS)) {
         void client?.sendNotification('workspace/didChangeConfiguration', { settings: { nextword: serverSettings() } });
       }
     }),
   );
-  await start();
+  await startWhenNeeded();
+}
+
+/** The extension activates for every language its settings can enable (package.json: the prose and comment
+ * languages, and after start-up for any other `nextword.languages`); the server starts with the first document
+ * it is for, not before. */
+async function startWhenNeeded(): Promise<void> {
+  const selector = core.documentSelector(vscode.workspace.getConfiguration('nextword'));
+  if (!began && vscode.workspace.textDocuments.some((document) => vscode.languages.match(selector, document) > 0)) {
+    began = true;
+    await start();
+  }
 }
 
 export function deactivate(): Thenable<void> | undefined {
@@ -86,6 +100,7 @@ async function start(): Promise<void> {
   if (executable === undefined) {
     return fail(core.notFoundMessage(launch.command), 'Open Settings');
   }
+  down = undefined;
   const crashes = new core.CrashPolicy();
   let told = false; // whether the close handler has told the user why the server stopped
   learning = true;
@@ -125,6 +140,7 @@ async function start(): Promise<void> {
 }
 
 async function restart(): Promise<void> {
+  began = true;
   const old = client;
   client = undefined;
   await old?.stop().catch(() => undefined);
@@ -155,9 +171,8 @@ async function execute(command: string, args: unknown[]): Promise<void> {
 /** Show an error with buttons that lead to the fix; the status bar shows that nextword is down. */
 async function fail(message: string, ...actions: string[]): Promise<void> {
   output.error(message);
-  status.text = '$(error) nextword';
-  status.tooltip = message;
-  status.show();
+  down = message;
+  updateStatus();
   const choice = await vscode.window.showErrorMessage(message, ...actions, 'Show Output');
   if (choice === 'Open Settings') {
     await vscode.commands.executeCommand('workbench.action.openSettings', 'nextword.server');
@@ -169,6 +184,11 @@ async function fail(message: string, ...actions: string[]): Promise<void> {
 }
 
 function updateStatus(): void {
+  if (down !== undefined && !client?.isRunning()) {
+    status.text = '$(error) nextword';
+    status.tooltip = down;
+    return status.show(); // until the server runs again, whichever editor is active
+  }
   const document = vscode.window.activeTextEditor?.document;
   const selector = core.documentSelector(vscode.workspace.getConfiguration('nextword'));
   if (!client?.isRunning() || !document || !vscode.languages.match(selector, document)) {

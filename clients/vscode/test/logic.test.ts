@@ -34,9 +34,10 @@ describe('package.json', () => {
     }
   });
 
-  test('activates on the default languages and packages the compiled extension', () => {
-    const languages = properties['nextword.languages'].default as string[];
-    assert.deepEqual(manifest.activationEvents, languages.map((language) => `onLanguage:${language}`));
+  test('activates for every language its settings can enable and packages the compiled extension', () => {
+    const languages = [...new Set([...(properties['nextword.languages'].default as string[]), ...core.COMMENT_LANGUAGES])];
+    const onLanguage = languages.map((language) => `onLanguage:${language}`);
+    assert.deepEqual(manifest.activationEvents, [...onLanguage, 'onStartupFinished']); // other `languages`: at start-up
     assert.equal(manifest.main, './out/src/extension.js');
     assert.equal(manifest.dependencies['vscode-languageclient'], '10.1.2');
   });
@@ -112,7 +113,9 @@ describe('settings sent to the server', () => {
       languages: ['plaintext', 'markdown', 'git-commit', 'restructuredtext', 'latex'],
       comments: false,
       maxSuggestions: 10,
-      oddityThreshold: 7,
+      oddityThreshold: 10,
+      oddityKinds: ['confusion', 'doubled', 'article', 'preposition', 'inflection', 'transposition', 'missing word',
+        'spelling', 'misspelling'],
       perplexityDiagnostic: true,
       learning: true,
       learnOnChange: false,
