@@ -801,7 +801,7 @@ def make_plots(charts: Charts, out: Path) -> list[Path]:
         stages = {"x_ticks": range(len(charts.stages)), "x_tick_labels": charts.stages}
         draw("adaptation", charts.adaptation, title, "stage", "%", **stages)
     if charts.oddity:
-        title = "Oddity detection on planted real-word errors"
+        title = "Oddity detection on planted errors"
         draw("oddity_pr_curve", charts.oddity, title, "recall %", "precision %", x_ticks=(0, 20, 40, 60, 80, 100))
     return drawn
 

@@ -68,11 +68,13 @@ def charts_from_results(text: str) -> Charts:
         charts.adaptation.append((f"{short}: top-3 accuracy", [(i, number(r["top-3 %"])) for i, r in enumerate(mine)]))
         if len(mine) > len(charts.stages):
             charts.stages = [stage_name(r["Model"]) for r in mine]
-    curve = table_after(evaluation, "Precision and recall of nextword against the threshold")
+    # The oddity figures: the newest run (`evaluation-oddity`, bench/evaluation.py --section) where there is one.
+    oddity = section(text, "evaluation-oddity") if "<!-- evaluation-oddity:start -->" in text else evaluation
+    curve = table_after(oddity, "Precision and recall of nextword")
     bits = [number(r["threshold bits"]) for r in curve]
     name = f"nextword, threshold {min(bits):g}-{max(bits):g} bits"
     charts.oddity.append((name, [(number(r["recall %"]), number(r["precision %"])) for r in curve]))
-    for row in table_after(evaluation, "### Oddity detection"):
+    for row in table_after(oddity, "### Oddity detection"):
         if row["Detector"].startswith("Harper"):
             name = row["Detector"].replace("harper-py, ", "")
             charts.oddity.append((name, [(number(row["recall %"]), number(row["precision %"]))]))
