@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import pickle
 import zipfile
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -245,7 +246,7 @@ State = Any
 (B, window) int64 (the window model)."""
 
 
-class Network:
+class Network(ABC):
     """A trained model's forward pass in numpy: `hidden` maps ids (B, T) and a state to the top layer's outputs
     (B, T, H) and the next state; `decode` maps outputs (N, H) to logits (N, V) (`<s>`: -inf). Read-only: one
     network serves any number of `NeuralLM`s and threads."""
@@ -262,11 +263,13 @@ class Network:
         self.decoder_bias = _weight(weights, "decoder.bias", (config.vocab_size,)).copy()
         self.decoder_bias[BOS_ID] = -np.inf
 
+    @abstractmethod
     def init_state(self, batch: int) -> State:
-        raise NotImplementedError
+        """The state before any token, for `batch` rows."""
 
+    @abstractmethod
     def hidden(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        raise NotImplementedError
+        """The top layer's outputs for `ids` (B, T) from `state`, and the state after them."""
 
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         """Logits (N, V) float32 for outputs (N, H)."""
