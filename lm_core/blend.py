@@ -32,9 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lm_core.inference import split_sentences
 from lm_core.metrics import Continuation, continuation_scores
 from lm_core.model import Context, LanguageModel, Prediction
-from lm_core.vocab import BOS, EOS, UNK
+from lm_core.vocab import BOS, UNK
 
 
 @dataclass
@@ -125,7 +126,7 @@ class Blend:
         """log P'_m of every token of a flat sequence (as `sentence_logprobs` reads it) under each component m, a
         (T, M) array of natural logs (see `component_continuations`); `known[m]`: component m's own scores of
         `tokens`, when the caller has them already (they are not computed again)."""
-        sentences = _split_sentences(tokens)
+        sentences = split_sentences(tokens)
         given = {}
         for m, scores in (known or {}).items():
             given[m], start = [], 0
@@ -302,20 +303,6 @@ class Blend:
             words, _ = _arrays(model, (BOS,))
             self._known[m] = frozenset(words) - {BOS}
         self._known_key = key
-
-
-def _split_sentences(tokens: Sequence[str]) -> list[list[str]]:
-    """A flat token sequence cut after each `</s>` (a last sentence without one is kept as it is)."""
-    sentences: list[list[str]] = []
-    current: list[str] = []
-    for token in tokens:
-        current.append(token)
-        if token == EOS:
-            sentences.append(current)
-            current = []
-    if current:
-        sentences.append(current)
-    return sentences
 
 
 def _arrays(model: LanguageModel, context: Context) -> tuple[list[str], np.ndarray]:
