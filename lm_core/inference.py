@@ -154,14 +154,20 @@ class _CheckpointUnpickler(pickle.Unpickler):
         return LazyArray(self._read, storage, offset, tuple(shape), tuple(stride))
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The dict a checkpoint file holds, its tensors as `LazyArray`s (read on `load()`). Raises `CheckpointError`
-    (one line) for a file that is missing, not a zip of torch's format, or holds anything but plain data."""
+def existing_checkpoint(path: str | Path) -> Path:
+    """`path` as a Path; `CheckpointError` (one line) when no file is there or it is a directory."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The dict a checkpoint file holds, its tensors as `LazyArray`s (read on `load()`). Raises `CheckpointError`
+    (one line) for a file that is missing, not a zip of torch's format, or holds anything but plain data."""
+    path = existing_checkpoint(path)
     try:
         archive = zipfile.ZipFile(path)
         names = archive.namelist()

@@ -38,6 +38,7 @@ from lm_core.inference import (
     NeuralLM,
     _one_line,
     checked_payload,
+    existing_checkpoint,
 )
 from lm_core.vocab import BOS_ID
 
@@ -259,11 +260,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
     Raises `CheckpointError` with a one-line message for a missing, damaged, foreign or inconsistent file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a checkpoint")
+    path = existing_checkpoint(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
