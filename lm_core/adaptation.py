@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -41,6 +41,10 @@ CACHE_TOKENS = 4_000
 """The document cache holds at most this many of the latest tokens before the cursor."""
 HELD_OUT_TOKENS = 20_000
 """EM refits on at most this many of the latest held-out tokens."""
+USER_LAYER_TOKENS = 100_000
+"""The user layer is built over about this many of the latest learned tokens (the store's model keeps all of them):
+its memory (about 13 MB at this size) and the cost of rebuilding it after a learn stay bounded however long the
+person has written, and it follows their recent habits."""
 
 
 def user_model(sentences: Sequence[Sequence[str]], order: int) -> NgramModel | None:
@@ -232,16 +236,22 @@ class HeldOut:
 
 
 def held_out_rows(
-    pair: Blend, cache: DocumentCache, sentences: Sequence[Sequence[str]], user: NgramModel | None = None
+    pair: Blend,
+    cache: DocumentCache,
+    sentences: Sequence[Sequence[str]],
+    user: NgramModel | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each token's component log-probabilities (T x 3: store, user as blended, cache) before the text is learned,
     the cache (a fresh one, filled as the text goes) holding the document's tokens before each one (as it did
     while the person typed), and each token's context bucket under `user`. `pair` is the Blend of the store's model
-    and the user layer."""
+    and the user layer. `pause` is called before each token (the server lets a waiting completion go first)."""
     tokens = [t for s in sentences for t in s]
     width = None if pair.order is None else pair.order - 1
     rows, buckets = [], []
     for word, context in contexts(tokens, width):
+        if pause is not None:
+            pause()
         rows.append([*pair.component_logprobs(word, context), cache.logprob(word, context)])
         buckets.append(bucket_of(user, context))
         cache.push(word)  # the document so far, one token more
@@ -279,6 +289,7 @@ class Adaptation:
         self.parts = tuple(parts)
         self.user: NgramModel | None = None
         self.user_tokens = 0
+        self.user_sentences: frozenset[int] = frozenset()  # hashes of the user layer's sentences (word tuples)
         self.cache = DocumentCache(store)
         self.held_out = HeldOut()
         self.fitted_tokens = fitted_tokens
@@ -306,18 +317,25 @@ class Adaptation:
         return self._blend
 
     def set_user_text(self, sentences: Sequence[Sequence[str]]) -> None:
-        """Rebuild the user layer from everything learned (sentences ending with `</s>`)."""
+        """Rebuild the user layer from the learned text (sentences ending with `</s>`; the caller passes about the
+        latest `USER_LAYER_TOKENS`)."""
         self.user = user_model(sentences, self.store.order) if "user" in self.parts else None
         self.user_tokens = sum(len(s) for s in sentences)
+        self.user_sentences = frozenset(hash(tuple(s)) for s in sentences)
         self._blend = None
 
-    def observe(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
+    def is_learned(self, sentence: Sequence[str]) -> bool:
+        """Whether the user layer holds this sentence already (text saved again is not held out twice)."""
+        return hash(tuple(sentence)) in self.user_sentences
+
+    def observe(self, sentences: Sequence[Sequence[str]], pause: Callable[[], None] | None = None) -> np.ndarray:
         """Score text the person wrote before it is learned (held out), refit the weights by EM; the new weights.
-        Before anything was learned there is no user layer to weigh: the weights stay."""
+        Before anything was learned there is no user layer to weigh: the weights stay. `pause` is called before
+        each token is scored."""
         if self.user is None and "user" in self.parts:
             return self.weights
         pair, cache = pair_blend(self.store, self.user), DocumentCache(self.store)
-        rows, buckets = held_out_rows(pair, cache, sentences, self.user)
+        rows, buckets = held_out_rows(pair, cache, sentences, self.user, pause)
         if len(rows) == 0:
             return self.weights
         self.held_out.add(rows, buckets)

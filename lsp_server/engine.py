@@ -11,6 +11,7 @@ import math
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lm_core import tokenize
-from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, Adaptation
+from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, USER_LAYER_TOKENS, Adaptation
 from lm_core.backoff import BackoffModel
 from lm_core.corrections import NeighbourIndex, Vocabulary
 from lm_core.metrics import perplexity_of_scores, sentence_scores
@@ -46,6 +47,7 @@ ADAPTATION_KEY = "adaptation"  # the store setting holding the adaptive mixture'
 CACHE_CHARS = 24_000  # the document cache reads at most this many characters before the cursor
 ADAPTATION_BUCKETED = False  # weights per context bucket (bench/adaptation.py decides)
 PARAGRAPH_MEMO = 2_000  # paragraphs whose tokens the document cache remembers
+CHECK_BATCH_SENTENCES = 8  # sentences checked in one batch between two yield points (a batch takes ~10-50 ms)
 HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 SPELLING_MIN_COUNT = 20  # a spelling correction must be a word seen at least this often
 FOLLOWER_SETS = 20_000  # words whose followers are kept as sets for the seen-pair filter
@@ -151,6 +153,9 @@ class Engine:
         self.cache_bytes = 0
         self._check_version: tuple[int, int, OddityConfig] | None = None
         self.seeded = False  # this store was made from the shipped model when it was opened (see open)
+        # called between small units of background work (learning, checking) so that the owner can let work a person
+        # waits for (a completion) run first; the server waits there while a completion is in flight (no-op here)
+        self.yield_point: Callable[[], None] = _no_wait
         self.adaptation: Adaptation | None = None  # see enable_adaptation
         self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's paragraphs above, tokenized
         self._cache_middle: tuple[str, list[str]] = ("", [])  # ... and the current paragraph's finished sentences
@@ -315,7 +320,7 @@ class Engine:
         adaptation = Adaptation(self.ngram, weights, int(saved.get("fitted_tokens", 0)), parts, bucketed)
         if "bucket_weights" in saved:
             adaptation.bucket_weights = np.asarray(saved["bucket_weights"], dtype=np.float64)
-        adaptation.set_user_text(store.learned_sentences())
+        adaptation.set_user_text(store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
         self.adaptation = adaptation
 
     def disable_adaptation(self) -> None:
@@ -335,14 +340,13 @@ class Engine:
         adaptation = self.adaptation
         if adaptation is None:
             return
-        known = {tuple(s) for s in self.counts_store.learned_sentences()}
         fresh = [[t.norm for t in s] for s in self._sentences(text)]
-        fresh = [s for s in fresh if tuple(s) not in known]
+        fresh = [s for s in fresh if not adaptation.is_learned(s)]
         while sum(map(len, fresh)) > HELD_OUT_PER_LEARN and len(fresh) > 1:
             fresh = fresh[len(fresh) // 2 :]  # the newest part of a long text is enough (and bounds the cost)
         if not fresh:
             return
-        weights = adaptation.observe(fresh)
+        weights = adaptation.observe(fresh, self.yield_point)
         record = {
             "weights": [round(float(w), 6) for w in weights],
             "bucket_weights": np.round(adaptation.bucket_weights, 6).tolist(),
@@ -352,7 +356,8 @@ class Engine:
 
     def _adapt_after_learning(self) -> None:
         if self.adaptation is not None:
-            self.adaptation.set_user_text(self.counts_store.learned_sentences())
+            self.yield_point()
+            self.adaptation.set_user_text(self.counts_store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
 
     def _fill_cache(self, text: str, end: int) -> None:
         """The document cache: the tokens of `text` before character `end` (the start of the word being typed),
@@ -612,9 +617,12 @@ class Engine:
                 results[norms] = cached
             elif norms not in results:
                 todo.setdefault(norms, sentence)
-        if todo:
-            self._prefetch(list(todo.values()))
-            for norms, result in self._find(list(todo.values()), config, self._memo).items():
+        batch = list(todo.values())
+        for start in range(0, len(batch), CHECK_BATCH_SENTENCES):
+            self.yield_point()
+            part = batch[start : start + CHECK_BATCH_SENTENCES]
+            self._prefetch(part)
+            for norms, result in self._find(part, config, self._memo).items():
                 results[norms] = result
                 self._cache_sentence(norms, result)
         return results
@@ -767,6 +775,7 @@ class Engine:
     def learn(self, source: str, text: str) -> LearnResult:
         """Learn `text` as `source`; with adaptation on, its new sentences first refit the mixture's weights."""
         self._adapt_before_learning(text)
+        self.yield_point()
         result = self.counts_store.learn(source, text)
         self._adapt_after_learning()
         return result
@@ -805,6 +814,10 @@ class Engine:
         elif self.adaptation is not None:
             stats["adaptation"] = "on, no held-out text yet"
         return stats
+
+
+def _no_wait() -> None:
+    """The default `Engine.yield_point`: nothing waits."""
 
 
 def _cased(word: str, sentence_start: bool, like: str) -> str:

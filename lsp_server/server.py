@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +66,8 @@ RETRAIN_MINUTES = 5.0  # ... and its time budget
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
 GIL_SWITCH_S = 0.001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
 # background thread gets it within 1 ms (Python's default: 5 ms, several times over in one completion)
+YIELD_POLL_S = 0.0005  # how often paused background work looks whether the completion it waits for is done ...
+YIELD_MAX_S = 0.25  # ... and how long at most it waits at one yield point (a stream of completions cannot starve it)
 CHECKPOINT_IDLE_S = 1.0  # the write-ahead log is checkpointed once learning has been quiet this long ...
 CHECKPOINT_EVERY_FILES = 25  # ... and every this many files while the workspace is learned
 
@@ -115,8 +118,10 @@ class NextwordServer(LanguageServer):
         self.ignored: set[str] = set()
         self.diagnostic_tasks: dict[str, asyncio.Task[None]] = {}
         self.learn_tasks: dict[str, asyncio.Task[None]] = {}
+        self.saved_text: dict[str, str] = {}  # the text of a save whose learn has not finished yet, by URI
         self.completion_generation: dict[str, int] = {}
         self.checkpoint_task: asyncio.Task[None] | None = None
+        self.waiting = 0  # requests a person waits for (completion, hover) in flight; background work yields to them
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Log what went wrong; only errors of the server's own making reach the user, never bad input."""
@@ -145,6 +150,7 @@ class NextwordServer(LanguageServer):
                 if isinstance(engine.store, CountStore):
                     engine.store.defer_checkpoints()  # run when learning is quiet (schedule_checkpoint), not in a learn
                 engine.set_cache_budget(self.settings.cache_megabytes * 2**20)
+                engine.yield_point = self.yield_to_waiting
                 self._engine = engine
                 note = engine.seeded_note()
                 if note:
@@ -152,8 +158,21 @@ class NextwordServer(LanguageServer):
             return self._engine
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
-        """Run work a person is waiting for (completion, hover) on the interactive thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.interactive, work, *args)
+        """Run work a person is waiting for (completion, hover) on the interactive thread; background work (learning,
+        checking) pauses at its next yield point until it is done (`yield_to_waiting`)."""
+        self.waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.interactive, work, *args)
+        finally:
+            self.waiting -= 1
+
+    def yield_to_waiting(self) -> None:
+        """The Engine's yield point, on the background thread: sleep (the interpreter lock free) while a request a
+        person waits for is in flight, at most YIELD_MAX_S, so that a learn never holds up the completion typed
+        right after a save."""
+        deadline = time.monotonic() + YIELD_MAX_S
+        while self.waiting and time.monotonic() < deadline:
+            time.sleep(YIELD_POLL_S)
 
     async def run_background(self, work: Callable[..., T], *args: Any) -> T:
         """Run diagnostics, learning and commands on the background thread."""
@@ -346,14 +365,18 @@ def did_change(ls: NextwordServer, params: types.DidChangeTextDocumentParams) ->
 
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
 def did_save(ls: NextwordServer, params: types.DidSaveTextDocumentParams) -> None:
-    schedule_learning(ls, params.text_document.uri, delay=0)
+    uri = params.text_document.uri
+    document = ls.open_document(uri)
+    saved = None if document is None else ls.prose(document)
+    schedule_learning(ls, uri, delay=0, text=saved)  # the saved text: learned even if the document closes first
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: NextwordServer, params: types.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
-    for tasks in (ls.diagnostic_tasks, ls.learn_tasks):
-        cancel_task(tasks, uri)
+    cancel_task(ls.diagnostic_tasks, uri)
+    if uri not in ls.saved_text:  # a learn after a save goes on (it has its text); a debounced one is dropped
+        cancel_learning(ls, uri)
     ls.completion_generation.pop(uri, None)
     ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
@@ -365,20 +388,31 @@ def cancel_task(tasks: dict[str, asyncio.Task[None]], uri: str) -> None:
         task.cancel()
 
 
-def schedule_learning(ls: NextwordServer, uri: str, delay: float) -> None:
-    """Learn the document (replacing what it contributed before) after `delay` seconds, unless paused."""
+def cancel_learning(ls: NextwordServer, uri: str) -> None:
+    """Cancel the document's pending learn, if any, and forget the saved text it was to learn."""
+    cancel_task(ls.learn_tasks, uri)
+    ls.saved_text.pop(uri, None)
+
+
+def schedule_learning(ls: NextwordServer, uri: str, delay: float, text: str | None = None) -> None:
+    """Learn the document (replacing what it contributed before) after `delay` seconds, unless paused: `text` if
+    given (the text as saved), else the open document's text then."""
     if not ls.settings.learning or ls.learning_paused:
         return
-    cancel_task(ls.learn_tasks, uri)
+    cancel_learning(ls, uri)
+    if text is not None:
+        ls.saved_text[uri] = text
     ls.learn_tasks[uri] = asyncio.ensure_future(_learn_later(ls, uri, delay))
 
 
 async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
     try:
         await asyncio.sleep(delay)
-        document = ls.open_document(uri)
-        text = None if document is None or ls.learning_paused else ls.prose(document)
+        text = ls.saved_text.get(uri)
         if text is None:
+            document = ls.open_document(uri)
+            text = None if document is None else ls.prose(document)
+        if text is None or ls.learning_paused:
             return
         reason = _never_learned(ls, uri)
         if reason is not None:
@@ -398,6 +432,10 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
         ls.message(f"nextword could not learn {uri}: {exc}")
     except Exception:
         log.exception("learning %s failed", uri)
+    finally:
+        if ls.learn_tasks.get(uri) is asyncio.current_task():  # not replaced by a newer learn of the document
+            ls.learn_tasks.pop(uri, None)
+            ls.saved_text.pop(uri, None)
 
 
 def schedule_checkpoint(ls: NextwordServer, delay: float = CHECKPOINT_IDLE_S) -> None:
@@ -716,9 +754,8 @@ def ignore_word(ls: NextwordServer, *args: Any) -> dict[str, Any]:
 @server.command(COMMANDS["pause_learning"])
 def pause_learning(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     ls.learning_paused = True
-    for task in ls.learn_tasks.values():
-        task.cancel()
-    ls.learn_tasks.clear()
+    for uri in list(ls.learn_tasks):
+        cancel_learning(ls, uri)
     return {"learning": False}
 
 
@@ -745,7 +782,7 @@ async def forget_document(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     if not uris:
         raise ValueError("nextword.forgetDocument needs the document's URI")
     uri = uris[0]
-    cancel_task(ls.learn_tasks, uri)
+    cancel_learning(ls, uri)
     try:
         result = await ls.run_background(lambda: ls.engine().forget(uri))
     except UnknownSourceError:

@@ -597,16 +597,28 @@ class CountStore:
             rows = self.db.execute("SELECT name, kind, tokens, sha256, learned_at FROM sources ORDER BY name")
             return [SourceInfo(*row) for row in rows]
 
-    def learned_sentences(self) -> list[list[str]]:
+    def learned_sentences(self, latest_tokens: int | None = None) -> list[list[str]]:
         """The sentences (each ending with `</s>`) of every document and file the store has learned, oldest first;
-        a base model has no text. What `nextword train-neural --from-store` and the server's retraining read."""
+        a base model has no text. What `nextword train-neural --from-store` and the server's retraining read.
+
+        With `latest_tokens`, only the most recently learned sources, newest first until their tokens (counting
+        `</s>`, not `<s>`) reach that many (the source that crosses the mark is kept whole), still oldest first:
+        the cost and the memory stay bounded however much was learned."""
+        query = "SELECT stream FROM sources WHERE stream IS NOT NULL ORDER BY learned_at DESC, name DESC"
         with self.lock:
-            rows = self.db.execute(
-                "SELECT stream FROM sources WHERE stream IS NOT NULL ORDER BY learned_at, name"
-            ).fetchall()
+            cursor = self.db.execute(query)
+            blobs: list[bytes] = []
+            tokens = 0
+            for (blob,) in cursor:
+                if latest_tokens is not None and tokens >= latest_tokens:
+                    break
+                blobs.append(blob)
+                stream = sources.unpack_stream(blob)
+                tokens += int(len(stream) - np.count_nonzero(stream == BOS_ID))
+            cursor.close()
             words = self.vocab.words
         out: list[list[str]] = []
-        for (blob,) in rows:
+        for blob in reversed(blobs):
             sentence: list[str] = []
             for wid in sources.unpack_stream(blob).tolist():  # <s> w1 .. wk </s> <s> ...
                 if wid == BOS_ID:

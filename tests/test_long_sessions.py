@@ -126,3 +126,77 @@ def test_deferred_checkpoints_leave_the_log_to_an_explicit_checkpoint(store_path
         finally:
             store.db.execute("ROLLBACK")
             store.lock.release()
+
+
+def test_the_latest_learned_sentences_are_the_newest_sources_whole_oldest_first(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    with CountStore.open(path, order=3, tokenizer="pretokenized", create=True) as store:
+        for i, text in enumerate(["a b c\nd e\n", "f g\n", "h i j k\n"]):
+            store.learn(f"doc{i}", text)
+        everything = store.learned_sentences()
+        assert everything == [
+            ["a", "b", "c", "</s>"],
+            ["d", "e", "</s>"],
+            ["f", "g", "</s>"],
+            ["h", "i", "j", "k", "</s>"],
+        ]
+        # tokens count `</s>` and not `<s>`: the newest source has 5, the one before 3, the first 7
+        assert store.learned_sentences(latest_tokens=5) == everything[3:]
+        assert store.learned_sentences(latest_tokens=6) == everything[2:]  # the source crossing the mark is whole
+        assert store.learned_sentences(latest_tokens=8) == everything[2:]
+        assert store.learned_sentences(latest_tokens=9) == everything
+        assert store.learned_sentences(latest_tokens=10**6) == everything
+
+
+def test_the_user_layer_holds_only_the_latest_learned_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lsp_server.engine as engine_module
+
+    path = tmp_path / "u.db"
+    with CountStore.open(path, order=3, tokenizer="pretokenized", create=True) as store:
+        store.learn("base", "the cat sat on the mat\nthe dog sat on the log\n")
+    monkeypatch.setattr(engine_module, "USER_LAYER_TOKENS", 8)
+    engine = Engine.open(path)
+    engine.enable_adaptation()
+    assert engine.adaptation is not None and engine.adaptation.user_tokens == 14  # the base text: 2 x 7 tokens
+    engine.learn("one", "a red car ran\n")  # 5 tokens: with the base's last ones the mark is crossed
+    assert engine.adaptation.user_tokens == 5 + 14
+    engine.learn("two", "the red car sat on the log\n")  # 8 tokens: the mark is reached by this source alone
+    assert engine.adaptation.user_tokens == 8
+    assert engine.adaptation.user is not None
+    assert set(engine.adaptation.user.vocabulary_words()) >= {"red", "car", "log"}
+    assert "mat" not in engine.adaptation.user.vocabulary_words()  # the base left the user layer
+    engine.close()
+
+
+def test_learning_and_checking_stop_at_yield_points(store_path: Path) -> None:
+    engine = Engine.open(store_path)
+    engine.enable_adaptation()
+    calls = []
+    engine.yield_point = lambda: calls.append(1)
+    engine.learn("one", "The dog saw the cat. The cat sat on the log.")
+    held_out = 12  # both sentences are new: 6 tokens each with their end
+    assert len(calls) >= held_out + 2  # each held-out token, before the store's learn and before the user layer
+    calls.clear()
+    engine.check(" ".join(words(i) for i in range(1000, 1000 + 3 * 20, 3)))  # 20 new sentences: 3 batches of 8
+    assert len(calls) == 3
+    engine.close()
+
+
+def test_background_work_waits_while_a_completion_is_in_flight() -> None:
+    from lsp_server import server as server_module
+
+    ls = server_module.NextwordServer()
+    ls.waiting = 1
+    threading.Timer(0.05, lambda: setattr(ls, "waiting", 0)).start()
+    started = time.monotonic()
+    ls.yield_to_waiting()
+    waited = time.monotonic() - started
+    assert 0.04 <= waited < server_module.YIELD_MAX_S
+    ls.waiting = 1  # a completion that never ends cannot starve the background for more than YIELD_MAX_S
+    started = time.monotonic()
+    ls.yield_to_waiting()
+    assert server_module.YIELD_MAX_S <= time.monotonic() - started < server_module.YIELD_MAX_S + 0.2
+    ls.waiting = 0
+    started = time.monotonic()
+    ls.yield_to_waiting()
+    assert time.monotonic() - started < 0.01

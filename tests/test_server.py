@@ -584,6 +584,19 @@ async def test_learning_on_save_adds_exactly_the_documents_ngrams(
     assert stats["sources"] == 2
 
 
+async def test_a_document_closed_right_after_saving_is_still_learned(
+    launch: Launch, store_copy: Path, tmp_path: Path
+) -> None:
+    client = await launch()
+    uri = open_doc(client, DOC)
+    save_doc(client, uri)
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    await eventually(lambda: uri in sources_of(store_copy), "the saved and closed document to be learned")
+    assert snapshot(store_copy) == fresh_snapshot(tmp_path, {"corpus": CORPUS, uri: DOC})
+
+
 async def test_paused_learning_ignores_saves_until_resumed(launch: Launch, store_copy: Path, tmp_path: Path) -> None:
     client = await launch()
     before = snapshot(store_copy)
