@@ -409,7 +409,7 @@ class Engine:
         key = (mixture, self._neural_generation)
         if getattr(local, "adaptive_key", None) != key:
             from lm_core.blend import Blend
-            from lm_core.neural import NeuralLM
+            from lm_core.inference import NeuralLM
 
             module, vocab, weight, _ = self.neural
             weights = [*(float(w) * (1 - weight) for w in mixture.weights), weight]
