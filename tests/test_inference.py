@@ -130,3 +130,30 @@ def test_the_server_path_never_imports_torch(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_server_path_with_adaptation_never_imports_torch(tmp_path: Path) -> None:
+    """The Engine as the server drives it: a neural model attached, personal adaptation on, completions, a check
+    and a learn; torch (hundreds of MB resident) is never loaded."""
+    model = model_for("lstm")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, model.config, VOCAB, half=True)
+    db = tmp_path / "s.db"
+    code = (
+        "import sys\n"
+        "from lsp_server.engine import Engine\n"
+        "from store.countstore import CountStore\n"
+        f"with CountStore.open({str(db)!r}, order=3, tokenizer='prose', create=True) as s:\n"
+        "    s.learn('base', 'The cat sees a dog. A big bird. The small dog sees the big cat. ' * 3)\n"
+        f"e = Engine.open({str(db)!r})\n"
+        f"e.attach_neural({str(path)!r}, 0.3)\n"
+        "e.enable_adaptation()\n"
+        "e.learn('doc', 'The big dog sees a small bird.')\n"
+        "text = 'The cat sees the '\n"
+        "assert e.complete_at(text, len(text)).suggestions\n"
+        "e.check('The the cat sees a dog.')\n"
+        "print('torch' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.strip() == "False"
