@@ -187,13 +187,13 @@ def run_user(name: str, learn: str, held: str, sizes: Sizes, workdir: Path) -> t
         engine.learn("user-1", first)
     adaptation = Adaptation(engine.ngram, parts=("user", "cache"))
     with step(f"{name}: user layer over the learned text"):
-        adaptation.set_user_text(engine.counts_store.learned_sentences())
+        adaptation.set_user_text(engine.learned_sentences())
     fit_sentences = document_tokens(prose_slice(last, sizes.fit_words))
     with step(f"{name}: scoring {sum(map(len, fit_sentences)):,} held-out tokens (before learning them), EM"):
         adaptation.observe(fit_sentences)
     with step(f"{name}: learning the last {len(last.split()):,} words; user layer again"):
         engine.learn("user-2", last)
-        adaptation.set_user_text(engine.counts_store.learned_sentences())
+        adaptation.set_user_text(engine.learned_sentences())
     rows = []
     for label, parts, bucketed in CONFIGS:
         weights = adaptation.fit(parts)

@@ -24,7 +24,6 @@ from lsp_server.paths import (
     DEFAULT_NEURAL,
     DEFAULT_NEURAL_MODEL,
     default_db_path,
-    neural_model_path,
     seed_from_default_model,
 )
 from store.errors import StoreError
@@ -128,29 +127,26 @@ def open_store(db: Path | None, config: NgramConfig | None = None, empty: bool =
 
 
 def open_engine(
-    db: Path | None, smoothing: str = "kneser-ney", model_order: int | None = None, neural: str = "none"
+    db: Path | None,
+    smoothing: str = "kneser-ney",
+    model_order: int | None = None,
+    neural: str = "none",
+    neural_required: bool = False,
 ) -> Engine:
-    """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`)."""
+    """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`); with
+    `neural_required`, a 'default' that picks none for this store is an error rather than a note."""
+    from lm_core.inference import CheckpointError
     from lm_core.ngram import NgramConfig
-    from store.countstore import CountStore
 
     engine = open_store(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
-    options_given = model_order is not None or Smoothing(smoothing) != Smoothing.KNESER_NEY
-    if not isinstance(engine.store, CountStore) and options_given:
+    try:
+        engine.use_neural(neural)
+    except CheckpointError as exc:
         engine.close()
-        fail(
-            f"{engine.store.path} is an imported ARPA model: it keeps its own order and backoff weights, so "
-            "--model-order and --smoothing do not apply"
-        )
-    path = neural_model_path(neural, engine.store.path, engine.base_sources())
-    if path is not None:
-        from lm_core.inference import CheckpointError
-
-        try:
-            engine.attach_neural(path)
-        except CheckpointError as exc:
-            fail(str(exc))
-    elif neural.strip().lower() == DEFAULT_NEURAL:
+        fail(str(exc))
+    if engine.neural is None and neural.strip().lower() == DEFAULT_NEURAL:
+        if neural_required:
+            fail("no neural model for this store: none retrained beside it, and it did not grow from the shipped one")
         click.echo("(no neural model for this store: the n-gram model alone)", err=True)
     return engine
 
@@ -331,7 +327,7 @@ def learn(file: Path, db: Path | None, empty_store: bool) -> None:
 
     text = read_user_text(file)  # a file that cannot be learned creates nothing
     engine = open_store(db, empty=empty_store)
-    result = engine.counts_store.learn(source_name(file), text, kind="file")
+    result = engine.learn(source_name(file), text, kind="file")
     verb = "re-learned" if result.replaced else "learned"
     if result.secrets:
         kinds = ", ".join(sorted(set(result.secrets)))
@@ -471,16 +467,10 @@ def export_arpa_command(output: Path, db: Path | None, model_order: int | None, 
 
     Example: nextword export-arpa --db ptb.db -o ptb.arpa
     """
-    from store.arpa import export_arpa
-    from store.countstore import CountStore
-
     if output.exists() and not force:
         fail(f"{output} exists; give --force to replace it")
     engine = open_store(db)
-    if not isinstance(engine.store, CountStore):
-        fail(f"{engine.store.path} is an imported ARPA model, not a count store: export the ARPA file it came from")
-    make_private_folder(output.parent)
-    written = export_arpa(engine.counts_store.load_tables(), output, order=model_order)
+    written = engine.export_arpa(output, model_order)
     click.echo(f"{output}: " + ", ".join(f"{n}-grams {c:,}" for n, c in written.items()))
 
 
@@ -528,8 +518,6 @@ def stats(db: Path | None) -> None:
 
     Example: nextword stats
     """
-    from store.countstore import CountStore
-
     engine = open_store(db)
     info = engine.stats()
     for key, value in info.items():
@@ -538,7 +526,7 @@ def stats(db: Path | None) -> None:
         elif isinstance(value, int):
             value = f"{value:,}"
         click.echo(f"{key:>12}: {value}")
-    for source in engine.store.sources() if isinstance(engine.store, CountStore) else []:
+    for source in engine.sources():
         click.echo(f"  {source.kind:<8} {source.tokens:>10,} tokens  {source.learned_at}  {source.name}")
 
 
@@ -724,7 +712,7 @@ def train_neural(
         engine = open_store(db)
         if files and not pretokenized and engine.tokenizer == "pretokenized":
             fail("the store holds pretokenized text; give --pretokenized so FILES are read the same way")
-        sentences += engine.counts_store.learned_sentences()
+        sentences += engine.learned_sentences()
         engine.close()
     if valid_file is not None:
         train_sentences, valid = sentences, _text_sentences((valid_file,), pretokenized)
@@ -833,11 +821,11 @@ def eval_command(
     Example: nextword eval --db ptb.db --neural ptb-lstm.pt --pretokenized ptb.test.txt
     """
     from lm_core import tokenize
-    from lm_core.metrics import perplexity, perplexity_of_scores
     from store.sources import read_user_text
 
     text = read_user_text(file)
-    engine = open_engine(db, smoothing, model_order)
+    neural = str(neural_path) if neural_path is not None else "none"
+    engine = open_engine(db, smoothing, model_order, neural, neural_required=neural_path is not None)
     split = tokenize.pretokenized_sentences if pretokenized or engine.tokenizer == "pretokenized" else None
     sentences = split(text) if split else tokenize.prose_sentences(text)
     half = len(sentences) // 2
@@ -849,41 +837,11 @@ def eval_command(
         f"{file}: blend weights fit by EM on the first half ({len(fit):,} tokens); perplexity on the second half "
         f"({len(held):,} tokens, sentence ends included)"
     )
-    kind = str(getattr(engine.model, "smoothing", "ARPA backoff"))
-    described_ngram = f"{kind}, order {engine.model.order}"
-    if neural_path is None:
-        rows = [("n-gram", described_ngram, perplexity(engine.model, held))]
-    else:
-        from lm_core import inference
-        from lm_core.blend import Blend, fit_weights_em
-
-        if str(neural_path) == DEFAULT_NEURAL:  # as the server's setting: the retrained model, else the shipped one
-            neural_path = neural_model_path(DEFAULT_NEURAL, engine.store.path, engine.base_sources())
-            if neural_path is None:
-                fail(
-                    "no neural model for this store: none retrained beside it, and it did not grow from the shipped one"
-                )
-        try:
-            lm = inference.NeuralLM.load(neural_path)
-        except inference.CheckpointError as exc:
-            fail(str(exc))
-        unknown = sum(lm.id_of(w) == 0 for w in held) / len(held) * 100
-        shape = f"{lm.config.cell} {lm.config.layers}x{lm.config.hidden_dim}" if lm.order is None else "window"
-        described = f"{shape}, {len(lm.words):,} words, {unknown:.1f}% <unk>"
-        # each text scored once per model: the held-out rows give the n-gram's scores (its column) and the blend's
-        weights = fit_weights_em([engine.model, lm], fit)
-        blend = Blend([engine.model, lm], weights)
-        neural_scores = lm.sentence_logprobs(held)
-        held_rows = blend.component_rows(held, known={1: neural_scores})
-        rows = [
-            ("n-gram", described_ngram, perplexity_of_scores(held_rows[:, 0].tolist())),
-            ("neural", described, perplexity_of_scores(neural_scores)),
-            ("blend", f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural", perplexity_of_scores(blend.mix(held_rows))),
-        ]
-    width = max(len(d) for _, d, _ in rows)
+    rows = engine.compare(fit, held)
+    width = max(len(row.description) for row in rows)
     click.echo(f"  {'model':<7} {'':<{width}}  perplexity")
-    for name, described, ppl in rows:
-        click.echo(f"  {name:<7} {described:<{width}}  {ppl:>10,.2f}")
+    for row in rows:
+        click.echo(f"  {row.name:<7} {row.description:<{width}}  {row.perplexity:>10,.2f}")
     if neural_path is None:
         click.echo("  (give --neural CHECKPOINT to compare a neural model and the blend)")
 
@@ -980,8 +938,8 @@ def report_command(file: Path, output: Path, db: Path | None, alternatives: int)
     text = redact(read_user_text(file))  # the page shows the text: never a secret in it
     engine = open_engine(db)
     try:
-        page = render_report(engine, text, title=f"nextword report: {file.name}", alternatives=alternatives)
         checked = engine.check(text)
+        page = render_report(engine, text, f"nextword report: {file.name}", alternatives, checked)
     finally:
         engine.close()
     make_private_folder(output.parent)

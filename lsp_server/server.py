@@ -31,7 +31,7 @@ from pygls.protocol.json_rpc import JsonRPCNotification
 from lsp_server import comments
 from lsp_server.framing import ResyncingStdin
 from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
-from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
+from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
@@ -140,10 +140,7 @@ class NextwordServer(LanguageServer):
 
                 empty = self.empty_store
                 engine = Engine.open(self.settings.database, create=empty, seed=not empty)
-                from store.countstore import CountStore  # numpy: never on the way to `initialize`
-
-                if isinstance(engine.store, CountStore):
-                    engine.store.defer_checkpoints()  # run when learning is quiet (schedule_checkpoint), not in a learn
+                engine.defer_checkpoints()  # run when learning is quiet (schedule_checkpoint), not in a learn
                 engine.set_cache_budget(self.settings.cache_megabytes * 2**20)
                 self._engine = engine
                 note = engine.seeded_note()
@@ -196,6 +193,11 @@ class NextwordServer(LanguageServer):
         value = getattr(negotiated, "value", negotiated) or "utf-16"
         return str(value).lower()
 
+    def diagnose_open_documents(self) -> None:
+        """Check every open document again now (the model, the settings or the ignored words changed)."""
+        for uri in list(self.workspace.text_documents):
+            schedule_diagnostics(self, uri, delay=0)
+
     def log_to_client(self, text: str) -> None:
         """An informational line in the editor's log for the server (window/logMessage), not a pop-up."""
         log.info(text)
@@ -246,10 +248,8 @@ def _set_adaptation(ls: NextwordServer) -> None:
     the user layer takes seconds for a large store); an imported ARPA model has nothing learned to adapt to."""
     try:
         engine = ls.engine()
-        from store.countstore import CountStore  # numpy: never on the way to `initialize`
-
-        if ls.settings.adaptation and isinstance(engine.store, CountStore):
-            engine.enable_adaptation()
+        if ls.settings.adaptation:
+            engine.enable_adaptation()  # an imported ARPA model has nothing learned: it stays off
         else:
             engine.disable_adaptation()
     except StoreError as exc:
@@ -270,35 +270,20 @@ async def _load_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = N
         await after
     setting, weight = ls.settings.neural_model, ls.settings.blend_weight
     chosen_by_us = setting.strip().lower() == DEFAULT_NEURAL
-    path: Path | None = None
-
-    def work() -> bool:
-        nonlocal path
-        engine = ls.engine()
-        path = neural_model_path(setting, engine.store.path, engine.base_sources())
-        if path is None:
-            changed = engine.neural is not None
-            engine.detach_neural()
-            return changed
-        if engine.neural_path == path and weight in (None, engine.neural_weight):
-            return False
-        engine.attach_neural(path, weight)
-        return True
-
     try:
-        changed = await ls.run_background(work)
+        changed = await ls.run_background(lambda: ls.engine().use_neural(setting, weight))
     except StoreError as exc:
         log.warning("no neural model: the store cannot be opened: %s", exc)
         return
-    except Exception as exc:  # CheckpointError (one line), or torch missing or failing
-        log.warning("neural model %s not loaded: %s", path, exc)
+    except Exception as exc:  # CheckpointError (one line), or numpy failing
+        log.warning("neural model %r not loaded: %s", setting, exc)
         if not chosen_by_us:  # the user named it: say so; the default quietly stays on the n-gram model
             ls.message(f"nextword stays on the n-gram model: {exc}")
         return
     if changed:
+        path = ls.engine().neural_path
         log.info("neural model %s", f"{path} attached" if path else "detached")
-        for uri in list(ls.workspace.text_documents):
-            schedule_diagnostics(ls, uri, delay=0)
+        ls.diagnose_open_documents()
 
 
 def _warm_up(ls: NextwordServer) -> None:
@@ -326,8 +311,7 @@ def _warm_oddities(ls: NextwordServer) -> None:
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
 def did_change_configuration(ls: NextwordServer, params: types.DidChangeConfigurationParams) -> None:
     ls.apply_settings(params.settings)
-    for uri in list(ls.workspace.text_documents):
-        schedule_diagnostics(ls, uri, delay=0)
+    ls.diagnose_open_documents()
 
 
 # --- document events -----------------------------------------------------------------------------------------
@@ -418,11 +402,7 @@ async def _checkpoint_later(ls: NextwordServer, delay: float) -> None:
 
 def _checkpoint(ls: NextwordServer) -> None:
     try:
-        store = ls.engine().store
-        from store.countstore import CountStore  # numpy: never on the way to `initialize`
-
-        if isinstance(store, CountStore):
-            store.checkpoint()
+        ls.engine().checkpoint()
     except Exception:  # a checkpoint that cannot run now runs next time; never kill the server for it
         log.exception("checkpoint failed")
     release_free_memory()
@@ -704,12 +684,47 @@ def _with_space_before(text: str, word_range: types.Range, encoding: str) -> typ
 
 
 # --- commands ----------------------------------------------------------------------------------------------------
+class Progress:
+    """One `$/progress` of long work that the client may cancel: begun once, reported (from any thread), ended once.
+    A client that refuses server-initiated progress gets none, and the work goes on."""
+
+    def __init__(self, ls: NextwordServer, token: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.ls, self.token, self.loop = ls, token, loop
+        self.loop_thread = threading.get_ident()  # made on the event loop's thread
+
+    @classmethod
+    async def begin(cls, ls: NextwordServer, title: str) -> Progress:
+        token = str(uuid.uuid4())
+        try:
+            await ls.work_done_progress.create_async(token)
+        except Exception:  # the client does not support server-initiated progress: go on without it
+            log.info("client refused window/workDoneProgress/create; %s without progress", title)
+        ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0))
+        return cls(ls, token, asyncio.get_running_loop())
+
+    def cancelled(self) -> bool:
+        """Whether the client cancelled it (window/workDoneProgress/cancel)."""
+        future = self.ls.work_done_progress.tokens.get(self.token)
+        return future is not None and future.cancelled()
+
+    def report(self, message: str, percentage: int) -> None:
+        """Say how far the work is (percentage 0-100); from another thread, it is sent from the event loop."""
+        value = types.WorkDoneProgressReport(message=message, percentage=percentage)
+        if threading.get_ident() == self.loop_thread:
+            self.ls.work_done_progress.report(self.token, value)
+        else:
+            self.loop.call_soon_threadsafe(self.ls.work_done_progress.report, self.token, value)
+
+    def end(self, message: str) -> None:
+        self.ls.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+        self.ls.work_done_progress.tokens.pop(self.token, None)
+
+
 @server.command(COMMANDS["ignore_word"])
 def ignore_word(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     words = [str(a) for a in _flatten(args) if isinstance(a, str) and a]
     ls.ignored.update(w.casefold() for w in words)
-    for uri in list(ls.workspace.text_documents):
-        schedule_diagnostics(ls, uri, delay=0)
+    ls.diagnose_open_documents()
     return {"ignored": sorted(ls.ignored)}
 
 
@@ -759,19 +774,12 @@ async def forget_document(ls: NextwordServer, *args: Any) -> dict[str, Any]:
 async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     """Learn every text file of the workspace folders, with $/progress; cancellable from the client."""
     files = _workspace_text_files(ls)
-    token = str(uuid.uuid4())
-    try:
-        await ls.work_done_progress.create_async(token)
-    except Exception:  # the client does not support server-initiated progress: go on without it
-        log.info("client refused window/workDoneProgress/create; learning without progress")
-    ls.work_done_progress.begin(
-        token, types.WorkDoneProgressBegin(title="nextword: learning the workspace", cancellable=True, percentage=0)
-    )
+    progress = await Progress.begin(ls, "nextword: learning the workspace")
     learned = skipped = 0
     cancelled = False
     try:
         for i, path in enumerate(files):
-            if ls.work_done_progress.tokens.get(token) is not None and ls.work_done_progress.tokens[token].cancelled():
+            if progress.cancelled():
                 cancelled = True
                 break
             try:
@@ -782,18 +790,12 @@ async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
             except StoreError as exc:
                 skipped += 1
                 log.info("not learned: %s", exc)
-            ls.work_done_progress.report(
-                token,
-                types.WorkDoneProgressReport(message=path.name, percentage=int(100 * (i + 1) / max(len(files), 1))),
-            )
+            progress.report(path.name, int(100 * (i + 1) / max(len(files), 1)))
     except asyncio.CancelledError:
         cancelled = True
     finally:
         schedule_checkpoint(ls)
-        ls.work_done_progress.end(
-            token, types.WorkDoneProgressEnd(message=f"learned {learned} files" + (" (cancelled)" if cancelled else ""))
-        )
-        ls.work_done_progress.tokens.pop(token, None)
+        progress.end(f"learned {learned} files" + (" (cancelled)" if cancelled else ""))
     return {"learned": learned, "skipped": skipped, "files": len(files), "cancelled": cancelled}
 
 
@@ -825,29 +827,18 @@ async def retrain_neural(ls: NextwordServer, *args: Any) -> dict[str, Any]:
 
 async def _retrain(ls: NextwordServer, epochs: int, minutes: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    token = str(uuid.uuid4())
-    try:
-        await ls.work_done_progress.create_async(token)
-    except Exception:
-        log.info("client refused window/workDoneProgress/create; retraining without progress")
-    title = "nextword: retraining the neural model"
-    ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0))
-
-    def cancelled() -> bool:
-        future = ls.work_done_progress.tokens.get(token)
-        return future is not None and future.cancelled()
+    progress = await Progress.begin(ls, "nextword: retraining the neural model")
+    cancelled = progress.cancelled
 
     def report(p: Any) -> None:  # on the training thread
         message = f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.3f}, perplexity {p.perplexity:,.1f}"
         if p.valid_perplexity is not None:
             message += f", valid perplexity {p.valid_perplexity:,.1f}"
-        percentage = min(100, int(100 * (p.epoch - 1 + p.batch / p.batches) / p.epochs))
-        value = types.WorkDoneProgressReport(message=message, percentage=percentage)
-        loop.call_soon_threadsafe(ls.work_done_progress.report, token, value)
+        progress.report(message, min(100, int(100 * (p.epoch - 1 + p.batch / p.batches) / p.epochs)))
 
     def read() -> tuple[list[list[str]], Path, Path | None]:
         engine = ls.engine()
-        return engine.counts_store.learned_sentences(), personal_neural_path(engine.store.path), engine.neural_path
+        return engine.learned_sentences(), personal_neural_path(engine.store.path), engine.neural_path
 
     output: Path | None = None
     result: dict[str, Any] = {"status": "failed", "epochs": 0, "valid_perplexity": None, "path": None}
@@ -876,8 +867,7 @@ async def _retrain(ls: NextwordServer, epochs: int, minutes: float) -> dict[str,
         if finished:
             weight = ls.settings.blend_weight
             await ls.run_background(lambda: ls.engine().attach_neural(output, weight))
-            for uri in list(ls.workspace.text_documents):
-                schedule_diagnostics(ls, uri, delay=0)
+            ls.diagnose_open_documents()
     except asyncio.CancelledError:
         result["status"] = "cancelled"
     except Exception as exc:  # too little text, a damaged checkpoint, torch missing: said in one line
@@ -888,8 +878,7 @@ async def _retrain(ls: NextwordServer, epochs: int, minutes: float) -> dict[str,
         end = result["status"]
         if result["valid_perplexity"] is not None:
             end += f": valid perplexity {result['valid_perplexity']:,.1f}"
-        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=end))
-        ls.work_done_progress.tokens.pop(token, None)
+        progress.end(end)
     return result
 
 

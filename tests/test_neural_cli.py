@@ -167,3 +167,15 @@ def test_eval_neural_default_needs_a_model_that_fits_the_store(corpus: Path, tmp
     ok("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "s.db.neural.pt", corpus)  # "retrained"
     rows = ok("eval", "--db", "s.db", "--neural", "default", "test.txt")
     assert "neural" in rows and "blend" in rows
+
+
+def test_eval_refuses_the_checkpoint_that_complete_refuses(corpus: Path, tmp_path: Path) -> None:
+    """A model trained on other text fails the Engine's vocabulary check: `eval` goes through it as `complete` does
+    (it used to load the checkpoint itself and report a meaningless blend)."""
+    ok("build", "--db", "s.db", "--pretokenized", "--order", "3", corpus)
+    (tmp_path / "other.txt").write_text("".join(f"zebra quark lemma {i % 7} flux\n" for i in range(200)))
+    ok("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "foreign.pt", "other.txt")
+    (tmp_path / "test.txt").write_text(grammar_lines(20, seed=3))
+    refused = "foreign.pt knows only 0% of the store's 8 commonest words (it needs 50%)"
+    assert refused in error_of("complete", "--db", "s.db", "--neural", "foreign.pt", "the cat")
+    assert refused in error_of("eval", "--db", "s.db", "--neural", "foreign.pt", "test.txt")

@@ -225,7 +225,7 @@ def test_a_cli_learned_file_is_recorded_as_a_file(tmp_path: Path) -> None:
 def test_engine_learns_documents_by_uri_as_documents(tmp_path: Path) -> None:
     engine = Engine.open(tmp_path / "e.db", create=True)
     engine.learn("untitled:Untitled-1", PROSE)
-    assert [s.kind for s in engine.counts_store.sources()] == ["document"]
+    assert [s.kind for s in engine.sources()] == ["document"]
     engine.close()
 
 
