@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -216,7 +217,7 @@ def build(
 
     Example: nextword build --db ptb.db --order 5 --pretokenized ptb.train.txt
     """
-    from store.countstore import MAX_ORDER, CountStore
+    from store.countstore import DEFAULT_ORDER, MAX_ORDER
 
     if order is not None and not 1 <= order <= MAX_ORDER:
         fail(f"--order must be between 1 and {MAX_ORDER}, not {order}")
@@ -230,77 +231,98 @@ def build(
     if engine == "local" and (scheduler is not None or workers is not None):
         fail("--scheduler and --workers go with --engine dask")
     if prune_text is not None or vocab_limit is not None or engine == "dask":
-        _build_base(files, path, order or 5, tokenizer, prune_text, vocab_limit, engine, scheduler, workers)
-        return
+        plan = BaseBuild(order or DEFAULT_ORDER, tokenizer, prune_text, vocab_limit, engine, scheduler, workers)
+        _build_base(files, path, plan)
+    else:
+        _build_counts(files, path, order, tokenizer)
+
+
+def _build_counts(files: tuple[Path, ...], path: Path, order: int | None, tokenizer: str) -> None:
+    """`build` into a store that keeps each file's text (so it can be forgotten): made (empty) if missing."""
+    from store.countstore import DEFAULT_ORDER, CountStore
+
     existed = path.exists() and path.stat().st_size > 0
     try:  # a store that cannot even be set up (a full disk) leaves no empty file behind
-        opened = CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True)
+        opened = CountStore.open(
+            path, order=order or (None if existed else DEFAULT_ORDER), tokenizer=tokenizer, create=True
+        )
     except BaseException:
         if not existed:
             _remove_store(path)
         raise
     with opened as store:
-        total_bytes = sum(f.stat().st_size for f in files)
         try:
-            bar = click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
-            with bar:
+            with _counting_bar(files) as bar:
                 tokens = store.build(files, progress=bar.update)
         except BaseException:
             if not existed:
                 store.close()
                 _remove_store(path)
             raise
-        stats = store.stats()
-    counts = ", ".join(f"{n}-grams {c:,}" for n, c in stats["ngrams"].items())
-    click.echo(f"{path}: {tokens:,} tokens from {len(files)} file(s); {counts}")
+        ngrams = store.stats()["ngrams"]
+    _say_built(path, tokens, len(files), ngrams)  # type: ignore[arg-type]
 
 
-def _build_base(
-    files: tuple[Path, ...],
-    path: Path,
-    order: int,
-    tokenizer: str,
-    prune_text: str | None,
-    vocab_limit: int | None,
-    engine: str,
-    scheduler: str | None,
-    workers: int | None,
-) -> None:
+@dataclass(frozen=True)
+class BaseBuild:
+    """The options of a `build` into a new store whose counts are its base model (--prune, --vocab-limit or
+    --engine dask), as given."""
+
+    order: int
+    tokenizer: str
+    prune_text: str | None  # per-order cut-offs, "1,1,2" (see lm_core.counting.parse_min_counts)
+    vocab_limit: int | None
+    engine: str  # "local" or "dask"
+    scheduler: str | None
+    workers: int | None
+
+
+def _build_base(files: tuple[Path, ...], path: Path, plan: BaseBuild) -> None:
     """`build` with --prune, --vocab-limit or --engine dask: a new store whose counts are its base model."""
     from lm_core.counting import parse_min_counts
     from store.bulk import build_local_base, refuse_existing_store
 
     try:
-        min_counts = parse_min_counts(prune_text, order) if prune_text is not None else None
+        min_counts = parse_min_counts(plan.prune_text, plan.order) if plan.prune_text is not None else None
     except ValueError as exc:
         fail(str(exc))
-    if vocab_limit is not None and vocab_limit < 1:
-        fail(f"--vocab-limit must be at least 1, not {vocab_limit}")
-    if workers is not None and workers < 1:
-        fail(f"--workers must be at least 1, not {workers}")
-    if scheduler is not None and workers is not None:
+    if plan.vocab_limit is not None and plan.vocab_limit < 1:
+        fail(f"--vocab-limit must be at least 1, not {plan.vocab_limit}")
+    if plan.workers is not None and plan.workers < 1:
+        fail(f"--workers must be at least 1, not {plan.workers}")
+    if plan.scheduler is not None and plan.workers is not None:
         fail("--workers sizes the local cluster; a --scheduler brings its own workers")
     refuse_existing_store(path)
-    if engine == "dask":
+    if plan.engine == "dask":
         from store.dask_build import build_with_dask
 
         result = build_with_dask(
             path,
             files,
-            order=order,
-            tokenizer=tokenizer,
+            order=plan.order,
+            tokenizer=plan.tokenizer,
             min_counts=min_counts,
-            vocab_limit=vocab_limit,
-            scheduler=scheduler,
-            workers=workers,
+            vocab_limit=plan.vocab_limit,
+            scheduler=plan.scheduler,
+            workers=plan.workers,
         )
     else:
-        total_bytes = sum(f.stat().st_size for f in files)
-        bar = click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
-        with bar:
-            result = build_local_base(path, files, order, tokenizer, min_counts, vocab_limit, progress=bar.update)
-    counts = ", ".join(f"{n}-grams {c:,}" for n, c in result.ngrams.items())
-    click.echo(f"{path}: {result.tokens:,} tokens from {result.files} file(s); {counts}")
+        with _counting_bar(files) as bar:
+            result = build_local_base(
+                path, files, plan.order, plan.tokenizer, min_counts, plan.vocab_limit, progress=bar.update
+            )
+    _say_built(path, result.tokens, result.files, result.ngrams)
+
+
+def _counting_bar(files: tuple[Path, ...]) -> Any:
+    """A progress bar over the files' bytes on stderr (hidden when stderr is not a terminal)."""
+    total_bytes = sum(f.stat().st_size for f in files)
+    return click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
+
+
+def _say_built(path: Path, tokens: int, files: int, ngrams: dict[int, int]) -> None:
+    counts = ", ".join(f"{n}-grams {c:,}" for n, c in ngrams.items())
+    click.echo(f"{path}: {tokens:,} tokens from {files} file(s); {counts}")
 
 
 def _interactive() -> bool:

@@ -10,14 +10,16 @@ what goes wrong with its input, logs it, and answers empty: the server never die
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -39,7 +41,7 @@ from store.secrets import is_secret_file
 
 if TYPE_CHECKING:
     from lm_core.oddities import OddityConfig
-    from lsp_server.engine import Engine, Suggestion
+    from lsp_server.engine import Completion, Engine, Suggestion
 
 # The language model (numpy, the store, the tokenizer) is imported when the engine opens, after `initialize` has
 # been answered (on the interactive thread, see `initialized`), never on the way to it: see bench/startup.py.
@@ -320,17 +322,17 @@ def did_open(ls: NextwordServer, params: types.DidOpenTextDocumentParams) -> Non
     schedule_diagnostics(ls, params.text_document.uri, delay=0)
 
 
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def did_save(ls: NextwordServer, params: types.DidSaveTextDocumentParams) -> None:
+    schedule_learning(ls, params.text_document.uri, delay=0)
+
+
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: NextwordServer, params: types.DidChangeTextDocumentParams) -> None:
     uri = params.text_document.uri
     schedule_diagnostics(ls, uri)
     if ls.settings.learn_on_change:
         schedule_learning(ls, uri, delay=ls.settings.debounce_ms / 1000)
-
-
-@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
-def did_save(ls: NextwordServer, params: types.DidSaveTextDocumentParams) -> None:
-    schedule_learning(ls, params.text_document.uri, delay=0)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -357,8 +359,22 @@ def schedule_learning(ls: NextwordServer, uri: str, delay: float) -> None:
     ls.learn_tasks[uri] = asyncio.ensure_future(_learn_later(ls, uri, delay))
 
 
-async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
+@contextlib.contextmanager
+def _guarded(ls: NextwordServer, told: str, logged: str) -> Iterator[None]:
+    """Background work that never kills the server: cancelled quietly; a store that cannot be used is told to the
+    user (`told`: the error follows); anything else is logged (`logged`, with its traceback)."""
     try:
+        yield
+    except asyncio.CancelledError:
+        pass
+    except StoreError as exc:
+        ls.message(f"{told}: {exc}")
+    except Exception:
+        log.exception(logged)
+
+
+async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
+    with _guarded(ls, f"nextword could not learn {uri}", f"learning {uri} failed"):
         await asyncio.sleep(delay)
         document = ls.open_document(uri)
         text = None if document is None or ls.learning_paused else ls.prose(document)
@@ -376,12 +392,6 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
         schedule_checkpoint(ls)
         if ls.is_open(uri):
             schedule_diagnostics(ls, uri, delay=0)
-    except asyncio.CancelledError:
-        pass
-    except StoreError as exc:
-        ls.message(f"nextword could not learn {uri}: {exc}")
-    except Exception:
-        log.exception("learning %s failed", uri)
 
 
 def schedule_checkpoint(ls: NextwordServer, delay: float = CHECKPOINT_IDLE_S) -> None:
@@ -437,7 +447,7 @@ def schedule_diagnostics(ls: NextwordServer, uri: str, delay: float | None = Non
 
 
 async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
-    try:
+    with _guarded(ls, f"nextword cannot check {uri}", f"diagnostics for {uri} failed"):
         await asyncio.sleep(delay)
         document = ls.open_document(uri)
         if document is None:  # closed meanwhile (e.g. a learn finished after the close): nothing of it stays
@@ -461,12 +471,6 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
         )
         perplexity = None if math.isnan(check.perplexity) else round(check.perplexity, 2)
         ls.protocol.notify(PERPLEXITY_NOTIFICATION, {"uri": uri, "perplexity": perplexity, "tokens": check.tokens})
-    except asyncio.CancelledError:
-        pass
-    except StoreError as exc:
-        ls.message(f"nextword cannot check {uri}: {exc}")
-    except Exception:
-        log.exception("diagnostics for %s failed", uri)
 
 
 def oddity_config(settings: Settings) -> OddityConfig:
@@ -523,30 +527,56 @@ async def completion(ls: NextwordServer, params: types.CompletionParams) -> type
     await asyncio.sleep(0)  # let requests already read (a newer completion, a $/cancelRequest) take effect first
     if ls.completion_generation.get(uri) != generation:
         raise JsonRpcRequestCancelled("superseded by a newer completion request")
-    document = ls.open_document(uri)
-    if document is None:
-        return None
-    encoding = ls.encoding()
-    offset, cursor = locate(document.source, params.position, encoding)
-    text = ls.prose(document, offset)
-    if text is None:
+    at = _cursor_prose(ls, ls.open_document(uri), params.position)
+    if at is None:
         return None
     k = ls.settings.suggestions
 
-    def work() -> Any:
+    def work() -> Completion:
         if ls.completion_generation.get(uri) != generation:
             raise JsonRpcRequestCancelled("superseded by a newer completion request")
-        return ls.engine().complete_at(text, offset, k)
+        return ls.engine().complete_at(at.text, at.offset, k)
 
+    result = await _complete(ls, work)
+    if result is None:
+        return None
+    edit_range = at.range_back(result.prefix)
+    items = [_completion_item(s, rank, edit_range) for rank, s in enumerate(result.suggestions)]
+    return types.CompletionList(is_incomplete=True, items=items)
+
+
+@dataclass(frozen=True)
+class CursorProse:
+    """The prose of a document as nextword reads it (`NextwordServer.prose`), and a cursor in it."""
+
+    text: str
+    offset: int  # the cursor, in characters of `text`
+    cursor: types.Position  # the cursor, as the client counts
+    encoding: str  # the position encoding agreed with the client
+
+    def range_back(self, typed: str) -> types.Range:
+        """The range from where `typed` (the text just before the cursor) starts, to the cursor."""
+        start = max(0, self.cursor.character - units(typed, self.encoding))
+        return types.Range(start=types.Position(line=self.cursor.line, character=start), end=self.cursor)
+
+
+def _cursor_prose(ls: NextwordServer, document: Any | None, position: types.Position) -> CursorProse | None:
+    """The prose at `position` of an open `document`; None when there is no document or no prose there."""
+    if document is None:
+        return None
+    encoding = ls.encoding()
+    offset, cursor = locate(document.source, position, encoding)
+    text = ls.prose(document, offset)
+    return None if text is None else CursorProse(text, offset, cursor, encoding)
+
+
+async def _complete(ls: NextwordServer, work: Callable[[], T]) -> T | None:
+    """Run completion work on the interactive thread; None (the user told) when the store cannot be read."""
     try:
-        result = await ls.run(work)
+        return await ls.run(work)
     except StoreError as exc:
         ls.message(f"nextword cannot complete: {exc}")
         return None
-    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(result.prefix, encoding)))
-    edit_range = types.Range(start=start, end=cursor)
-    items = [_completion_item(s, rank, edit_range) for rank, s in enumerate(result.suggestions)]
-    return types.CompletionList(is_incomplete=True, items=items)
 
 
 def _completion_item(suggestion: Suggestion, rank: int, edit_range: types.Range) -> types.CompletionItem:
@@ -565,26 +595,21 @@ def _completion_item(suggestion: Suggestion, rank: int, edit_range: types.Range)
 async def inline_completion(
     ls: NextwordServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList | None:
-    document = ls.open_document(params.text_document.uri)
-    if document is None or not ls.settings.inline_completion:
+    if not ls.settings.inline_completion:
         return None
-    encoding = ls.encoding()
-    offset, cursor = locate(document.source, params.position, encoding)
-    text = ls.prose(document, offset)
-    if text is None:
+    at = _cursor_prose(ls, ls.open_document(params.text_document.uri), params.position)
+    if at is None:
         return None
     max_words = ls.settings.inline_max_words
-    try:
-        found = await ls.run(lambda: ls.engine().continue_at(text, offset, max_words))
-    except StoreError as exc:
-        ls.message(f"nextword cannot complete: {exc}")
-        return None
-    if found is None:
-        return types.InlineCompletionList(items=[])
-    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(found.prefix, encoding)))
-    insert = found.suggestions[0].word
-    item = types.InlineCompletionItem(insert_text=insert, range=types.Range(start=start, end=cursor))
-    return types.InlineCompletionList(items=[item])
+
+    def work() -> types.InlineCompletionList:
+        found = ls.engine().continue_at(at.text, at.offset, max_words)
+        if found is None:
+            return types.InlineCompletionList(items=[])
+        item = types.InlineCompletionItem(insert_text=found.suggestions[0].word, range=at.range_back(found.prefix))
+        return types.InlineCompletionList(items=[item])
+
+    return await _complete(ls, work)
 
 
 # --- hover and code actions -----------------------------------------------------------------------------------
