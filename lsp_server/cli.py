@@ -464,16 +464,13 @@ def generate_command(
 
     Example: nextword generate "the history of" -n 20 --top-p 0.9 --seed 1
     """
-    from lm_core.sampling import SamplingConfig, generate
+    from lm_core.sampling import SamplingConfig
 
     if temperature <= 0:
         fail("--temperature must be above 0 (use --greedy for the most probable words)")
     engine = open_engine(db, smoothing, model_order)
-    context = list(engine.context_of(seed))
-    seed_tokens = context[1:] if context[:1] == ["<s>"] else context
     config = SamplingConfig(temperature, top_k, top_p, greedy, seed=random_seed)
-    words = generate(engine.model, seed_tokens, n, config)
-    click.echo((seed + " " if seed else "") + engine.render(words, sentence_start=not seed.strip()))
+    click.echo((seed + " " if seed else "") + engine.generate(seed, n, config))
 
 
 @main.command(name="export-arpa")

@@ -36,6 +36,7 @@ from store.countstore import LearnResult, SourceInfo
 if TYPE_CHECKING:  # the neural models' code is imported only when one is attached
     from lm_core.blend import Blend
     from lm_core.inference import Network, NeuralLM
+    from lm_core.sampling import SamplingConfig
 
 SPECIAL = frozenset({BOS, EOS, UNK})
 LOOKBACK = 4000  # hover reads at most this many characters before the word (a long paragraph's last sentences)
@@ -560,6 +561,16 @@ class Engine:
             ghost = " " + ghost
         suggestion = Suggestion(ghost, math.nan)
         return Completion([suggestion], typed, cursor.prefix_start)
+
+    def generate(self, seed: str, n: int, config: SamplingConfig) -> str:
+        """`n` tokens sampled from the model after the text `seed` (see `lm_core.sampling.generate`), as prose
+        (`render`; capitalised first when `seed` is blank)."""
+        from lm_core.sampling import generate
+
+        context = list(self.context_of(seed))
+        seed_tokens = context[1:] if context[:1] == [BOS] else context
+        words = generate(self.model, seed_tokens, n, config)
+        return self.render(words, sentence_start=not seed.strip())
 
     def context_of(self, text: str) -> Context:
         """The model context after all of `text` (as if a space followed it)."""

@@ -100,3 +100,13 @@ def test_the_model_and_its_estimates_are_the_stores(counts_path: Path, arpa_path
     assert counts.compare(held, held)[0].description == "kneser-ney, order 3"
     counts.close()
     arpa.close()
+
+
+def test_generate_continues_the_seed_as_prose(counts_path: Path) -> None:
+    from lm_core.sampling import SamplingConfig
+
+    engine = Engine.open(counts_path)
+    greedy = SamplingConfig(greedy=True)
+    assert engine.generate("the dog", 4, greedy) == "sat on the mat"  # "on the" ends mat or rug: a tie, broken by word
+    assert engine.generate("", 3, greedy) == "The cat sat"  # a blank seed starts a sentence: capitalised
+    engine.close()
