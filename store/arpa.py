@@ -29,7 +29,6 @@ from lm_core.ngram import NgramConfig
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, Vocab
 from store import schema
 from store.base import StoreFile, check_tokenizer, is_new_store_file
-from store.countstore import MIN_PAGE_CACHE_KIB
 from store.errors import ImportedModelError, InputError, StoreError
 
 if TYPE_CHECKING:
@@ -323,10 +322,8 @@ class ArpaStore(StoreFile):
         return word
 
     def set_cache_bytes(self, total_bytes: int) -> None:
-        """An eighth of `total_bytes` for the connection's SQLite page cache (its follower lists are bounded by
-        count, CACHED_FOLLOWER_LISTS)."""
-        with self.lock:
-            self.db.execute(f"PRAGMA cache_size = -{max(MIN_PAGE_CACHE_KIB, total_bytes // 8 // 1024)}")
+        """Nothing to size: the reader's follower lists are bounded by count (CACHED_FOLLOWER_LISTS), and the
+        connection keeps SQLite's default page cache."""
 
     def defer_checkpoints(self) -> None:
         """Nothing to defer: an imported model is never written after its import."""
