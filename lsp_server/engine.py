@@ -944,7 +944,16 @@ def _sentence_bytes(norms: tuple[str, ...], result: tuple[float, list[Oddity]]) 
     return sys.getsizeof(norms) + sum(sys.getsizeof(w) for w in norms) + SENTENCE_ENTRY_BYTES * (1 + len(result[1]))
 
 
-__all__ = ["Completion", "DocumentScore", "Engine", "Smoothing", "Suggestion", "WordScore"]
+__all__ = [
+    "AttachedNeural",
+    "Completion",
+    "DocumentScore",
+    "Engine",
+    "ModelPerplexity",
+    "Smoothing",
+    "Suggestion",
+    "WordScore",
+]
 
 
 def _balanced(ghost: str, before: str) -> str:
