@@ -233,8 +233,8 @@ class _Accumulator:
             self.casing.update(casing)
 
     def secrets_in(self, text: str, offset: int, lo: int, hi: int) -> list[secrets.Secret]:
-        """The secrets of `text` (a piece with text around it; `offset`: its place in the whole text), each noted
-        once; those that overlap `[lo, hi]` are returned."""
+        """Every secret of `text` (a piece with text around it; `offset`: its place in the whole text); the kinds of
+        those overlapping `[lo, hi)`, the region this piece answers for, are noted, each secret once."""
         found = secrets.find_secrets(text)
         for s in found:
             if s.end > lo and s.start < hi:
