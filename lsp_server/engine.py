@@ -30,6 +30,7 @@ from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
 from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, neural_model_path, seed_from_default_model
+from store import sources
 from store.base import ModelStore, open_model_store
 from store.countstore import LearnResult, SourceInfo
 
@@ -618,8 +619,11 @@ class Engine:
     # --- scoring ---------------------------------------------------------------------------------------------
     def score(self, text: str) -> DocumentScore:
         """Score every token of `text`: the perplexity and each word's surprisal."""
+        return self.score_sentences(self._sentences(text))
+
+    def score_sentences(self, sentences: list[list[tokenize.Token]]) -> DocumentScore:
+        """`score` of a text's prose sentences (`store.streaming` gives a large file's in batches)."""
         scored: list[WordScore] = []
-        sentences = self._sentences(text)
         self._prefetch(sentences)
         logprobs = sentence_scores(self.model, [token.norm for sentence in sentences for token in sentence])
         width = self.context_width
@@ -855,6 +859,16 @@ class Engine:
         the mixture's weights. `ImportedModelError` for an imported ARPA model."""
         self._adapt_before_learning(text)
         result = self.store.learn(source, text, kind)
+        self._adapt_after_learning()
+        return result
+
+    def learn_analysed(
+        self, source: str, analysed: sources.Analysed, digest: str, kind: str = "document"
+    ) -> LearnResult:
+        """`learn` of a text already analysed with the store's tokenizer (`store.streaming` reads large files in
+        pieces; `digest`: the text's `sources.sha256`); adaptation's weights are not refit on it (its text is not
+        at hand), its user layer is updated. `ImportedModelError` for an imported ARPA model."""
+        result = self.store.learn_analysed(source, analysed, digest, kind)
         self._adapt_after_learning()
         return result
 

@@ -33,6 +33,7 @@ from store.errors import ImportedModelError, InputError, StoreError
 
 if TYPE_CHECKING:
     from store.countstore import LearnResult, SourceInfo
+    from store.sources import Analysed
 
 CACHED_FOLLOWER_LISTS = 50_000
 """Follower lists an imported model's reader keeps (least recently used out), as many as `SqliteCounts` keeps: an
@@ -288,6 +289,9 @@ class ArpaStore(StoreFile):
         return ImportedModelError(f"{self.path} is an imported ARPA model: it scores and completes but cannot {what}")
 
     def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
+        raise self._cannot("learn")
+
+    def learn_analysed(self, source: str, analysed: Analysed, digest: str, kind: str = "document") -> LearnResult:
         raise self._cannot("learn")
 
     def learn_file(self, path: str | Path) -> LearnResult:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lm_core.backoff import BackoffModel
     from lm_core.ngram import NgramConfig, NgramModel
     from store.countstore import LearnResult, SourceInfo
+    from store.sources import Analysed
 
 
 class ModelStore(Protocol):
@@ -51,6 +52,10 @@ class ModelStore(Protocol):
         ...
 
     def learn(self, source: str, text: str, kind: str = "document") -> LearnResult: ...
+
+    def learn_analysed(self, source: str, analysed: Analysed, digest: str, kind: str = "document") -> LearnResult:
+        """`learn` of a text already analysed with its tokenizer; `digest` is the text's `sources.sha256`."""
+        ...
 
     def learn_file(self, path: str | Path) -> LearnResult: ...
 
