@@ -110,3 +110,20 @@ def test_generate_continues_the_seed_as_prose(counts_path: Path) -> None:
     assert engine.generate("the dog", 4, greedy) == "sat on the mat"  # "on the" ends mat or rug: a tie, broken by word
     assert engine.generate("", 3, greedy) == "The cat sat"  # a blank seed starts a sentence: capitalised
     engine.close()
+
+
+def test_learning_an_analysed_text_equals_learning_the_text(counts_path: Path, arpa_path: Path) -> None:
+    from store import sources
+
+    text = "the dog ran to the cat\n"
+    engine = Engine.open(counts_path)
+    analysed = sources.analyse(text, engine.tokenizer)
+    by_analysis = engine.learn_analysed("a", analysed, sources.sha256(text), kind="file")
+    by_text = engine.learn("b", text)
+    assert (by_analysis.tokens, by_analysis.changed_ngrams) == (by_text.tokens, by_text.changed_ngrams) == (7, 20)
+    assert engine.learned_sentences().count(["the", "dog", "ran", "to", "the", "cat", "</s>"]) == 2
+    engine.close()
+    arpa = Engine.open(arpa_path)
+    with pytest.raises(ImportedModelError, match=r"cannot learn$"):
+        arpa.learn_analysed("a", analysed, sources.sha256(text))
+    arpa.close()
