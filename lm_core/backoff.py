@@ -33,11 +33,11 @@ import numpy as np
 
 from lm_core.counting import CountTables, adjusted_counts
 from lm_core.counts import ADJUSTED, RAW
+from lm_core.metrics import LN10
 from lm_core.model import Context, Prediction, rank_top_k
 from lm_core.smoothing import kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID, Vocab
 
-LN10 = math.log(10.0)
 BOS_LOG10PROB = -99.0
 """The log10 probability ARPA files give `<s>`, which is never predicted (KenLM and SRILM write -99)."""
 

@@ -14,6 +14,9 @@ import numpy as np
 Context = tuple[str, ...]
 """Tokens before the predicted word, oldest first; may start with "<s>" at a sentence start."""
 
+UNBOUNDED_CONTEXT = 64
+"""Tokens of context given to a model of unbounded order (`order` None: a recurrent neural model, a blend)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Prediction:

@@ -42,11 +42,10 @@ from lm_core.corrections import (
     Vocabulary,
     edits_at,
 )
+from lm_core.metrics import surprisal_bits, to_bits
 from lm_core.model import LanguageModel
-from lm_core.vocab import BOS, EOS, UNK
+from lm_core.vocab import BOS, EOS, SPECIAL
 
-SPECIAL = frozenset({BOS, EOS, UNK})
-LN2 = math.log(2)
 UNGATED = frozenset({CONFUSION, DOUBLED, MISSPELLING})
 DEFAULT_KIND_BITS: tuple[tuple[str, float], ...] = ((CONFUSION, -3.0), (DOUBLED, -7.0), (SPELLING, 2.0))
 """Extra bits per kind (the rest: 0). Tuned with bench/evaluation.py's tuning split (the first half of JFLEG dev,
@@ -227,7 +226,7 @@ def score_candidates(
     for k, item in enumerate(sentences):
         lps = item.logprobs if screen is None else score_tokens_of(screen, item.tokens, memo)
         first_logprobs.append(lps)
-        bits = [-lp / LN2 if lp > -math.inf else math.inf for lp in lps]
+        bits = [surprisal_bits(lp) for lp in lps]
         for i in range(len(item.tokens)):
             jobs += [(k, e) for e in _candidates(item.tokens, i, item.skip, item.editable, bits, vocab, config)]
     unigram = _unigram_bits(first, memo)
@@ -258,7 +257,7 @@ def find_oddities_many(
     per_sentence = score_candidates(model, sentences, config, vocab, screen, memo)
     out = []
     for item, found in zip(sentences, per_sentence, strict=True):
-        surprisal = [-lp / LN2 if lp > -math.inf else math.inf for lp in item.logprobs]
+        surprisal = [surprisal_bits(lp) for lp in item.logprobs]
         out.append(_select(item.tokens, found, config, surprisal) if found else [])
     return out
 
@@ -374,7 +373,7 @@ def _gains(
     news = score_windows(model, requests, memo)
     out = []
     for (k, edit), old, new in zip(jobs, olds, news, strict=True):
-        raw = (new - old) / LN2 if new > -math.inf else -math.inf
+        raw = to_bits(new - old) if new > -math.inf else -math.inf
         gain = raw
         if config.frequency_weight and len(edit.tokens) == 1 and edit.stop - edit.start == 1:
             gain -= config.frequency_weight * (unigram(edit.tokens[0]) - unigram(sentences[k].tokens[edit.start]))
@@ -388,11 +387,11 @@ def _unigram_bits(model: LanguageModel, memo: Memo | None = None) -> Callable[[s
     def bits(word: str) -> float:
         key = ((), word)
         if memo is not None and key in memo:
-            return memo[key] / LN2
+            return to_bits(memo[key])
         value = model.logprob(word, () if model.order is not None else (BOS,))
         if memo is not None:
             memo[key] = value
-        return value / LN2 if value > -math.inf else -1e9
+        return to_bits(value) if value > -math.inf else -1e9
 
     return bits
 

@@ -24,6 +24,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from lm_core.vocab import BOS, EOS, SPECIAL, UNK
+
 __all__ = [
     "BOS",
     "EOS",
@@ -37,11 +39,6 @@ __all__ = [
     "sentences",
     "tokenize",
 ]
-
-BOS = "<s>"
-EOS = "</s>"
-UNK = "<unk>"
-SPECIAL = frozenset({BOS, EOS, UNK})
 
 
 class Token(NamedTuple):
