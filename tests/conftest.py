@@ -33,8 +33,8 @@ def ok(*args: object) -> str:
 
 def error_of(*args: object, report_first: bool = False) -> str:
     """Run a command that must fail: exit status 1, nothing on stdout (`report_first`: a command such as `doctor`
-    that reports what it found before the error may write there), exactly one `nextword: error:` line on stderr and
-    no traceback; returns the message after the prefix."""
+    or `eval` that says what it found or does before the error may write there), exactly one `nextword: error:`
+    line on stderr and no traceback; returns the message after the prefix."""
     result = run(*args)
     assert result.exit_code == 1, result.output
     assert report_first or result.stdout == "", result.stdout

@@ -113,8 +113,9 @@ def test_eval_prints_ngram_neural_and_blend_side_by_side(corpus: Path, tmp_path:
     assert all(1 < ppl < 20 for ppl in rows.values())
     assert "n-gram" in ok("eval", "--db", "s.db", "test.txt")
     (tmp_path / "bad.pt").write_bytes(b"garbage")
+    # eval says what it measures (stdout) before it opens the neural model
     assert "bad.pt is not a readable neural checkpoint" in error_of(
-        "eval", "--db", "s.db", "--neural", "bad.pt", "test.txt"
+        "eval", "--db", "s.db", "--neural", "bad.pt", "test.txt", report_first=True
     )
 
 
@@ -142,7 +143,8 @@ def test_complete_and_score_blend_with_a_neural_model(corpus: Path, tmp_path: Pa
 def test_eval_neural_default_needs_a_model_that_fits_the_store(corpus: Path, tmp_path: Path) -> None:
     ok("build", "--db", "s.db", "--pretokenized", "--order", "3", corpus)
     (tmp_path / "test.txt").write_text(grammar_lines(20, seed=3))
-    assert "no neural model for this store" in error_of("eval", "--db", "s.db", "--neural", "default", "test.txt")
+    message = error_of("eval", "--db", "s.db", "--neural", "default", "test.txt", report_first=True)
+    assert "no neural model for this store" in message
     ok("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "s.db.neural.pt", corpus)  # "retrained"
     rows = ok("eval", "--db", "s.db", "--neural", "default", "test.txt")
     assert "neural" in rows and "blend" in rows
