@@ -217,7 +217,8 @@ def build(
 
     Example: nextword build --db ptb.db --order 5 --pretokenized ptb.train.txt
     """
-    from store.countstore import DEFAULT_ORDER, MAX_ORDER
+    from lm_core.counting import DEFAULT_ORDER
+    from store.countstore import MAX_ORDER
 
     if order is not None and not 1 <= order <= MAX_ORDER:
         fail(f"--order must be between 1 and {MAX_ORDER}, not {order}")
@@ -239,7 +240,8 @@ def build(
 
 def _build_counts(files: tuple[Path, ...], path: Path, order: int | None, tokenizer: str) -> None:
     """`build` into a store that keeps each file's text (so it can be forgotten): made (empty) if missing."""
-    from store.countstore import DEFAULT_ORDER, CountStore
+    from lm_core.counting import DEFAULT_ORDER
+    from store.countstore import CountStore
 
     existed = path.exists() and path.stat().st_size > 0
     try:  # a store that cannot even be set up (a full disk) leaves no empty file behind

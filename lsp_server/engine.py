@@ -25,10 +25,10 @@ from lm_core.backoff import BackoffModel
 from lm_core.corrections import NeighbourIndex, Vocabulary
 from lm_core.evaluation import top_word_predictions
 from lm_core.metrics import perplexity, perplexity_of_scores, sentence_scores
-from lm_core.model import Context, LanguageModel
+from lm_core.model import UNBOUNDED_CONTEXT, Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
-from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
+from lm_core.vocab import BOS, BOS_ID, EOS, SPECIAL, UNK, UNK_ID
 from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, neural_model_path, seed_from_default_model
 from store import sources
 from store.base import ModelStore, open_model_store
@@ -39,10 +39,8 @@ if TYPE_CHECKING:  # the neural models' code is imported only when one is attach
     from lm_core.inference import Network, NeuralLM
     from lm_core.sampling import SamplingConfig
 
-SPECIAL = frozenset({BOS, EOS, UNK})
 LOOKBACK = 4000  # hover reads at most this many characters before the word (a long paragraph's last sentences)
 LOOKAHEAD = 200  # ... and this many after it: enough to finish the word's sentence in all but the longest
-UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (a recurrent neural model, a blend)
 DEFAULT_BLEND_WEIGHT = 0.3  # the neural model's weight when neither the caller nor the checkpoint says
 OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the store's OVERLAP_WORDS likeliest words
 MIN_OVERLAP = 0.5
