@@ -24,8 +24,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from store.countstore import CountStore
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -45,10 +49,12 @@ left out):
 .venv/bin/python bench/scale_build.py       # Dask build (1, 2 workers) vs local, memory, store size per cut-off (8 min)
 .venv/bin/python bench/predict_latency.py   # predict() latency and learn() time on a WikiText-2 5-gram store
 .venv/bin/python bench/evaluation.py        # next-word accuracy, keystroke savings, adaptation, oddities vs Harper
+.venv/bin/python bench/replot.py            # re-draw evaluation.py's charts (bench/plots/) from its tables below
 .venv/bin/python bench/stress.py            # concurrent writers on one store; bench/crash.py: kill -9 a writer
 .venv/bin/python bench/fuzz_server.py       # 10,000 random and malformed JSON-RPC messages against the server (~30 s)
 .venv/bin/python bench/lsp_latency.py       # completion round trips through `nextword serve` over stdio
 .venv/bin/python bench/startup.py           # server ready and first completion, also in Neovim (--baseline DIR)
+.venv/bin/python bench/large_input.py       # learn and score a 50 MB file in pieces vs whole: time, peak memory
 ```
 
 Each takes `--corpora DIR` (default `../shared/corpora`, or `$NEXTWORD_CORPORA`), `--quick` for a small smoke run
@@ -102,6 +108,12 @@ def require_files(corpora: Path, relative: Sequence[str]) -> list[Path]:
             f"Point --corpora DIR or ${CORPORA_ENV} at a folder holding them (see ../shared/corpora/README.md)."
         )
     return paths
+
+
+def corpus_files(args: argparse.Namespace, relative: Sequence[str]) -> list[Path]:
+    """The corpus files `relative` to the corpora folder that `--corpora` picks (see `corpora_dir`), or exit with a
+    message naming every one that is missing (see `require_files`)."""
+    return require_files(corpora_dir(args.corpora), relative)
 
 
 def results_path(args: argparse.Namespace) -> Path | None:
@@ -273,6 +285,17 @@ def replace_section(text: str, name: str, content: str) -> str:
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
+def publish(
+    args: argparse.Namespace, name: str, title: str, body: str, runtime_s: float, extra_packages: Sequence[str] = ()
+) -> Path | None:
+    """Write the benchmark's section `name` (see `section_text`) where `results_path(args)` says; returns that
+    file, or None when nothing is written (a --quick run without --results)."""
+    out = results_path(args)
+    if out is not None:
+        write_section(out, name, section_text(title, body, runtime_s, extra_packages))
+    return out
+
+
 _FIRST_SECTION = re.compile(r"^<!-- [\w-]+:start -->$", re.MULTILINE)
 
 
@@ -299,3 +322,25 @@ def step(label: str) -> Iterator[Stopwatch]:
     with Stopwatch() as sw:
         yield sw
     print(f" {sw.seconds:.1f} s", file=sys.stderr, flush=True)
+
+
+# --- stores ---------------------------------------------------------------------------------------------------------
+def built_store(
+    db: Path, corpus: Sequence[Path], order: int, tokenizer: str = "pretokenized"
+) -> tuple[CountStore, int]:
+    """A new count store at `db` of the given order and tokenizer, built from the corpus files (`CountStore.build`),
+    left open; and the number of tokens it counted. The caller closes the store."""
+    from store.countstore import CountStore
+
+    store = CountStore.open(db, order=order, tokenizer=tokenizer, create=True)
+    return store, store.build(list(corpus))
+
+
+def seeded_store(db: Path) -> Path:
+    """A new store at `db` seeded from the shipped default model (as a user's first store is); exits with a message
+    when the model is missing."""
+    from lsp_server.paths import seed_from_default_model
+
+    if not seed_from_default_model(db):
+        sys.exit("error: the shipped default model is missing; run python -m lsp_server.default_model")
+    return db

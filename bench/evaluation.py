@@ -308,7 +308,7 @@ def adapt_neural(
     with step(f"{user}: after learning, blend with the shipped LSTM"):
         rows = [AdaptRow(user, "after learning + shipped LSTM", *evaluate_engine(engine, held, sizes))]
     torch.set_num_threads(2)
-    sentences = engine.counts_store.learned_sentences()
+    sentences = engine.learned_sentences()
     config = training.TrainConfig(epochs=20, max_minutes=minutes, log_every=100)
     with step(f"{user}: fine-tuning the LSTM for {minutes:g} min") as sw:
         result = training.train_on_sentences(sentences, output, neural.load_checkpoint(shipped), config)
@@ -925,7 +925,7 @@ def main() -> None:
     runtime = time.perf_counter() - start
     out_dir = args.plots or (Path(tempfile.mkdtemp(prefix="nextword-plots-")) if args.quick else PLOTS)
     parts = [
-        "Words: tokens with a letter or digit, not `<s>`, `</s>`, `<unk>` (`lm_core.evaluation.is_word`); "
+        "Words: tokens with a letter or digit, not `<s>`, `</s>`, `<unk>` (`lm_core.vocab.is_word`); "
         "predictions are filtered to words before the top k are taken; `<unk>` targets count as misses (their share "
         "is shown). Contexts restart at `<s>` each sentence (test line).",
         "",

@@ -69,10 +69,6 @@ class Blend:
         self._known_key: object = object()
         self._memo: tuple[object, Context, np.ndarray] | None = None
 
-    def with_weights(self, weights: Sequence[float]) -> Blend:
-        """The same components with other weights."""
-        return Blend(self.models, weights)
-
     # --- the LanguageModel interface --------------------------------------------------------------------------------
     def logprob(self, word: str, context: Context) -> float:
         """Natural log of the blended P(word | context); a word outside V is scored as `<unk>`; -inf for `<s>`."""

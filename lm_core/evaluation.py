@@ -20,19 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from lm_core.model import Context, LanguageModel
-from lm_core.vocab import BOS, EOS, UNK
-
-SPECIAL = frozenset({BOS, EOS, UNK})
-UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (as the Engine does)
+from lm_core.model import UNBOUNDED_CONTEXT, Context, LanguageModel, Prediction
+from lm_core.vocab import BOS, EOS, UNK, is_word
 
 Suggest = Callable[[Sequence[str], str, int], list[str]]
 """suggest(context_words, typed_prefix, k) -> at most k suggested words, best first."""
-
-
-def is_word(token: str) -> bool:
-    """True for a token a keyboard would suggest: it has an alphanumeric character and is not <s>, </s>, <unk>."""
-    return token not in SPECIAL and any(ch.isalnum() for ch in token)
 
 
 def _context(history: Sequence[str], order: int | None) -> Context:
@@ -41,17 +33,28 @@ def _context(history: Sequence[str], order: int | None) -> Context:
     return tuple(history[max(0, len(history) - width) :]) if width > 0 else ()
 
 
-def top_words(model: LanguageModel, context: Context, k: int, prefix: str = "") -> list[str]:
-    """The model's k most probable next *words* (see `is_word`) after `context`, best first."""
+OVERFETCH_FACTOR = 2  # predictions asked for per word wanted: punctuation, `</s>` and `<unk>` take some top places
+OVERFETCH_EXTRA = 8  # ... and a few more, so that a small k (one word after a sentence end) needs no second round
+OVERFETCH_GROWTH = 4  # a context followed mostly by non-words (rare) asks again for 4 times as many: few rounds
+
+
+def top_word_predictions(model: LanguageModel, context: Context, k: int, prefix: str = "") -> list[Prediction]:
+    """The model's k most probable next *words* (see `is_word`) after `context`, best first, with their
+    probabilities (of the model's whole distribution, not renormalised over words)."""
     if k <= 0:
         return []
-    ask = 2 * k + 8
+    ask = OVERFETCH_FACTOR * k + OVERFETCH_EXTRA
     while True:
         predictions = model.predict(context, ask, prefix)
-        words = [p.word for p in predictions if is_word(p.word)]
+        words = [p for p in predictions if is_word(p.word)]
         if len(words) >= k or len(predictions) < ask:
             return words[:k]
-        ask *= 4
+        ask *= OVERFETCH_GROWTH
+
+
+def top_words(model: LanguageModel, context: Context, k: int, prefix: str = "") -> list[str]:
+    """The model's k most probable next *words* (see `is_word`) after `context`, best first."""
+    return [p.word for p in top_word_predictions(model, context, k, prefix)]
 
 
 def word_ranks(model: LanguageModel, tokens: Sequence[str], max_k: int, unk: str = "miss") -> list[int | None]:

@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,6 @@ from lsp_server.paths import (
     DEFAULT_NEURAL,
     DEFAULT_NEURAL_MODEL,
     default_db_path,
-    neural_model_path,
     seed_from_default_model,
 )
 from store.errors import StoreError
@@ -128,29 +128,26 @@ def open_store(db: Path | None, config: NgramConfig | None = None, empty: bool =
 
 
 def open_engine(
-    db: Path | None, smoothing: str = "kneser-ney", model_order: int | None = None, neural: str = "none"
+    db: Path | None,
+    smoothing: str = "kneser-ney",
+    model_order: int | None = None,
+    neural: str = "none",
+    neural_required: bool = False,
 ) -> Engine:
-    """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`)."""
+    """The engine over the store at `db`, blended with the neural model `neural` picks (see `neural_option`); with
+    `neural_required`, a 'default' that picks none for this store is an error rather than a note."""
+    from lm_core.inference import CheckpointError
     from lm_core.ngram import NgramConfig
-    from store.countstore import CountStore
 
     engine = open_store(db, NgramConfig(smoothing=Smoothing(smoothing), order=model_order))
-    options_given = model_order is not None or Smoothing(smoothing) != Smoothing.KNESER_NEY
-    if not isinstance(engine.store, CountStore) and options_given:
+    try:
+        engine.use_neural(neural)
+    except CheckpointError as exc:
         engine.close()
-        fail(
-            f"{engine.store.path} is an imported ARPA model: it keeps its own order and backoff weights, so "
-            "--model-order and --smoothing do not apply"
-        )
-    path = neural_model_path(neural, engine.store.path, engine.base_sources())
-    if path is not None:
-        from lm_core.inference import CheckpointError
-
-        try:
-            engine.attach_neural(path)
-        except CheckpointError as exc:
-            fail(str(exc))
-    elif neural.strip().lower() == DEFAULT_NEURAL:
+        fail(str(exc))
+    if engine.neural is None and neural.strip().lower() == DEFAULT_NEURAL:
+        if neural_required:
+            fail("no neural model for this store: none retrained beside it, and it did not grow from the shipped one")
         click.echo("(no neural model for this store: the n-gram model alone)", err=True)
     return engine
 
@@ -220,7 +217,8 @@ def build(
 
     Example: nextword build --db ptb.db --order 5 --pretokenized ptb.train.txt
     """
-    from store.countstore import MAX_ORDER, CountStore
+    from lm_core.counting import DEFAULT_ORDER
+    from store.countstore import MAX_ORDER
 
     if order is not None and not 1 <= order <= MAX_ORDER:
         fail(f"--order must be between 1 and {MAX_ORDER}, not {order}")
@@ -234,77 +232,99 @@ def build(
     if engine == "local" and (scheduler is not None or workers is not None):
         fail("--scheduler and --workers go with --engine dask")
     if prune_text is not None or vocab_limit is not None or engine == "dask":
-        _build_base(files, path, order or 5, tokenizer, prune_text, vocab_limit, engine, scheduler, workers)
-        return
+        plan = BaseBuild(order or DEFAULT_ORDER, tokenizer, prune_text, vocab_limit, engine, scheduler, workers)
+        _build_base(files, path, plan)
+    else:
+        _build_counts(files, path, order, tokenizer)
+
+
+def _build_counts(files: tuple[Path, ...], path: Path, order: int | None, tokenizer: str) -> None:
+    """`build` into a store that keeps each file's text (so it can be forgotten): made (empty) if missing."""
+    from lm_core.counting import DEFAULT_ORDER
+    from store.countstore import CountStore
+
     existed = path.exists() and path.stat().st_size > 0
     try:  # a store that cannot even be set up (a full disk) leaves no empty file behind
-        opened = CountStore.open(path, order=order or (None if existed else 5), tokenizer=tokenizer, create=True)
+        opened = CountStore.open(
+            path, order=order or (None if existed else DEFAULT_ORDER), tokenizer=tokenizer, create=True
+        )
     except BaseException:
         if not existed:
             _remove_store(path)
         raise
     with opened as store:
-        total_bytes = sum(f.stat().st_size for f in files)
         try:
-            bar = click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
-            with bar:
+            with _counting_bar(files) as bar:
                 tokens = store.build(files, progress=bar.update)
         except BaseException:
             if not existed:
                 store.close()
                 _remove_store(path)
             raise
-        stats = store.stats()
-    counts = ", ".join(f"{n}-grams {c:,}" for n, c in stats["ngrams"].items())
-    click.echo(f"{path}: {tokens:,} tokens from {len(files)} file(s); {counts}")
+        ngrams = store.stats()["ngrams"]
+    _say_built(path, tokens, len(files), ngrams)  # type: ignore[arg-type]
 
 
-def _build_base(
-    files: tuple[Path, ...],
-    path: Path,
-    order: int,
-    tokenizer: str,
-    prune_text: str | None,
-    vocab_limit: int | None,
-    engine: str,
-    scheduler: str | None,
-    workers: int | None,
-) -> None:
+@dataclass(frozen=True)
+class BaseBuild:
+    """The options of a `build` into a new store whose counts are its base model (--prune, --vocab-limit or
+    --engine dask), as given."""
+
+    order: int
+    tokenizer: str
+    prune_text: str | None  # per-order cut-offs, "1,1,2" (see lm_core.counting.parse_min_counts)
+    vocab_limit: int | None
+    engine: str  # "local" or "dask"
+    scheduler: str | None
+    workers: int | None
+
+
+def _build_base(files: tuple[Path, ...], path: Path, plan: BaseBuild) -> None:
     """`build` with --prune, --vocab-limit or --engine dask: a new store whose counts are its base model."""
     from lm_core.counting import parse_min_counts
     from store.bulk import build_local_base, refuse_existing_store
 
     try:
-        min_counts = parse_min_counts(prune_text, order) if prune_text is not None else None
+        min_counts = parse_min_counts(plan.prune_text, plan.order) if plan.prune_text is not None else None
     except ValueError as exc:
         fail(str(exc))
-    if vocab_limit is not None and vocab_limit < 1:
-        fail(f"--vocab-limit must be at least 1, not {vocab_limit}")
-    if workers is not None and workers < 1:
-        fail(f"--workers must be at least 1, not {workers}")
-    if scheduler is not None and workers is not None:
+    if plan.vocab_limit is not None and plan.vocab_limit < 1:
+        fail(f"--vocab-limit must be at least 1, not {plan.vocab_limit}")
+    if plan.workers is not None and plan.workers < 1:
+        fail(f"--workers must be at least 1, not {plan.workers}")
+    if plan.scheduler is not None and plan.workers is not None:
         fail("--workers sizes the local cluster; a --scheduler brings its own workers")
     refuse_existing_store(path)
-    if engine == "dask":
+    if plan.engine == "dask":
         from store.dask_build import build_with_dask
 
         result = build_with_dask(
             path,
             files,
-            order=order,
-            tokenizer=tokenizer,
+            order=plan.order,
+            tokenizer=plan.tokenizer,
             min_counts=min_counts,
-            vocab_limit=vocab_limit,
-            scheduler=scheduler,
-            workers=workers,
+            vocab_limit=plan.vocab_limit,
+            scheduler=plan.scheduler,
+            workers=plan.workers,
         )
     else:
-        total_bytes = sum(f.stat().st_size for f in files)
-        bar = click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
-        with bar:
-            result = build_local_base(path, files, order, tokenizer, min_counts, vocab_limit, progress=bar.update)
-    counts = ", ".join(f"{n}-grams {c:,}" for n, c in result.ngrams.items())
-    click.echo(f"{path}: {result.tokens:,} tokens from {result.files} file(s); {counts}")
+        with _counting_bar(files) as bar:
+            result = build_local_base(
+                path, files, plan.order, plan.tokenizer, min_counts, plan.vocab_limit, progress=bar.update
+            )
+    _say_built(path, result.tokens, result.files, result.ngrams)
+
+
+def _counting_bar(files: tuple[Path, ...]) -> Any:
+    """A progress bar over the files' bytes on stderr (hidden when stderr is not a terminal)."""
+    total_bytes = sum(f.stat().st_size for f in files)
+    return click.progressbar(length=total_bytes, label="counting", file=sys.stderr, hidden=not _interactive())
+
+
+def _say_built(path: Path, tokens: int, files: int, ngrams: dict[int, int]) -> None:
+    counts = ", ".join(f"{n}-grams {c:,}" for n, c in ngrams.items())
+    click.echo(f"{path}: {tokens:,} tokens from {files} file(s); {counts}")
 
 
 def _interactive() -> bool:
@@ -326,12 +346,9 @@ def learn(file: Path, db: Path | None, empty_store: bool) -> None:
 
     Example: nextword learn notes/today.md
     """
-    from store.countstore import source_name
-    from store.sources import read_user_text
+    from lsp_server.large_inputs import learn_file
 
-    text = read_user_text(file)  # a file that cannot be learned creates nothing
-    engine = open_store(db, empty=empty_store)
-    result = engine.counts_store.learn(source_name(file), text, kind="file")
+    result = learn_file(file, db, lambda: open_store(db, empty=empty_store))  # streamed; a bad file creates nothing
     verb = "re-learned" if result.replaced else "learned"
     if result.secrets:
         kinds = ", ".join(sorted(set(result.secrets)))
@@ -397,23 +414,22 @@ def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: in
 
     Example: nextword score --top 5 draft.md
     """
-    from store.sources import read_user_text
+    from lsp_server.large_inputs import score_file
+    from store.sources import refuse_secret_file
 
-    text = read_user_text(file)
+    refuse_secret_file(file)
     engine = open_engine(db, smoothing, model_order, neural)
-    result = engine.score(text)
+    result = score_file(engine, file, top)  # streamed, with progress for a large file
     if result.tokens == 0:
         fail(f"{file} has no words to score")
     click.echo(f"{file}: perplexity {result.perplexity:.2f} over {result.tokens:,} tokens (sentence ends included)")
-    worst = sorted(result.words, key=lambda w: -w.surprisal)[:top]
-    if worst:
+    if result.worst:
         click.echo("most surprising words (bits = -log2 P):")
-    for w in worst:
-        line = text.count("\n", 0, w.start) + 1
-        column = w.start - (text.rfind("\n", 0, w.start) + 1) + 1
+    for place in result.worst:
+        w = place.score
         expected = ", ".join(s.word for s in engine.next_words(w.context, 3))
         bits = "inf" if math.isinf(w.surprisal) else f"{w.surprisal:.1f}"
-        click.echo(f"  {f'{line}:{column}':<9} {w.word!r:<20} {bits:>6} bits   likelier: {expected}")
+        click.echo(f"  {f'{place.line}:{place.column}':<9} {w.word!r:<20} {bits:>6} bits   likelier: {expected}")
 
 
 @main.command(name="generate")
@@ -446,16 +462,13 @@ def generate_command(
 
     Example: nextword generate "the history of" -n 20 --top-p 0.9 --seed 1
     """
-    from lm_core.sampling import SamplingConfig, generate
+    from lm_core.sampling import SamplingConfig
 
     if temperature <= 0:
         fail("--temperature must be above 0 (use --greedy for the most probable words)")
     engine = open_engine(db, smoothing, model_order)
-    context = list(engine.context_of(seed))
-    seed_tokens = context[1:] if context[:1] == ["<s>"] else context
     config = SamplingConfig(temperature, top_k, top_p, greedy, seed=random_seed)
-    words = generate(engine.model, seed_tokens, n, config)
-    click.echo((seed + " " if seed else "") + engine.render(words, sentence_start=not seed.strip()))
+    click.echo((seed + " " if seed else "") + engine.generate(seed, n, config))
 
 
 @main.command(name="export-arpa")
@@ -471,16 +484,10 @@ def export_arpa_command(output: Path, db: Path | None, model_order: int | None, 
 
     Example: nextword export-arpa --db ptb.db -o ptb.arpa
     """
-    from store.arpa import export_arpa
-    from store.countstore import CountStore
-
     if output.exists() and not force:
         fail(f"{output} exists; give --force to replace it")
     engine = open_store(db)
-    if not isinstance(engine.store, CountStore):
-        fail(f"{engine.store.path} is an imported ARPA model, not a count store: export the ARPA file it came from")
-    make_private_folder(output.parent)
-    written = export_arpa(engine.counts_store.load_tables(), output, order=model_order)
+    written = engine.export_arpa(output, model_order)
     click.echo(f"{output}: " + ", ".join(f"{n}-grams {c:,}" for n, c in written.items()))
 
 
@@ -528,8 +535,6 @@ def stats(db: Path | None) -> None:
 
     Example: nextword stats
     """
-    from store.countstore import CountStore
-
     engine = open_store(db)
     info = engine.stats()
     for key, value in info.items():
@@ -538,7 +543,7 @@ def stats(db: Path | None) -> None:
         elif isinstance(value, int):
             value = f"{value:,}"
         click.echo(f"{key:>12}: {value}")
-    for source in engine.store.sources() if isinstance(engine.store, CountStore) else []:
+    for source in engine.sources():
         click.echo(f"  {source.kind:<8} {source.tokens:>10,} tokens  {source.learned_at}  {source.name}")
 
 
@@ -724,7 +729,7 @@ def train_neural(
         engine = open_store(db)
         if files and not pretokenized and engine.tokenizer == "pretokenized":
             fail("the store holds pretokenized text; give --pretokenized so FILES are read the same way")
-        sentences += engine.counts_store.learned_sentences()
+        sentences += engine.learned_sentences()
         engine.close()
     if valid_file is not None:
         train_sentences, valid = sentences, _text_sentences((valid_file,), pretokenized)
@@ -832,14 +837,13 @@ def eval_command(
 
     Example: nextword eval --db ptb.db --neural ptb-lstm.pt --pretokenized ptb.test.txt
     """
-    from lm_core import tokenize
-    from lm_core.metrics import perplexity, perplexity_of_scores
-    from store.sources import read_user_text
+    from lsp_server.large_inputs import eval_sentences
+    from store.sources import refuse_secret_file
 
-    text = read_user_text(file)
-    engine = open_engine(db, smoothing, model_order)
-    split = tokenize.pretokenized_sentences if pretokenized or engine.tokenizer == "pretokenized" else None
-    sentences = split(text) if split else tokenize.prose_sentences(text)
+    refuse_secret_file(file)
+    neural = str(neural_path) if neural_path is not None else "none"
+    engine = open_engine(db, smoothing, model_order, neural, neural_required=neural_path is not None)
+    sentences = eval_sentences(file, "pretokenized" if pretokenized or engine.tokenizer == "pretokenized" else "prose")
     half = len(sentences) // 2
     if half == 0:
         fail(f"{file} needs at least 2 sentences (one half fits the blend, the other is scored)")
@@ -849,41 +853,11 @@ def eval_command(
         f"{file}: blend weights fit by EM on the first half ({len(fit):,} tokens); perplexity on the second half "
         f"({len(held):,} tokens, sentence ends included)"
     )
-    kind = str(getattr(engine.model, "smoothing", "ARPA backoff"))
-    described_ngram = f"{kind}, order {engine.model.order}"
-    if neural_path is None:
-        rows = [("n-gram", described_ngram, perplexity(engine.model, held))]
-    else:
-        from lm_core import inference
-        from lm_core.blend import Blend, fit_weights_em
-
-        if str(neural_path) == DEFAULT_NEURAL:  # as the server's setting: the retrained model, else the shipped one
-            neural_path = neural_model_path(DEFAULT_NEURAL, engine.store.path, engine.base_sources())
-            if neural_path is None:
-                fail(
-                    "no neural model for this store: none retrained beside it, and it did not grow from the shipped one"
-                )
-        try:
-            lm = inference.NeuralLM.load(neural_path)
-        except inference.CheckpointError as exc:
-            fail(str(exc))
-        unknown = sum(lm.id_of(w) == 0 for w in held) / len(held) * 100
-        shape = f"{lm.config.cell} {lm.config.layers}x{lm.config.hidden_dim}" if lm.order is None else "window"
-        described = f"{shape}, {len(lm.words):,} words, {unknown:.1f}% <unk>"
-        # each text scored once per model: the held-out rows give the n-gram's scores (its column) and the blend's
-        weights = fit_weights_em([engine.model, lm], fit)
-        blend = Blend([engine.model, lm], weights)
-        neural_scores = lm.sentence_logprobs(held)
-        held_rows = blend.component_rows(held, known={1: neural_scores})
-        rows = [
-            ("n-gram", described_ngram, perplexity_of_scores(held_rows[:, 0].tolist())),
-            ("neural", described, perplexity_of_scores(neural_scores)),
-            ("blend", f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural", perplexity_of_scores(blend.mix(held_rows))),
-        ]
-    width = max(len(d) for _, d, _ in rows)
+    rows = engine.compare(fit, held)
+    width = max(len(row.description) for row in rows)
     click.echo(f"  {'model':<7} {'':<{width}}  perplexity")
-    for name, described, ppl in rows:
-        click.echo(f"  {name:<7} {described:<{width}}  {ppl:>10,.2f}")
+    for row in rows:
+        click.echo(f"  {row.name:<7} {row.description:<{width}}  {row.perplexity:>10,.2f}")
     if neural_path is None:
         click.echo("  (give --neural CHECKPOINT to compare a neural model and the blend)")
 
@@ -980,8 +954,8 @@ def report_command(file: Path, output: Path, db: Path | None, alternatives: int)
     text = redact(read_user_text(file))  # the page shows the text: never a secret in it
     engine = open_engine(db)
     try:
-        page = render_report(engine, text, title=f"nextword report: {file.name}", alternatives=alternatives)
         checked = engine.check(text)
+        page = render_report(engine, text, f"nextword report: {file.name}", alternatives, checked)
     finally:
         engine.close()
     make_private_folder(output.parent)

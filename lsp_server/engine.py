@@ -1,7 +1,9 @@
 """The Engine: one object that suggests, scores, learns and forgets, used by both the server and the CLI.
 
-It owns a `CountStore` and an n-gram model over it, turns editor text into model contexts (via the tokenizer),
-and turns model words back into what a person would type (casing from the store, capitalised at a sentence start).
+It owns a store (a `store.base.ModelStore`: a count store, or an imported ARPA model) and the n-gram model over it,
+attaches and checks neural models, turns editor text into model contexts (via the tokenizer), and turns model words
+back into what a person would type (casing from the store, capitalised at a sentence start; ghost text). The CLI
+and the server reach the store and the models only through it.
 """
 
 from __future__ import annotations
@@ -22,24 +24,24 @@ from lm_core import tokenize
 from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, USER_LAYER_TOKENS, Adaptation
 from lm_core.backoff import BackoffModel
 from lm_core.corrections import NeighbourIndex, Vocabulary
-from lm_core.metrics import perplexity_of_scores, sentence_scores
-from lm_core.model import Context, LanguageModel
+from lm_core.evaluation import top_word_predictions
+from lm_core.metrics import perplexity, perplexity_of_scores, sentence_scores
+from lm_core.model import UNBOUNDED_CONTEXT, Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
-from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
-from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, seed_from_default_model
-from store import schema
-from store.arpa import ArpaStore
-from store.countstore import CountStore, LearnResult
-from store.errors import StoreError
-from store.sqlite_counts import SqliteCounts
+from lm_core.vocab import BOS, BOS_ID, EOS, SPECIAL, UNK, UNK_ID
+from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, neural_model_path, seed_from_default_model
+from store import sources
+from store.base import ModelStore, open_model_store
+from store.countstore import LearnResult, SourceInfo
 
-if TYPE_CHECKING:  # torch is imported only when a neural model is attached
+if TYPE_CHECKING:  # the neural models' code is imported only when one is attached
     from lm_core.blend import Blend
+    from lm_core.inference import Network, NeuralLM
+    from lm_core.sampling import SamplingConfig
 
-SPECIAL = frozenset({BOS, EOS, UNK})
-LOOKBACK = 4000
-UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (a recurrent neural model, a blend)
+LOOKBACK = 4000  # hover reads at most this many characters before the word (a long paragraph's last sentences)
+LOOKAHEAD = 200  # ... and this many after it: enough to finish the word's sentence in all but the longest
 DEFAULT_BLEND_WEIGHT = 0.3  # the neural model's weight when neither the caller nor the checkpoint says
 OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the store's OVERLAP_WORDS likeliest words
 MIN_OVERLAP = 0.5
@@ -55,8 +57,40 @@ MEMO_LIMIT = 400_000  # per-token scores kept between checks (at most; and withi
 MEMO_ENTRY_BYTES = 250  # one kept score: its key (a context tuple and a word) and its float
 DEFAULT_CACHE_BYTES = 64 * 2**20  # the memory budget of the caches (setting cacheMegabytes), split by set_cache_budget
 SENTENCE_ENTRY_BYTES = 200  # a cached sentence's own objects besides its words (the entry, the result tuple)
-_CLOSERS = frozenset(",.;:!?)]}%\u2026")
-_OPENERS = frozenset("([{$")
+_CLOSERS = frozenset(",.;:!?)]}%\u2026")  # written without a space before them (so is an apostrophe's clitic: 's)
+_OPENERS = frozenset("([{$")  # written without a space after them
+
+
+def _attaches_left(text: str) -> bool:
+    """Whether `text` is written against what comes before it, with no space: closing punctuation, or a clitic
+    ('s, 're)."""
+    return text[:1] in _CLOSERS or text.startswith("'")
+
+
+@dataclass(frozen=True, slots=True)
+class AttachedNeural:
+    """The neural model blended with the n-gram model (see `Engine.attach_neural`)."""
+
+    network: Network  # the numpy network (lm_core.inference), shared by every thread's NeuralLM
+    vocab: list[str]  # its words, by id
+    weight: float  # its weight w in P = (1-w) P_ngram + w P_neural
+    generation: int  # changes on every attach and detach: cached results of another generation are stale
+    path: Path  # the checkpoint it came from
+
+    def language_model(self) -> NeuralLM:
+        """A new `NeuralLM` over the network (its own document caches)."""
+        from lm_core.inference import NeuralLM
+
+        return NeuralLM(self.network, self.vocab)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPerplexity:
+    """One row of `Engine.compare`: a model, what it is, its perplexity (per token, sentence ends included)."""
+
+    name: str
+    description: str
+    perplexity: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,19 +165,13 @@ class WordInfo:
 
 class Engine:
     """Suggest / score / learn / forget over one store: a count store (which learns), or an imported ARPA model
-    (which only scores and completes)."""
+    (which only scores and completes; learning raises `ImportedModelError`)."""
 
-    def __init__(self, store: CountStore | ArpaStore, config: NgramConfig | None = None) -> None:
+    def __init__(self, store: ModelStore, config: NgramConfig | None = None) -> None:
         self.store = store
         self.tokenizer = store.tokenizer
-        self.ngram: NgramModel | BackoffModel
-        if isinstance(store, ArpaStore):
-            self.ngram = store.model()
-        else:
-            self.ngram = NgramModel(SqliteCounts(store), config or NgramConfig())
-        self.neural: Any = None  # the attached checkpoint's network and vocabulary (see attach_neural), or None
-        self.neural_path: Path | None = None
-        self.neural_weight = 0.0
+        self.ngram: NgramModel | BackoffModel = store.model(config)
+        self.neural: AttachedNeural | None = None  # see attach_neural
         self._neural_generation = 0  # changes on every attach/detach (cached check results are stale)
         self._local = threading.local()  # each thread's own Blend (a neural model's caches are not thread-safe)
         self._casing: dict[str, str] = {}
@@ -171,14 +199,16 @@ class Engine:
         quarter of that for its SQLite page cache), an eighth each for the Kneser-Ney level memo, the checked
         sentences, the per-token scores of oddity windows and the store connection's SQLite page cache."""
         self.cache_bytes = total_bytes
-        if isinstance(self.ngram, NgramModel):
-            self.ngram.memo_bytes = total_bytes // 8
-            if isinstance(self.ngram.counts, SqliteCounts):
-                self.ngram.counts.set_cache_bytes(total_bytes // 2)
-        if isinstance(self.store, CountStore):
-            with self.store.lock:
-                self.store.db.execute(f"PRAGMA cache_size = -{max(256, total_bytes // 8 // 1024)}")
+        if self._count_model is not None:
+            self._count_model.memo_bytes = total_bytes // 8
+        self.store.set_cache_bytes(total_bytes)
         self._trim_sentence_cache()
+
+    @property
+    def _count_model(self) -> NgramModel | None:
+        """The n-gram model when it reads counts (what adaptation, bulk prefetching and the spelling vocabulary
+        need); None for an imported ARPA model."""
+        return self.ngram if isinstance(self.ngram, NgramModel) else None
 
     @property
     def sentence_cache_bytes(self) -> int:
@@ -208,10 +238,12 @@ class Engine:
         """
         path = Path(db).expanduser() if db else default_db_path()
         seeded = (seed or db is None) and seed_from_default_model(path)
-        if schema.peek_kind(path) == schema.ARPA:
-            engine = cls(ArpaStore.open(path), config)
-        else:
-            engine = cls(CountStore.open(path, create=create or seed or db is None), config)
+        store = open_model_store(path, create=create or seed or db is None)
+        try:
+            engine = cls(store, config)
+        except BaseException:
+            store.close()
+            raise
         engine.seeded = seeded
         return engine
 
@@ -232,13 +264,11 @@ class Engine:
         if neural is None:
             return self.ngram
         local = self._local
-        module, vocab, weight, generation = neural
-        if getattr(local, "generation", None) != generation:
+        if getattr(local, "generation", None) != neural.generation:
             from lm_core.blend import Blend
-            from lm_core.inference import NeuralLM
 
-            local.blend = Blend([self.ngram, NeuralLM(module, vocab)], [1 - weight, weight])
-            local.generation = generation
+            local.blend = Blend([self.ngram, neural.language_model()], [1 - neural.weight, neural.weight])
+            local.generation = neural.generation
         return local.blend
 
     @property
@@ -266,43 +296,100 @@ class Engine:
             weight = float(stored) if isinstance(stored, int | float) else DEFAULT_BLEND_WEIGHT
         if not 0 <= weight <= 1:
             raise CheckpointError(f"{path}: blend weight {weight!r} is not between 0 and 1")
-        known = set(checkpoint.vocab)
+        self._check_vocabulary_overlap(path, set(checkpoint.vocab))
+        self._neural_generation += 1
+        self.neural = AttachedNeural(checkpoint.network, checkpoint.vocab, weight, self._neural_generation, path)
+
+    def _check_vocabulary_overlap(self, path: Path, known: set[str]) -> None:
+        """`CheckpointError` unless the checkpoint at `path`, whose words are `known`, knows MIN_OVERLAP of the
+        n-gram model's OVERLAP_WORDS likeliest words with no context."""
+        from lm_core.inference import CheckpointError
+
         common = [p.word for p in self.ngram.predict((), OVERLAP_WORDS + len(SPECIAL)) if p.word not in SPECIAL]
         common = common[:OVERLAP_WORDS]
-        if common:
-            overlap = sum(w in known for w in common) / len(common)
-            if overlap < MIN_OVERLAP:
-                raise CheckpointError(
-                    f"{path} knows only {overlap:.0%} of the store's {len(common):,} commonest words "
-                    f"(it needs {MIN_OVERLAP:.0%}): it was trained on other text or another tokenization"
-                )
-        self._neural_generation += 1
-        self.neural = (checkpoint.network, checkpoint.vocab, weight, self._neural_generation)
-        self.neural_path, self.neural_weight = path, weight
+        if not common:
+            return
+        overlap = sum(w in known for w in common) / len(common)
+        if overlap < MIN_OVERLAP:
+            raise CheckpointError(
+                f"{path} knows only {overlap:.0%} of the store's {len(common):,} commonest words "
+                f"(it needs {MIN_OVERLAP:.0%}): it was trained on other text or another tokenization"
+            )
 
     def detach_neural(self) -> None:
         """Back to the n-gram model alone."""
         if self.neural is not None:
             self._neural_generation += 1
-            self.neural, self.neural_path, self.neural_weight = None, None, 0.0
+            self.neural = None
 
     @property
-    def counts_store(self) -> CountStore:
-        """The count store, for learning; an imported ARPA model cannot learn."""
-        if not isinstance(self.store, CountStore):
-            raise StoreError(f"{self.store.path} is an imported ARPA model: it scores and completes but cannot learn")
-        return self.store
+    def neural_path(self) -> Path | None:
+        """The attached neural model's checkpoint, or None."""
+        return self.neural.path if self.neural is not None else None
 
     @property
+    def neural_weight(self) -> float:
+        """The attached neural model's blend weight (0.0 with none attached)."""
+        return self.neural.weight if self.neural is not None else 0.0
+
+    def neural_model_path(self, setting: str) -> Path | None:
+        """The checkpoint that a neuralModel setting (or a --neural option) picks for this store: a path, 'default'
+        (the model retrained beside the store, else the shipped one when the store grew from the shipped model) or
+        'none'; None when it picks none (see `lsp_server.paths.neural_model_path`)."""
+        return neural_model_path(setting, self.store.path, self.base_sources())
+
+    def use_neural(self, setting: str, weight: float | None = None) -> bool:
+        """Attach the neural model `setting` picks (see `neural_model_path`) at `weight` (see `attach_neural`), or
+        detach when it picks none; whether the model changed. Raises `CheckpointError` as `attach_neural` does."""
+        path = self.neural_model_path(setting)
+        if path is None:
+            changed = self.neural is not None
+            self.detach_neural()
+            return changed
+        if self.neural_path == path and weight in (None, self.neural_weight):
+            return False
+        self.attach_neural(path, weight)
+        return True
+
     def version(self) -> int:
         """Changes whenever the model's counts change."""
-        return self.store.version if isinstance(self.store, CountStore) else 0
+        return self.store.version()
 
     def close(self) -> None:
         self.detach_neural()
-        if isinstance(self.ngram, NgramModel) and isinstance(self.ngram.counts, SqliteCounts):
-            self.ngram.counts.close()
         self.store.close()
+
+    def compare(self, fit: list[str], held: list[str]) -> list[ModelPerplexity]:
+        """The perplexity (per token, sentence ends included) of the token stream `held` under the n-gram model
+        and, with a neural model attached, under it alone and under its blend with the n-gram model, the blend's
+        weights fit by EM on `fit` (both streams of whole sentences, each ending with `</s>`)."""
+        described = f"{self.ngram_kind}, order {self.ngram.order}"
+        if self.neural is None:
+            return [ModelPerplexity("n-gram", described, perplexity(self.ngram, held))]
+        from lm_core.blend import Blend, fit_weights_em
+
+        neural = self.neural.language_model()
+        unknown = sum(neural.id_of(w) == UNK_ID for w in held) / len(held) * 100
+        shape = f"{neural.config.cell} {neural.config.layers}x{neural.config.hidden_dim}"
+        shape = shape if neural.order is None else "window"
+        weights = fit_weights_em([self.ngram, neural], fit)
+        blend = Blend([self.ngram, neural], weights)
+        # each text scored once per model: the held-out rows give the n-gram's scores (its column) and the blend's
+        neural_scores = neural.sentence_logprobs(held)
+        rows = blend.component_rows(held, known={1: neural_scores})
+        return [
+            ModelPerplexity("n-gram", described, perplexity_of_scores(rows[:, 0].tolist())),
+            ModelPerplexity(
+                "neural",
+                f"{shape}, {len(neural.words):,} words, {unknown:.1f}% <unk>",
+                perplexity_of_scores(neural_scores),
+            ),
+            ModelPerplexity(
+                "blend",
+                f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural",
+                perplexity_of_scores(blend.mix(rows)),
+            ),
+        ]
 
     # --- personal adaptation ---------------------------------------------------------------------------------
     def enable_adaptation(self, parts: tuple[str, ...] = ("user", "cache"), bucketed: bool | None = None) -> None:
@@ -311,16 +398,15 @@ class Engine:
         scored before it is learned). Scoring and diagnostics stay on `model`; an attached neural model joins the
         mixture at its blend weight. With `bucketed` (default `ADAPTATION_BUCKETED`) the weights depend on how often
         the user layer saw the context's last word. Builds the user layer (seconds for 1M learned words)."""
-        store = self.counts_store
-        if not isinstance(self.ngram, NgramModel):
-            return
-        saved = json.loads(store.setting(ADAPTATION_KEY) or "{}")
+        if not self.store.learnable or self._count_model is None:
+            return  # an imported ARPA model has learned nothing to adapt to
+        saved = json.loads(self.store.setting(ADAPTATION_KEY) or "{}")
         weights = saved.get("weights", list(DEFAULT_WEIGHTS))
         bucketed = ADAPTATION_BUCKETED if bucketed is None else bucketed
-        adaptation = Adaptation(self.ngram, weights, int(saved.get("fitted_tokens", 0)), parts, bucketed)
+        adaptation = Adaptation(self._count_model, weights, int(saved.get("fitted_tokens", 0)), parts, bucketed)
         if "bucket_weights" in saved:
             adaptation.bucket_weights = np.asarray(saved["bucket_weights"], dtype=np.float64)
-        adaptation.set_user_text(store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
+        adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
         self.adaptation = adaptation
 
     def disable_adaptation(self) -> None:
@@ -328,8 +414,6 @@ class Engine:
 
     def adaptation_weights(self) -> dict[str, float | int] | None:
         """The weights kept in the store (store, user, cache) and how many held-out tokens they were fit on."""
-        if not isinstance(self.store, CountStore):
-            return None
         saved = json.loads(self.store.setting(ADAPTATION_KEY) or "{}")
         if "weights" not in saved:
             return None
@@ -352,12 +436,12 @@ class Engine:
             "bucket_weights": np.round(adaptation.bucket_weights, 6).tolist(),
             "fitted_tokens": adaptation.fitted_tokens,
         }
-        self.counts_store.save_setting(ADAPTATION_KEY, json.dumps(record))
+        self.store.save_setting(ADAPTATION_KEY, json.dumps(record))
 
     def _adapt_after_learning(self) -> None:
         if self.adaptation is not None:
             self.yield_point()
-            self.adaptation.set_user_text(self.counts_store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
+            self.adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
 
     def _fill_cache(self, text: str, end: int) -> None:
         """The document cache: the tokens of `text` before character `end` (the start of the word being typed),
@@ -409,11 +493,10 @@ class Engine:
         key = (mixture, self._neural_generation)
         if getattr(local, "adaptive_key", None) != key:
             from lm_core.blend import Blend
-            from lm_core.inference import NeuralLM
 
-            module, vocab, weight, _ = self.neural
+            weight = self.neural.weight
             weights = [*(float(w) * (1 - weight) for w in mixture.weights), weight]
-            local.adaptive = Blend([*mixture.models, NeuralLM(module, vocab)], weights)
+            local.adaptive = Blend([*mixture.models, self.neural.language_model()], weights)
             local.adaptive_key = key
         return local.adaptive
 
@@ -435,17 +518,10 @@ class Engine:
         display: bool = True,
     ) -> list[Suggestion]:
         """`next_words` from a given model (with `display` False, the normalised words, not their display form)."""
-        wanted = max(k, 0)
-        ask = wanted * 2 + 8
-        while True:
-            predictions = model.predict(context, ask, prefix.casefold())
-            words = [p for p in predictions if _is_suggestible(p.word)]
-            if len(words) >= wanted or len(predictions) < ask:
-                break
-            ask *= 4
+        words = top_word_predictions(model, context, k, prefix.casefold())
         if not display:
-            return [Suggestion(p.word, p.prob) for p in words[:wanted]]
-        return [Suggestion(self.display(p.word, sentence_start, prefix), p.prob) for p in words[:wanted]]
+            return [Suggestion(p.word, p.prob) for p in words]
+        return [Suggestion(self.display(p.word, sentence_start, prefix), p.prob) for p in words]
 
     def complete_at(self, text: str, offset: int, k: int = 10) -> Completion:
         """Suggestions for the word at character `offset` of `text` (the next word after a space, or the rest of
@@ -476,7 +552,7 @@ class Engine:
             return None
         first = self.display(words[0], cursor.sentence_start, cursor.prefix)
         rest = self.render(words[1:], sentence_start=False) if len(words) > 1 else ""
-        glue = "" if not rest or rest[0] in _CLOSERS or rest.startswith("'") else " "
+        glue = "" if not rest or _attaches_left(rest) else " "
         typed = text[cursor.prefix_start : offset]
         ghost = typed + first[len(typed) :] + glue + rest
         paragraph = text[max(text.rfind("\n\n", 0, offset), 0) : cursor.prefix_start]
@@ -485,11 +561,20 @@ class Engine:
             return None
         before = text[cursor.prefix_start - 1] if cursor.prefix_start > 0 else "\n"
         after_opener = before in _OPENERS or (before == '"' and paragraph.count('"') % 2 == 1)
-        attached = ghost[0] in _CLOSERS or ghost.startswith("'")
-        if not typed and not before.isspace() and not after_opener and not attached:
+        if not typed and not before.isspace() and not after_opener and not _attaches_left(ghost):
             ghost = " " + ghost
         suggestion = Suggestion(ghost, math.nan)
         return Completion([suggestion], typed, cursor.prefix_start)
+
+    def generate(self, seed: str, n: int, config: SamplingConfig) -> str:
+        """`n` tokens sampled from the model after the text `seed` (see `lm_core.sampling.generate`), as prose
+        (`render`; capitalised first when `seed` is blank)."""
+        from lm_core.sampling import generate
+
+        context = list(self.context_of(seed))
+        seed_tokens = context[1:] if context[:1] == [BOS] else context
+        words = generate(self.model, seed_tokens, n, config)
+        return self.render(words, sentence_start=not seed.strip())
 
     def context_of(self, text: str) -> Context:
         """The model context after all of `text` (as if a space followed it)."""
@@ -518,28 +603,30 @@ class Engine:
                 sentence_start = True
                 continue
             text = self.display(word, sentence_start)
-            glue = not out or out[-1] == "\n" or out[-1].strip() in _OPENERS or text in _CLOSERS or text.startswith("'")
+            glue = not out or out[-1] == "\n" or out[-1].strip() in _OPENERS or text in _CLOSERS or _attaches_left(text)
             out.append(text if glue else " " + text)
             sentence_start = False
         return "".join(out).replace(" \n", "\n").strip()
 
     def _surface(self, word: str) -> str:
-        if not isinstance(self.store, CountStore):
-            return word
-        version = self.version
+        """The store's most frequent surface form of `word`, remembered while the counts stay the same."""
+        version = self.version()
         if version != self._casing_version:
             self._casing.clear()
             self._casing_version = version
         surface = self._casing.get(word)
-        if surface is None:  # a count store always has its SqliteCounts reader, which knows the casing table
-            surface = self._casing[word] = self.ngram.counts.surface_of(word)
+        if surface is None:
+            surface = self._casing[word] = self.store.surface_of(word)
         return surface
 
     # --- scoring ---------------------------------------------------------------------------------------------
     def score(self, text: str) -> DocumentScore:
         """Score every token of `text`: the perplexity and each word's surprisal."""
+        return self.score_sentences(self._sentences(text))
+
+    def score_sentences(self, sentences: list[list[tokenize.Token]]) -> DocumentScore:
+        """`score` of a text's prose sentences (`store.streaming` gives a large file's in batches)."""
         scored: list[WordScore] = []
-        sentences = self._sentences(text)
         self._prefetch(sentences)
         logprobs = sentence_scores(self.model, [token.norm for sentence in sentences for token in sentence])
         width = self.context_width
@@ -599,12 +686,12 @@ class Engine:
         """Each sentence's log-probability and oddities: from the sentence cache (least recently used out, within
         its byte budget), or checked now under this model version and config (counts fetched in bulk) and cached;
         the caller holds `_check_lock`."""
-        if self._check_version != (self.version, self._neural_generation, config):
-            if self._check_version is None or self._check_version[0] != self.version:
+        if self._check_version != (self.version(), self._neural_generation, config):
+            if self._check_version is None or self._check_version[0] != self.version():
                 self._memo = {}
             self._sentence_cache.clear()
             self._sentence_bytes = 0
-            self._check_version = (self.version, self._neural_generation, config)
+            self._check_version = (self.version(), self._neural_generation, config)
         if len(self._memo) > min(MEMO_LIMIT, self.cache_bytes // 8 // MEMO_ENTRY_BYTES):  # within the budget too
             self._memo = {}
         results: dict[tuple[str, ...], tuple[float, list[Oddity]]] = {}
@@ -671,7 +758,7 @@ class Engine:
         begin = max(0, offset - LOOKBACK)
         paragraph = text.rfind("\n\n", begin, offset)
         begin = paragraph + 2 if paragraph >= 0 else begin
-        segment = text[begin : offset + 200]
+        segment = text[begin : offset + LOOKAHEAD]
         for sentence in self._sentences(segment):
             for i, token in enumerate(sentence):
                 if token.kind in ("word", "number") and begin + token.start <= offset <= begin + token.end:
@@ -693,7 +780,7 @@ class Engine:
         """The oddity covering token i of a sentence of `segment` (which starts at character `begin`), if any: from
         the last check's results, else checked here without touching them (hover runs beside a check)."""
         norms = tuple(t.norm for t in sentence)
-        fresh = self._check_version == (self.version, self._neural_generation, config)
+        fresh = self._check_version == (self.version(), self._neural_generation, config)
         result = self._sentence_cache.get(norms) if fresh else None
         if result is None:
             result = self._find([sentence], config, {})[norms]
@@ -708,14 +795,15 @@ class Engine:
 
     def _prefetch(self, sentences: list[list[tokenize.Token]]) -> None:
         """Fetch in bulk the counts that scoring these sentences will read."""
-        if not isinstance(self.ngram, NgramModel) or not sentences:
+        model = self._count_model
+        if model is None or not sentences:
             return
-        width = self.ngram.order - 1
+        width = model.order - 1
         contexts = []
         for sentence in sentences:
             history = [BOS, *(t.norm for t in sentence)]
             contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
-        self.ngram.prefetch(contexts)
+        model.prefetch(contexts)
 
     def _sentence_input(
         self, sentence: list[tokenize.Token], model: Any, logprobs: list[float] | None = None
@@ -734,7 +822,7 @@ class Engine:
     def oddity_vocabulary(self) -> Vocabulary:
         """What oddity detection may propose: words of the n-gram model's vocabulary (learned words included), and
         for spelling corrections words seen at least SPELLING_MIN_COUNT times."""
-        version = self.version
+        version = self.version()
         if self._vocabulary is None or self._vocabulary[0] != version:
             self._vocabulary = (version, self._make_vocabulary())
         return self._vocabulary[1]
@@ -747,8 +835,8 @@ class Engine:
         return self._neighbours[1]
 
     def _make_vocabulary(self) -> Vocabulary:
-        if isinstance(self.ngram, NgramModel):
-            counts = self.ngram.counts
+        if self._count_model is not None:
+            counts = self._count_model.counts
             unigrams = counts.level(())
             words = counts.vocab.words
             pairs = zip(unigrams.ids.tolist(), unigrams.count.tolist(), strict=True)
@@ -772,33 +860,72 @@ class Engine:
         return Vocabulary(known=lambda w: ngram.logprob(w, ()) > ngram.logprob(UNK, ()), near=lambda w: ())
 
     # --- learning ---------------------------------------------------------------------------------------------
-    def learn(self, source: str, text: str) -> LearnResult:
-        """Learn `text` as `source`; with adaptation on, its new sentences first refit the mixture's weights."""
+    def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
+        """Learn `text` as `source` (a "document" or a "file"); with adaptation on, its new sentences first refit
+        the mixture's weights. `ImportedModelError` for an imported ARPA model."""
         self._adapt_before_learning(text)
         self.yield_point()
-        result = self.counts_store.learn(source, text)
+        result = self.store.learn(source, text, kind)
+        self._adapt_after_learning()
+        return result
+
+    def learn_analysed(
+        self, source: str, analysed: sources.Analysed, digest: str, kind: str = "document"
+    ) -> LearnResult:
+        """`learn` of a text already analysed with the store's tokenizer (`store.streaming` reads large files in
+        pieces; `digest`: the text's `sources.sha256`); adaptation's weights are not refit on it (its text is not
+        at hand), its user layer is updated. `ImportedModelError` for an imported ARPA model."""
+        result = self.store.learn_analysed(source, analysed, digest, kind)
         self._adapt_after_learning()
         return result
 
     def learn_file(self, path: str | Path) -> LearnResult:
-        result = self.counts_store.learn_file(path)
+        result = self.store.learn_file(path)
         self._adapt_after_learning()
         return result
 
     def forget(self, source: str) -> LearnResult:
-        result = self.counts_store.forget(source)
+        result = self.store.forget(source)
         self._adapt_after_learning()
         return result
 
+    def sources(self) -> list[SourceInfo]:
+        """What the store learned from, oldest first (none for an imported ARPA model)."""
+        return self.store.sources()
+
     def base_sources(self) -> list[str]:
         """Names of the store's base sources (a store seeded from the shipped model has DEFAULT_BASE_NAME)."""
-        if not isinstance(self.store, CountStore):
-            return []
-        return [s.name for s in self.store.sources() if s.kind == "base"]
+        return [s.name for s in self.sources() if s.kind == "base"]
+
+    def learned_sentences(self) -> list[list[str]]:
+        """The sentences (normalised tokens, each ending with `</s>`) of every document and file the store learned,
+        oldest first: what a neural model is trained on."""
+        return self.store.learned_sentences()
+
+    def export_arpa(self, path: str | Path, order: int | None = None) -> dict[int, int]:
+        """Write the store's Kneser-Ney model (of `order`, default the store's) as an ARPA file (log10); the n-grams
+        written per order. `ImportedModelError` for an imported ARPA model."""
+        return self.store.export_arpa(path, order)
+
+    def defer_checkpoints(self) -> None:
+        """Leave the store's write-ahead-log checkpoints to `checkpoint` (see `CountStore.defer_checkpoints`)."""
+        self.store.defer_checkpoints()
+
+    def checkpoint(self) -> int:
+        """Checkpoint the store's write-ahead log now (see `CountStore.checkpoint`)."""
+        return self.store.checkpoint()
+
+    @property
+    def ngram_kind(self) -> str:
+        """How the n-gram model estimates: its smoothing, or "ARPA backoff" for an imported model."""
+        return str(self._count_model.smoothing) if self._count_model is not None else "ARPA backoff"
 
     def stats(self) -> dict[str, object]:
-        smoothing = str(self.ngram.smoothing) if isinstance(self.ngram, NgramModel) else "ARPA backoff"
-        stats: dict[str, object] = {**self.store.stats(), "smoothing": smoothing, "model_order": self.ngram.order}
+        stats: dict[str, object] = {
+            **self.store.stats(),
+            "smoothing": self.ngram_kind,
+            "model_order": self.ngram.order,
+        }
         if self.neural_path is not None:
             stats.update(neural_model=str(self.neural_path), blend_weight=self.neural_weight)
         weights = self.adaptation_weights()
@@ -842,11 +969,16 @@ def _sentence_bytes(norms: tuple[str, ...], result: tuple[float, list[Oddity]]) 
     return sys.getsizeof(norms) + sum(sys.getsizeof(w) for w in norms) + SENTENCE_ENTRY_BYTES * (1 + len(result[1]))
 
 
-def _is_suggestible(word: str) -> bool:
-    return word not in SPECIAL and any(ch.isalnum() for ch in word)
-
-
-__all__ = ["Completion", "DocumentScore", "Engine", "Smoothing", "Suggestion", "WordScore"]
+__all__ = [
+    "AttachedNeural",
+    "Completion",
+    "DocumentScore",
+    "Engine",
+    "ModelPerplexity",
+    "Smoothing",
+    "Suggestion",
+    "WordScore",
+]
 
 
 def _balanced(ghost: str, before: str) -> str:

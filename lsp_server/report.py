@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
 
 from lm_core.vocab import BOS
-from lsp_server.engine import Engine
+from lsp_server.engine import DocumentCheck, Engine
 
 BANDS: tuple[tuple[float, str], ...] = (
     (2.0, "#c8f0c8"),
@@ -38,15 +37,6 @@ table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: 0
 """
 
 
-@dataclass(frozen=True)
-class ReportSummary:
-    """The figures the report shows: perplexity (per token, sentence ends included), tokens, odd words."""
-
-    perplexity: float
-    tokens: int
-    odd_words: int
-
-
 def colour(bits: float) -> str:
     """The background colour of a token with this surprisal (bits)."""
     for upper, shade in BANDS:
@@ -68,10 +58,17 @@ def _alternatives(alternatives: tuple[tuple[str, float], ...]) -> str:
     return ", ".join(f"{a or '(delete)'} (+{gain:.1f} bits)" for a, gain in alternatives)
 
 
-def render_report(engine: Engine, text: str, title: str = "nextword report", alternatives: int = 3) -> str:
-    """The HTML page for `text` under `engine`'s model; `alternatives` likelier words per token in its tooltip."""
+def render_report(
+    engine: Engine,
+    text: str,
+    title: str = "nextword report",
+    alternatives: int = 3,
+    checked: DocumentCheck | None = None,
+) -> str:
+    """The HTML page for `text` under `engine`'s model; `alternatives` likelier words per token in its tooltip;
+    `checked`: `engine.check(text)` when the caller has it already (else it is checked here)."""
     scored = engine.score(text)
-    checked = engine.check(text)
+    checked = checked if checked is not None else engine.check(text)
     odd_at = {(o.start, o.end): o for o in checked.oddities}
     esc = html.escape
     parts: list[str] = []
@@ -120,9 +117,3 @@ def render_report(engine: Engine, text: str, title: str = "nextword report", alt
         f'<div class="doc">{"".join(parts)}</div>\n'
         f"<h2>Odd words</h2>\n{odd_table}\n</body></html>\n"
     )
-
-
-def summarise(engine: Engine, text: str) -> ReportSummary:
-    """The report's summary figures, without the page."""
-    checked = engine.check(text)
-    return ReportSummary(checked.perplexity, checked.tokens, len(checked.oddities))

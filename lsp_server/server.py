@@ -10,6 +10,7 @@ what goes wrong with its input, logs it, and answers empty: the server never die
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -17,8 +18,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -32,7 +34,7 @@ from pygls.protocol.json_rpc import JsonRPCNotification
 from lsp_server import comments
 from lsp_server.framing import ResyncingStdin
 from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
-from lsp_server.paths import DEFAULT_NEURAL, neural_model_path, personal_neural_path
+from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
@@ -40,7 +42,7 @@ from store.secrets import is_secret_file
 
 if TYPE_CHECKING:
     from lm_core.oddities import OddityConfig
-    from lsp_server.engine import Engine, Suggestion
+    from lsp_server.engine import Completion, Engine, Suggestion
 
 # The language model (numpy, the store, the tokenizer) is imported when the engine opens, after `initialize` has
 # been answered (on the interactive thread, see `initialized`), never on the way to it: see bench/startup.py.
@@ -145,10 +147,7 @@ class NextwordServer(LanguageServer):
 
                 empty = self.empty_store
                 engine = Engine.open(self.settings.database, create=empty, seed=not empty)
-                from store.countstore import CountStore  # numpy: never on the way to `initialize`
-
-                if isinstance(engine.store, CountStore):
-                    engine.store.defer_checkpoints()  # run when learning is quiet (schedule_checkpoint), not in a learn
+                engine.defer_checkpoints()  # run when learning is quiet (schedule_checkpoint), not in a learn
                 engine.set_cache_budget(self.settings.cache_megabytes * 2**20)
                 engine.yield_point = self.yield_to_waiting
                 self._engine = engine
@@ -215,6 +214,11 @@ class NextwordServer(LanguageServer):
         value = getattr(negotiated, "value", negotiated) or "utf-16"
         return str(value).lower()
 
+    def diagnose_open_documents(self) -> None:
+        """Check every open document again now (the model, the settings or the ignored words changed)."""
+        for uri in list(self.workspace.text_documents):
+            schedule_diagnostics(self, uri, delay=0)
+
     def log_to_client(self, text: str) -> None:
         """An informational line in the editor's log for the server (window/logMessage), not a pop-up."""
         log.info(text)
@@ -265,10 +269,8 @@ def _set_adaptation(ls: NextwordServer) -> None:
     the user layer takes seconds for a large store); an imported ARPA model has nothing learned to adapt to."""
     try:
         engine = ls.engine()
-        from store.countstore import CountStore  # numpy: never on the way to `initialize`
-
-        if ls.settings.adaptation and isinstance(engine.store, CountStore):
-            engine.enable_adaptation()
+        if ls.settings.adaptation:
+            engine.enable_adaptation()  # an imported ARPA model has nothing learned: it stays off
         else:
             engine.disable_adaptation()
     except StoreError as exc:
@@ -289,35 +291,20 @@ async def _load_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = N
         await after
     setting, weight = ls.settings.neural_model, ls.settings.blend_weight
     chosen_by_us = setting.strip().lower() == DEFAULT_NEURAL
-    path: Path | None = None
-
-    def work() -> bool:
-        nonlocal path
-        engine = ls.engine()
-        path = neural_model_path(setting, engine.store.path, engine.base_sources())
-        if path is None:
-            changed = engine.neural is not None
-            engine.detach_neural()
-            return changed
-        if engine.neural_path == path and weight in (None, engine.neural_weight):
-            return False
-        engine.attach_neural(path, weight)
-        return True
-
     try:
-        changed = await ls.run_background(work)
+        changed = await ls.run_background(lambda: ls.engine().use_neural(setting, weight))
     except StoreError as exc:
         log.warning("no neural model: the store cannot be opened: %s", exc)
         return
-    except Exception as exc:  # CheckpointError (one line), or torch missing or failing
-        log.warning("neural model %s not loaded: %s", path, exc)
+    except Exception as exc:  # CheckpointError (one line), or numpy failing
+        log.warning("neural model %r not loaded: %s", setting, exc)
         if not chosen_by_us:  # the user named it: say so; the default quietly stays on the n-gram model
             ls.message(f"nextword stays on the n-gram model: {exc}")
         return
     if changed:
+        path = ls.engine().neural_path
         log.info("neural model %s", f"{path} attached" if path else "detached")
-        for uri in list(ls.workspace.text_documents):
-            schedule_diagnostics(ls, uri, delay=0)
+        ls.diagnose_open_documents()
 
 
 def _warm_up(ls: NextwordServer) -> None:
@@ -345,8 +332,7 @@ def _warm_oddities(ls: NextwordServer) -> None:
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
 def did_change_configuration(ls: NextwordServer, params: types.DidChangeConfigurationParams) -> None:
     ls.apply_settings(params.settings)
-    for uri in list(ls.workspace.text_documents):
-        schedule_diagnostics(ls, uri, delay=0)
+    ls.diagnose_open_documents()
 
 
 # --- document events -----------------------------------------------------------------------------------------
@@ -355,20 +341,20 @@ def did_open(ls: NextwordServer, params: types.DidOpenTextDocumentParams) -> Non
     schedule_diagnostics(ls, params.text_document.uri, delay=0)
 
 
-@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
-def did_change(ls: NextwordServer, params: types.DidChangeTextDocumentParams) -> None:
-    uri = params.text_document.uri
-    schedule_diagnostics(ls, uri)
-    if ls.settings.learn_on_change:
-        schedule_learning(ls, uri, delay=ls.settings.debounce_ms / 1000)
-
-
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
 def did_save(ls: NextwordServer, params: types.DidSaveTextDocumentParams) -> None:
     uri = params.text_document.uri
     document = ls.open_document(uri)
     saved = None if document is None else ls.prose(document)
     schedule_learning(ls, uri, delay=0, text=saved)  # the saved text: learned even if the document closes first
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: NextwordServer, params: types.DidChangeTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    schedule_diagnostics(ls, uri)
+    if ls.settings.learn_on_change:
+        schedule_learning(ls, uri, delay=ls.settings.debounce_ms / 1000)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -405,35 +391,44 @@ def schedule_learning(ls: NextwordServer, uri: str, delay: float, text: str | No
     ls.learn_tasks[uri] = asyncio.ensure_future(_learn_later(ls, uri, delay))
 
 
-async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
+@contextlib.contextmanager
+def _guarded(ls: NextwordServer, told: str, logged: str) -> Iterator[None]:
+    """Background work that never kills the server: cancelled quietly; a store that cannot be used is told to the
+    user (`told`: the error follows); anything else is logged (`logged`, with its traceback)."""
     try:
-        await asyncio.sleep(delay)
-        text = ls.saved_text.get(uri)
-        if text is None:
-            document = ls.open_document(uri)
-            text = None if document is None else ls.prose(document)
-        if text is None or ls.learning_paused:
-            return
-        reason = _never_learned(ls, uri)
-        if reason is not None:
-            log.info("not learning %s: %s", uri, reason)
-            return
-        if len(text) > ls.settings.max_document_chars:
-            ls.log_to_client(f"not learning {uri}: {len(text):,} characters is over maxDocumentChars")
-            return
-        result = await ls.run_background(lambda: ls.engine().learn(uri, text))
-        log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
-        schedule_checkpoint(ls)
-        if ls.is_open(uri):
-            schedule_diagnostics(ls, uri, delay=0)
+        yield
     except asyncio.CancelledError:
         pass
     except StoreError as exc:
-        ls.message(f"nextword could not learn {uri}: {exc}")
+        ls.message(f"{told}: {exc}")
     except Exception:
-        log.exception("learning %s failed", uri)
+        log.exception(logged)
+
+
+async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
+    try:
+        with _guarded(ls, f"nextword could not learn {uri}", f"learning {uri} failed"):
+            await asyncio.sleep(delay)
+            text = ls.saved_text.get(uri)
+            if text is None:
+                document = ls.open_document(uri)
+                text = None if document is None else ls.prose(document)
+            if text is None or ls.learning_paused:
+                return
+            reason = _never_learned(ls, uri)
+            if reason is not None:
+                log.info("not learning %s: %s", uri, reason)
+                return
+            if len(text) > ls.settings.max_document_chars:
+                ls.log_to_client(f"not learning {uri}: {len(text):,} characters is over maxDocumentChars")
+                return
+            result = await ls.run_background(lambda: ls.engine().learn(uri, text))
+            log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
+            schedule_checkpoint(ls)
+            if ls.is_open(uri):
+                schedule_diagnostics(ls, uri, delay=0)
     finally:
-        if ls.learn_tasks.get(uri) is asyncio.current_task():  # not replaced by a newer learn of the document
+        if ls.learn_tasks.get(uri) is asyncio.current_task():  # done, and not replaced by a newer learn of it
             ls.learn_tasks.pop(uri, None)
             ls.saved_text.pop(uri, None)
 
@@ -456,11 +451,7 @@ async def _checkpoint_later(ls: NextwordServer, delay: float) -> None:
 
 def _checkpoint(ls: NextwordServer) -> None:
     try:
-        store = ls.engine().store
-        from store.countstore import CountStore  # numpy: never on the way to `initialize`
-
-        if isinstance(store, CountStore):
-            store.checkpoint()
+        ls.engine().checkpoint()
     except Exception:  # a checkpoint that cannot run now runs next time; never kill the server for it
         log.exception("checkpoint failed")
     release_free_memory()
@@ -495,7 +486,7 @@ def schedule_diagnostics(ls: NextwordServer, uri: str, delay: float | None = Non
 
 
 async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
-    try:
+    with _guarded(ls, f"nextword cannot check {uri}", f"diagnostics for {uri} failed"):
         await asyncio.sleep(delay)
         document = ls.open_document(uri)
         if document is None:  # closed meanwhile (e.g. a learn finished after the close): nothing of it stays
@@ -519,12 +510,6 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
         )
         perplexity = None if math.isnan(check.perplexity) else round(check.perplexity, 2)
         ls.protocol.notify(PERPLEXITY_NOTIFICATION, {"uri": uri, "perplexity": perplexity, "tokens": check.tokens})
-    except asyncio.CancelledError:
-        pass
-    except StoreError as exc:
-        ls.message(f"nextword cannot check {uri}: {exc}")
-    except Exception:
-        log.exception("diagnostics for %s failed", uri)
 
 
 def oddity_config(settings: Settings) -> OddityConfig:
@@ -581,30 +566,56 @@ async def completion(ls: NextwordServer, params: types.CompletionParams) -> type
     await asyncio.sleep(0)  # let requests already read (a newer completion, a $/cancelRequest) take effect first
     if ls.completion_generation.get(uri) != generation:
         raise JsonRpcRequestCancelled("superseded by a newer completion request")
-    document = ls.open_document(uri)
-    if document is None:
-        return None
-    encoding = ls.encoding()
-    offset, cursor = locate(document.source, params.position, encoding)
-    text = ls.prose(document, offset)
-    if text is None:
+    at = _cursor_prose(ls, ls.open_document(uri), params.position)
+    if at is None:
         return None
     k = ls.settings.suggestions
 
-    def work() -> Any:
+    def work() -> Completion:
         if ls.completion_generation.get(uri) != generation:
             raise JsonRpcRequestCancelled("superseded by a newer completion request")
-        return ls.engine().complete_at(text, offset, k)
+        return ls.engine().complete_at(at.text, at.offset, k)
 
+    result = await _complete(ls, work)
+    if result is None:
+        return None
+    edit_range = at.range_back(result.prefix)
+    items = [_completion_item(s, rank, edit_range) for rank, s in enumerate(result.suggestions)]
+    return types.CompletionList(is_incomplete=True, items=items)
+
+
+@dataclass(frozen=True)
+class CursorProse:
+    """The prose of a document as nextword reads it (`NextwordServer.prose`), and a cursor in it."""
+
+    text: str
+    offset: int  # the cursor, in characters of `text`
+    cursor: types.Position  # the cursor, as the client counts
+    encoding: str  # the position encoding agreed with the client
+
+    def range_back(self, typed: str) -> types.Range:
+        """The range from where `typed` (the text just before the cursor) starts, to the cursor."""
+        start = max(0, self.cursor.character - units(typed, self.encoding))
+        return types.Range(start=types.Position(line=self.cursor.line, character=start), end=self.cursor)
+
+
+def _cursor_prose(ls: NextwordServer, document: Any | None, position: types.Position) -> CursorProse | None:
+    """The prose at `position` of an open `document`; None when there is no document or no prose there."""
+    if document is None:
+        return None
+    encoding = ls.encoding()
+    offset, cursor = locate(document.source, position, encoding)
+    text = ls.prose(document, offset)
+    return None if text is None else CursorProse(text, offset, cursor, encoding)
+
+
+async def _complete(ls: NextwordServer, work: Callable[[], T]) -> T | None:
+    """Run completion work on the interactive thread; None (the user told) when the store cannot be read."""
     try:
-        result = await ls.run(work)
+        return await ls.run(work)
     except StoreError as exc:
         ls.message(f"nextword cannot complete: {exc}")
         return None
-    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(result.prefix, encoding)))
-    edit_range = types.Range(start=start, end=cursor)
-    items = [_completion_item(s, rank, edit_range) for rank, s in enumerate(result.suggestions)]
-    return types.CompletionList(is_incomplete=True, items=items)
 
 
 def _completion_item(suggestion: Suggestion, rank: int, edit_range: types.Range) -> types.CompletionItem:
@@ -623,26 +634,21 @@ def _completion_item(suggestion: Suggestion, rank: int, edit_range: types.Range)
 async def inline_completion(
     ls: NextwordServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList | None:
-    document = ls.open_document(params.text_document.uri)
-    if document is None or not ls.settings.inline_completion:
+    if not ls.settings.inline_completion:
         return None
-    encoding = ls.encoding()
-    offset, cursor = locate(document.source, params.position, encoding)
-    text = ls.prose(document, offset)
-    if text is None:
+    at = _cursor_prose(ls, ls.open_document(params.text_document.uri), params.position)
+    if at is None:
         return None
     max_words = ls.settings.inline_max_words
-    try:
-        found = await ls.run(lambda: ls.engine().continue_at(text, offset, max_words))
-    except StoreError as exc:
-        ls.message(f"nextword cannot complete: {exc}")
-        return None
-    if found is None:
-        return types.InlineCompletionList(items=[])
-    start = types.Position(line=cursor.line, character=max(0, cursor.character - units(found.prefix, encoding)))
-    insert = found.suggestions[0].word
-    item = types.InlineCompletionItem(insert_text=insert, range=types.Range(start=start, end=cursor))
-    return types.InlineCompletionList(items=[item])
+
+    def work() -> types.InlineCompletionList:
+        found = ls.engine().continue_at(at.text, at.offset, max_words)
+        if found is None:
+            return types.InlineCompletionList(items=[])
+        item = types.InlineCompletionItem(insert_text=found.suggestions[0].word, range=at.range_back(found.prefix))
+        return types.InlineCompletionList(items=[item])
+
+    return await _complete(ls, work)
 
 
 # --- hover and code actions -----------------------------------------------------------------------------------
@@ -742,12 +748,47 @@ def _with_space_before(text: str, word_range: types.Range, encoding: str) -> typ
 
 
 # --- commands ----------------------------------------------------------------------------------------------------
+class Progress:
+    """One `$/progress` of long work that the client may cancel: begun once, reported (from any thread), ended once.
+    A client that refuses server-initiated progress gets none, and the work goes on."""
+
+    def __init__(self, ls: NextwordServer, token: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.ls, self.token, self.loop = ls, token, loop
+        self.loop_thread = threading.get_ident()  # made on the event loop's thread
+
+    @classmethod
+    async def begin(cls, ls: NextwordServer, title: str) -> Progress:
+        token = str(uuid.uuid4())
+        try:
+            await ls.work_done_progress.create_async(token)
+        except Exception:  # the client does not support server-initiated progress: go on without it
+            log.info("client refused window/workDoneProgress/create; %s without progress", title)
+        ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0))
+        return cls(ls, token, asyncio.get_running_loop())
+
+    def cancelled(self) -> bool:
+        """Whether the client cancelled it (window/workDoneProgress/cancel)."""
+        future = self.ls.work_done_progress.tokens.get(self.token)
+        return future is not None and future.cancelled()
+
+    def report(self, message: str, percentage: int) -> None:
+        """Say how far the work is (percentage 0-100); from another thread, it is sent from the event loop."""
+        value = types.WorkDoneProgressReport(message=message, percentage=percentage)
+        if threading.get_ident() == self.loop_thread:
+            self.ls.work_done_progress.report(self.token, value)
+        else:
+            self.loop.call_soon_threadsafe(self.ls.work_done_progress.report, self.token, value)
+
+    def end(self, message: str) -> None:
+        self.ls.work_done_progress.end(self.token, types.WorkDoneProgressEnd(message=message))
+        self.ls.work_done_progress.tokens.pop(self.token, None)
+
+
 @server.command(COMMANDS["ignore_word"])
 def ignore_word(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     words = [str(a) for a in _flatten(args) if isinstance(a, str) and a]
     ls.ignored.update(w.casefold() for w in words)
-    for uri in list(ls.workspace.text_documents):
-        schedule_diagnostics(ls, uri, delay=0)
+    ls.diagnose_open_documents()
     return {"ignored": sorted(ls.ignored)}
 
 
@@ -796,19 +837,12 @@ async def forget_document(ls: NextwordServer, *args: Any) -> dict[str, Any]:
 async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     """Learn every text file of the workspace folders, with $/progress; cancellable from the client."""
     files = _workspace_text_files(ls)
-    token = str(uuid.uuid4())
-    try:
-        await ls.work_done_progress.create_async(token)
-    except Exception:  # the client does not support server-initiated progress: go on without it
-        log.info("client refused window/workDoneProgress/create; learning without progress")
-    ls.work_done_progress.begin(
-        token, types.WorkDoneProgressBegin(title="nextword: learning the workspace", cancellable=True, percentage=0)
-    )
+    progress = await Progress.begin(ls, "nextword: learning the workspace")
     learned = skipped = 0
     cancelled = False
     try:
         for i, path in enumerate(files):
-            if ls.work_done_progress.tokens.get(token) is not None and ls.work_done_progress.tokens[token].cancelled():
+            if progress.cancelled():
                 cancelled = True
                 break
             try:
@@ -819,18 +853,12 @@ async def learn_workspace(ls: NextwordServer, *args: Any) -> dict[str, Any]:
             except StoreError as exc:
                 skipped += 1
                 log.info("not learned: %s", exc)
-            ls.work_done_progress.report(
-                token,
-                types.WorkDoneProgressReport(message=path.name, percentage=int(100 * (i + 1) / max(len(files), 1))),
-            )
+            progress.report(path.name, int(100 * (i + 1) / max(len(files), 1)))
     except asyncio.CancelledError:
         cancelled = True
     finally:
         schedule_checkpoint(ls)
-        ls.work_done_progress.end(
-            token, types.WorkDoneProgressEnd(message=f"learned {learned} files" + (" (cancelled)" if cancelled else ""))
-        )
-        ls.work_done_progress.tokens.pop(token, None)
+        progress.end(f"learned {learned} files" + (" (cancelled)" if cancelled else ""))
     return {"learned": learned, "skipped": skipped, "files": len(files), "cancelled": cancelled}
 
 
@@ -862,29 +890,18 @@ async def retrain_neural(ls: NextwordServer, *args: Any) -> dict[str, Any]:
 
 async def _retrain(ls: NextwordServer, epochs: int, minutes: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    token = str(uuid.uuid4())
-    try:
-        await ls.work_done_progress.create_async(token)
-    except Exception:
-        log.info("client refused window/workDoneProgress/create; retraining without progress")
-    title = "nextword: retraining the neural model"
-    ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0))
-
-    def cancelled() -> bool:
-        future = ls.work_done_progress.tokens.get(token)
-        return future is not None and future.cancelled()
+    progress = await Progress.begin(ls, "nextword: retraining the neural model")
+    cancelled = progress.cancelled
 
     def report(p: Any) -> None:  # on the training thread
         message = f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.3f}, perplexity {p.perplexity:,.1f}"
         if p.valid_perplexity is not None:
             message += f", valid perplexity {p.valid_perplexity:,.1f}"
-        percentage = min(100, int(100 * (p.epoch - 1 + p.batch / p.batches) / p.epochs))
-        value = types.WorkDoneProgressReport(message=message, percentage=percentage)
-        loop.call_soon_threadsafe(ls.work_done_progress.report, token, value)
+        progress.report(message, min(100, int(100 * (p.epoch - 1 + p.batch / p.batches) / p.epochs)))
 
     def read() -> tuple[list[list[str]], Path, Path | None]:
         engine = ls.engine()
-        return engine.counts_store.learned_sentences(), personal_neural_path(engine.store.path), engine.neural_path
+        return engine.learned_sentences(), personal_neural_path(engine.store.path), engine.neural_path
 
     output: Path | None = None
     result: dict[str, Any] = {"status": "failed", "epochs": 0, "valid_perplexity": None, "path": None}
@@ -913,8 +930,7 @@ async def _retrain(ls: NextwordServer, epochs: int, minutes: float) -> dict[str,
         if finished:
             weight = ls.settings.blend_weight
             await ls.run_background(lambda: ls.engine().attach_neural(output, weight))
-            for uri in list(ls.workspace.text_documents):
-                schedule_diagnostics(ls, uri, delay=0)
+            ls.diagnose_open_documents()
     except asyncio.CancelledError:
         result["status"] = "cancelled"
     except Exception as exc:  # too little text, a damaged checkpoint, torch missing: said in one line
@@ -925,8 +941,7 @@ async def _retrain(ls: NextwordServer, epochs: int, minutes: float) -> dict[str,
         end = result["status"]
         if result["valid_perplexity"] is not None:
             end += f": valid perplexity {result['valid_perplexity']:,.1f}"
-        ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=end))
-        ls.work_done_progress.tokens.pop(token, None)
+        progress.end(end)
     return result
 
 

@@ -14,22 +14,30 @@ from __future__ import annotations
 
 import gzip
 import sqlite3
-import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from lm_core.backoff import ArpaOrder, ArpaTables, BackoffModel, DuplicateNgramError, kneser_ney_tables
 from lm_core.counting import CountTables
 from lm_core.files import open_private
+from lm_core.ngram import NgramConfig
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, Vocab
 from store import schema
-from store.errors import InputError, StoreError
+from store.base import StoreFile, check_tokenizer, is_new_store_file
+from store.errors import ImportedModelError, InputError, StoreError
 
+if TYPE_CHECKING:
+    from store.countstore import LearnResult, SourceInfo
+    from store.sources import Analysed
+
+CACHED_FOLLOWER_LISTS = 50_000
+"""Follower lists an imported model's reader keeps (least recently used out), as many as `SqliteCounts` keeps: an
+imported model never changes, so the bound is only there for memory."""
 CHUNK_ROWS = 500_000
 """The writer formats this many n-grams at a time (bounds the memory of the text being built)."""
 
@@ -219,16 +227,15 @@ class _ArpaReader:
 
 
 # --- the SQLite store of an imported model ----------------------------------------------------------------------------
-class ArpaStore:
-    """An imported ARPA model in one SQLite file. Use `ArpaStore.import_arpa` or `ArpaStore.open`; close it (or
-    use it as a context manager) when done. Read-only after the import: it scores and completes, it never learns."""
+class ArpaStore(StoreFile):
+    """An imported ARPA model in one SQLite file (a `ModelStore` that cannot learn). Use `ArpaStore.import_arpa` or
+    `ArpaStore.open`; close it (or use it as a context manager) when done. Read-only after the import: it scores
+    and completes, it never learns (those methods raise `ImportedModelError`)."""
+
+    learnable = False
 
     def __init__(self, db: sqlite3.Connection, path: Path, meta: dict[str, str]) -> None:
-        self.db = db
-        self.path = path
-        self.order = int(meta["order"])
-        self.tokenizer = meta["tokenizer"]
-        self.lock = threading.RLock()
+        super().__init__(db, path, meta)
         self.vocab = Vocab()
         for wid, word in db.execute("SELECT id, word FROM vocab WHERE id >= 3 ORDER BY id"):
             if self.vocab.add(word) != wid:
@@ -242,11 +249,8 @@ class ArpaStore:
         nothing is left behind.
         """
         db_path = Path(db_path).expanduser()
-        if tokenizer not in schema.TOKENIZERS:
-            raise StoreError(f"tokenizer must be one of {', '.join(schema.TOKENIZERS)}, not {tokenizer!r}")
-        if db_path.is_dir():
-            raise StoreError(f"{db_path} is a directory, not a store file")
-        if db_path.exists() and db_path.stat().st_size > 0:
+        check_tokenizer(tokenizer)
+        if not is_new_store_file(db_path):
             raise StoreError(f"{db_path} already exists; an import never overwrites a store, give a new file")
         tables = read_arpa(arpa_path)
         created = not db_path.exists()
@@ -270,9 +274,7 @@ class ArpaStore:
     def open(cls, path: str | Path) -> ArpaStore:
         """Open an imported model; `StoreMismatchError` if the file is a count store, `StoreError` if missing."""
         path = Path(path).expanduser()
-        if path.is_dir():
-            raise StoreError(f"{path} is a directory, not a store file")
-        if not path.exists() or path.stat().st_size == 0:
+        if is_new_store_file(path):
             raise StoreError(f"no model at {path}; create one with 'nextword import-arpa FILE --db {path}'")
         db = schema.connect(path, create=False)
         try:
@@ -282,24 +284,72 @@ class ArpaStore:
             db.close()
             raise
 
-    def close(self) -> None:
-        with self.lock:
-            self.db.close()
+    # --- what a count store does and an imported model cannot (the `ModelStore` protocol) ---------------------------
+    def _cannot(self, what: str) -> ImportedModelError:
+        return ImportedModelError(f"{self.path} is an imported ARPA model: it scores and completes but cannot {what}")
 
-    def __enter__(self) -> ArpaStore:
-        return self
+    def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
+        raise self._cannot("learn")
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def learn_analysed(self, source: str, analysed: Analysed, digest: str, kind: str = "document") -> LearnResult:
+        raise self._cannot("learn")
+
+    def learn_file(self, path: str | Path) -> LearnResult:
+        raise self._cannot("learn")
+
+    def forget(self, source: str) -> LearnResult:
+        raise self._cannot("forget")
+
+    def export_arpa(self, path: str | Path, order: int | None = None) -> dict[int, int]:
+        raise ImportedModelError(
+            f"{self.path} is an imported ARPA model, not a count store: export the ARPA file it came from"
+        )
+
+    def save_setting(self, key: str, value: str) -> None:
+        raise self._cannot("keep settings")
+
+    def sources(self) -> list[SourceInfo]:
+        return []
+
+    def learned_sentences(self, latest_tokens: int | None = None) -> list[list[str]]:
+        return []
+
+    def setting(self, key: str) -> str | None:
+        return None
+
+    def version(self) -> int:
+        """Always 0: an imported model never changes."""
+        return 0
+
+    def surface_of(self, word: str) -> str:
+        """The word itself: an imported model records no casing."""
+        return word
+
+    def set_cache_bytes(self, total_bytes: int) -> None:
+        """Nothing to size: the reader's follower lists are bounded by count (CACHED_FOLLOWER_LISTS), and the
+        connection keeps SQLite's default page cache."""
+
+    def defer_checkpoints(self) -> None:
+        """Nothing to defer: an imported model is never written after its import."""
+
+    def checkpoint(self) -> int:
+        """0: nothing of an imported model is ever in a write-ahead log after its import."""
+        return 0
 
     # --- reading -------------------------------------------------------------------------------------------------
-    def tables(self, cache_size: int = 50_000) -> SqliteArpaTables:
+    def tables(self, cache_size: int = CACHED_FOLLOWER_LISTS) -> SqliteArpaTables:
         """A `BackoffTables` reader over this store (follower lists cached, least recently used out)."""
         return SqliteArpaTables(self, cache_size)
 
-    def model(self, cache_size: int = 50_000) -> BackoffModel:
-        """The `LanguageModel` of this store (natural logs, as every model)."""
-        return BackoffModel(self.tables(cache_size))
+    def model(self, config: NgramConfig | None = None) -> BackoffModel:
+        """The `LanguageModel` of this store (natural logs, as every model). Its estimates are fixed: a `config`
+        other than the default (another order or smoothing) is a `StoreError`."""
+        if config is not None and config != NgramConfig():
+            raise StoreError(
+                f"{self.path} is an imported ARPA model: it keeps its own order and backoff weights, so "
+                "--model-order and --smoothing do not apply"
+            )
+        return BackoffModel(self.tables())
 
     def load_tables(self) -> ArpaTables:
         """Every n-gram in memory (for exports and checks); log10 values, as stored."""
@@ -368,7 +418,7 @@ class SqliteArpaTables:
     """`BackoffTables` over an `ArpaStore` (log10 values). Follower lists are cached, least recently used out;
     an imported model never changes, so nothing needs invalidating."""
 
-    def __init__(self, store: ArpaStore, cache_size: int = 50_000) -> None:
+    def __init__(self, store: ArpaStore, cache_size: int = CACHED_FOLLOWER_LISTS) -> None:
         self.store = store
         self.order = store.order
         self.vocab = store.vocab

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -18,26 +17,43 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lm_core.counting import CountTables, HiddenMass, OrderTable, count_ngrams, encode_sentences, ngram_delta
+from lm_core.counting import (
+    DEFAULT_ORDER,
+    CountTables,
+    HiddenMass,
+    OrderTable,
+    count_ngrams,
+    encode_sentences,
+    ngram_delta,
+)
 from lm_core.counts import ADJUSTED, COC_MAX, RAW
+from lm_core.files import make_private_folder
+from lm_core.ngram import NgramConfig, NgramModel
 from lm_core.vocab import BOS_ID, EOS_ID, Vocab
-from store import schema, sources
+from store import schema, sources, streaming
+from store.base import StoreFile, check_tokenizer, is_new_store_file
 from store.errors import InputError, StoreError, StoreMismatchError, UnknownSourceError
+
+if TYPE_CHECKING:
+    from store.sqlite_counts import SqliteCounts
 
 FORGOTTEN = "\x00forgotten\x00{}"
 """What a forgotten word's vocabulary row becomes (no tokenizer produces a NUL, so no text can match it)."""
 OTHER_WRITERS_CHECK_S = 0.02
 """How often readers look for other processes' commits (PRAGMA data_version)."""
-DEFAULT_ORDER = 5
 MAX_ORDER = 9
 CHUNK_TOKENS = 4_000_000
 """Bulk builds count this many tokens at a time, so memory stays bounded however large the corpus."""
 
 
 CHANGE_LOG_SIZE = 64
+"""Commits whose changes are remembered, so that readers drop only the follower lists they changed."""
+MIN_PAGE_CACHE_KIB = 256
+"""SQLite's page cache is never made smaller than this (KiB), whatever the budget."""
 
 
 @dataclass
@@ -72,15 +88,14 @@ def check_order(order: int) -> int:
     return order
 
 
-class CountStore:
-    """One store file. Use `CountStore.open(path)`; close it (or use it as a context manager) when done."""
+class CountStore(StoreFile):
+    """One store file of counts (a `ModelStore` that learns). Use `CountStore.open(path)`; close it (or use it as a
+    context manager) when done."""
+
+    learnable = True
 
     def __init__(self, db: sqlite3.Connection, path: Path, meta: dict[str, str]) -> None:
-        self.db = db
-        self.path = path
-        self.order = int(meta["order"])
-        self.tokenizer = meta["tokenizer"]
-        self.lock = threading.RLock()
+        super().__init__(db, path, meta)
         self.vocab = Vocab()
         self._vocab_epoch: str | None = None
         self._commits = 0
@@ -89,6 +104,7 @@ class CountStore:
         self._pending: Changes | None = None
         self._seen_data_version: int | None = None
         self._checked_at = -math.inf
+        self._reader: SqliteCounts | None = None  # the models' reader (see `reader`), made on first use
         self._sync_vocab()
 
     # --- opening -------------------------------------------------------------------------------------------
@@ -108,11 +124,8 @@ class CountStore:
         path = Path(path).expanduser()
         if order is not None:
             check_order(order)
-        if tokenizer is not None and tokenizer not in schema.TOKENIZERS:
-            raise StoreError(f"tokenizer must be one of {', '.join(schema.TOKENIZERS)}, not {tokenizer!r}")
-        if path.is_dir():
-            raise StoreError(f"{path} is a directory, not a store file")
-        is_new = not path.exists() or path.stat().st_size == 0
+        check_tokenizer(tokenizer)
+        is_new = is_new_store_file(path)
         if is_new and not create:
             raise StoreError(f"no store at {path}; create one with 'nextword build FILES' or 'nextword learn FILE'")
         if not is_new:
@@ -140,25 +153,44 @@ class CountStore:
         return store
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        super().close()
+
+    # --- the model over it ---------------------------------------------------------------------------------
+    def reader(self) -> SqliteCounts:
+        """The `CountReader` that this store's models share (its own connection and caches; see `SqliteCounts`)."""
+        if self._reader is None:
+            from store.sqlite_counts import SqliteCounts
+
+            self._reader = SqliteCounts(self)
+        return self._reader
+
+    def model(self, config: NgramConfig | None = None) -> NgramModel:
+        """The n-gram model over these counts, estimated as `config` says (default: interpolated modified
+        Kneser-Ney of the store's order)."""
+        return NgramModel(self.reader(), config or NgramConfig())
+
+    def surface_of(self, word: str) -> str:
+        """The most frequent surface form of a normalised word (the word itself if none is recorded)."""
+        return self.reader().surface_of(word)
+
+    def set_cache_bytes(self, total_bytes: int) -> None:
+        """Half of `total_bytes` for the reader's follower lists (a quarter of that for its SQLite page cache), an
+        eighth for this connection's SQLite page cache."""
+        self.reader().set_cache_bytes(total_bytes // 2)
         with self.lock:
-            self.db.close()
-
-    def __enter__(self) -> CountStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+            self.db.execute(f"PRAGMA cache_size = -{max(MIN_PAGE_CACHE_KIB, total_bytes // 8 // 1024)}")
 
     # --- change tracking -----------------------------------------------------------------------------------
-    @property
     def version(self) -> int:
         """Changes whenever counts change: at once for this connection's writes, and within
         `OTHER_WRITERS_CHECK_S` for another process's (checking costs a query, so it is not done on every call)."""
-        return self._commits + self.external_changes
+        return self._commits + self.external_changes()
 
-    @property
     def external_changes(self) -> int:
-        """How many times other connections' commits were noticed (checked at most every OTHER_WRITERS_CHECK_S)."""
+        """How many times other connections' commits were noticed, looking (one query) at most every
+        OTHER_WRITERS_CHECK_S; the words they added are loaded when their commit is noticed."""
         now = time.monotonic()
         # Never wait for this process's writer (it holds the lock for a whole learn): a reader on another thread
         # reads the last committed state through its own connection, and looks again on its next call.
@@ -185,12 +217,6 @@ class CountStore:
         """What this object's commits after `commit` changed, oldest first; None if any is not known."""
         found = [self._change_log.get(c) for c in range(commit + 1, self._commits + 1)]
         return None if any(f is None for f in found) else found  # type: ignore[return-value]
-
-    def sync_vocab(self) -> None:
-        """Load words other processes added."""
-        with self.lock:
-            if not self.db.in_transaction:
-                self._sync_vocab()
 
     def _sync_vocab(self) -> None:
         epoch = self.db.execute("SELECT value FROM meta WHERE key = 'vocab_epoch'").fetchone()
@@ -249,7 +275,13 @@ class CountStore:
     # --- learning and forgetting ---------------------------------------------------------------------------
     def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
         """Make `text` the current content of `source`, replacing what it contributed before."""
-        analysed = sources.analyse(text, self.tokenizer)
+        return self.learn_analysed(source, sources.analyse(text, self.tokenizer), sources.sha256(text), kind)
+
+    def learn_analysed(
+        self, source: str, analysed: sources.Analysed, digest: str, kind: str = "document"
+    ) -> LearnResult:
+        """`learn` of a text already analysed with this store's tokenizer (`store.streaming` reads large files in
+        pieces); `digest` is the text's `sources.sha256`."""
         with self._write():
             old_stream, old_casing, existed = self._source_contribution(source)
             new_stream = encode_sentences(analysed.sentences, self.vocab)
@@ -263,7 +295,7 @@ class CountStore:
                     sources.pack_stream(new_stream),
                     sources.pack_casing(analysed.casing),
                     analysed.tokens,
-                    sources.sha256(text),
+                    digest,
                     _now(),
                 ),
             )
@@ -379,10 +411,11 @@ class CountStore:
     ) -> int:
         """Learn many files at once; returns the number of tokens counted.
 
-        Files are read one at a time and counted in chunks of about `chunk_tokens` tokens, so memory is bounded
-        by the chunk, not the corpus. Into an empty store the first chunk is written directly; later chunks
-        are merged exactly as a learn would. All files are checked before anything is written; the whole
-        build is one transaction. `progress(n)` is called with the bytes read since its last call.
+        Files are read one at a time, each in pieces (`store.streaming`), and counted in chunks of about
+        `chunk_tokens` tokens, so memory is bounded by the chunk and one file's token strings, not the corpus.
+        Into an empty store the first chunk is written directly; later chunks are merged exactly as a learn would.
+        All files are checked before anything is written; the whole build is one transaction. `progress(n)` is
+        called with the bytes read since its last call.
         """
         files = [Path(p).expanduser() for p in paths]
         if not files:
@@ -397,11 +430,11 @@ class CountStore:
             pending: list[np.ndarray] = []
             pending_tokens = 0
             for path in files:
-                text = sources.read_corpus_file(path)
+                document = streaming.read_corpus_document(path, self.tokenizer, progress)
                 name = source_name(path)
                 if self._source_contribution(name)[2]:
                     raise InputError(f"{path} is already in the store; use 'nextword learn' to update it")
-                analysed = sources.analyse(text, self.tokenizer)
+                analysed = document.analysed
                 stream = encode_sentences(analysed.sentences, self.vocab)
                 self.db.execute(
                     "INSERT INTO sources VALUES (?, 'file', ?, ?, ?, ?, ?)",
@@ -410,7 +443,7 @@ class CountStore:
                         sources.pack_stream(stream),
                         sources.pack_casing(analysed.casing),
                         analysed.tokens,
-                        sources.sha256(text),
+                        document.sha256,
                         _now(),
                     ),
                 )
@@ -422,8 +455,6 @@ class CountStore:
                 if pending_tokens >= chunk_tokens:
                     self._add_counts(np.concatenate(pending))
                     pending, pending_tokens = [], 0
-                if progress:
-                    progress(len(text.encode("utf-8", "surrogatepass")))
             if words == 0:
                 raise InputError("the corpus is empty: no words in " + ", ".join(str(p) for p in files))
             if pending:
@@ -628,10 +659,20 @@ class CountStore:
                     sentence.append(words[wid])
         return [s for s in out if s]
 
+    def export_arpa(self, path: str | Path, order: int | None = None) -> dict[int, int]:
+        """Write the interpolated modified Kneser-Ney model of these counts (of `order`, default the store's) as an
+        ARPA file (log10; see `store.arpa.export_arpa`), its folder made (private) if missing; the n-grams written
+        per order."""
+        from store.arpa import export_arpa
+
+        path = Path(path).expanduser()
+        make_private_folder(path.parent)
+        return export_arpa(self.load_tables(), path, order)
+
     def load_tables(self) -> CountTables:
         """Every count in memory (for exports, batch scoring and checks), with the stored count-of-counts."""
         with self.lock:
-            self.version  # noqa: B018 - refreshes the vocabulary if another process changed it
+            self.external_changes()  # loads the words another process added, if it committed meanwhile
             tables = []
             for n in range(1, self.order + 1):
                 cols = schema.columns(n)

@@ -25,3 +25,7 @@ class InputError(StoreError):
 
 class UnknownSourceError(StoreError):
     """Forgetting a source the store never learned."""
+
+
+class ImportedModelError(StoreError):
+    """Learning, forgetting or exporting counts asked of an imported ARPA model, which holds no counts."""

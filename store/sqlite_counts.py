@@ -21,6 +21,9 @@ from store import schema
 from store.countstore import Changes, CountStore
 
 DEFAULT_CACHE_BYTES = 32 * 2**20
+CACHED_LEVELS = 50_000
+"""Follower lists kept at most (besides the byte budget): bounds the per-entry overhead when many lists are tiny,
+as most higher-order contexts' are."""
 LEVEL_OVERHEAD_BYTES = 400  # a Level's Python objects (the dataclass, three array headers, the key tuple, the entry)
 
 
@@ -32,7 +35,9 @@ def level_bytes(context: tuple[int, ...], level: Level) -> int:
 class SqliteCounts:
     """Reads counts from a `CountStore`; implements `lm_core.counts.CountReader`."""
 
-    def __init__(self, store: CountStore, cache_size: int = 50_000, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(
+        self, store: CountStore, cache_size: int = CACHED_LEVELS, cache_bytes: int = DEFAULT_CACHE_BYTES
+    ) -> None:
         self.store = store
         self.order = store.order
         self.cache_size = cache_size  # follower lists kept, at most ...
@@ -47,7 +52,7 @@ class SqliteCounts:
         self._queries = [self._level_query(n, self._hidden) for n in range(1, self.order + 1)]
         self._version = 0
         self._seen_commits = store.commits
-        self._seen_external = store.external_changes
+        self._seen_external = store.external_changes()
 
     def close(self) -> None:
         with self.lock:
@@ -92,8 +97,13 @@ class SqliteCounts:
     @property
     def version(self) -> int:
         """Changes (and caches go) whenever the counts change; see the module docstring."""
+        return self._refresh()
+
+    def _refresh(self) -> int:
+        """Drop what the counts' changes since the last look made stale (all of it after another process's
+        writes, only the changed follower lists after this process's); returns the version."""
         with self.lock:
-            external, commits = self.store.external_changes, self.store.commits
+            external, commits = self.store.external_changes(), self.store.commits
             if external != self._seen_external:
                 self._drop_all()
             elif commits != self._seen_commits:
@@ -152,7 +162,7 @@ class SqliteCounts:
 
     def level(self, context: tuple[int, ...]) -> Level:
         """Followers of `context` (word ids), ascending by id; `()` is the unigram level without `<s>`."""
-        self.version  # noqa: B018 - drops the caches if the counts changed
+        self._refresh()
         with self.lock:
             cached = self._levels.get(context)
             if cached is not None:
@@ -170,7 +180,7 @@ class SqliteCounts:
         return level
 
     def count_of_counts(self, order: int, kind: str) -> tuple[int, ...]:
-        self.version  # noqa: B018 - drops the caches if the counts changed
+        self._refresh()
         key = (order, kind)
         with self.lock:
             if key not in self._coc:
@@ -192,7 +202,7 @@ class SqliteCounts:
     def prefetch(self, contexts: set[tuple[int, ...]]) -> None:
         """Fetch the follower lists of many contexts at once (one query per order instead of one per context):
         scoring a whole document needs thousands of them."""
-        self.version  # noqa: B018 - drops the caches if the counts changed
+        self._refresh()
         with self.lock:
             wanted = [c for c in contexts if c and len(c) < self.order and c not in self._levels]
         by_order: dict[int, list[tuple[int, ...]]] = {}

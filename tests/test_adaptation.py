@@ -104,12 +104,12 @@ def test_the_engine_refits_on_new_text_before_learning_it_and_keeps_the_weights(
     assert engine.adaptation is not None and engine.adaptation.user is not None
     engine.learn("one", "\n".join(USER) + "\n")
     tokens = sum(len(line.split()) + 1 for line in USER[:2])  # "the red car ran" was learned before: not held out
-    saved = json.loads(engine.counts_store.setting(ADAPTATION_KEY))
+    saved = json.loads(engine.store.setting(ADAPTATION_KEY))
     assert saved["fitted_tokens"] == tokens
     assert sum(saved["weights"]) == pytest.approx(1.0, abs=1e-5)
     # learning it again with one more line: only that line is new, held-out text
     engine.learn("one", "\n".join([*USER, "the dog ran"]) + "\n")
-    assert json.loads(engine.counts_store.setting(ADAPTATION_KEY))["fitted_tokens"] == tokens + 4
+    assert json.loads(engine.store.setting(ADAPTATION_KEY))["fitted_tokens"] == tokens + 4
     assert "adaptation" in engine.stats()
     weights = engine.adaptation.weights.copy()
     engine.close()

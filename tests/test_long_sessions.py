@@ -83,7 +83,7 @@ def test_a_reader_never_waits_for_this_process_writer(store_path: Path) -> None:
     engine = Engine.open(store_path)
     try:
         before = engine.next_words(("<s>", "the"), 3)
-        store = engine.counts_store
+        store = engine.store
         store.lock.acquire()  # what a learn in progress holds
         try:
             time.sleep(0.05)  # past OTHER_WRITERS_CHECK_S, so the reader wants to look for other writers

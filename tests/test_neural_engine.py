@@ -197,3 +197,37 @@ def test_a_blend_scores_whole_sentences_as_it_scores_word_by_word(engine: Engine
     assert sentence_scores(engine.ngram, tokens) == word_by_word[:0] + [
         s.logprob for s in score_tokens(engine.ngram, tokens)
     ]
+
+
+def test_use_neural_attaches_what_the_setting_picks_and_says_whether_anything_changed(
+    engine: Engine, checkpoint: Path
+) -> None:
+    assert engine.neural_model_path("none") is None and engine.neural_model_path(str(checkpoint)) == checkpoint
+    assert engine.use_neural("none") is False  # nothing attached, nothing to detach
+    assert engine.use_neural(str(checkpoint)) is True
+    attached = engine.neural
+    assert attached is not None and (attached.path, attached.weight) == (checkpoint, 0.3)
+    assert engine.use_neural(str(checkpoint)) is False and engine.neural is attached  # the same model: kept
+    assert engine.use_neural(str(checkpoint), 0.5) is True  # another weight: attached again
+    assert engine.neural is not None and engine.neural.weight == engine.neural_weight == 0.5
+    assert engine.neural.generation == attached.generation + 1
+    assert engine.use_neural("off") is True and engine.neural is None and engine.neural_path is None
+    assert engine.neural_weight == 0.0
+
+
+def test_compare_scores_the_ngram_the_neural_model_and_their_em_blend(engine: Engine, checkpoint: Path) -> None:
+    from lm_core.blend import fit_weights_em
+    from lm_core.metrics import perplexity
+
+    fit = ["the", "cat", "sat", "on", "the", "mat", ".", "</s>", "the", "dog", "sat", "on", "the", "rug", ".", "</s>"]
+    held = ["there", "is", "a", "cat", "on", "the", "mat", ".", "</s>", "i", "have", "a", "dog", ".", "</s>"]
+    engine.attach_neural(checkpoint)
+    neural = engine.neural.language_model()
+    rows = engine.compare(fit, held)
+    assert [row.name for row in rows] == ["n-gram", "neural", "blend"]
+    assert rows[0].perplexity == pytest.approx(perplexity(engine.ngram, held), rel=1e-9)
+    assert rows[1].perplexity == pytest.approx(perplexity(neural, held), rel=1e-6)
+    weights = fit_weights_em([engine.ngram, neural], fit)
+    assert rows[2].description == f"{weights[0]:.2f} n-gram + {weights[1]:.2f} neural"
+    assert rows[2].perplexity == pytest.approx(perplexity(Blend([engine.ngram, neural], weights), held), rel=1e-6)
+    assert rows[1].description.startswith("lstm 1x")
