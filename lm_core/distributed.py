@@ -67,7 +67,9 @@ from lm_core.training import TrainingError, TrainingJob, TrainProgress, TrainRes
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 LOCALHOST = "127.0.0.1"
 _GRACE_S = 5.0  # how long a process ended by its parent gets to exit after SIGTERM, before SIGKILL
-_INTERRUPTED = (130, -signal.SIGINT)  # exit codes of a process stopped by Ctrl-C
+_EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: how a process stopped by Ctrl-C exits, as shells report it
+_INTERRUPTED = (_EXIT_INTERRUPTED, -signal.SIGINT)  # exit codes of a process stopped by Ctrl-C (its own, or a signal)
+_ERROR_CHARS = 500  # a failure's message is cut to this, so the one line the parent reports stays readable
 # DDP should not broadcast the buffers (the constant never-predicted mask) before every forward; the option's name
 # changed in torch 2.13.
 _NO_BUFFER_SYNC = (
@@ -279,7 +281,7 @@ def _process_main(rank: int, world_size: int, port: int, spawned: _Spawned, fold
             _write_result(Path(folder), result, job.model)
         dist.destroy_process_group()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(_EXIT_INTERRUPTED)
     except BaseException as exc:  # every failure is reported, whatever it is
         _write_error(Path(folder), rank, world_size, exc)
         sys.exit(1)
@@ -348,7 +350,7 @@ def _failure(exited: dict[int, int], world_size: int, folder: Path) -> str:
 def _write_error(folder: Path, rank: int, world_size: int, exc: BaseException) -> None:
     """Leave this process's failure for the parent: one line, when it happened, and whether it is only a knock-on
     (a peer's lost connection, which follows the failure that caused it)."""
-    text = " ".join(str(exc).split())[:500]
+    text = " ".join(str(exc).split())[:_ERROR_CHARS]
     if isinstance(exc, NeuralError):
         message = text
     else:

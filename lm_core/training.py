@@ -1,6 +1,14 @@
 """Training a neural language model on a token-id stream: batches, truncated backpropagation through time, gradient
 clipping, learning-rate decay on a validation plateau, early stopping, resumable checkpoints, progress reports.
 
+The one pipeline every caller (`nextword train-neural`, the server's retraining, the default-model builder, data-
+parallel training) goes through:
+
+    job = prepare(sentences, checkpoint_path, TrainConfig(...), NeuralConfig(...) or a Checkpoint)
+        # validation text: given, or the last HOLDOUT of the tokens; too little text: TooLittleText;
+        # the model: fresh (seeded, vocabulary from the training text) or the checkpoint's (blend weight kept)
+    result = train(job)            # or lm_core.distributed.train_data_parallel(nproc, job) / train_in_group
+
 The loop, top to bottom (`train`):
 
     for each epoch:
@@ -50,6 +58,10 @@ from lm_core.neural import (
     share_storage,
 )
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID, Vocab
+
+MIN_VOCAB = 4  # the smallest vocabulary a model may have: <unk> <s> </s> and one word (as NeuralConfig checks)
+_EXP_LIMIT = 700.0  # exp() of more overflows a float (at about 709.8): such a perplexity is reported as infinite
+_SHORTEST_S = 1e-9  # a time span never taken as shorter than this, so a rate never divides by zero
 
 
 class TrainingError(NeuralError):
@@ -146,7 +158,7 @@ def build_vocab(sentences: Iterable[Sequence[str]], max_size: int | None = None,
     frequent first, at most `max_size` words in all."""
     counts: Counter[str] = Counter(w for s in sentences for w in s if w not in (BOS, EOS, UNK))
     words = Vocab.from_counts(counts, min_count).words
-    return list(words if max_size is None else words[: max(max_size, 4)])
+    return list(words if max_size is None else words[: max(max_size, MIN_VOCAB)])
 
 
 def split_holdout(
@@ -276,7 +288,7 @@ def evaluate(model: NeuralModule, stream: torch.Tensor, batch_size: int, bptt: i
     return total / count if count else math.nan
 
 
-# --- the pipeline: sentences -> split -> check -> model -> job -------------------------------------------------
+# --- the pipeline: sentences -> split -> check -> model -> job ------------------------------------------------------
 HOLDOUT = 0.1  # the share of the tokens held out for validation when no validation text is given
 
 SMALL_MODEL = NeuralConfig(
@@ -352,7 +364,7 @@ def train_on_sentences(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """`prepare` and `train` in one: fine-tune `init`, or train a `SMALL_MODEL` of at most `vocab_size` words from
-    scratch, on `sentences`, the last 10% held out. Raises `TooLittleText` for too little text."""
+    scratch, on `sentences`, the last `HOLDOUT` of the tokens held out. Raises `TooLittleText`."""
     start = init if init is not None else replace(SMALL_MODEL, vocab_size=vocab_size)
     job = prepare(sentences, checkpoint_path, config or TrainConfig(), start)
     return train(job, progress, should_stop)
@@ -440,7 +452,7 @@ class _Meter:
 
     def take(self) -> tuple[float, float]:
         mean = self.loss / max(self.steps, 1)
-        rate = self.tokens / max(time.monotonic() - self.start, 1e-9)
+        rate = self.tokens / max(time.monotonic() - self.start, _SHORTEST_S)
         self.__init__()
         return mean, rate
 
@@ -500,7 +512,7 @@ class _Run:
         self.net = group.wrap(job.model)  # forward and backward through this
         self.best = _snapshot(job.model, self.optimizer)
         self.batches = math.ceil((self.rows.size(1) - 1) / config.bptt)
-        self.deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf
+        self.deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf  # seconds
 
     def train_epoch(self, epoch: _Epoch) -> str:
         """One pass over the rows, a truncated-BPTT step per chunk: "epochs" when it ran to its end, else why it
@@ -639,7 +651,7 @@ def _check_data(rows: torch.Tensor, job: TrainingJob) -> None:
 
 
 def _exp(loss: float) -> float:
-    return math.exp(loss) if loss < 700 else math.inf
+    return math.exp(loss) if loss < _EXP_LIMIT else math.inf
 
 
 def _bad(value: float) -> str:
