@@ -674,18 +674,17 @@ def train_neural(
     Example: nextword train-neural --pretokenized --cell lstm --epochs 6 -o ptb-lstm.pt ptb.train.txt
     """
     shape = {"cell": cell, "hidden": hidden, "embed": embed, "layers": layers, "window": window, "tie": tie}
-    _check_training_options(files, from_store, init_path, resume, shape, (*files, *filter(None, [valid_file])), plot)
+    _check_training_options(files, valid_file, from_store, init_path, resume, shape, plot)
     if init_path is not None and str(init_path) == DEFAULT_NEURAL:
         init_path = DEFAULT_NEURAL_MODEL
     from lm_core import neural, training
 
-    sgd = optimizer == "sgd"
     config = training.TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
         bptt=bptt,
         optimizer=optimizer,
-        lr=lr if lr is not None else SGD_LR if sgd else training.TrainConfig.lr,
+        lr=lr if lr is not None else (SGD_LR if optimizer == "sgd" else training.TrainConfig.lr),
         clip_norm=clip,
         max_minutes=minutes,
         seed=seed,
@@ -709,11 +708,11 @@ def train_neural(
 
 def _check_training_options(
     files: tuple[Path, ...],
+    valid_file: Path | None,
     from_store: bool,
     init_path: Path | None,
     resume: bool,
     shape: dict[str, Any],
-    text_files: tuple[Path, ...],
     plot: Path | None,
 ) -> None:
     """Fail (one line) on options that do not go together, unreadable text files, or a plot that cannot be
@@ -728,7 +727,7 @@ def _check_training_options(
         fail(f"{'--init' if init_path else '--resume'} keeps the checkpoint's shape; drop {given}")
     if init_path is not None and resume:
         fail("--resume continues -o's own run; it cannot be combined with --init")
-    for file in text_files:
+    for file in (*files, *([valid_file] if valid_file else [])):
         if not file.is_file() or is_secret_path(file):
             read_corpus_file(file)  # says why (missing, a directory, credentials) before any work
     if plot is not None:  # before training, not after it
