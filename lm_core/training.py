@@ -280,7 +280,7 @@ def evaluate(model: NeuralModule, stream: torch.Tensor, batch_size: int, bptt: i
     for i in range(0, rows.size(1) - 1, bptt):
         inputs, targets = get_batch(rows, i, bptt)
         logits, state = model(inputs, state)
-        n = int((targets != BOS_ID).sum())
+        n = counted_targets(targets)
         if n:
             total += float(loss_of(logits, targets)) * n
             count += n
