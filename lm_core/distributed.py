@@ -64,8 +64,8 @@ from torch.nn.parallel import DistributedDataParallel
 from lm_core.neural import NeuralError, NeuralModule, build_model
 from lm_core.training import TrainingError, TrainingJob, TrainProgress, TrainResult, train
 
-DEFAULT_TIMEOUT = timedelta(minutes=30)
-LOCALHOST = "127.0.0.1"
+DEFAULT_TIMEOUT = timedelta(minutes=30)  # torch's own default: a last resort against a process that hangs
+LOCALHOST = "127.0.0.1"  # the rendezvous of processes spawned here never leaves this machine
 _GRACE_S = 5.0  # how long a process ended by its parent gets to exit after SIGTERM, before SIGKILL
 _EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: how a process stopped by Ctrl-C exits, as shells report it
 _INTERRUPTED = (_EXIT_INTERRUPTED, -signal.SIGINT)  # exit codes of a process stopped by Ctrl-C (its own, or a signal)
