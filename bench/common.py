@@ -45,10 +45,12 @@ left out):
 .venv/bin/python bench/scale_build.py       # Dask build (1, 2 workers) vs local, memory, store size per cut-off (8 min)
 .venv/bin/python bench/predict_latency.py   # predict() latency and learn() time on a WikiText-2 5-gram store
 .venv/bin/python bench/evaluation.py        # next-word accuracy, keystroke savings, adaptation, oddities vs Harper
+.venv/bin/python bench/replot.py            # re-draw evaluation.py's charts (bench/plots/) from its tables below
 .venv/bin/python bench/stress.py            # concurrent writers on one store; bench/crash.py: kill -9 a writer
 .venv/bin/python bench/fuzz_server.py       # 10,000 random and malformed JSON-RPC messages against the server (~30 s)
 .venv/bin/python bench/lsp_latency.py       # completion round trips through `nextword serve` over stdio
 .venv/bin/python bench/startup.py           # server ready and first completion, also in Neovim (--baseline DIR)
+.venv/bin/python bench/large_input.py       # learn and score a 50 MB file in pieces vs whole: time, peak memory
 ```
 
 Each takes `--corpora DIR` (default `../shared/corpora`, or `$NEXTWORD_CORPORA`), `--quick` for a small smoke run

@@ -26,11 +26,12 @@ class Smoothing(StrEnum):
 def kneser_ney_discounts(coc: tuple[int, ...]) -> tuple[float, float, float]:
     """Chen and Goodman's modified Kneser-Ney discounts (D1, D2, D3+) for one order.
 
-    Y = n1 / (n1 + 2 n2); D1 = 1 - 2Y n2/n1; D2 = 2 - 3Y n3/n2; D3+ = 3 - 4Y n4/n3. Falls back to
-    `KN_FALLBACK` when a count-of-count is zero or a discount leaves its valid range (0 <= Dk <= k).
+    Y = n1 / (n1 + 2 n2); D1 = 1 - 2Y n2/n1; D2 = 2 - 3Y n3/n2; D3+ = 3 - 4Y n4/n3. As KenLM's lmplz, only n1,
+    n2 and n3 must be above zero (n4 = 0 gives D3+ = 3); falls back to `KN_FALLBACK` when one of them is zero or a
+    discount leaves its valid range (0 <= Dk <= k).
     """
     n1, n2, n3, n4 = (*coc, 0, 0, 0, 0)[:4]
-    if min(n1, n2, n3, n4) <= 0:
+    if min(n1, n2, n3) <= 0:
         return KN_FALLBACK
     y = n1 / (n1 + 2 * n2)
     d = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)

@@ -30,11 +30,13 @@ __all__ = [
     "SPECIAL",
     "UNK",
     "CursorContext",
+    "ScanState",
     "Token",
     "cursor_context",
     "pretokenized_sentences",
     "prose_sentences",
     "sentences",
+    "sentences_from",
     "tokenize",
 ]
 
@@ -211,6 +213,7 @@ _NUMBER_ABBREVIATIONS = frozenset(("no", "nos", "vol", "p", "pp"))  # only when 
 _REST_OF_LINE_BLANK = re.compile(r"[ \t\r]*(?:\n|\Z)")
 _CJK_TOKEN = re.compile("[" + _CJK + "]")
 _NEVER = sys.maxsize
+_TOKEN_KINDS = frozenset(("word", "abbr", "punct", "number", "cjk"))  # matches that are a token themselves
 
 # Line kinds, tracked for Markdown structure.
 _PLAIN, _BLANK, _HEADING, _LIST, _QUOTE = range(5)
@@ -294,14 +297,18 @@ class _Scanner:
         "out",
         "pos",
         "prev_line",
+        "resume_at",
         "skips",
+        "stop",
         "text",
     )
 
-    def __init__(self, text: str, pos: int, endpos: int) -> None:
+    def __init__(self, text: str, pos: int, endpos: int, stop: int = _NEVER) -> None:
         self.text = text
         self.pos = pos
         self.endpos = endpos
+        self.stop = stop  # stop at the first sentence start at or after this offset (see `ScanState`)
+        self.resume_at = _NEVER  # where it stopped
         self.out: list[list[Token]] = []
         self.cur: list[Token] = []
         self.skips: list[tuple[int, int, str]] = []
@@ -319,6 +326,9 @@ class _Scanner:
             start, end = m.span(kind)
             if start >= self.eos_after:
                 self.boundary()
+            if start >= self.stop and not self.cur and kind in _TOKEN_KINDS:
+                self.resume_at = m.start()
+                break
             if kind == "word" or kind == "abbr":
                 surface = text[start:end]
                 self.cur.append(Token(surface, surface.casefold(), start, end, "word"))
@@ -415,6 +425,38 @@ def sentences(text: str) -> list[list[Token]]:
     result = _scan(text)
     _seal(result.tail, result.sentences)
     return result.sentences
+
+
+@dataclass(frozen=True, slots=True)
+class ScanState:
+    """The Markdown line state at a sentence start, where a prose scan stopped (`sentences_from`): a later scan from
+    there, with this state, goes on exactly as one scan of the whole text would. `line_start` is the offset of the
+    current line's start, relative to the resume point (0 or below)."""
+
+    line_kind: int = _PLAIN
+    prev_line: int = _BLANK
+    line_start: int = 0
+
+
+def sentences_from(
+    text: str, pos: int = 0, state: ScanState = ScanState(), stop: int = _NEVER
+) -> tuple[list[list[Token]], int | None, ScanState]:
+    """Prose sentences of ``text[pos:]`` (offsets stay absolute), as `sentences` gives them, but stopping at the
+    first sentence start at or after offset `stop`: a token that begins a sentence (nothing open or pending), where
+    the scan stops before the blanks in front of it.
+
+    Returns the finished sentences, the offset to resume from (None where the scan reached the end of `text`; its
+    unfinished last sentence is then closed, as at the end of a document) and the state there. ``text[:pos]`` is
+    context only: keep at least the character before `pos` (line starts and look-behinds read it).
+    """
+    scanner = _Scanner(text, pos, len(text), stop)
+    scanner.line_kind, scanner.prev_line, scanner.line_start = state.line_kind, state.prev_line, pos + state.line_start
+    result = scanner.run()
+    if scanner.resume_at == _NEVER:
+        _seal(result.tail, result.sentences)
+        return result.sentences, None, ScanState()
+    resume = scanner.resume_at
+    return result.sentences, resume, ScanState(scanner.line_kind, scanner.prev_line, scanner.line_start - resume)
 
 
 def tokenize(text: str) -> list[Token]:

@@ -329,12 +329,9 @@ def learn(file: Path, db: Path | None, empty_store: bool) -> None:
 
     Example: nextword learn notes/today.md
     """
-    from store.countstore import source_name
-    from store.sources import read_user_text
+    from lsp_server.large_inputs import learn_file
 
-    text = read_user_text(file)  # a file that cannot be learned creates nothing
-    engine = open_store(db, empty=empty_store)
-    result = engine.counts_store.learn(source_name(file), text, kind="file")
+    result = learn_file(file, db, lambda: open_store(db, empty=empty_store))  # streamed; a bad file creates nothing
     verb = "re-learned" if result.replaced else "learned"
     if result.secrets:
         kinds = ", ".join(sorted(set(result.secrets)))
@@ -400,23 +397,22 @@ def score(file: Path, db: Path | None, top: int, smoothing: str, model_order: in
 
     Example: nextword score --top 5 draft.md
     """
-    from store.sources import read_user_text
+    from lsp_server.large_inputs import score_file
+    from store.sources import refuse_secret_file
 
-    text = read_user_text(file)
+    refuse_secret_file(file)
     engine = open_engine(db, smoothing, model_order, neural)
-    result = engine.score(text)
+    result = score_file(engine, file, top)  # streamed, with progress for a large file
     if result.tokens == 0:
         fail(f"{file} has no words to score")
     click.echo(f"{file}: perplexity {result.perplexity:.2f} over {result.tokens:,} tokens (sentence ends included)")
-    worst = sorted(result.words, key=lambda w: -w.surprisal)[:top]
-    if worst:
+    if result.worst:
         click.echo("most surprising words (bits = -log2 P):")
-    for w in worst:
-        line = text.count("\n", 0, w.start) + 1
-        column = w.start - (text.rfind("\n", 0, w.start) + 1) + 1
+    for place in result.worst:
+        w = place.score
         expected = ", ".join(s.word for s in engine.next_words(w.context, 3))
         bits = "inf" if math.isinf(w.surprisal) else f"{w.surprisal:.1f}"
-        click.echo(f"  {f'{line}:{column}':<9} {w.word!r:<20} {bits:>6} bits   likelier: {expected}")
+        click.echo(f"  {f'{place.line}:{place.column}':<9} {w.word!r:<20} {bits:>6} bits   likelier: {expected}")
 
 
 @main.command(name="generate")
@@ -872,14 +868,13 @@ def eval_command(
 
     Example: nextword eval --db ptb.db --neural ptb-lstm.pt --pretokenized ptb.test.txt
     """
-    from lm_core import tokenize
     from lm_core.metrics import perplexity, perplexity_of_scores
-    from store.sources import read_user_text
+    from lsp_server.large_inputs import eval_sentences
+    from store.sources import refuse_secret_file
 
-    text = read_user_text(file)
+    refuse_secret_file(file)
     engine = open_engine(db, smoothing, model_order)
-    split = tokenize.pretokenized_sentences if pretokenized or engine.tokenizer == "pretokenized" else None
-    sentences = split(text) if split else tokenize.prose_sentences(text)
+    sentences = eval_sentences(file, "pretokenized" if pretokenized or engine.tokenizer == "pretokenized" else "prose")
     half = len(sentences) // 2
     if half == 0:
         fail(f"{file} needs at least 2 sentences (one half fits the blend, the other is scored)")

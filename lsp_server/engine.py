@@ -533,8 +533,11 @@ class Engine:
     # --- scoring ---------------------------------------------------------------------------------------------
     def score(self, text: str) -> DocumentScore:
         """Score every token of `text`: the perplexity and each word's surprisal."""
+        return self.score_sentences(self._sentences(text))
+
+    def score_sentences(self, sentences: list[list[tokenize.Token]]) -> DocumentScore:
+        """`score` of a text's prose sentences (`store.streaming` gives a large file's in batches)."""
         scored: list[WordScore] = []
-        sentences = self._sentences(text)
         self._prefetch(sentences)
         logprobs = sentence_scores(self.model, [token.norm for sentence in sentences for token in sentence])
         width = self.context_width

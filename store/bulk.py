@@ -28,7 +28,7 @@ import numpy as np
 from lm_core.counting import count_ngrams, encode_sentences, limit_vocabulary, prune
 from lm_core.files import make_private_folder
 from lm_core.vocab import Vocab
-from store import sources
+from store import sources, streaming
 from store.countstore import CountStore, source_name
 from store.errors import InputError, StoreError
 
@@ -178,14 +178,11 @@ def build_local_base(
     casing: Counter[tuple[str, str]] = Counter()
     tokens = words = 0
     for file in paths:
-        text = sources.read_corpus_file(file)
-        analysed = sources.analyse(text, tokenizer)
+        analysed = streaming.read_corpus_document(file, tokenizer, progress).analysed
         streams.append(encode_sentences(analysed.sentences, vocab))
         casing.update(analysed.casing)
         tokens += analysed.tokens
         words += analysed.words
-        if progress:
-            progress(len(text.encode("utf-8", "surrogatepass")))
     if words == 0:
         raise InputError("the corpus is empty: no words in " + ", ".join(str(p) for p in paths))
     stream = np.concatenate(streams)

@@ -24,7 +24,7 @@ import numpy as np
 from lm_core.counting import CountTables, HiddenMass, OrderTable, count_ngrams, encode_sentences, ngram_delta
 from lm_core.counts import ADJUSTED, COC_MAX, RAW
 from lm_core.vocab import BOS_ID, EOS_ID, Vocab
-from store import schema, sources
+from store import schema, sources, streaming
 from store.errors import InputError, StoreError, StoreMismatchError, UnknownSourceError
 
 FORGOTTEN = "\x00forgotten\x00{}"
@@ -249,7 +249,13 @@ class CountStore:
     # --- learning and forgetting ---------------------------------------------------------------------------
     def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
         """Make `text` the current content of `source`, replacing what it contributed before."""
-        analysed = sources.analyse(text, self.tokenizer)
+        return self.learn_analysed(source, sources.analyse(text, self.tokenizer), sources.sha256(text), kind)
+
+    def learn_analysed(
+        self, source: str, analysed: sources.Analysed, digest: str, kind: str = "document"
+    ) -> LearnResult:
+        """`learn` of a text already analysed with this store's tokenizer (`store.streaming` reads large files in
+        pieces); `digest` is the text's `sources.sha256`."""
         with self._write():
             old_stream, old_casing, existed = self._source_contribution(source)
             new_stream = encode_sentences(analysed.sentences, self.vocab)
@@ -263,7 +269,7 @@ class CountStore:
                     sources.pack_stream(new_stream),
                     sources.pack_casing(analysed.casing),
                     analysed.tokens,
-                    sources.sha256(text),
+                    digest,
                     _now(),
                 ),
             )
@@ -379,10 +385,11 @@ class CountStore:
     ) -> int:
         """Learn many files at once; returns the number of tokens counted.
 
-        Files are read one at a time and counted in chunks of about `chunk_tokens` tokens, so memory is bounded
-        by the chunk, not the corpus. Into an empty store the first chunk is written directly; later chunks
-        are merged exactly as a learn would. All files are checked before anything is written; the whole
-        build is one transaction. `progress(n)` is called with the bytes read since its last call.
+        Files are read one at a time, each in pieces (`store.streaming`), and counted in chunks of about
+        `chunk_tokens` tokens, so memory is bounded by the chunk and one file's token strings, not the corpus.
+        Into an empty store the first chunk is written directly; later chunks are merged exactly as a learn would.
+        All files are checked before anything is written; the whole build is one transaction. `progress(n)` is
+        called with the bytes read since its last call.
         """
         files = [Path(p).expanduser() for p in paths]
         if not files:
@@ -397,11 +404,11 @@ class CountStore:
             pending: list[np.ndarray] = []
             pending_tokens = 0
             for path in files:
-                text = sources.read_corpus_file(path)
+                document = streaming.read_corpus_document(path, self.tokenizer, progress)
                 name = source_name(path)
                 if self._source_contribution(name)[2]:
                     raise InputError(f"{path} is already in the store; use 'nextword learn' to update it")
-                analysed = sources.analyse(text, self.tokenizer)
+                analysed = document.analysed
                 stream = encode_sentences(analysed.sentences, self.vocab)
                 self.db.execute(
                     "INSERT INTO sources VALUES (?, 'file', ?, ?, ?, ?, ?)",
@@ -410,7 +417,7 @@ class CountStore:
                         sources.pack_stream(stream),
                         sources.pack_casing(analysed.casing),
                         analysed.tokens,
-                        sources.sha256(text),
+                        document.sha256,
                         _now(),
                     ),
                 )
@@ -422,8 +429,6 @@ class CountStore:
                 if pending_tokens >= chunk_tokens:
                     self._add_counts(np.concatenate(pending))
                     pending, pending_tokens = [], 0
-                if progress:
-                    progress(len(text.encode("utf-8", "surrogatepass")))
             if words == 0:
                 raise InputError("the corpus is empty: no words in " + ", ".join(str(p) for p in files))
             if pending:

@@ -119,7 +119,7 @@ def decode_text(data: bytes, name: str) -> str:
     if b"\x00" in data[:BINARY_SNIFF_BYTES] or b"\x00" in data:
         raise InputError(f"{name} looks like a binary file (it contains NUL bytes); only text files can be read")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8").removeprefix("\ufeff")  # not utf-8-sig: its error offsets skip the BOM
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InputError(f"{name} is not valid UTF-8 (byte {exc.start}, line {line}); convert it to UTF-8") from exc
@@ -139,12 +139,12 @@ def analyse(text: str, tokenizer: str) -> Analysed:
     if tokenizer == "pretokenized":  # lone surrogates (possible in editor text) cannot be stored: replace them
         text = _SURROGATES.sub("\ufffd", text)  # one character for one: the secrets' offsets still hold
         if found:
-            text = _blank_secret_lines(text, found)
+            text = blank_secret_lines(text, found)
         return Analysed(tokenize.pretokenized_sentences(text), Counter(), kinds)
     sentences: list[list[str]] = []
     casing: Counter[tuple[str, str]] = Counter()
     tokenized = tokenize.sentences(text)
-    keep = _without_secrets(text, tokenized, found) if found else tokenized
+    keep = without_secrets(text, tokenized, found) if found else tokenized
     for sentence in keep:
         sentences.append([t.norm for t in sentence])
         for token in sentence[1:]:
@@ -153,17 +153,23 @@ def analyse(text: str, tokenizer: str) -> Analysed:
     return Analysed(sentences, casing, kinds)
 
 
-def _without_secrets(
-    text: str, sentences: list[list[tokenize.Token]], found: list[secrets.Secret]
+def without_secrets(
+    text: str,
+    sentences: list[list[tokenize.Token]],
+    found: list[secrets.Secret],
+    before_first: int = 0,
+    after_last: int | None = None,
 ) -> list[list[tokenize.Token]]:
-    """The sentences that no secret overlaps (see `analyse` for a sentence's extent)."""
+    """The sentences that no secret overlaps (see `analyse` for a sentence's extent). `before_first` and
+    `after_last` stand for the neighbours of the first and the last sentence where `sentences` are some of a
+    text's (`store.streaming` analyses a text piece by piece): the previous sentence's end, the next one's start."""
     starts = [s.start for s in found]
     ends = list(itertools.accumulate((s.end for s in found), max))  # ends[i]: the furthest end among found[:i+1]
     kept = []
     for i, sentence in enumerate(sentences):
         first, last = sentence[0].start, sentence[-1].end
-        before = sentences[i - 1][-1].end if i else 0
-        after = sentences[i + 1][0].start if i + 1 < len(sentences) else len(text)
+        before = sentences[i - 1][-1].end if i else before_first
+        after = sentences[i + 1][0].start if i + 1 < len(sentences) else len(text) if after_last is None else after_last
         lo = max(before, text.rfind("\n", before, first) + 1)
         newline = text.find("\n", last, after)
         hi = after if newline < 0 else newline
@@ -174,7 +180,7 @@ def _without_secrets(
     return kept
 
 
-def _blank_secret_lines(text: str, found: list[secrets.Secret]) -> str:
+def blank_secret_lines(text: str, found: list[secrets.Secret]) -> str:
     """`text` without the lines that a secret overlaps (pretokenized mode: a line is a sentence)."""
     newlines = [m.start() for m in re.finditer("\n", text)]
     drop: set[int] = set()

@@ -174,7 +174,8 @@ def test_fitting_the_blend_on_held_out_text_helps(ngram: NgramModel, neural: Neu
     held_out = "the cat sat on the log </s> a dog ran </s> the zebra sat on the mat </s>".split()  # noqa: SIM905
     weights = fit_weights_em([ngram, neural], held_out)
     best = perplexity(Blend([ngram, neural], weights), held_out)
-    assert best <= perplexity(ngram, held_out) + 1e-9
+    # where the best mixture is at a corner (all n-gram), EM only approaches it: within a millionth
+    assert best <= perplexity(ngram, held_out) * (1 + 1e-6)
     assert best <= perplexity(Blend([ngram, neural], [0.5, 0.5]), held_out) + 1e-9
 
 

@@ -43,6 +43,7 @@ CORPUS = """\
 The cat sat on the mat. The cat sat on the mat again.
 The dog sat on the mat too. The cat sat on the mat and the dog sat on the rug.
 There is a problem with the plan. There is a problem here. There is a cat on the mat.
+There is a problem here. There is a problem here.
 I have a dog. I have a cat. I have a big house.
 It is better than nothing. It is better than before. It is better than the old one.
 Their house is big. Their house is red. Their dog is big.
@@ -229,7 +230,7 @@ def test_neovim_plugin_completes_checks_and_runs_commands(nvim: str, store: Path
     }
     assert result["stats"] == {
         "level": INFO,
-        "message": "nextword: 163 tokens from 1 source, 33 words; 1-grams 34, 2-grams 64, 3-grams 84; "
+        "message": "nextword: 177 tokens from 1 source, 33 words; 1-grams 34, 2-grams 64, 3-grams 84; "
         f"kneser-ney order 3; learning paused. Store: {store}",
     }
     if "nextword.retrainNeural" in server_commands():
@@ -245,14 +246,14 @@ def test_neovim_plugin_completes_checks_and_runs_commands(nvim: str, store: Path
     assert result["forget"] == {"level": INFO, "message": "nextword had not learned this document."}
     assert result["ignore"] == {"level": INFO, "message": "nextword ignores: their."}
     assert result["learn_workspace"] == {"level": INFO, "message": "nextword learned 1 of 1 text file."}
-    assert result["stats_after"]["message"].startswith("nextword: 171 tokens from 2 sources, 34 words;")
+    assert result["stats_after"]["message"].startswith("nextword: 185 tokens from 2 sources, 34 words;")
     assert "learning on; ignoring their." in result["stats_after"]["message"]
     assert [m for m in messages(result, ERROR) if m != result["retrain"]["message"]] == []
     assert messages(result, WARN) == []
     # Ghost text, where this Neovim has inline completion (0.12+): shown after "The dog s", accepted.
     if result.get("inline_completion"):
-        assert (result["ghost"], result["ghost_accepted"]) == ("at on the mat.", True)
-        assert result["ghost_line"] == "I have a dog. The dog sat on the mat."
+        assert (result["ghost"], result["ghost_accepted"]) == ("at on the rug.", True)
+        assert result["ghost_line"] == "I have a dog. The dog sat on the rug."
     health = "\n".join(result["health"])
     assert "OK server command: " in health and f"OK server running (client 1, root {workspace})" in health
     assert "completion: builtin" in health

@@ -38,6 +38,7 @@ from lm_core.counting import count_ngrams, encode_sentences
 from lm_core.counts import ADJUSTED, RAW
 from lm_core.metrics import perplexity
 from lm_core.ngram import NgramModel, Smoothing
+from lm_core.smoothing import KN_FALLBACK, kneser_ney_discounts
 from lm_core.vocab import Vocab
 
 TEXT = """
@@ -220,8 +221,9 @@ def test_kneser_ney_order_1_uses_discounts_from_raw_counts(counts):
     assert p(m, "zebra") == pytest.approx(F(67, 800), **EXACT)
 
 
-# Order 3: every order falls back to D = (0.5, 1, 1.5): order 3 raw coc (8, 2, 1, 0) has n4 = 0, order 2 adjusted
-# (8, 2, 0, 1) has n3 = 0, order 1 adjusted (3, 4, 0, 0).
+# Order 3: the top order's raw coc (8, 2, 1, 0) gives discounts as KenLM's lmplz does (it needs only n1, n2, n3 > 0):
+# Y = 8/12 = 2/3, D1 = 1 - 2Y 2/8 = 2/3, D2 = 2 - 3Y 1/2 = 1, D3+ = 3 - 4Y 0/1 = 3. The lower orders fall back to
+# D = (0.5, 1, 1.5): order 2 adjusted (8, 2, 0, 1) has n3 = 0, order 1 adjusted (3, 4, 0, 0).
 # Bigram level (continuation counts): "cat": sat 1, ran 1 (2), gamma = 0.5 * 2 / 2 = 1/2, so
 #   p2(sat|cat) = p2(ran|cat) = 1/4 + 1/2 * 27/176 = 115/352 and p2(w|cat) = p1(w)/2 otherwise; "dog" likewise.
 #   "the": cat 1, dog 1 (2), gamma = 1/2: p2(cat|the) = 1/4 + 19/352 = 107/352, p2(dog|the) = 115/352.
@@ -229,19 +231,19 @@ def test_kneser_ney_order_1_uses_discounts_from_raw_counts(counts):
 
 def test_kneser_ney_order_3_seen_trigram(counts):
     m = model(counts, Smoothing.KNESER_NEY, order=3)
-    # "the cat": sat 2, ran 1 (3, raw); gamma = (0.5 + 1) / 3 = 1/2.
-    assert p(m, "sat", "the", "cat") == pytest.approx((2 - 1) / F(3) + F(1, 2) * F(115, 352), **EXACT)  # 1049/2112
-    assert p(m, "ran", "the", "cat") == pytest.approx(F(1, 2) / 3 + F(1, 2) * F(115, 352), **EXACT)  # 697/2112
+    # "the cat": sat 2, ran 1 (3, raw); gamma = (2/3 + 1) / 3 = 5/9.
+    assert p(m, "sat", "the", "cat") == pytest.approx((2 - 1) / F(3) + F(5, 9) * F(115, 352), **EXACT)
+    assert p(m, "ran", "the", "cat") == pytest.approx(F(1, 3) / 3 + F(5, 9) * F(115, 352), **EXACT)
 
 
 def test_kneser_ney_order_3_backoff_levels(counts):
     m = model(counts, Smoothing.KNESER_NEY, order=3)
-    # "a dog": ran 1 (1, raw); gamma = 0.5 / 1 = 1/2.
-    assert p(m, "ran", "a", "dog") == pytest.approx(F(1, 2) + F(1, 2) * F(115, 352), **EXACT)  # 467/704
-    assert p(m, "sat", "a", "dog") == pytest.approx(F(1, 2) * F(115, 352), **EXACT)  # seen bigram only
-    assert p(m, "the", "a", "dog") == pytest.approx(F(1, 4) * P1["the"], **EXACT)  # unigram level only
-    assert p(m, "<unk>", "a", "dog") == pytest.approx(F(1, 4) * P1["<unk>"], **EXACT)
-    assert p(m, "zebra", "a", "dog") == pytest.approx(F(11, 704), **EXACT)
+    # "a dog": ran 1 (1, raw); gamma = (2/3) / 1 = 2/3; the bigram level's "dog" has gamma 1/2.
+    assert p(m, "ran", "a", "dog") == pytest.approx(F(1, 3) + F(2, 3) * F(115, 352), **EXACT)
+    assert p(m, "sat", "a", "dog") == pytest.approx(F(2, 3) * F(115, 352), **EXACT)  # seen bigram only
+    assert p(m, "the", "a", "dog") == pytest.approx(F(1, 3) * P1["the"], **EXACT)  # unigram level only
+    assert p(m, "<unk>", "a", "dog") == pytest.approx(F(1, 3) * P1["<unk>"], **EXACT)
+    assert p(m, "zebra", "a", "dog") == pytest.approx(F(11, 528), **EXACT)
     # "<unk> dog" unseen: the bigram level alone.
     assert p(m, "sat", "zebra", "dog") == pytest.approx(F(115, 352), **EXACT)
 
@@ -253,9 +255,9 @@ def test_kneser_ney_order_3_sentence_start_uses_raw_counts_below_the_top(counts)
     assert p(m, "the", "<s>") == pytest.approx((4 - F(3, 2)) / 5 + F(2, 5) * P1["the"], **EXACT)  # 239/440
     assert p(m, "a", "<s>") == pytest.approx(F(1, 2) / 5 + F(2, 5) * P1["a"], **EXACT)  # 63/440
     assert p(m, "cat", "<s>") == pytest.approx(F(2, 5) * P1["cat"], **EXACT)  # 19/440
-    # "<s> the": cat 3, dog 1 (4, raw, top order); gamma = (0.5 + 1.5) / 4 = 1/2.
-    assert p(m, "cat", "<s>", "the") == pytest.approx((3 - F(3, 2)) / 4 + F(1, 2) * F(107, 352), **EXACT)  # 371/704
-    assert p(m, "dog", "<s>", "the") == pytest.approx(F(1, 2) / 4 + F(1, 2) * F(115, 352), **EXACT)  # 203/704
+    # "<s> the": cat 3, dog 1 (4, raw, top order); gamma = (2/3 + 3) / 4 = 11/12.
+    assert p(m, "cat", "<s>", "the") == pytest.approx((3 - 3) / 4 + F(11, 12) * F(107, 352), **EXACT)
+    assert p(m, "dog", "<s>", "the") == pytest.approx(F(1, 3) / 4 + F(11, 12) * F(115, 352), **EXACT)
     # The context never reaches back past <s>.
     assert p(m, "cat", "sat", "</s>", "<s>", "the") == p(m, "cat", "<s>", "the")
 
@@ -282,3 +284,10 @@ def test_perplexity_order_2_kneser_ney(counts):
     expected = math.exp(-sum(math.log(q) for q in probs) / len(probs))
     assert perplexity(m, tokens) == pytest.approx(expected, **EXACT)
     assert perplexity(m, tokens) == pytest.approx(float(math.prod(probs)) ** (-1 / 8), **EXACT)
+
+
+def test_discounts_follow_lmplz_when_n4_is_zero():
+    # lmplz needs n1..n3 > 0 only: with n4 = 0, D3+ = 3 (the old rule fell back to 0.5, 1, 1.5)
+    assert kneser_ney_discounts((8, 2, 1, 0)) == pytest.approx((F(2, 3), 1, 3), **EXACT)
+    assert kneser_ney_discounts((8, 2, 0, 1)) == KN_FALLBACK  # n3 = 0: no estimate, as lmplz (with its fallback)
+    assert kneser_ney_discounts((1, 5, 50, 0)) == KN_FALLBACK  # D2 = 2 - 3Y 50/5 < 0: out of range
