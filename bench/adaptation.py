@@ -42,11 +42,10 @@ from bench.common import (  # noqa: E402
     machine,
     markdown_table,
     percentiles,
+    publish,
     require_files,
-    results_path,
-    section_text,
+    seeded_store,
     step,
-    write_section,
 )
 from bench.evaluation import KS, ksr_by_sentence, pct, prose_slice  # noqa: E402
 from lm_core import tokenize  # noqa: E402
@@ -54,7 +53,6 @@ from lm_core.adaptation import Adaptation, DocumentCache  # noqa: E402
 from lm_core.evaluation import KeystrokeResult, accuracy_from_ranks, is_word  # noqa: E402
 from lm_core.vocab import BOS, EOS, UNK  # noqa: E402
 from lsp_server.engine import Engine  # noqa: E402
-from lsp_server.paths import seed_from_default_model  # noqa: E402
 
 SECTION = "adaptation"
 CONFIGS = (
@@ -177,9 +175,7 @@ def evaluate(engine: Engine, adaptation: Adaptation | None, held: str, sizes: Si
 
 
 def run_user(name: str, learn: str, held: str, sizes: Sizes, workdir: Path) -> tuple[list[Row], str]:
-    db = workdir / f"user-{abs(hash(name))}.db"
-    if not seed_from_default_model(db):
-        sys.exit("error: the shipped default model (lsp_server/data/default-ngram.db.xz) is missing")
+    db = seeded_store(workdir / f"user-{abs(hash(name))}.db")
     engine = Engine.open(db)
     cut = learn.rfind("\n\n", 0, int(len(learn) * (1 - HELD_OUT_SHARE)))
     first, last = learn[:cut], learn[cut:]
@@ -292,9 +288,7 @@ def main() -> None:
         ]
     )
     print("\n" + body)
-    out = results_path(args)
-    if out is not None:
-        write_section(out, SECTION, section_text("Personal adaptation by part (`bench/adaptation.py`)", body, runtime))
+    publish(args, SECTION, "Personal adaptation by part (`bench/adaptation.py`)", body, runtime)
 
 
 if __name__ == "__main__":

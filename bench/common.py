@@ -24,8 +24,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from store.countstore import CountStore
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -104,6 +108,12 @@ def require_files(corpora: Path, relative: Sequence[str]) -> list[Path]:
             f"Point --corpora DIR or ${CORPORA_ENV} at a folder holding them (see ../shared/corpora/README.md)."
         )
     return paths
+
+
+def corpus_files(args: argparse.Namespace, relative: Sequence[str]) -> list[Path]:
+    """The corpus files `relative` to the corpora folder that `--corpora` picks (see `corpora_dir`), or exit with a
+    message naming every one that is missing (see `require_files`)."""
+    return require_files(corpora_dir(args.corpora), relative)
 
 
 def results_path(args: argparse.Namespace) -> Path | None:
@@ -275,6 +285,17 @@ def replace_section(text: str, name: str, content: str) -> str:
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
+def publish(
+    args: argparse.Namespace, name: str, title: str, body: str, runtime_s: float, extra_packages: Sequence[str] = ()
+) -> Path | None:
+    """Write the benchmark's section `name` (see `section_text`) where `results_path(args)` says; returns that
+    file, or None when nothing is written (a --quick run without --results)."""
+    out = results_path(args)
+    if out is not None:
+        write_section(out, name, section_text(title, body, runtime_s, extra_packages))
+    return out
+
+
 _FIRST_SECTION = re.compile(r"^<!-- [\w-]+:start -->$", re.MULTILINE)
 
 
@@ -301,3 +322,25 @@ def step(label: str) -> Iterator[Stopwatch]:
     with Stopwatch() as sw:
         yield sw
     print(f" {sw.seconds:.1f} s", file=sys.stderr, flush=True)
+
+
+# --- stores ---------------------------------------------------------------------------------------------------------
+def built_store(
+    db: Path, corpus: Sequence[Path], order: int, tokenizer: str = "pretokenized"
+) -> tuple[CountStore, int]:
+    """A new count store at `db` of the given order and tokenizer, built from the corpus files (`CountStore.build`),
+    left open; and the number of tokens it counted. The caller closes the store."""
+    from store.countstore import CountStore
+
+    store = CountStore.open(db, order=order, tokenizer=tokenizer, create=True)
+    return store, store.build(list(corpus))
+
+
+def seeded_store(db: Path) -> Path:
+    """A new store at `db` seeded from the shipped default model (as a user's first store is); exits with a message
+    when the model is missing."""
+    from lsp_server.paths import seed_from_default_model
+
+    if not seed_from_default_model(db):
+        sys.exit("error: the shipped default model is missing; run python -m lsp_server.default_model")
+    return db

@@ -925,7 +925,7 @@ def main() -> None:
     runtime = time.perf_counter() - start
     out_dir = args.plots or (Path(tempfile.mkdtemp(prefix="nextword-plots-")) if args.quick else PLOTS)
     parts = [
-        "Words: tokens with a letter or digit, not `<s>`, `</s>`, `<unk>` (`lm_core.evaluation.is_word`); "
+        "Words: tokens with a letter or digit, not `<s>`, `</s>`, `<unk>` (`lm_core.vocab.is_word`); "
         "predictions are filtered to words before the top k are taken; `<unk>` targets count as misses (their share "
         "is shown). Contexts restart at `<s>` each sentence (test line).",
         "",

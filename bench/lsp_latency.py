@@ -36,11 +36,10 @@ from bench.common import (  # noqa: E402
     fmt,
     markdown_table,
     percentiles,
+    publish,
     require_files,
-    results_path,
-    section_text,
+    seeded_store,
     step,
-    write_section,
 )
 
 URI = "file:///bench/document.md"
@@ -157,10 +156,7 @@ def prepare_store(folder: Path, full: bool, corpora: Path) -> Path:
         with CountStore.open(db, order=5, tokenizer="prose", create=True) as store:
             store.add_base(tables, name="WikiText-2 train", casing=casing)
     else:
-        from lsp_server.paths import seed_from_default_model
-
-        if not seed_from_default_model(db):
-            sys.exit("error: the shipped default model is missing; run python -m lsp_server.default_model")
+        seeded_store(db)
     return db
 
 
@@ -268,7 +264,7 @@ def timed_completions(client: RawClient, texts: list[str], version: int) -> tupl
 
 def run(args: Any, neural: str, adaptation: bool = False, source: Path = ROOT) -> dict[str, Any]:
     corpora = corpora_dir(args.corpora)
-    test_file = require_files(corpora, ["wikitext-2/wiki.test.tokens"])[0]
+    (test_file,) = require_files(corpora, ["wikitext-2/wiki.test.tokens"])
     count = 200 if args.quick else args.requests
     cases = positions(test_file, count)
     random_texts = [before + (following[: 1 + i % 2] if i % 2 else "") for i, (before, following) in enumerate(cases)]
@@ -441,9 +437,7 @@ def main() -> None:
     if histogram.is_relative_to(ROOT / "bench"):
         body += f"\n\nHistogram of the round trips: [{histogram.name}]({histogram.relative_to(ROOT / 'bench')})"
     print(body)
-    path = results_path(args)
-    if path is not None:
-        write_section(path, "lsp_latency", section_text("Completion latency through the server", body, total.seconds))
+    publish(args, "lsp_latency", "Completion latency through the server", body, total.seconds)
 
 
 if __name__ == "__main__":

@@ -35,16 +35,16 @@ import torch  # noqa: E402
 
 from bench.common import (  # noqa: E402
     base_parser,
+    built_store,
     corpora_dir,
+    corpus_files,
     fmt,
     machine,
     markdown_table,
     percentiles,
+    publish,
     require_files,
-    results_path,
-    section_text,
     step,
-    write_section,
 )
 from lm_core.blend import em_weights  # noqa: E402
 from lm_core.metrics import perplexity_of_scores, score_tokens  # noqa: E402
@@ -52,7 +52,6 @@ from lm_core.neural import NeuralConfig, NeuralLM, build_model, update_checkpoin
 from lm_core.ngram import NgramModel  # noqa: E402
 from lm_core.tokenize import pretokenized_sentences  # noqa: E402
 from lm_core.training import TrainConfig, TrainingJob, build_vocab, encode, train  # noqa: E402
-from store.countstore import CountStore  # noqa: E402
 from store.sqlite_counts import SqliteCounts  # noqa: E402
 
 SECTION = "neural"
@@ -123,8 +122,7 @@ def _first_tokens(sentences: list[list[str]], limit: int) -> list[list[str]]:
 
 
 def ngram_model(data: Data, tmp: Path, name: str) -> NgramModel:
-    store = CountStore.open(tmp / f"{name}.db", order=5, tokenizer="pretokenized", create=True)
-    store.build([data.train_path])
+    store, _ = built_store(tmp / f"{name}.db", [data.train_path], 5)
     return NgramModel(SqliteCounts(store))
 
 
@@ -290,9 +288,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    root = corpora_dir(args.corpora)
+    root = corpora_dir(args.corpora)  # each corpus is read when a part first needs it (see `data`)
     wanted = [c for c, part in ((PTB, "ptb"), (WIKITEXT2, "wikitext2")) if part in args.parts]
-    require_files(root, [f for c in [PTB, WIKITEXT2] for f in (c.train, c.valid, c.test)])
+    corpus_files(args, [f for c in [PTB, WIKITEXT2] for f in (c.train, c.valid, c.test)])
     print(f"machine: {machine(['torch'])}; device {args.device}", flush=True)
     size, dropout, budget = (32, 0.0, 0.25) if args.quick else (args.hidden, args.dropout, args.minutes)
     setup = (
@@ -358,9 +356,7 @@ def report(args, name: str, title: str, body: str, start: float) -> None:
     """Print one part's table and write it as its own section of the results file."""
     runtime = time.perf_counter() - start
     print("\n" + body + f"\n\nruntime {runtime:.0f} s", flush=True)
-    out = results_path(args)
-    if out is not None:
-        write_section(out, name, section_text(title, body, runtime, ["torch"]))
+    publish(args, name, title, body, runtime, ["torch"])
 
 
 if __name__ == "__main__":

@@ -26,18 +26,16 @@ if str(ROOT) not in sys.path:
 from bench.common import (  # noqa: E402
     Stopwatch,
     base_parser,
-    corpora_dir,
+    built_store,
+    corpus_files,
     fmt,
     machine,
     markdown_table,
-    require_files,
-    results_path,
-    section_text,
+    publish,
     step,
-    write_section,
 )
 from lm_core.counting import CountTables  # noqa: E402
-from lm_core.metrics import score_tokens  # noqa: E402
+from lm_core.metrics import LN10, score_tokens  # noqa: E402
 from lm_core.ngram import NgramModel, Smoothing  # noqa: E402
 from lm_core.tokenize import pretokenized_sentences  # noqa: E402
 from store.arpa import export_arpa  # noqa: E402
@@ -52,7 +50,6 @@ except ImportError:  # the column is left out
 SECTION = "perplexity"
 STORE_ORDER = 5
 QUICK_TOKENS = 5_000
-LN10 = math.log(10)
 PTB_KN5_REFERENCE = 141.19  # KenLM lmplz KN5 on PTB test (Mikolov et al. report 141.2)
 AIM_RELATIVE = 0.005  # our KN5 within 0.5 % of it
 
@@ -182,8 +179,7 @@ def run_corpus(corpus: Corpus, train: Path, test: Path, quick: bool, workdir: Pa
     tokens = sum(len(s) for s in sentences)
     db = workdir / f"{corpus.name}.db"
     with step(f"{corpus.name}: building a {STORE_ORDER}-gram store from {train.name}") as build:
-        store = CountStore.open(db, order=STORE_ORDER, tokenizer="pretokenized", create=True)
-        train_tokens = store.build([train])
+        store, train_tokens = built_store(db, [train], STORE_ORDER)
     note = f"{corpus.name}: {train_tokens:,} training tokens, {STORE_ORDER}-gram store built in {build.seconds:.1f} s"
     rows = []
     tables = store.load_tables() if kenlm is not None else None
@@ -337,9 +333,8 @@ def main() -> None:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--workdir", type=Path, default=None, help="where stores and ARPA files go (a temp dir)")
     args = parser.parse_args()
-    corpora = corpora_dir(args.corpora)
-    require_files(corpora, [f for c in CORPORA for f in (c.train, c.test)])  # names every missing file at once
-    files = {c.name: require_files(corpora, [c.train, c.test]) for c in CORPORA}
+    corpus_files(args, [f for c in CORPORA for f in (c.train, c.test)])  # names every missing file at once
+    files = {c.name: corpus_files(args, [c.train, c.test]) for c in CORPORA}
     print(f"machine: {machine(['kenlm'])}", flush=True)
     start = time.perf_counter()
     rows: list[Row] = []
@@ -353,9 +348,7 @@ def main() -> None:
     body = report(rows, notes, args.quick)
     print("\n" + body)
     print(f"\nruntime {runtime:.0f} s")
-    out = results_path(args)
-    if out is not None:
-        write_section(out, SECTION, section_text("Perplexity (`bench/perplexity.py`)", body, runtime, ["kenlm"]))
+    publish(args, SECTION, "Perplexity (`bench/perplexity.py`)", body, runtime, ["kenlm"])
 
 
 if __name__ == "__main__":

@@ -32,16 +32,14 @@ if str(ROOT) not in sys.path:
 from bench.common import (  # noqa: E402
     Stopwatch,
     base_parser,
-    corpora_dir,
+    built_store,
+    corpus_files,
     fmt,
     machine,
     markdown_table,
     percentiles,
-    require_files,
-    results_path,
-    section_text,
+    publish,
     step,
-    write_section,
 )
 from lm_core.model import Prediction  # noqa: E402
 from lm_core.ngram import NgramModel  # noqa: E402
@@ -118,11 +116,8 @@ def ensure_store(path: Path, train: Path, rebuild: bool) -> tuple[Path, str]:
         return path, f"reused the cached store {path}"
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         p.unlink(missing_ok=True)
-    with (
-        step(f"building the {ORDER}-gram store {path} from {train.name}") as sw,
-        CountStore.open(path, order=ORDER, tokenizer="pretokenized", create=True) as store,
-    ):
-        store.build([train])
+    with step(f"building the {ORDER}-gram store {path} from {train.name}") as sw:
+        built_store(path, [train], ORDER)[0].close()
     return path, f"built the store {path} in {sw.seconds:.1f} s"
 
 
@@ -263,8 +258,7 @@ def nltk_reference(train: Path, positions: list[Position], workdir: Path) -> Nlt
     slice_path = workdir / "nltk-slice.txt"
     slice_path.write_text("".join(lines), encoding="utf-8")
     db = workdir / "nltk-slice.db"
-    with CountStore.open(db, order=NLTK_ORDER, tokenizer="pretokenized", create=True) as store:
-        store.build([slice_path])
+    built_store(db, [slice_path], NLTK_ORDER)[0].close()
     opened = open_model(db)
     model = opened.model
     nltk_ms, ours_ms, candidates = [], [], 0
@@ -398,7 +392,7 @@ def main() -> None:
     parser.add_argument("--nltk-contexts", type=int, default=None, help="NLTK contexts (default 50; quick 10)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for positions and paragraphs")
     args = parser.parse_args()
-    train, test = require_files(corpora_dir(args.corpora), [TRAIN, TEST])
+    train, test = corpus_files(args, [TRAIN, TEST])
     calls = args.calls or (200 if args.quick else 2000)
     learns = args.learns or (5 if args.quick else 30)
     nltk_contexts = args.nltk_contexts or (10 if args.quick else 50)
@@ -421,10 +415,7 @@ def main() -> None:
     body = report(results, learn, nltk, [note.replace(str(path), f"`{path}`")], args.quick)
     print("\n" + body)
     print(f"\nruntime {runtime:.0f} s")
-    out = results_path(args)
-    if out is not None:
-        title = "Predict latency and learn time (`bench/predict_latency.py`)"
-        write_section(out, SECTION, section_text(title, body, runtime, ["nltk"]))
+    publish(args, SECTION, "Predict latency and learn time (`bench/predict_latency.py`)", body, runtime, ["nltk"])
 
 
 if __name__ == "__main__":

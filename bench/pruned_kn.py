@@ -29,18 +29,15 @@ if str(ROOT) not in sys.path:
 from bench.common import (  # noqa: E402
     Stopwatch,
     base_parser,
-    corpora_dir,
+    corpus_files,
     fmt,
     machine,
     markdown_table,
-    require_files,
-    results_path,
-    section_text,
+    publish,
     step,
-    write_section,
 )
 from lm_core.counting import CountTables, count_ngrams, encode_sentences, prune  # noqa: E402
-from lm_core.metrics import score_tokens  # noqa: E402
+from lm_core.metrics import LN10, score_tokens  # noqa: E402
 from lm_core.ngram import NgramModel  # noqa: E402
 from lm_core.tokenize import pretokenized_sentences  # noqa: E402
 from lm_core.vocab import Vocab  # noqa: E402
@@ -56,7 +53,6 @@ except ImportError:
 
 SECTION = "pruned-kn"
 ORDER = 5
-LN10 = math.log(10)
 AIM_RELATIVE = 0.005
 
 
@@ -264,8 +260,7 @@ def main() -> None:
     parser.add_argument("--lmplz", default=None, help="the lmplz binary (default: lmplz on PATH, if any)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    corpora = corpora_dir(args.corpora)
-    train, test = require_files(corpora, ["ptb/ptb.train.txt", "ptb/ptb.test.txt"])
+    train, test = corpus_files(args, ["ptb/ptb.train.txt", "ptb/ptb.test.txt"])
     lmplz = args.lmplz or shutil.which("lmplz")
     print(f"machine: {machine(['kenlm'])}", flush=True)
     start = time.perf_counter()
@@ -274,10 +269,7 @@ def main() -> None:
     runtime = time.perf_counter() - start
     body = report(rows, args.quick, lmplz)
     print("\n" + body)
-    out = results_path(args)
-    if out is not None:
-        title = "Pruned Kneser-Ney vs lmplz --prune (`bench/pruned_kn.py`)"
-        write_section(out, SECTION, section_text(title, body, runtime, ["kenlm"]))
+    publish(args, SECTION, "Pruned Kneser-Ney vs lmplz --prune (`bench/pruned_kn.py`)", body, runtime, ["kenlm"])
 
 
 if __name__ == "__main__":

@@ -29,15 +29,14 @@ if str(ROOT) not in sys.path:
 from bench.common import (  # noqa: E402
     Stopwatch,
     base_parser,
-    corpora_dir,
+    corpus_files,
     fmt,
     markdown_table,
     percentiles,
-    require_files,
+    publish,
     results_path,
-    section_text,
+    seeded_store,
     step,
-    write_section,
 )
 from bench.lsp_latency import RawClient, prose_paragraphs  # noqa: E402
 
@@ -215,29 +214,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     count = 40 if args.quick else args.documents
-    corpora = corpora_dir(args.corpora)
-    test_file = require_files(corpora, ["wikitext-2/wiki.test.tokens"])[0]
+    (test_file,) = corpus_files(args, ["wikitext-2/wiki.test.tokens"])
     documents = document_texts(test_file, count, args.words)
     results: dict[str, dict[str, Any]] = {}
     with Stopwatch() as total:
         for model in args.models:
             with tempfile.TemporaryDirectory() as tmp:
-                from lsp_server.paths import seed_from_default_model
-
-                db = Path(tmp) / "store.db"
-                if not seed_from_default_model(db):
-                    sys.exit("error: the shipped default model is missing; run python -m lsp_server.default_model")
+                db = seeded_store(Path(tmp) / "store.db")
                 env = {**os.environ, "XDG_DATA_HOME": tmp}
                 client = start(db, env, "none" if model == "n-gram" else "default")
                 with step(f"{model}: {count} documents of {args.words} words"):
                     results[model] = session(client, documents, args.every)
                 client.close()
-    path = results_path(args)
-    plot_path = plot(results, ROOT / "bench" / "plots" / "soak_rss.png") if path is not None else None
+    plot_path = plot(results, ROOT / "bench" / "plots" / "soak_rss.png") if results_path(args) is not None else None
     body = report(results, args.words, plot_path)
     print(body)
-    if path is not None:
-        write_section(path, "soak", section_text("A long editing session (soak)", body, total.seconds))
+    publish(args, "soak", "A long editing session (soak)", body, total.seconds)
 
 
 if __name__ == "__main__":

@@ -27,17 +27,18 @@ import math
 from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 
 from lm_core.counting import CountTables, adjusted_counts
 from lm_core.counts import ADJUSTED, RAW
-from lm_core.model import Context, Prediction, rank_top_k
+from lm_core.metrics import LN10
+from lm_core.model import Context, Prediction, top_predictions
 from lm_core.smoothing import kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID, Vocab
 
-LN10 = math.log(10.0)
 BOS_LOG10PROB = -99.0
 """The log10 probability ARPA files give `<s>`, which is never predicted (KenLM and SRILM write -99)."""
 
@@ -374,12 +375,8 @@ class BackoffModel:
         if k <= 0:
             return []
         ids = self._context_ids(context)
-        candidates = self._candidates(ids, k, prefix)
-        if len(candidates) == 0:
-            return []
-        words = self.vocab.words
-        ranked = rank_top_k(self._natural_logprobs(ids, candidates), candidates, words, k)
-        return [Prediction(words[w], math.exp(lp)) for lp, w in ranked if lp > -math.inf]
+        scores = partial(self._natural_logprobs, ids)
+        return top_predictions(self._candidates(ids, k, prefix), scores, self.vocab.words, k, log=True)
 
     def distribution(self, context: Context) -> dict[str, float]:
         """P(w | context) for every w the model predicts from (sums to 1 for a normalised model)."""

@@ -25,43 +25,19 @@ KINDS: tuple[str, ...] = (
 )  # fmt: skip
 
 CONFUSION_SETS: tuple[tuple[str, ...], ...] = (
-    ("their", "there", "they're"),
-    ("its", "it's"),
-    ("your", "you're"),
-    ("whose", "who's"),
-    ("then", "than"),
-    ("to", "too", "two"),
-    ("affect", "effect"),
-    ("lose", "loose"),
-    ("accept", "except"),
-    ("advice", "advise"),
-    ("weather", "whether"),
-    ("quite", "quiet"),
-    ("principal", "principle"),
-    ("peace", "piece"),
-    ("passed", "past"),
-    ("were", "where", "we're"),
-    ("has", "have"),
-    ("is", "are"),
-    ("was", "were"),
-    ("a", "an"),
-    ("of", "off"),
-    ("breath", "breathe"),
-    ("choose", "chose"),
-    ("fewer", "less"),
-)
+    ("their", "there", "they're"), ("its", "it's"), ("your", "you're"), ("whose", "who's"), ("then", "than"),
+    ("to", "too", "two"), ("affect", "effect"), ("lose", "loose"), ("accept", "except"), ("advice", "advise"),
+    ("weather", "whether"), ("quite", "quiet"), ("principal", "principle"), ("peace", "piece"), ("passed", "past"),
+    ("were", "where", "we're"), ("has", "have"), ("is", "are"), ("was", "were"), ("a", "an"), ("of", "off"),
+    ("breath", "breathe"), ("choose", "chose"), ("fewer", "less"),
+)  # fmt: skip
 VALID_DOUBLES = frozenset({"had", "that"})
 """Words that may stand twice in a row in good English ("she had had enough", "that that is")."""
 
 DETERMINER_SETS: tuple[tuple[str, ...], ...] = (
-    ("a", "an", "the"),
-    ("this", "these"),
-    ("that", "those"),
-    ("much", "many"),
-    ("less", "fewer"),
-    ("another", "other"),
-    ("every", "all"),
-)
+    ("a", "an", "the"), ("this", "these"), ("that", "those"), ("much", "many"), ("less", "fewer"),
+    ("another", "other"), ("every", "all"),
+)  # fmt: skip
 ARTICLES: tuple[str, ...] = ("a", "an", "the")
 PREPOSITIONS: tuple[str, ...] = (
     "of", "in", "to", "for", "with", "on", "at", "from", "by", "about", "into", "over", "after", "through",

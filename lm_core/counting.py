@@ -20,6 +20,9 @@ import numpy as np
 from lm_core.counts import ADJUSTED, COC_MAX, RAW, Level
 from lm_core.vocab import BOS, BOS_ID, UNK_ID, Vocab
 
+DEFAULT_ORDER = 5
+"""The n-gram order counted when none is given (a new store, the shipped model): 5-grams, as KenLM's usual models."""
+
 
 def encode_sentences(sentences: Iterable[Sequence[str]], vocab: Vocab, grow: bool = True) -> np.ndarray:
     """A token stream (int64) for `sentences` (each a list of tokens ending with `</s>`), with `<s>` prepended.

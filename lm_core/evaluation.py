@@ -20,19 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
-from lm_core.model import Context, LanguageModel
-from lm_core.vocab import BOS, EOS, UNK
-
-SPECIAL = frozenset({BOS, EOS, UNK})
-UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (as the Engine does)
+from lm_core.model import UNBOUNDED_CONTEXT, Context, LanguageModel
+from lm_core.vocab import BOS, EOS, UNK, is_word
 
 Suggest = Callable[[Sequence[str], str, int], list[str]]
 """suggest(context_words, typed_prefix, k) -> at most k suggested words, best first."""
-
-
-def is_word(token: str) -> bool:
-    """True for a token a keyboard would suggest: it has an alphanumeric character and is not <s>, </s>, <unk>."""
-    return token not in SPECIAL and any(ch.isalnum() for ch in token)
 
 
 def _context(history: Sequence[str], order: int | None) -> Context:

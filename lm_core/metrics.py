@@ -13,6 +13,21 @@ from dataclasses import dataclass
 from lm_core.model import LanguageModel
 from lm_core.vocab import BOS, EOS
 
+LN2 = math.log(2.0)
+"""Nats in a bit: a natural log divided by it is a log2."""
+LN10 = math.log(10.0)
+"""Nats in a decimal digit (a ban): a log10 (ARPA files, KenLM) times it is a natural log."""
+
+
+def to_bits(nats: float) -> float:
+    """A natural log (or a difference of natural logs) as a log2, in bits."""
+    return nats / LN2
+
+
+def surprisal_bits(logprob: float) -> float:
+    """-log2 P in bits of a natural-log probability; inf for a probability of 0."""
+    return -logprob / LN2
+
 
 @dataclass(frozen=True, slots=True)
 class TokenScore:

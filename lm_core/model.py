@@ -6,6 +6,8 @@ All probabilities cross this boundary either as plain probabilities (`Prediction
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -13,6 +15,9 @@ import numpy as np
 
 Context = tuple[str, ...]
 """Tokens before the predicted word, oldest first; may start with "<s>" at a sentence start."""
+
+UNBOUNDED_CONTEXT = 64
+"""Tokens of context given to a model of unbounded order (`order` None: a recurrent neural model, a blend)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,20 @@ class LanguageModel(Protocol):
     def logprob(self, word: str, context: Context) -> float: ...
 
     def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]: ...
+
+
+def top_predictions(
+    candidates: np.ndarray, scores: Callable[[np.ndarray], np.ndarray], words: list[str], k: int, log: bool = False
+) -> list[Prediction]:
+    """The k most probable of `candidates` (word ids) as `Prediction`s, best first, ties broken by word.
+    `scores(candidates)` gives their probabilities, or with `log` their natural-log probabilities; candidates of
+    probability 0 are left out."""
+    if len(candidates) == 0:
+        return []
+    ranked = rank_top_k(scores(candidates), candidates, words, k)
+    if log:
+        return [Prediction(words[w], math.exp(lp)) for lp, w in ranked if lp > -math.inf]
+    return [Prediction(words[w], p) for p, w in ranked if p > 0]
 
 
 def rank_top_k(scores: np.ndarray, ids: np.ndarray, words: list[str], k: int) -> list[tuple[float, int]]:

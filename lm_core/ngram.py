@@ -23,11 +23,12 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from lm_core.counts import ADJUSTED, RAW, CountReader, Level
-from lm_core.model import Context, Prediction, rank_top_k
+from lm_core.model import Context, Prediction, top_predictions
 from lm_core.smoothing import Smoothing, good_turing_ratios, kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID
 
@@ -194,12 +195,7 @@ class NgramModel:
         if k <= 0:
             return []
         ids = self._context_ids(context)
-        candidates = self._candidates(ids, k, prefix)
-        if len(candidates) == 0:
-            return []
-        words = self.counts.vocab.words
-        ranked = rank_top_k(self._probs(ids, candidates), candidates, words, k)
-        return [Prediction(words[w], p) for p, w in ranked if p > 0]
+        return top_predictions(self._candidates(ids, k, prefix), partial(self._probs, ids), self.counts.vocab.words, k)
 
     def prefetch(self, contexts: Iterable[Context]) -> None:
         """Warm the count reader for many contexts at once (if it can fetch in bulk); results do not change."""

@@ -42,11 +42,10 @@ from lm_core.corrections import (
     Vocabulary,
     edits_at,
 )
+from lm_core.metrics import surprisal_bits, to_bits
 from lm_core.model import LanguageModel
-from lm_core.vocab import BOS, EOS, UNK
+from lm_core.vocab import BOS, EOS, SPECIAL
 
-SPECIAL = frozenset({BOS, EOS, UNK})
-LN2 = math.log(2)
 UNGATED = frozenset({CONFUSION, DOUBLED, MISSPELLING})
 DEFAULT_KIND_BITS: tuple[tuple[str, float], ...] = ((CONFUSION, -3.0), (DOUBLED, -7.0), (SPELLING, 2.0))
 """Extra bits per kind (the rest: 0). Tuned with bench/evaluation.py's tuning split (the first half of JFLEG dev,
@@ -121,6 +120,8 @@ class Oddity:
 
 
 Memo = dict[tuple[tuple[str, ...], str], float]
+ANY_WORD = Vocabulary(known=lambda w: True, near=lambda w: ())
+"""The vocabulary when none is given: any word may be proposed, none is offered as a spelling correction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,39 +206,53 @@ def find_oddities(
     return find_oddities_many(model, [item], config, vocab, screen, memo)[0]
 
 
+@dataclass(frozen=True, slots=True)
+class CheckSetup:
+    """What scoring candidate edits needs besides the sentences: the `model` that decides, the `config`, what may be
+    proposed (`vocab`), a cheaper `screen` model that screens candidates first so that `model` scores only the
+    survivors (None: no screening), and `memo`, per-token scores kept across calls (for the model that scores
+    first)."""
+
+    model: LanguageModel
+    config: OddityConfig = field(default_factory=OddityConfig)
+    vocab: Vocabulary = ANY_WORD
+    screen: LanguageModel | None = None
+    memo: Memo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Judge:
+    """One model's view of the edits: the model, its unigram log2 probabilities, its memo of per-token scores."""
+
+    model: LanguageModel
+    unigram: Callable[[str], float]
+    memo: Memo | None
+
+
 def score_candidates(
-    model: LanguageModel,
-    sentences: Sequence[SentenceInput],
-    config: OddityConfig | None = None,
-    vocab: Vocabulary | None = None,
-    screen: LanguageModel | None = None,
-    memo: Memo | None = None,
+    setup: CheckSetup, sentences: Sequence[SentenceInput]
 ) -> list[list[tuple[Edit, tuple[float, float]]]]:
     """Every candidate edit of each sentence that comes near what it needs, with (normalised gain, raw window gain)
-    in bits, all sentences scored in one batch (candidates far below the threshold drop out on the way).
-
-    `vocab`: what may be proposed (default: anything); `screen`: a cheaper model that screens candidates first
-    (the sentences' scores under it are computed here) so that `model` scores only the survivors; `memo`: per-token
-    scores kept across calls (for the model that scores first)."""
-    config = config or OddityConfig()
-    vocab = vocab or Vocabulary(known=lambda w: True, near=lambda w: ())
-    first = screen or model
+    in bits, all sentences scored in one batch (candidates far below the threshold drop out on the way). With a
+    `screen` model the sentences' scores under it are computed here."""
+    config, screen, memo = setup.config, setup.screen, setup.memo
+    first = _Judge(screen or setup.model, _unigram_bits(screen or setup.model, memo), memo)
     jobs: list[tuple[int, Edit]] = []
     first_logprobs = []
     for k, item in enumerate(sentences):
         lps = item.logprobs if screen is None else score_tokens_of(screen, item.tokens, memo)
         first_logprobs.append(lps)
-        bits = [-lp / LN2 if lp > -math.inf else math.inf for lp in lps]
+        bits = [surprisal_bits(lp) for lp in lps]
         for i in range(len(item.tokens)):
-            jobs += [(k, e) for e in _candidates(item.tokens, i, item.skip, item.editable, bits, vocab, config)]
-    unigram = _unigram_bits(first, memo)
-    if first.order is not None and first.order > 2:  # a first look at the edit and the token after it
-        scored = _gains(first, sentences, first_logprobs, jobs, config, unigram, memo, short=True)
+            jobs += [(k, e) for e in _candidates(item, i, bits, setup.vocab, config)]
+    if first.model.order is not None and first.model.order > 2:  # a first look at the edit and the token after it
+        scored = _gains(first, sentences, first_logprobs, jobs, config, short=True)
         jobs = _survivors(jobs, scored, config, config.short_margin_bits, config.short_keep)
-    scored = _gains(first, sentences, first_logprobs, jobs, config, unigram, memo)
+    scored = _gains(first, sentences, first_logprobs, jobs, config)
     if screen is not None:
         jobs = _survivors(jobs, scored, config, config.screen_margin_bits, config.max_alternatives)
-        scored = _gains(model, sentences, [s.logprobs for s in sentences], jobs, config, _unigram_bits(model), None)
+        judge = _Judge(setup.model, _unigram_bits(setup.model), None)
+        scored = _gains(judge, sentences, [s.logprobs for s in sentences], jobs, config)
     per_sentence: list[list[tuple[Edit, tuple[float, float]]]] = [[] for _ in sentences]
     for (k, edit), result in zip(jobs, scored, strict=True):
         per_sentence[k].append((edit, result))
@@ -252,13 +267,13 @@ def find_oddities_many(
     screen: LanguageModel | None = None,
     memo: Memo | None = None,
 ) -> list[list[Oddity]]:
-    """The odd words of each sentence, every candidate of every sentence scored in one batch (see
-    `score_candidates` for the arguments)."""
+    """The odd words of each sentence, every candidate of every sentence scored in one batch (see `CheckSetup` for
+    the arguments; `vocab` None: any word may be proposed)."""
     config = config or OddityConfig()
-    per_sentence = score_candidates(model, sentences, config, vocab, screen, memo)
+    per_sentence = score_candidates(CheckSetup(model, config, vocab or ANY_WORD, screen, memo), sentences)
     out = []
     for item, found in zip(sentences, per_sentence, strict=True):
-        surprisal = [-lp / LN2 if lp > -math.inf else math.inf for lp in item.logprobs]
+        surprisal = [surprisal_bits(lp) for lp in item.logprobs]
         out.append(_select(item.tokens, found, config, surprisal) if found else [])
     return out
 
@@ -288,14 +303,10 @@ def score_tokens_of(model: LanguageModel, sentence: Sequence[str], memo: Memo | 
 
 
 def _candidates(
-    sentence: Sequence[str],
-    i: int,
-    skip: Sequence[bool],
-    editable: Sequence[bool],
-    bits: Sequence[float],
-    vocab: Vocabulary,
-    config: OddityConfig,
+    item: SentenceInput, i: int, bits: Sequence[float], vocab: Vocabulary, config: OddityConfig
 ) -> list[Edit]:
+    """The edits at token i of the sentence worth scoring (`bits`: each token's surprisal)."""
+    sentence, skip, editable = item.tokens, item.skip, item.editable
     if sentence[i] == EOS or skip[i] or not editable[i]:
         return []
     kinds = config.kinds
@@ -353,17 +364,16 @@ def _window(model: LanguageModel, sentence: Sequence[str], edit: Edit, short: bo
 
 
 def _gains(
-    model: LanguageModel,
+    judge: _Judge,
     sentences: Sequence[SentenceInput],
     logprobs: Sequence[Sequence[float]],
     jobs: Sequence[tuple[int, Edit]],
     config: OddityConfig,
-    unigram: Callable[[str], float],
-    memo: Memo | None,
     short: bool = False,
 ) -> list[tuple[float, float]]:
-    """(normalised gain, raw window gain) in bits for each (sentence number, edit); `short`: over the edit and the
-    token after it only."""
+    """(normalised gain, raw window gain) in bits for each (sentence number, edit) under the judge's model, given
+    each sentence's per-token `logprobs` under it; `short`: over the edit and the token after it only."""
+    model, unigram = judge.model, judge.unigram
     requests = []
     olds = []
     for k, edit in jobs:
@@ -371,10 +381,10 @@ def _gains(
         start, stop = _window(model, sentence, edit, short)
         requests.append((sentence[:start], (*edit.tokens, *sentence[edit.stop : stop])))
         olds.append(math.fsum(logprobs[k][start:stop]))
-    news = score_windows(model, requests, memo)
+    news = score_windows(model, requests, judge.memo)
     out = []
     for (k, edit), old, new in zip(jobs, olds, news, strict=True):
-        raw = (new - old) / LN2 if new > -math.inf else -math.inf
+        raw = to_bits(new - old) if new > -math.inf else -math.inf
         gain = raw
         if config.frequency_weight and len(edit.tokens) == 1 and edit.stop - edit.start == 1:
             gain -= config.frequency_weight * (unigram(edit.tokens[0]) - unigram(sentences[k].tokens[edit.start]))
@@ -388,11 +398,11 @@ def _unigram_bits(model: LanguageModel, memo: Memo | None = None) -> Callable[[s
     def bits(word: str) -> float:
         key = ((), word)
         if memo is not None and key in memo:
-            return memo[key] / LN2
+            return to_bits(memo[key])
         value = model.logprob(word, () if model.order is not None else (BOS,))
         if memo is not None:
             memo[key] = value
-        return value / LN2 if value > -math.inf else -1e9
+        return to_bits(value) if value > -math.inf else -1e9
 
     return bits
 

@@ -24,6 +24,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from lm_core.vocab import BOS, EOS, SPECIAL, UNK
+
 __all__ = [
     "BOS",
     "EOS",
@@ -39,11 +41,6 @@ __all__ = [
     "sentences_from",
     "tokenize",
 ]
-
-BOS = "<s>"
-EOS = "</s>"
-UNK = "<unk>"
-SPECIAL = frozenset({BOS, EOS, UNK})
 
 
 class Token(NamedTuple):

@@ -11,6 +11,13 @@ from collections.abc import Iterable
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
+SPECIAL = frozenset({BOS, EOS, UNK})
+"""The tokens that stand for no written word: sentence start and end, and every out-of-vocabulary word."""
+
+
+def is_word(token: str) -> bool:
+    """True for a token a keyboard would suggest: it has an alphanumeric character and is not <s>, </s>, <unk>."""
+    return token not in SPECIAL and any(ch.isalnum() for ch in token)
 
 
 class Vocab:

@@ -29,14 +29,13 @@ from collections import Counter
 from pathlib import Path
 
 from lm_core import tokenize
-from lm_core.counting import CountTables, count_ngrams, encode_sentences, prune
+from lm_core.counting import DEFAULT_ORDER, CountTables, count_ngrams, encode_sentences, prune
 from lm_core.inference import NeuralConfig, NeuralLM
 from lm_core.vocab import UNK, Vocab
 from lsp_server.paths import DEFAULT_BASE_NAME, DEFAULT_MODEL, DEFAULT_NEURAL_MODEL
 from store.countstore import CountStore
 
 UNK_MARKER = "Qxunkxq"  # stands for WikiText's <unk> while the prose tokenizer runs
-DEFAULT_ORDER = 5
 DEFAULT_MIN_COUNTS = (1, 1, 1, 2, 2)  # WikiText-2 valid perplexity 195 (xz 8.8 MB); (1,1,2,2,2) gives 213 (4.5 MB)
 MAX_BYTES = 20 * 1024 * 1024  # the compressed store shipped in the package stays under this (pruning sees to it)
 NEURAL_VOCAB = 20_000  # words the neural model knows (with <unk> <s> </s>)

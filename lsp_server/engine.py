@@ -22,10 +22,11 @@ from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, Adaptation
 from lm_core.backoff import BackoffModel
 from lm_core.corrections import NeighbourIndex, Vocabulary
 from lm_core.metrics import perplexity_of_scores, sentence_scores
-from lm_core.model import Context, LanguageModel
+from lm_core.model import UNBOUNDED_CONTEXT, Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
-from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
+from lm_core.vocab import BOS, BOS_ID, EOS, SPECIAL, UNK, UNK_ID
+from lm_core.vocab import is_word as _is_suggestible
 from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, seed_from_default_model
 from store import schema
 from store.arpa import ArpaStore
@@ -36,9 +37,7 @@ from store.sqlite_counts import SqliteCounts
 if TYPE_CHECKING:  # torch is imported only when a neural model is attached
     from lm_core.blend import Blend
 
-SPECIAL = frozenset({BOS, EOS, UNK})
 LOOKBACK = 4000
-UNBOUNDED_CONTEXT = 64  # context tokens given to a model of unbounded order (a recurrent neural model, a blend)
 DEFAULT_BLEND_WEIGHT = 0.3  # the neural model's weight when neither the caller nor the checkpoint says
 OVERLAP_WORDS = 1000  # a neural model must know at least MIN_OVERLAP of the store's OVERLAP_WORDS likeliest words
 MIN_OVERLAP = 0.5
@@ -830,10 +829,6 @@ def _is_common_casing(surface: str, index: int) -> bool:
 def _sentence_bytes(norms: tuple[str, ...], result: tuple[float, list[Oddity]]) -> int:
     """What one checked sentence costs in the cache, in bytes (its key's strings and tuple, its oddities)."""
     return sys.getsizeof(norms) + sum(sys.getsizeof(w) for w in norms) + SENTENCE_ENTRY_BYTES * (1 + len(result[1]))
-
-
-def _is_suggestible(word: str) -> bool:
-    return word not in SPECIAL and any(ch.isalnum() for ch in word)
 
 
 __all__ = ["Completion", "DocumentScore", "Engine", "Smoothing", "Suggestion", "WordScore"]

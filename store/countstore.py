@@ -21,7 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lm_core.counting import CountTables, HiddenMass, OrderTable, count_ngrams, encode_sentences, ngram_delta
+from lm_core.counting import (
+    DEFAULT_ORDER,
+    CountTables,
+    HiddenMass,
+    OrderTable,
+    count_ngrams,
+    encode_sentences,
+    ngram_delta,
+)
 from lm_core.counts import ADJUSTED, COC_MAX, RAW
 from lm_core.vocab import BOS_ID, EOS_ID, Vocab
 from store import schema, sources, streaming
@@ -31,7 +39,6 @@ FORGOTTEN = "\x00forgotten\x00{}"
 """What a forgotten word's vocabulary row becomes (no tokenizer produces a NUL, so no text can match it)."""
 OTHER_WRITERS_CHECK_S = 0.02
 """How often readers look for other processes' commits (PRAGMA data_version)."""
-DEFAULT_ORDER = 5
 MAX_ORDER = 9
 CHUNK_TOKENS = 4_000_000
 """Bulk builds count this many tokens at a time, so memory stays bounded however large the corpus."""

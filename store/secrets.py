@@ -79,8 +79,10 @@ class Detector:
     - `guard`: what keeps ordinary writing from being flagged (said in words; where it is a check of its own and not
       a part of `pattern`, `reject` holds it: a match that `reject` finds in is not a secret);
     - `prefilter`: the pattern runs only when one of these substrings occurs (for patterns without a literal);
-    - `back` / `back_check`: a pattern that is found from a literal in its middle extends its start back over the
-      characters of `back` and must then fully match `back_check`.
+    - a pattern found from a literal in its middle (a regular expression cannot be searched for quickly from a
+      character class) is written whole, with the regular-expression comment `(?#found from here)` (`FOUND_FROM`)
+      where the search starts: what stands before it is checked backwards from each match (within `_BACK_LIMIT`
+      characters), and the secret starts where that part does.
     """
 
     kind: str
@@ -89,23 +91,25 @@ class Detector:
     guard: str
     reject: str = ""
     prefilter: tuple[str, ...] = ()
-    back: str = ""
-    back_check: str = ""
     compiled: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False, default=())
     compiled_reject: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
-    compiled_back: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
-    compiled_back_check: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+    compiled_before: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         compile_ = object.__setattr__
         sources = (self.pattern,) if isinstance(self.pattern, str) else (self.pattern or ())
+        before = ""
+        if len(sources) == 1 and FOUND_FROM in sources[0]:
+            before, found = sources[0].split(FOUND_FROM)
+            sources = (found,)
         compile_(self, "compiled", tuple(re.compile(source, re.MULTILINE) for source in sources))
         compile_(self, "compiled_reject", re.compile(self.reject) if self.reject else None)
-        compile_(self, "compiled_back", re.compile(f"[{self.back}]{{0,{_BACK_LIMIT}}}\\Z") if self.back else None)
-        compile_(self, "compiled_back_check", re.compile(self.back_check, re.DOTALL) if self.back_check else None)
+        compile_(self, "compiled_before", re.compile(f"(?:{before})\\Z") if before else None)
 
 
-_BACK_LIMIT = 64
+FOUND_FROM = "(?#found from here)"
+"""Where the search for a pattern starts (a regular-expression comment; see `Detector`)."""
+_BACK_LIMIT = 64  # characters looked at before a match for the part of its pattern written before FOUND_FROM
 _WORD_EDGE = "not inside a longer token (no letter, digit, _ or - on either side)"
 _PASSWORD_WORDS = r"passw(?:or)?d|passwort|kennwort|passphrase|contrase(?:ñ|n)a|mot de passe|pwd"
 # a value that reads as a password rather than a word: 6+ characters, a letter, and a digit or a symbol
@@ -245,11 +249,9 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "mailchimp_key",
-        r"-us[0-9]{1,2}" + _E,  # found from "-us"; the 32 hexadecimal digits before it are checked after
+        r"(?<![A-Za-z0-9_-])[0-9a-f]{32}(?#found from here)-us[0-9]{1,2}" + _E,
         ("{H32}-us{D2}",),
         "exactly 32 lower-case hexadecimal digits, then -us and a data-centre number",
-        back="0-9a-f",
-        back_check=r"(?<![A-Za-z0-9_-])[0-9a-f]{32}-us.*",
     ),
     Detector(
         "square_token",
@@ -276,13 +278,12 @@ DETECTORS: tuple[Detector, ...] = (
         ("shpat_{H32}",),
         "shpat_/shpca_/shppa_/shpss_ and 32 hexadecimal digits",
     ),
-    Detector(  # found from its first dot; the 24-28 characters before it, starting with M, N or O, are checked after
+    Detector(
         "discord_bot_token",
-        r"\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,40}" + _E,
+        r"(?<![A-Za-z0-9_-])[MNO][A-Za-z0-9_-]{23,27}(?#found from here)\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,40}"
+        + _E,
         ("M{A23}.{S6}.{S27}",),
         "three dot-separated parts of 24-28, 6-7 and 27-40 characters, the first starting with M, N or O",
-        back=_TOKEN_CHARS,
-        back_check=r"[MNO][A-Za-z0-9_-]{23,27}\..*",
     ),
     Detector(
         "discord_webhook",
@@ -292,11 +293,9 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "telegram_bot_token",
-        r":AA(?<=[0-9]{8}:AA)[A-Za-z0-9_-]{33}" + _E,
+        r"(?<![0-9])[0-9]{8,10}(?#found from here):AA(?<=[0-9]{8}:AA)[A-Za-z0-9_-]{33}" + _E,
         ("{D9}:AA{S33}",),
         "8-10 digits, :AA and exactly 33 characters",
-        back="0-9",
-        back_check=r"[0-9]{8,10}:.*",
     ),
     Detector(
         "jwt",
@@ -304,8 +303,9 @@ DETECTORS: tuple[Detector, ...] = (
         ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkFubiJ9.{S43}",),
         "two base64 JSON parts (eyJ...) joined by dots",
     ),
-    Detector(  # found from its "://"; the scheme before it is added after
+    Detector(
         "url_credentials",
+        r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,20}(?#found from here)"
         r"://[^\s/:@\"'<>]{1,100}:(?![0-9]{1,5}(?:/|\Z))[^\s@\"'<>]{1,200}@[^\s@\"'<>]+",
         (
             "Connect with [[postgres://admin:{A14}@db.internal.example:5432/app]] from the office",
@@ -313,8 +313,6 @@ DETECTORS: tuple[Detector, ...] = (
             "The replica is [[postgres://app:{A6}/{A8}@db.internal.example/app]] today",
         ),
         "user:password@ right after scheme://; a port (host:8080/...@) is not a password",
-        back="A-Za-z0-9+.-",
-        back_check=r"[A-Za-z][A-Za-z0-9+.-]{0,20}://.*",
     ),
     Detector(
         "netrc_credentials",
@@ -538,12 +536,11 @@ def find_secrets(text: str) -> list[Secret]:
             continue
         for m in (m for pattern in detector.compiled for m in pattern.finditer(text)):
             start = m.start()
-            if detector.compiled_back is not None:
-                extended = detector.compiled_back.search(text, max(0, start - _BACK_LIMIT), start)
-                start = extended.start() if extended else start
-                check = detector.compiled_back_check
-                if check is not None and not check.fullmatch(text, start, m.end()):
+            if detector.compiled_before is not None:
+                before = detector.compiled_before.search(text, max(0, start - _BACK_LIMIT), start)
+                if before is None:
                     continue
+                start = before.start()
             if detector.compiled_reject is not None and detector.compiled_reject.search(text, start, m.end()):
                 continue
             found.append(Secret(detector.kind, start, m.end()))

@@ -16,18 +16,11 @@ from lsp_server.cli import main
 from store.countstore import CountStore
 from store.errors import InputError, NotAStoreError, StoreError
 from store.sources import decode_text
-from tests.test_cli import error_of, ok, snapshot, write
+from tests.conftest import error_of, ok, snapshot, write
+
+pytestmark = pytest.mark.usefixtures("private_data_dir")
 
 CORPUS = "the cat sat on the mat\nthe dog sat on the log\nthe cat ran\n"
-
-
-@pytest.fixture(autouse=True)
-def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Whatever a test forgets to pass, the user's real store is never touched."""
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("NEXTWORD_DB", raising=False)
-    monkeypatch.delenv("NEXTWORD_DEBUG", raising=False)
-    return tmp_path / "xdg"
 
 
 @pytest.fixture
@@ -133,7 +126,9 @@ def test_build_with_a_bad_file_after_good_ones_adds_nothing(store: Path, tmp_pat
 
 
 def test_a_failed_build_writes_only_the_error_to_stderr(tmp_path: Path) -> None:
-    error_of("build", "--db", tmp_path / "new.db", "--order", 3, tmp_path / "missing.txt")
+    missing = tmp_path / "missing.txt"
+    assert error_of("build", "--db", tmp_path / "new.db", "--order", 3, missing) == f"{missing}: no such file"
+    assert not list(tmp_path.glob("new.db*"))
 
 
 def test_a_failed_learn_into_a_new_db_leaves_no_file(tmp_path: Path) -> None:
@@ -209,7 +204,16 @@ def test_build_of_a_file_already_in_the_store_changes_nothing(store: Path, tmp_p
 
 
 def test_build_into_an_existing_store_needs_no_order(store: Path, tmp_path: Path) -> None:
+    before = snapshot(store)["ngrams"]
     ok("build", "--db", store, "--pretokenized", write(tmp_path / "more.txt", "another line\n"))
+    after = snapshot(store)["ngrams"]
+    assert "     sources: 2\n" in ok("stats", "--db", store)
+    # The new sentence's n-grams, each seen once, are added (the store is order 3); nothing else was lost.
+    added = {("another",), ("line",), ("<s>", "another"), ("another", "line"), ("line", "</s>"),
+             ("<s>", "another", "line"), ("another", "line", "</s>")}  # fmt: skip
+    assert added <= after.keys() and not added & before.keys()
+    assert {g: after[g][0] for g in added} == dict.fromkeys(added, 1)
+    assert all(after[g][0] >= c for g, (c, _) in before.items())
 
 
 # --- damaged and foreign store files -----------------------------------------------------------------------------

@@ -11,15 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from lm_core.counts import ADJUSTED, RAW
 from lm_core.metrics import perplexity
 from lm_core.tokenize import pretokenized_sentences
 from lsp_server.cli import main
 from lsp_server.engine import Engine
 from lsp_server.paths import DEFAULT_MODEL
-from store.countstore import CountStore
+from tests.conftest import error_of, ok, snapshot, write
+
+pytestmark = pytest.mark.usefixtures("private_data_dir")
 
 # Pretokenized, order 3. By hand (with <s> and </s>): words the cat sat on mat dog log ran </s> = 9 (+ <s> = 10
 # unigrams); bigrams <s>-the the-cat cat-sat sat-on on-the the-mat mat-</s> the-dog dog-sat the-log log-</s>
@@ -29,62 +29,12 @@ TEXT_A = "the cat sat on the mat\nthe dog sat on the log\n"
 TEXT_B = "the cat ran\n"
 
 
-@pytest.fixture(autouse=True)
-def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Whatever a test forgets to pass, the user's real store is never touched."""
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("NEXTWORD_DB", raising=False)
-    monkeypatch.delenv("NEXTWORD_DEBUG", raising=False)
-    return tmp_path / "xdg"
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def ok(*args: object) -> str:
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def error_of(*args: object) -> str:
-    """Run a command that must fail: exit status 1 and exactly one `nextword: error:` line on stderr."""
-    result = run(*args)
-    assert result.exit_code == 1, result.output
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("nextword: error: ")
-    assert "Traceback" not in result.stderr
-    return lines[0].removeprefix("nextword: error: ")
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def ranked(output: str) -> list[tuple[str, float]]:
     """`complete` output as (word, probability), checking the ranks run 1, 2, 3, ..."""
     rows = [line.split() for line in output.splitlines()]
     assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
     assert all(len(r) == 3 for r in rows), output
     return [(r[1], float(r[2])) for r in rows]
-
-
-def snapshot(path: Path) -> dict[str, object]:
-    """Everything a count store holds, keyed by words (ids depend on history)."""
-    with CountStore.open(path) as store:
-        words = store.vocab.words
-        ngrams = {
-            tuple(words[i] for i in gram): (c, cc)
-            for table in store.load_tables().tables
-            for gram, c, cc in zip(table.grams.tolist(), table.count.tolist(), table.cont.tolist(), strict=True)
-        }
-        coc = {(n, k): store.stored_count_of_counts(n, k) for n in range(1, store.order + 1) for k in (RAW, ADJUSTED)}
-        casing = sorted((words[i], s, n) for i, s, n in store.db.execute("SELECT id, surface, n FROM casing"))
-    return {"ngrams": ngrams, "coc": coc, "casing": casing}
 
 
 @pytest.fixture

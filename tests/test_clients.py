@@ -316,7 +316,9 @@ def test_neovim_help_has_tags_for_every_command(nvim: str, tmp_path: Path) -> No
     # The tags file ships (`:help nextword` works without `:helptags`), and is what `:helptags` makes of the help.
     assert (NVIM_PLUGIN / "doc" / "tags").read_text() == (doc / "tags").read_text()
     tags = {line.split("\t")[0] for line in (doc / "tags").read_text().splitlines()}
-    commands = set(re.findall(r"add\('(Nextword\w+)'", (NVIM_PLUGIN / "lua" / "nextword" / "init.lua").read_text()))
+    # user commands: add('NextwordX', ...) or a row { 'NextwordX', server command, description } of the plain ones
+    init = (NVIM_PLUGIN / "lua" / "nextword" / "init.lua").read_text()
+    commands = set(re.findall(r"(?:add\(|\{ )'(Nextword\w+)'", init))
     assert len(commands) == 8
     assert {f":{c}" for c in commands} | {"nextword.setup()", "nextword.statusline()", "nextword-settings"} <= tags
 

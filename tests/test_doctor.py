@@ -10,15 +10,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from lm_core.counting import count_ngrams, encode_sentences
 from lm_core.tokenize import prose_sentences
 from lm_core.vocab import Vocab
-from lsp_server.cli import main
 from store import doctor
 from store.countstore import CountStore
-from tests.test_store_invariant import snapshot
+from tests.conftest import run, store_snapshot
+
+pytestmark = pytest.mark.usefixtures("private_data_dir")
 
 DOCS = {
     "a.md": "The cat sat on the mat. The cat ran to the door. " * 40,
@@ -28,17 +28,6 @@ DOCS = {
 
 
 WORDS = ["apple", "river", "stone", "cloud", "music", "paper", "window", "garden", "silver", "forest", "candle"]
-
-
-@pytest.fixture(autouse=True)
-def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("NEXTWORD_DB", raising=False)
-    monkeypatch.delenv("NEXTWORD_DEBUG", raising=False)
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def sha(path: Path) -> str:
@@ -72,7 +61,7 @@ def expected_snapshot(tmp_path: Path, files: list[Path]) -> dict[str, object]:
         for file in files:
             s.learn_file(file)
         s.learn("untitled:1", "A note that is not a file. It has no file behind it.")
-        return snapshot(s)
+        return store_snapshot(s)
 
 
 def damage_page_of(path: Path, table: str, pagetype: str | None = None) -> None:
@@ -128,7 +117,7 @@ def test_a_tampered_count_is_found_and_repaired(store: Path, tmp_path: Path, fil
     assert "rebuilt" in result.stdout and result.stdout.splitlines()[-1] == f"{store}: healthy"
     assert (store.stat().st_mode & 0o777) == 0o600
     with CountStore.open(store) as s:
-        assert snapshot(s) == expected_snapshot(tmp_path, files)
+        assert store_snapshot(s) == expected_snapshot(tmp_path, files)
     assert doctor.diagnose(store).healthy
 
 
@@ -147,7 +136,7 @@ def test_a_corrupted_count_page_is_found_and_rebuilt_from_the_recorded_streams(
     [damaged] = store.parent.glob("s.db.damaged-*[0-9]Z")
     assert sha(damaged) == corrupted
     with CountStore.open(store) as s:
-        assert snapshot(s) == expected_snapshot(tmp_path, files)
+        assert store_snapshot(s) == expected_snapshot(tmp_path, files)
 
 
 def test_a_damaged_source_record_is_rebuilt_from_its_file(store: Path, tmp_path: Path, files: list[Path]) -> None:
@@ -165,7 +154,7 @@ def test_a_damaged_source_record_is_rebuilt_from_its_file(store: Path, tmp_path:
     assert result.exit_code == 0, result.output
     assert "4 source(s) from their records, 1 read again from their files, 0 lost" in result.stdout
     with CountStore.open(store) as s:
-        assert snapshot(s) == expected_snapshot(tmp_path, files)
+        assert store_snapshot(s) == expected_snapshot(tmp_path, files)
 
 
 def test_repair_never_overwrites_a_kept_file(tmp_path: Path) -> None:
@@ -223,11 +212,11 @@ def test_forgetting_leaves_no_word_behind_and_a_rebuild_keeps_the_counts(store: 
         s.forget("untitled:2")
         assert "zanzibar" not in s.vocab.words  # its id keeps a placeholder; the word itself is gone
         assert b"anzibar" not in store.read_bytes()
-        before = snapshot(s)
+        before = store_snapshot(s)
     result = run("doctor", "--db", store, "--rebuild")
     assert result.exit_code == 0, result.output
     [old] = store.parent.glob("s.db.replaced-*[0-9]Z")
     assert f"the old file is kept as {old}" in result.stdout
     with CountStore.open(store) as s:
         assert "zanzibar" not in s.vocab.words
-        assert snapshot(s) == before
+        assert store_snapshot(s) == before

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
 
 from lm_core.neural import load_checkpoint, update_checkpoint_metrics
-from lsp_server.cli import main
+from tests.conftest import error_of, ok, run
 
 TINY = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--bptt", "10", "--dropout", "0"]
 
@@ -23,10 +22,8 @@ def grammar_lines(n: int, seed: int) -> str:
 
 
 @pytest.fixture(autouse=True)
-def private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("NEXTWORD_DB", raising=False)
-    monkeypatch.delenv("NEXTWORD_DEBUG", raising=False)
+def private(private_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's real store out of reach (`private_data_dir`), and the test's folder as the working directory."""
     monkeypatch.chdir(tmp_path)
     yield
     torch.set_num_threads(1)
@@ -37,24 +34,6 @@ def corpus(tmp_path: Path) -> Path:
     path = tmp_path / "train.txt"
     path.write_text(grammar_lines(300, seed=0))
     return path
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def ok(*args: object) -> str:
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def error_of(*args: object) -> str:
-    result = run(*args)
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nextword: error: "), result.stderr
-    return lines[0].removeprefix("nextword: error: ")
 
 
 def test_train_neural_writes_a_checkpoint_and_a_plot(corpus: Path, tmp_path: Path) -> None:
@@ -134,8 +113,9 @@ def test_eval_prints_ngram_neural_and_blend_side_by_side(corpus: Path, tmp_path:
     assert all(1 < ppl < 20 for ppl in rows.values())
     assert "n-gram" in ok("eval", "--db", "s.db", "test.txt")
     (tmp_path / "bad.pt").write_bytes(b"garbage")
+    # eval says what it measures (stdout) before it opens the neural model
     assert "bad.pt is not a readable neural checkpoint" in error_of(
-        "eval", "--db", "s.db", "--neural", "bad.pt", "test.txt"
+        "eval", "--db", "s.db", "--neural", "bad.pt", "test.txt", report_first=True
     )
 
 
@@ -163,7 +143,8 @@ def test_complete_and_score_blend_with_a_neural_model(corpus: Path, tmp_path: Pa
 def test_eval_neural_default_needs_a_model_that_fits_the_store(corpus: Path, tmp_path: Path) -> None:
     ok("build", "--db", "s.db", "--pretokenized", "--order", "3", corpus)
     (tmp_path / "test.txt").write_text(grammar_lines(20, seed=3))
-    assert "no neural model for this store" in error_of("eval", "--db", "s.db", "--neural", "default", "test.txt")
+    message = error_of("eval", "--db", "s.db", "--neural", "default", "test.txt", report_first=True)
+    assert "no neural model for this store" in message
     ok("train-neural", "--pretokenized", "--epochs", "1", *TINY, "-o", "s.db.neural.pt", corpus)  # "retrained"
     rows = ok("eval", "--db", "s.db", "--neural", "default", "test.txt")
     assert "neural" in rows and "blend" in rows

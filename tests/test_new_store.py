@@ -10,17 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from lsprotocol import types
 from pytest_lsp import LanguageClient, client_capabilities
 from pytest_lsp.client import make_test_lsp_client
 
-from lsp_server.cli import main
 from lsp_server.paths import DEFAULT_BASE_NAME, DEFAULT_MODEL
 from store.countstore import CountStore
+from tests.conftest import run
 from tests.test_server import complete, end_of, open_doc, stop_server
 
-pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason=f"the shipped model {DEFAULT_MODEL} is missing")
+pytestmark = [
+    pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason=f"the shipped model {DEFAULT_MODEL} is missing"),
+    pytest.mark.usefixtures("private_data_dir"),
+]
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT = "I live in the United "
@@ -30,15 +32,8 @@ NOTE = (
 )
 
 
-@pytest.fixture(autouse=True)
-def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("NEXTWORD_DB", raising=False)
-    return tmp_path / "xdg"
-
-
 def cli(*args: object) -> tuple[str, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    result = run(*args)
     assert result.exit_code == 0, result.output
     return result.stdout, result.stderr
 

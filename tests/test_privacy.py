@@ -14,17 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from lm_core.files import make_private_folder, open_private
 from lsp_server import server as server_module
-from lsp_server.cli import main
 from lsp_server.engine import Engine
 from lsp_server.ignore import never_learned
 from lsp_server.settings import Settings
 from store import sources
 from store.countstore import CountStore
 from store.errors import InputError
+from tests.conftest import error_of, ok
 
 _rng = random.Random(15)
 PROSE = "The cat sat on the mat. The dog sat on the rug. We walked home after the rain.\n"
@@ -35,30 +34,10 @@ def fake(alphabet: str, n: int) -> str:
 
 
 @pytest.fixture(autouse=True)
-def private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("NEXTWORD_DB", raising=False)
-    monkeypatch.delenv("NEXTWORD_DEBUG", raising=False)
+def private(private_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's real store out of reach (`private_data_dir`), and the test's folder as the working directory."""
     monkeypatch.delenv(sources.MAX_DOCUMENT_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def ok(*args: object) -> str:
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def error_of(*args: object) -> str:
-    result = run(*args)
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nextword: error: "), result.stderr
-    return lines[0].removeprefix("nextword: error: ")
 
 
 @contextlib.contextmanager

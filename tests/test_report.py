@@ -7,11 +7,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from lsp_server.cli import main
 from lsp_server.engine import Engine
 from lsp_server.report import format_perplexity, render_report
+from tests.conftest import error_of, ok
+
+pytestmark = pytest.mark.usefixtures("private_data_dir")
 
 TRAINING = (
     "The cat sat on the mat. The dog sat on the log. There is a cat on the mat.\n"
@@ -19,12 +20,6 @@ TRAINING = (
 )
 DOCUMENT = 'The cat sat on the log. Their is a dog on the mat.\n<script>alert(1)</script> & the "end".\n'
 VOID = frozenset({"meta", "br", "hr", "img", "input", "link"})
-
-
-@pytest.fixture(autouse=True)
-def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("NEXTWORD_DB", raising=False)
 
 
 @pytest.fixture
@@ -110,9 +105,6 @@ def test_report_command_writes_the_page(db: Path, tmp_path: Path) -> None:
     doc = tmp_path / "doc.txt"
     doc.write_text(DOCUMENT, encoding="utf-8")
     out = tmp_path / "out.html"
-    result = CliRunner().invoke(main, ["report", str(doc), "-o", str(out), "--db", str(db)])
-    assert result.exit_code == 0, result.output
-    assert "perplexity" in result.output
+    assert "perplexity" in ok("report", doc, "-o", out, "--db", db)
     parse(out.read_text(encoding="utf-8"))
-    missing = CliRunner().invoke(main, ["report", str(tmp_path / "nope.txt"), "--db", str(db)])
-    assert missing.exit_code == 1 and "no such file" in missing.output
+    assert error_of("report", tmp_path / "nope.txt", "--db", db) == f"{tmp_path / 'nope.txt'}: no such file"

@@ -12,35 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from lsp_server.cli import main
 from store import bulk
 from store.countstore import CountStore
-from tests.test_store_invariant import snapshot
+from tests.conftest import error_of, run, store_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 PROSE = "The cat sat on the mat. The dog sat on the rug. We walked home after the rain.\n"
 
 
 @pytest.fixture(autouse=True)
-def private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("NEXTWORD_DB", raising=False)
-    monkeypatch.delenv("NEXTWORD_DEBUG", raising=False)
+def private(private_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's real store out of reach (`private_data_dir`), and the test's folder as the working directory."""
     monkeypatch.chdir(tmp_path)
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_of(*args: object) -> str:
-    result = run(*args)
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nextword: error: "), result.stderr
-    return lines[0].removeprefix("nextword: error: ")
 
 
 def md5(path: Path) -> str:
@@ -74,7 +58,7 @@ def test_a_foreign_sqlite_file_with_a_meta_table_is_left_byte_identical(tmp_path
     db.commit()
     db.close()
     before = md5(foreign)
-    message = error_of(*command, "--db", foreign)
+    message = error_of(*command, "--db", foreign, report_first=command == ["doctor"])
     if command != ["doctor"]:  # doctor reports the problems it finds, then says this
         assert "not a nextword store; it was left untouched" in message
     assert md5(foreign) == before
@@ -85,7 +69,7 @@ def test_a_full_disk_changes_nothing_and_says_so_in_one_line(tmp_path: Path) -> 
     (tmp_path / "small.txt").write_text(PROSE)
     assert nextword("learn", "--empty-store", "--db", "s.db", "small.txt", cwd=tmp_path).returncode == 0
     with CountStore.open(tmp_path / "s.db") as store:
-        before = snapshot(store)
+        before = store_snapshot(store)
     words = " ".join(f"w{i}x{i * 7919 % 10007}" for i in range(60_000))
     (tmp_path / "big.txt").write_text(words)
     size = (tmp_path / "s.db").stat().st_size  # RLIMIT_FSIZE limits each file: the -wal grows past it
@@ -94,7 +78,7 @@ def test_a_full_disk_changes_nothing_and_says_so_in_one_line(tmp_path: Path) -> 
     assert result.stderr.count("\n") == 1 and "nothing was changed" in result.stderr, result.stderr
     assert "cannot rollback" not in result.stderr
     with CountStore.open(tmp_path / "s.db") as store:
-        assert snapshot(store) == before
+        assert store_snapshot(store) == before
 
 
 def test_a_build_that_cannot_start_leaves_no_empty_store(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 
 pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
@@ -28,12 +27,14 @@ from lm_core.counting import count_ngrams, encode_sentences, limit_vocabulary, p
 from lm_core.counts import ADJUSTED, RAW  # noqa: E402
 from lm_core.tokenize import pretokenized_sentences  # noqa: E402
 from lm_core.vocab import Vocab  # noqa: E402
-from lsp_server.cli import main  # noqa: E402
 from store.arpa import export_arpa  # noqa: E402
 from store.bulk import build_local_base  # noqa: E402
 from store.countstore import CountStore  # noqa: E402
 from store.dask_build import build_with_dask, local_cluster, plan_blocks  # noqa: E402
 from store.errors import InputError, StoreError  # noqa: E402
+from tests.conftest import error_of, ok  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("private_data_dir")
 
 PROSE = [
     "The cat sat on the mat. The cat sat on the Mat again!\n\nA dog barked at the cat; the cat ran away.\n"
@@ -72,14 +73,6 @@ def two_workers(scheduler: str) -> Iterator[str]:
     yield scheduler
     with distributed.Client(scheduler, set_as_default=False) as client:
         client.wait_for_workers(2, timeout=60)
-
-
-@pytest.fixture(autouse=True)
-def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever a test forgets to pass, the user's real store is never touched."""
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    monkeypatch.delenv("NEXTWORD_DB", raising=False)
-    monkeypatch.delenv("NEXTWORD_DEBUG", raising=False)
 
 
 def corpus(folder: Path, tokenizer: str) -> list[Path]:
@@ -365,26 +358,6 @@ def test_a_task_that_always_kills_its_worker_fails_cleanly(tmp_path: Path, two_w
 
 
 # --- the command line -------------------------------------------------------------------------------------------------
-def run(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def ok(*args: object) -> str:
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def error_of(*args: object) -> str:
-    """Run a command that must fail: exit status 1 and exactly one `nextword: error:` line on stderr."""
-    result = run(*args)
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("nextword: error: ")
-    return lines[0].removeprefix("nextword: error: ")
-
-
 def test_cli_dask_build_on_its_own_local_cluster_equals_the_local_build(tmp_path: Path) -> None:
     files = corpus(tmp_path / "in", "pretokenized")
     common = ("--order", ORDER, "--pretokenized", "--prune", "1,1,2", "--vocab-limit", 7)

@@ -24,7 +24,7 @@ from lsp_server.engine import Engine
 from store import secrets
 from store.countstore import CountStore
 from store.sources import analyse
-from tests.test_store_invariant import snapshot
+from tests.conftest import store_snapshot
 
 _rng = random.Random(20240601)
 ALNUM = string.ascii_letters + string.digits
@@ -94,7 +94,9 @@ def test_a_secret_is_never_learned_nor_suggested(
 ) -> None:
     text = f"{INTRO}\n\n{paragraph}\n\n{OUTRO}\n"
     with learned(tmp_path, text) as store, learned(tmp_path, f"{INTRO}\n\n{OUTRO}\n") as expected:
-        assert snapshot(store) == snapshot(expected)  # the paragraph holding the secret added nothing at all
+        assert store_snapshot(store) == store_snapshot(
+            expected
+        )  # the paragraph holding the secret added nothing at all
         vocabulary = set(store.vocab.words)
         for token in secret_tokens(secret):
             assert token not in vocabulary
@@ -120,7 +122,7 @@ def test_a_pretokenized_store_drops_each_line_holding_a_secret(
     without = "\n".join(line for i, line in enumerate(text.split("\n")) if not first <= i <= last)
     with learned(tmp_path, text, "pretokenized") as store:
         with learned(tmp_path, without, "pretokenized") as expected:
-            assert snapshot(store) == snapshot(expected)
+            assert store_snapshot(store) == store_snapshot(expected)
         words = set(store.vocab.words)
         assert not any(piece in word for piece in secret.split() if len(piece) >= 8 for word in words)
 
@@ -165,9 +167,9 @@ def test_relearning_without_the_secret_and_forgetting_leave_no_trace(tmp_path: P
     with learned(tmp_path, f"{INTRO} The slack token is {key} today. {OUTRO}") as store:
         store.learn("doc", f"{INTRO} {OUTRO}")
         with learned(tmp_path, f"{INTRO} {OUTRO}") as expected:
-            assert snapshot(store) == snapshot(expected)
+            assert store_snapshot(store) == store_snapshot(expected)
         store.forget("doc")
-        assert snapshot(store)["ngrams"] == {}
+        assert store_snapshot(store)["ngrams"] == {}
 
 
 # --- ordinary writing loses nothing ---------------------------------------------------------------------------------

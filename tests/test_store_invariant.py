@@ -9,27 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lm_core.counts import ADJUSTED, RAW
 from store.countstore import CountStore
+from tests.conftest import store_snapshot
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "The", "Cat", "dog", "."]
 counter = itertools.count()
-
-
-def snapshot(store: CountStore) -> dict[str, object]:
-    """Everything the tables hold, keyed by words rather than ids (ids depend on history)."""
-    words = store.vocab.words
-    tables = store.load_tables()
-    ngrams = {
-        tuple(words[i] for i in gram): (c, cc)
-        for table in tables.tables
-        for gram, c, cc in zip(table.grams.tolist(), table.count.tolist(), table.cont.tolist(), strict=True)
-    }
-    coc = {
-        (n, kind): store.stored_count_of_counts(n, kind) for n in range(1, store.order + 1) for kind in (RAW, ADJUSTED)
-    }
-    casing = sorted((words[i], s, n) for i, s, n in store.db.execute("SELECT id, surface, n FROM casing").fetchall())
-    return {"ngrams": ngrams, "coc": coc, "casing": casing}
 
 
 def fresh_build(tmp: Path, docs: dict[str, str], order: int, tokenizer: str) -> dict[str, object]:
@@ -37,14 +21,14 @@ def fresh_build(tmp: Path, docs: dict[str, str], order: int, tokenizer: str) -> 
     with CountStore.open(path, order=order, tokenizer=tokenizer, create=True) as store:
         for name in sorted(docs):
             store.learn(name, docs[name])
-        return snapshot(store)
+        return store_snapshot(store)
 
 
 def test_relearning_an_edited_document_replaces_its_counts(tmp_path: Path) -> None:
     with CountStore.open(tmp_path / "s.db", order=3, tokenizer="pretokenized", create=True) as store:
         store.learn("doc", "a b c\nb c d\n")
         store.learn("doc", "a b d\n")
-        assert snapshot(store) == fresh_build(tmp_path, {"doc": "a b d\n"}, 3, "pretokenized")
+        assert store_snapshot(store) == fresh_build(tmp_path, {"doc": "a b d\n"}, 3, "pretokenized")
 
 
 def test_forgetting_every_source_empties_the_store(tmp_path: Path) -> None:
@@ -53,7 +37,7 @@ def test_forgetting_every_source_empties_the_store(tmp_path: Path) -> None:
         store.learn("two", "A dog sat on the mat.")
         store.forget("one")
         store.forget("two")
-        result = snapshot(store)
+        result = store_snapshot(store)
     assert result["ngrams"] == {}
     assert all(v == (0,) * 10 for v in result["coc"].values())
     assert result["casing"] == []
@@ -66,10 +50,10 @@ def test_bulk_build_equals_learning_each_file(tmp_path: Path) -> None:
         files[-1].write_text(text)
     with CountStore.open(tmp_path / "bulk.db", order=3, tokenizer="pretokenized", create=True) as bulk:
         bulk.build(files)
-        built = snapshot(bulk)
+        built = store_snapshot(bulk)
     with CountStore.open(tmp_path / "chunked.db", order=3, tokenizer="pretokenized", create=True) as chunked:
         chunked.build(files, chunk_tokens=3)  # merges chunk by chunk through the incremental path
-        assert snapshot(chunked) == built
+        assert store_snapshot(chunked) == built
     docs = {str(f): f.read_text() for f in files}
     assert built == fresh_build(tmp_path, docs, 3, "pretokenized")
 
@@ -95,7 +79,7 @@ def test_any_sequence_of_learns_and_forgets_equals_a_fresh_build(
             elif name in docs:
                 store.forget(name)
                 del docs[name]
-        assert snapshot(store) == fresh_build(tmp_path, docs, 3, tokenizer)
+        assert store_snapshot(store) == fresh_build(tmp_path, docs, 3, tokenizer)
 
 
 def all_contexts(store: CountStore) -> list[tuple[int, ...]]:
@@ -155,4 +139,4 @@ def test_arbitrary_unicode_learned_and_forgotten_equals_a_fresh_build(
             elif name in docs:
                 store.forget(name)
                 del docs[name]
-        assert snapshot(store) == fresh_build(tmp_path, docs, 3, "prose")
+        assert store_snapshot(store) == fresh_build(tmp_path, docs, 3, "prose")

@@ -292,6 +292,41 @@ def servers_in(folder: Path) -> set[int]:
     return found
 
 
+def workspace_with(folder: Path, files: dict[str, str], settings: dict[str, Any] | None = None) -> Path:
+    """`folder` as a workspace holding `files` (name -> text) and, if given, `settings` in .vscode/settings.json."""
+    folder.mkdir(parents=True)
+    if settings is not None:
+        (folder / ".vscode").mkdir()
+        (folder / ".vscode" / "settings.json").write_text(json.dumps(settings))
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+@contextlib.contextmanager
+def editing(vscode: VSCode, workspace: Path, name: str, file: str) -> Iterator[Any]:
+    """A window (page) on `workspace` with `file` open in its editor; a screenshot `name`-failure.png if the block
+    fails; the window closed after."""
+    page = vscode.open(workspace, name)
+    try:
+        open_file(page, file)
+        yield page
+    except BaseException:
+        shot(page, "failure")
+        raise
+    finally:
+        page.close()
+
+
+def completion_after(page: Any, typed: str, step: str) -> list[str]:
+    """The completion menu's items after typing `typed` and Ctrl+Space (a screenshot `step` of it)."""
+    page.keyboard.type(typed)
+    page.keyboard.press("Control+Space")
+    items = suggestions(page)
+    shot(page, step)
+    return items
+
+
 def completes_with(page: Any, first: str) -> bool:
     """Whether Ctrl+Space at the cursor shows `first` as the first item (the menu is closed again)."""
     page.keyboard.press("Control+Space")
@@ -329,16 +364,10 @@ def initialize_params(vscode: VSCode, folder: Path) -> dict[str, Any]:
     """The initialize request's params that the extension sends from this VS Code (a window of its own, on a
     workspace whose settings name the recording server)."""
     wrapper, record = recording_server(folder)
-    workspace = folder / "recorded"
-    (workspace / ".vscode").mkdir(parents=True)
-    (workspace / ".vscode" / "settings.json").write_text(json.dumps({"nextword.server.command": str(wrapper)}))
-    (workspace / "a.md").write_text("The cat sat on the mat.\n")
-    page = vscode.open(workspace, "capabilities")
-    try:
-        open_file(page, "a.md")
+    files = {"a.md": "The cat sat on the mat.\n"}
+    workspace = workspace_with(folder / "recorded", files, {"nextword.server.command": str(wrapper)})
+    with editing(vscode, workspace, "capabilities", "a.md"):
         wait_until(lambda: record.exists() and read_messages(record.read_bytes()), "the initialize request", 60)
-    finally:
-        page.close()
     first = read_messages(record.read_bytes())[0]
     assert first["method"] == "initialize", first
     return first["params"]
@@ -354,13 +383,8 @@ def test_markdown_in_a_real_vscode(vscode: VSCode, store: Path, tmp_path: Path) 
     engine.close()
     assert expected[:4] == ["mat", "rug", "cat", "dog"]  # from the chosen store; the shipped model knows no "rug"
     assert [(o.word, [a for a, _ in o.alternatives]) for o in check.oddities] == [("Their", ["There"])]
-    workspace = tmp_path / "notes"
-    workspace.mkdir()
-    (workspace / "chapter.md").write_text(PROSE)
-
-    page = vscode.open(workspace, "markdown")
-    try:
-        open_file(page, "chapter.md")
+    workspace = workspace_with(tmp_path / "notes", {"chapter.md": PROSE})
+    with editing(vscode, workspace, "markdown", "chapter.md") as page:
         # The perplexity of the document in the status bar, as the server computed it.
         shown = f"PPL {check.perplexity:.1f}"
         wait_until(lambda: perplexity_in_status(page) == shown, f"'{shown}' in the status bar", timeout=60)
@@ -386,10 +410,7 @@ def test_markdown_in_a_real_vscode(vscode: VSCode, store: Path, tmp_path: Path) 
 
         # Completion after a space: the server's ranking, top suggestion first.
         page.keyboard.press("Control+End")
-        page.keyboard.type(TYPED)
-        page.keyboard.press("Control+Space")
-        items = suggestions(page)
-        shot(page, "3-completion")
+        items = completion_after(page, TYPED, "3-completion")
         # The server's ranking; below the first few, its personal adaptation (the document's own words) may reorder
         # what a bare Engine ranks.
         assert items[:4] == expected[:4] and items[0] == "mat", (items, expected)
@@ -439,70 +460,36 @@ def test_markdown_in_a_real_vscode(vscode: VSCode, store: Path, tmp_path: Path) 
         wait_until(lambda: perplexity_in_status(page), "the perplexity after the restart")
         assert not any("not be restarted" in n for n in notifications(page))
         shot(page, "7-after-restarts")
-    except BaseException:
-        shot(page, "failure")
-        raise
-    finally:
-        page.close()
 
 
 def test_a_code_file_activates_the_extension_with_comments_on(vscode: VSCode, tmp_path: Path) -> None:
-    workspace = tmp_path / "code"
-    (workspace / ".vscode").mkdir(parents=True)
-    (workspace / ".vscode" / "settings.json").write_text(json.dumps({"nextword.comments": True}))
-    (workspace / "area.py").write_text(CODE)
-    page = vscode.open(workspace, "python-comments")
-    try:
-        open_file(page, "area.py")
+    workspace = workspace_with(tmp_path / "code", {"area.py": CODE}, {"nextword.comments": True})
+    with editing(vscode, workspace, "python-comments", "area.py") as page:
         # The server checks the comment's prose: the status bar shows its perplexity.
         wait_until(lambda: perplexity_in_status(page), "the perplexity of a Python file's comments", timeout=60)
         page.keyboard.press("Control+Home")
         page.keyboard.press("ArrowDown")
         page.keyboard.press("End")
-        page.keyboard.type(" The cat sat on the ")
-        page.keyboard.press("Control+Space")
-        items = suggestions(page)
-        shot(page, "completion-in-a-comment")
+        items = completion_after(page, " The cat sat on the ", "completion-in-a-comment")
         assert items[0] == "mat", items
-    except BaseException:
-        shot(page, "failure")
-        raise
-    finally:
-        page.close()
 
 
 def test_a_language_added_to_the_setting_activates_the_extension(vscode: VSCode, tmp_path: Path) -> None:
     """A code-only workspace whose settings add HTML to `nextword.languages`: HTML is none of the languages package.json
     names, so the extension comes up after start-up (onStartupFinished) and starts the server for the open file."""
-    workspace = tmp_path / "site"
-    (workspace / ".vscode").mkdir(parents=True)
-    (workspace / ".vscode" / "settings.json").write_text(json.dumps({"nextword.languages": ["html"]}))
-    (workspace / "index.html").write_text("The cat sat on the mat.\n")
-    page = vscode.open(workspace, "html-language")
-    try:
-        open_file(page, "index.html")
+    files = {"index.html": "The cat sat on the mat.\n"}
+    workspace = workspace_with(tmp_path / "site", files, {"nextword.languages": ["html"]})
+    with editing(vscode, workspace, "html-language", "index.html") as page:
         wait_until(lambda: perplexity_in_status(page), "the perplexity of an HTML file", timeout=60)
         page.keyboard.press("Control+End")
-        page.keyboard.type("The cat sat on the ")
-        page.keyboard.press("Control+Space")
-        items = suggestions(page)
-        shot(page, "completion")
+        items = completion_after(page, "The cat sat on the ", "completion")
         assert items[0] == "mat", items
-    except BaseException:
-        shot(page, "failure")
-        raise
-    finally:
-        page.close()
 
 
 def test_a_missing_server_command_is_explained(vscode: VSCode, tmp_path: Path) -> None:
-    workspace = tmp_path / "broken"
-    (workspace / ".vscode").mkdir(parents=True)
-    (workspace / ".vscode" / "settings.json").write_text(json.dumps({"nextword.server.command": MISSING_COMMAND}))
-    (workspace / "notes.md").write_text("Some notes.\n")
-    page = vscode.open(workspace, "missing-command")
-    try:
-        open_file(page, "notes.md")
+    files = {"notes.md": "Some notes.\n"}
+    workspace = workspace_with(tmp_path / "broken", files, {"nextword.server.command": MISSING_COMMAND})
+    with editing(vscode, workspace, "missing-command", "notes.md") as page:
         expected = f'nextword: the server command "{MISSING_COMMAND}" was not found.'
         wait_until(lambda: any(n.startswith(expected) for n in notifications(page)), "the missing-command error")
         toast = page.locator(".notification-toast", has_text=expected)
@@ -518,11 +505,6 @@ def test_a_missing_server_command_is_explained(vscode: VSCode, tmp_path: Path) -
         search = page.locator(".settings-editor .suggest-input-container .view-line")
         wait_until(lambda: search.count() and "nextword.server" in search.first.inner_text(), "the Settings editor")
         shot(page, "error-open-settings")
-    except BaseException:
-        shot(page, "failure")
-        raise
-    finally:
-        page.close()
 
 
 def test_the_capabilities_fixture_is_what_vscode_sends(vscode: VSCode, tmp_path: Path) -> None:

@@ -421,24 +421,23 @@ local function create_user_commands()
   local function add(name, run, opts)
     vim.api.nvim_create_user_command(name, run, vim.tbl_extend('force', { nargs = 0 }, opts or {}))
   end
-  add('NextwordLearnWorkspace', function()
-    M.execute(M.commands.learn_workspace)
-  end, { desc = 'nextword: learn every text file of the workspace' })
-  add('NextwordRetrainNeural', function()
-    M.execute(M.commands.retrain_neural)
-  end, { desc = 'nextword: retrain the neural model' })
+  -- Commands that run a server command without arguments: name, server command, what it does.
+  local plain = {
+    { 'NextwordLearnWorkspace', M.commands.learn_workspace, 'learn every text file of the workspace' },
+    { 'NextwordRetrainNeural', M.commands.retrain_neural, 'retrain the neural model' },
+    { 'NextwordPause', M.commands.pause_learning, 'pause learning' },
+    { 'NextwordResume', M.commands.resume_learning, 'resume learning' },
+    { 'NextwordStats', M.commands.statistics, "what the server's store holds" },
+  }
+  for _, command in ipairs(plain) do
+    local name, server_command, what = command[1], command[2], command[3]
+    add(name, function()
+      M.execute(server_command)
+    end, { desc = 'nextword: ' .. what })
+  end
   add('NextwordForget', function()
     M.execute(M.commands.forget_document, { vim.uri_from_bufnr(0) })
   end, { desc = 'nextword: forget what was learned from this document' })
-  add('NextwordPause', function()
-    M.execute(M.commands.pause_learning)
-  end, { desc = 'nextword: pause learning' })
-  add('NextwordResume', function()
-    M.execute(M.commands.resume_learning)
-  end, { desc = 'nextword: resume learning' })
-  add('NextwordStats', function()
-    M.execute(M.commands.statistics)
-  end, { desc = "nextword: what the server's store holds" })
   add('NextwordIgnore', function(args)
     local word = args.args ~= '' and args.args or vim.fn.expand('<cword>')
     M.execute(M.commands.ignore_word, { word })
