@@ -44,7 +44,7 @@ from bench.common import (  # noqa: E402
 from lm_core.distributed import train_data_parallel  # noqa: E402
 from lm_core.neural import NeuralConfig, build_model  # noqa: E402
 from lm_core.tokenize import pretokenized_sentences  # noqa: E402
-from lm_core.training import TrainConfig, TrainProgress, build_vocab, encode, train  # noqa: E402
+from lm_core.training import TrainConfig, TrainingJob, TrainProgress, build_vocab, encode, train  # noqa: E402
 
 SECTION = "ddp-train"
 TRAIN_FILE, VALID_FILE = "ptb/ptb.train.txt", "ptb/ptb.valid.txt"
@@ -113,12 +113,12 @@ def run_setup(setup: Setup, data: tuple, args, folder: Path) -> Measured:
     timeline = Timeline(folder / f"{setup.name}.log")
     checkpoint = folder / f"{setup.name}.pt"
     started = time.perf_counter()
+    job = TrainingJob(model, train_ids, valid_ids, vocab, train_config, checkpoint)
     if setup.processes == 1:
         torch.set_num_threads(setup.threads)
-        result = train(model, train_ids, valid_ids, train_config, checkpoint, vocab, progress=timeline)
+        result = train(job, progress=timeline)
     else:
-        data_and_model = (model, train_ids, valid_ids, train_config, checkpoint, vocab)
-        result = train_data_parallel(setup.processes, *data_and_model, progress=timeline, threads=setup.threads)
+        result = train_data_parallel(setup.processes, job, progress=timeline, threads=setup.threads)
     wall = time.perf_counter() - started
     rate = timeline.tokens_per_s(train_config.batch_size * train_config.bptt)
     return Measured(rate, wall, result.best_valid_perplexity)

@@ -51,7 +51,7 @@ from lm_core.metrics import perplexity_of_scores, score_tokens  # noqa: E402
 from lm_core.neural import NeuralConfig, NeuralLM, build_model, update_checkpoint_metrics  # noqa: E402
 from lm_core.ngram import NgramModel  # noqa: E402
 from lm_core.tokenize import pretokenized_sentences  # noqa: E402
-from lm_core.training import TrainConfig, build_vocab, encode, train  # noqa: E402
+from lm_core.training import TrainConfig, TrainingJob, build_vocab, encode, train  # noqa: E402
 from store.sqlite_counts import SqliteCounts  # noqa: E402
 
 SECTION = "neural"
@@ -155,7 +155,9 @@ def train_model(cell: str, data: Data, args, tmp: Path, name: str) -> tuple[Neur
     keep = Path(args.keep) if args.keep and not args.quick else tmp
     keep.mkdir(parents=True, exist_ok=True)
     checkpoint = keep / f"{name}-{cell}.pt" if cell not in name else keep / f"{name}.pt"
-    result = train(model, encode(data.train, vocab), encode(data.valid, vocab), train_config, checkpoint, vocab)
+    result = train(
+        TrainingJob(model, encode(data.train, vocab), encode(data.valid, vocab), vocab, train_config, checkpoint)
+    )
     print(f"checkpoint: {checkpoint}", flush=True)
     model.cpu()
     seconds = time.perf_counter() - started

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import inspect
-import io
 import json
 import multiprocessing.connection
 import multiprocessing.process
@@ -52,7 +51,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -62,13 +61,15 @@ import torch.distributed as dist
 import torch.multiprocessing
 from torch.nn.parallel import DistributedDataParallel
 
-from lm_core.neural import NeuralConfig, NeuralError, NeuralModule, build_model
-from lm_core.training import TrainConfig, TrainingError, TrainProgress, TrainResult, train
+from lm_core.neural import NeuralError, NeuralModule, build_model
+from lm_core.training import TrainingError, TrainingJob, TrainProgress, TrainResult, train
 
-DEFAULT_TIMEOUT = timedelta(minutes=30)
-LOCALHOST = "127.0.0.1"
+DEFAULT_TIMEOUT = timedelta(minutes=30)  # torch's own default: a last resort against a process that hangs
+LOCALHOST = "127.0.0.1"  # the rendezvous of processes spawned here never leaves this machine
 _GRACE_S = 5.0  # how long a process ended by its parent gets to exit after SIGTERM, before SIGKILL
-_INTERRUPTED = (130, -signal.SIGINT)  # exit codes of a process stopped by Ctrl-C
+_EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: how a process stopped by Ctrl-C exits, as shells report it
+_INTERRUPTED = (_EXIT_INTERRUPTED, -signal.SIGINT)  # exit codes of a process stopped by Ctrl-C (its own, or a signal)
+_ERROR_CHARS = 500  # a failure's message is cut to this, so the one line the parent reports stays readable
 # DDP should not broadcast the buffers (the constant never-predicted mask) before every forward; the option's name
 # changed in torch 2.13.
 _NO_BUFFER_SYNC = (
@@ -189,103 +190,55 @@ def launched() -> Launch | None:
 
 def train_in_group(
     launch: Launch,
-    model: NeuralModule,
-    train_ids: torch.Tensor,
-    valid_ids: torch.Tensor,
-    config: TrainConfig,
-    checkpoint_path: str | Path,
-    vocab_words: Sequence[str],
+    job: TrainingJob,
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    resume: bool = False,
     timeout: timedelta = DEFAULT_TIMEOUT,
 ) -> TrainResult:
-    """`training.train` as process `launch.rank` of a launched group (every process calls it with the same data,
-    config and initial model; `config.batch_size` is the global batch). Process 0 reports and writes the
-    checkpoint; every process returns the same result, its model holding the best weights."""
-    check_divisible(config.batch_size, launch.world_size)
-    device = rank_device(config.device, launch.local_rank)
+    """`training.train` as process `launch.rank` of a launched group (every process calls it with the same job;
+    `job.config.batch_size` is the global batch). Process 0 reports and writes the checkpoint; every process
+    returns the same result, its model holding the best weights."""
+    check_divisible(job.config.batch_size, launch.world_size)
+    device = rank_device(job.config.device, launch.local_rank)
     group = join_group(launch.rank, launch.world_size, device, None, timeout)
-    result = train(
-        model,
-        train_ids,
-        valid_ids,
-        replace(config, device=str(device)),
-        checkpoint_path,
-        vocab_words,
-        progress,
-        should_stop,
-        resume,
-        parallel=group,
-    )
+    result = train(_on_device(job, device), progress, should_stop, parallel=group)
     dist.destroy_process_group()
     return result
 
 
+def _on_device(job: TrainingJob, device: torch.device) -> TrainingJob:
+    return replace(job, config=replace(job.config, device=str(device)))
+
+
 # --- spawning the processes here --------------------------------------------------------------------------------------
-@dataclass
-class _Job:
-    """What every spawned process trains: the initial weights as bytes (a fresh copy in each process: tensors
-    passed as such would be shared memory, stepped by every process at once), the rest as given."""
-
-    model_config: NeuralConfig
-    weights: bytes
-    train_ids: torch.Tensor  # only read, so sharing it between the processes is safe
-    valid_ids: torch.Tensor
-    config: TrainConfig
-    checkpoint_path: str
-    vocab_words: list[str]
-    progress: Callable[[TrainProgress], None] | None
-    should_stop: Callable[[], bool] | None
-    resume: bool
-    threads: int
-    timeout: timedelta
-
-
 def train_data_parallel(
     nproc: int,
-    model: NeuralModule,
-    train_ids: torch.Tensor,
-    valid_ids: torch.Tensor,
-    config: TrainConfig,
-    checkpoint_path: str | Path,
-    vocab_words: Sequence[str],
+    job: TrainingJob,
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    resume: bool = False,
     threads: int = 1,
     timeout: timedelta = DEFAULT_TIMEOUT,
 ) -> TrainResult:
-    """`training.train` over `nproc` processes spawned on this machine, `config.batch_size` being the global batch
-    (a multiple of `nproc`); each process uses `threads` CPU threads. `progress` and `should_stop` run in the
+    """`training.train` over `nproc` processes spawned on this machine, `job.config.batch_size` being the global
+    batch (a multiple of `nproc`); each process uses `threads` CPU threads. `progress` and `should_stop` run in the
     processes (process 0 reports), so they must be picklable: module-level functions or instances of module-level
-    classes. On return `model` holds the best weights (eval mode), as after `training.train`.
+    classes. On return `job.model` holds the best weights (eval mode), as after `training.train`.
+
+    The job travels to each process as it is: its tensors in shared memory, which the processes only read; each
+    trains a copy of the model of its own (see `_own_copy`).
 
     Raises `TrainingError` (one line) when a process fails, after ending all the others; KeyboardInterrupt ends
     them too, and is raised again.
     """
-    check_divisible(config.batch_size, nproc)
+    check_divisible(job.config.batch_size, nproc)
     for index in range(nproc):
-        rank_device(config.device, index)
-    job = _Job(
-        model.config,
-        _to_bytes(model.state_dict()),
-        train_ids,
-        valid_ids,
-        config,
-        str(checkpoint_path),
-        list(vocab_words),
-        progress,
-        should_stop,
-        resume,
-        threads,
-        timeout,
-    )
+        rank_device(job.config.device, index)
+    spawned = _Spawned(job, progress, should_stop, threads, timeout)
     with tempfile.TemporaryDirectory(prefix="nextword-ddp-") as folder:
         store = dist.TCPStore(LOCALHOST, 0, is_master=True, wait_for_workers=False, timeout=timeout)
         context = torch.multiprocessing.get_context("spawn")
         processes = [
-            context.Process(target=_process_main, args=(rank, nproc, store.port, job, folder), daemon=True)
+            context.Process(target=_process_main, args=(rank, nproc, store.port, spawned, folder), daemon=True)
             for rank in range(nproc)
         ]
         try:
@@ -297,43 +250,49 @@ def train_data_parallel(
         if not (Path(folder) / "result.pt").exists():
             raise TrainingError("the training processes ended without a result")
         result = torch.load(Path(folder) / "result.pt", weights_only=True)
-    model.load_state_dict(result.pop("weights"))
-    model.eval()
+    job.model.load_state_dict(result.pop("weights"))
+    job.model.eval()
     return TrainResult(**result)
 
 
-def _process_main(rank: int, world_size: int, port: int, job: _Job, folder: str) -> None:
+@dataclass
+class _Spawned:
+    """What every spawned process is given, besides its rank."""
+
+    job: TrainingJob
+    progress: Callable[[TrainProgress], None] | None
+    should_stop: Callable[[], bool] | None
+    threads: int
+    timeout: timedelta
+
+
+def _process_main(rank: int, world_size: int, port: int, spawned: _Spawned, folder: str) -> None:
     """One spawned process: join the group, train, and (process 0) leave the result for the parent. A failure is
     written to `folder` for the parent to report; the exit status is then 1 (130 when interrupted)."""
     _die_with_parent()
     try:
-        torch.set_num_threads(job.threads)
-        device = rank_device(job.config.device, rank)
-        store = dist.TCPStore(LOCALHOST, port, is_master=False, timeout=job.timeout)
-        group = join_group(rank, world_size, device, store, job.timeout)
-        model = build_model(job.model_config)
-        model.load_state_dict(torch.load(io.BytesIO(job.weights), weights_only=True))
-        config = replace(job.config, device=str(device))
-        result = train(
-            model,
-            job.train_ids,
-            job.valid_ids,
-            config,
-            job.checkpoint_path,
-            job.vocab_words,
-            job.progress,
-            job.should_stop,
-            job.resume,
-            parallel=group,
-        )
+        torch.set_num_threads(spawned.threads)
+        device = rank_device(spawned.job.config.device, rank)
+        store = dist.TCPStore(LOCALHOST, port, is_master=False, timeout=spawned.timeout)
+        group = join_group(rank, world_size, device, store, spawned.timeout)
+        job = replace(_on_device(spawned.job, device), model=_own_copy(spawned.job.model))
+        result = train(job, spawned.progress, spawned.should_stop, parallel=group)
         if rank == 0:
-            _write_result(Path(folder), result, model)
+            _write_result(Path(folder), result, job.model)
         dist.destroy_process_group()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(_EXIT_INTERRUPTED)
     except BaseException as exc:  # every failure is reported, whatever it is
         _write_error(Path(folder), rank, world_size, exc)
         sys.exit(1)
+
+
+def _own_copy(model: NeuralModule) -> NeuralModule:
+    """A model of this process's own with `model`'s weights: the one it was given shares its memory with the
+    parent and the other processes, which would all step it at once."""
+    copy = build_model(model.config)
+    copy.load_state_dict(model.state_dict())
+    return copy
 
 
 def _watch(processes: list[multiprocessing.process.BaseProcess], folder: Path) -> None:
@@ -391,7 +350,7 @@ def _failure(exited: dict[int, int], world_size: int, folder: Path) -> str:
 def _write_error(folder: Path, rank: int, world_size: int, exc: BaseException) -> None:
     """Leave this process's failure for the parent: one line, when it happened, and whether it is only a knock-on
     (a peer's lost connection, which follows the failure that caused it)."""
-    text = " ".join(str(exc).split())[:500]
+    text = " ".join(str(exc).split())[:_ERROR_CHARS]
     if isinstance(exc, NeuralError):
         message = text
     else:
@@ -411,12 +370,6 @@ def _write_result(folder: Path, result: TrainResult, model: NeuralModule) -> Non
     tmp = folder / ".result.tmp"
     torch.save({**asdict(result), "weights": model.state_dict()}, tmp)
     tmp.replace(folder / "result.pt")
-
-
-def _to_bytes(weights: dict[str, torch.Tensor]) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(weights, buffer)
-    return buffer.getvalue()
 
 
 def _die_with_parent() -> None:

@@ -1,6 +1,14 @@
 """Training a neural language model on a token-id stream: batches, truncated backpropagation through time, gradient
 clipping, learning-rate decay on a validation plateau, early stopping, resumable checkpoints, progress reports.
 
+The one pipeline every caller (`nextword train-neural`, the server's retraining, the default-model builder, data-
+parallel training) goes through:
+
+    job = prepare(sentences, checkpoint_path, TrainConfig(...), NeuralConfig(...) or a Checkpoint)
+        # validation text: given, or the last HOLDOUT of the tokens; too little text: TooLittleText;
+        # the model: fresh (seeded, vocabulary from the training text) or the checkpoint's (blend weight kept)
+    result = train(job)            # or lm_core.distributed.train_data_parallel(nproc, job) / train_in_group
+
 The loop, top to bottom (`train`):
 
     for each epoch:
@@ -30,7 +38,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,9 +56,12 @@ from lm_core.neural import (
     load_checkpoint,
     save_checkpoint,
     share_storage,
-    update_checkpoint_metrics,
 )
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID, Vocab
+
+MIN_VOCAB = 4  # the smallest vocabulary a model may have: <unk> <s> </s> and one word (as NeuralConfig checks)
+_EXP_LIMIT = 700.0  # exp() of more overflows a float (at about 709.8): such a perplexity is reported as infinite
+_SHORTEST_S = 1e-9  # a time span never taken as shorter than this, so a rate never divides by zero
 
 
 class TrainingError(NeuralError):
@@ -147,7 +158,7 @@ def build_vocab(sentences: Iterable[Sequence[str]], max_size: int | None = None,
     frequent first, at most `max_size` words in all."""
     counts: Counter[str] = Counter(w for s in sentences for w in s if w not in (BOS, EOS, UNK))
     words = Vocab.from_counts(counts, min_count).words
-    return list(words if max_size is None else words[: max(max_size, 4)])
+    return list(words if max_size is None else words[: max(max_size, MIN_VOCAB)])
 
 
 def split_holdout(
@@ -269,7 +280,7 @@ def evaluate(model: NeuralModule, stream: torch.Tensor, batch_size: int, bptt: i
     for i in range(0, rows.size(1) - 1, bptt):
         inputs, targets = get_batch(rows, i, bptt)
         logits, state = model(inputs, state)
-        n = int((targets != BOS_ID).sum())
+        n = counted_targets(targets)
         if n:
             total += float(loss_of(logits, targets)) * n
             count += n
@@ -277,7 +288,132 @@ def evaluate(model: NeuralModule, stream: torch.Tensor, batch_size: int, bptt: i
     return total / count if count else math.nan
 
 
+# --- the pipeline: sentences -> split -> check -> model -> job ------------------------------------------------------
+HOLDOUT = 0.1  # the share of the tokens held out for validation when no validation text is given
+
+SMALL_MODEL = NeuralConfig(
+    cell="lstm", vocab_size=10_000, embed_dim=128, hidden_dim=128, layers=1, dropout=0.1, tie_weights=True
+)
+"""The model the server's retraining trains from scratch: a one-layer LSTM of 128 units with tied word vectors, over
+the 10,000 commonest words (a fresh model's `vocab_size` is the most words its vocabulary keeps)."""
+
+
+class TooLittleText(TrainingError):
+    """The text is too short to train on: no held-out part, or fewer training tokens than two per batch row."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__(f"too little text to train on ({tokens:,} tokens); give more text")
+        self.tokens = tokens
+
+
+@dataclass
+class TrainingJob:
+    """One training run, ready to start (`prepare` makes one from sentences): the model, its token streams and
+    vocabulary, how to train, and where the checkpoint goes. `train` runs it in this process; the functions of
+    `lm_core.distributed` run it over several."""
+
+    model: NeuralModule  # trained in place: on return it holds the best weights, in eval mode
+    train_ids: torch.Tensor  # (N,) the training stream `<s> w1 .. wk </s> <s> ...` (see `encode`)
+    valid_ids: torch.Tensor  # (M,) the held-out stream, measured after every epoch
+    vocab: list[str]  # the model's words, by id
+    config: TrainConfig
+    checkpoint_path: Path
+    resume: bool = False  # continue from the training state saved at checkpoint_path (same shape and vocabulary)
+    blend_weight: float | None = None  # written into every checkpoint's metrics: a fine-tuned model keeps its own
+
+    def __post_init__(self) -> None:
+        self.checkpoint_path = Path(self.checkpoint_path)
+
+
+def prepare(
+    sentences: Sequence[Sequence[str]],
+    checkpoint_path: str | Path,
+    config: TrainConfig,
+    start: NeuralConfig | Checkpoint = SMALL_MODEL,
+    valid: Sequence[Sequence[str]] | None = None,
+    resume: bool = False,
+) -> TrainingJob:
+    """The job of training on `sentences` (each ending with `</s>`), validated on `valid`, or else on the last
+    `HOLDOUT` of the tokens (`split_holdout`). `start` is a fresh model's shape (its vocabulary: the `vocab_size`
+    commonest training words), or a checkpoint whose weights, shape, vocabulary and blend weight the job keeps (to
+    fine-tune it, or with `resume` the checkpoint at `checkpoint_path` itself). Raises `TooLittleText`."""
+    if valid is None:
+        train_sentences, valid = split_holdout(sentences, HOLDOUT)
+    else:
+        train_sentences = list(sentences)
+    if not valid or sum(len(s) for s in train_sentences) < 2 * config.batch_size:
+        raise TooLittleText(sum(len(s) for s in sentences))
+    torch.manual_seed(config.seed)  # a fresh model's initial weights
+    if isinstance(start, Checkpoint):
+        model, vocab = build_model(start.config), start.vocab
+        model.load_state_dict(start.model.state_dict())
+    else:
+        vocab = build_vocab(train_sentences, max_size=start.vocab_size)
+        model = build_model(replace(start, vocab_size=len(vocab)))
+    train_ids, valid_ids = encode(train_sentences, vocab), encode(valid, vocab)
+    return TrainingJob(model, train_ids, valid_ids, vocab, config, Path(checkpoint_path), resume, _blend_weight(start))
+
+
+def train_on_sentences(
+    sentences: Sequence[Sequence[str]],
+    checkpoint_path: str | Path,
+    init: Checkpoint | None = None,
+    config: TrainConfig | None = None,
+    vocab_size: int = SMALL_MODEL.vocab_size,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """`prepare` and `train` in one: fine-tune `init`, or train a `SMALL_MODEL` of at most `vocab_size` words from
+    scratch, on `sentences`, the last `HOLDOUT` of the tokens held out. Raises `TooLittleText`."""
+    start = init if init is not None else replace(SMALL_MODEL, vocab_size=vocab_size)
+    job = prepare(sentences, checkpoint_path, config or TrainConfig(), start)
+    return train(job, progress, should_stop)
+
+
+def _blend_weight(start: NeuralConfig | Checkpoint) -> float | None:
+    """The blend weight a checkpoint was saved with, if any. A fine-tuned model keeps it: the only held-out text is
+    then the user's own, which the n-gram store has learned too, so a weight fit on it would favour the n-gram model
+    unfairly."""
+    weight = start.metrics.get("blend_weight") if isinstance(start, Checkpoint) else None
+    return float(weight) if isinstance(weight, int | float) else None
+
+
 # --- the loop -------------------------------------------------------------------------------------------------------
+def train(
+    job: TrainingJob,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    parallel: DataParallel | None = None,
+) -> TrainResult:
+    """Train `job.model` on `job.train_ids`, keeping the best model (by validation loss) at `job.checkpoint_path`.
+
+    After every epoch the validation loss decides: better by `min_improvement` -> these weights become the best;
+    not better -> the best weights and optimizer state are restored, the lr decays, and after `patience` such
+    epochs in a row training stops. Then the checkpoint is replaced (atomically) with the best weights, config,
+    vocabulary, metrics, and the optimizer state and counters for resuming. `job.resume` continues from the
+    checkpoint's training state (same model shape and vocabulary).
+    `should_stop()` is polled every step: when it says so, training stops at once (the checkpoint keeps the best
+    model so far). `max_minutes` ends training after a last validation. A NaN/inf loss raises `TrainingError`.
+    On return the model holds the best weights, in eval mode.
+
+    With `parallel`, this process is one of a group (see `DataParallel`): it trains on its share of the rows
+    (`batch_size` is the global batch), the reported losses are the global batch's, `progress` is called and the
+    checkpoint written by process 0 only, and process r seeds torch with `seed + r` (its own dropout masks; the
+    weights all processes start from are process 0's).
+    """
+    run = _Run(job, parallel or _ONE_PROCESS, parallel is not None, progress, should_stop)
+    stopped = "epochs"
+    while run.at.epoch < job.config.epochs and stopped == "epochs":
+        epoch = _Epoch(run.at.epoch + 1)
+        stopped = run.train_epoch(epoch)  # "epochs" (it ran to its end), "time budget" or "cancelled"
+        if stopped == "cancelled":  # at once: no validation, the checkpoint keeps the best model so far
+            break
+        run.end_epoch(epoch)  # validate; keep the best weights or decay the lr; write the checkpoint
+        if stopped == "epochs":
+            stopped = run.plateau_stop()
+    return run.result(stopped)
+
+
 def make_optimizer(model: NeuralModule, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -296,6 +432,15 @@ class _Counters:
     best_epoch: int = 0  # the epoch whose weights the checkpoint holds
 
 
+@dataclass
+class _Epoch:
+    """One epoch under way: its number (1-based), the training losses of its steps, when it started."""
+
+    number: int
+    losses: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
 class _Meter:
     """Mean loss and tokens per second since the last report."""
 
@@ -307,181 +452,206 @@ class _Meter:
 
     def take(self) -> tuple[float, float]:
         mean = self.loss / max(self.steps, 1)
-        rate = self.tokens / max(time.monotonic() - self.start, 1e-9)
+        rate = self.tokens / max(time.monotonic() - self.start, _SHORTEST_S)
         self.__init__()
         return mean, rate
 
 
-def train(
-    model: NeuralModule,
-    train_ids: torch.Tensor,
-    valid_ids: torch.Tensor,
-    config: TrainConfig,
-    checkpoint_path: str | Path,
-    vocab_words: Sequence[str],
-    progress: Callable[[TrainProgress], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    resume: bool = False,
-    parallel: DataParallel | None = None,
-) -> TrainResult:
-    """Train `model` on a token-id stream, keeping the best model (by validation loss) at `checkpoint_path`.
+class _OneProcess:
+    """The group of one process that trains alone: `DataParallel` whose collectives return what they are given."""
 
-    After every epoch the validation loss decides: better by `min_improvement` -> these weights become the best;
-    not better -> the best weights and optimizer state are restored, the lr decays, and after `patience` such
-    epochs in a row training stops. Then the checkpoint is replaced (atomically) with the best weights, config,
-    vocabulary, metrics, and the optimizer state and counters for resuming. `resume` continues from the
-    checkpoint's training state (same model shape and vocabulary).
-    `should_stop()` is polled every step: when it says so, training stops at once (the checkpoint keeps the best
-    model so far). `max_minutes` ends training after a last validation. A NaN/inf loss raises `TrainingError`.
-    On return the model holds the best weights, in eval mode.
+    rank, world_size = 0, 1
 
-    With `parallel`, this process is one of a group (see `DataParallel`): it trains on its share of the rows
-    (`batch_size` is the global batch), the reported losses are the global batch's, `progress` is called and the
-    checkpoint written by process 0 only, and process r seeds torch with `seed + r` (its own dropout masks; the
-    weights all processes start from are process 0's).
-    """
-    checkpoint_path = Path(checkpoint_path)
-    rank, world = (parallel.rank, parallel.world_size) if parallel else (0, 1)
-    report = progress if rank == 0 else None
-    torch.manual_seed(config.seed + rank)
-    model.to(torch.device(config.device))
-    rows = batchify(train_ids, config.batch_size).to(config.device)  # (B, N)
-    if rows.size(1) < 2:
-        raise TrainingError(
-            f"{len(train_ids):,} training tokens are too few for batches of {config.batch_size} rows; "
-            "give more text or a smaller batch size"
+    def wrap(self, model: NeuralModule) -> torch.nn.Module:
+        return model
+
+    def shard(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        return values
+
+    def from_first(self, value: float) -> float:
+        return value
+
+
+_ONE_PROCESS = _OneProcess()
+_METRICS = ("epoch", "train_loss", "valid_loss", "lr", "seconds")  # one value per epoch, in checkpoints' metrics
+
+
+class _Run:
+    """The state of one call of `train`, and its steps as small methods, in the order the loop calls them."""
+
+    def __init__(
+        self,
+        job: TrainingJob,
+        group: DataParallel,
+        summed_loss: bool,
+        progress: Callable[[TrainProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        """Seed torch, lay out the rows, check there is enough data, build the optimizer (or resume its state)."""
+        config = job.config
+        self.job, self.config, self.group = job, config, group
+        self.summed_loss = summed_loss  # data parallel: each process's loss is a share of the global batch's sum
+        self.report = progress if group.rank == 0 else None
+        self.should_stop = should_stop
+        torch.manual_seed(config.seed + group.rank)
+        job.model.to(torch.device(config.device))
+        self.rows = batchify(job.train_ids, config.batch_size).to(config.device)  # (B, N)
+        _check_data(self.rows, job)
+        self.local_rows = group.shard(self.rows)  # (B / world, N): this process's rows
+        self.optimizer = make_optimizer(job.model, config)
+        self.metrics: dict[str, Any] = {key: [] for key in _METRICS}
+        self.metrics.update(curve_epoch=[], curve_train_loss=[])
+        self.at = _Counters(config.lr)
+        if job.resume:
+            self.at, loaded = _resume(job.model, self.optimizer, job.checkpoint_path, job.vocab)
+            self.metrics.update(loaded)
+        _set_lr(self.optimizer, self.at.lr)
+        self.net = group.wrap(job.model)  # forward and backward through this
+        self.best = _snapshot(job.model, self.optimizer)
+        self.batches = math.ceil((self.rows.size(1) - 1) / config.bptt)
+        self.deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf  # seconds
+
+    def train_epoch(self, epoch: _Epoch) -> str:
+        """One pass over the rows, a truncated-BPTT step per chunk: "epochs" when it ran to its end, else why it
+        stopped early ("cancelled", "time budget")."""
+        self.job.model.train()
+        state = self.job.model.init_state(self.local_rows.size(0))  # (L, B, H) zeros, or the window model's <s> ids
+        meter = _Meter()
+        for batch, i in enumerate(range(0, self.rows.size(1) - 1, self.config.bptt), start=1):
+            inputs, targets = get_batch(self.local_rows, i, self.config.bptt)  # (B, T) each
+            loss, state, norm = train_step(
+                self.net, self.optimizer, state, inputs, targets, self.config.clip_norm, self._denominator(i)
+            )
+            loss = self.group.all_sum([loss])[0] / self.group.world_size  # the global batch's mean loss
+            self.at.step += 1
+            self._check_finite(loss, norm, epoch.number)
+            epoch.losses.append(loss)
+            meter.add(loss, inputs.numel() * self.group.world_size)
+            if self.at.step % self.config.log_every == 0 or batch == self.batches:
+                self._log_curve(epoch.number, batch, meter)
+            stop = self._stop_signal()
+            if stop:
+                return stop
+        return "epochs"
+
+    def _denominator(self, i: int) -> float | None:
+        """Data parallel: the global batch's count of targets / the number of processes (see `train_step`);
+        alone: None (the mean over this batch)."""
+        if not self.summed_loss:
+            return None
+        return counted_targets(get_batch(self.rows, i, self.config.bptt)[1]) / self.group.world_size
+
+    def _check_finite(self, loss: float, norm: float, epoch: int) -> None:
+        if not math.isfinite(loss) or not math.isfinite(norm):
+            what = f"loss became {_bad(loss)}" if not math.isfinite(loss) else f"gradient norm became {_bad(norm)}"
+            raise TrainingError(
+                f"the {what} at step {self.at.step} (epoch {epoch}); {_kept(self.job.checkpoint_path)}; "
+                "try a lower learning rate or a smaller clipping norm"
+            )
+
+    def _log_curve(self, epoch: int, batch: int, meter: _Meter) -> None:
+        """A point of the training curve (mean loss since the last one, at a fractional epoch), and a report."""
+        mean, rate = meter.take()
+        self.metrics["curve_epoch"].append(epoch - 1 + batch / self.batches)
+        self.metrics["curve_train_loss"].append(mean)
+        if self.report:
+            at, config = self.at, self.config
+            self.report(
+                TrainProgress(epoch, config.epochs, batch, self.batches, at.step, mean, _exp(mean), at.lr, rate)
+            )
+
+    def _stop_signal(self) -> str | None:
+        """ "cancelled" when `should_stop` says so, "time budget" once `max_minutes` is spent, else None; data
+        parallel: on every process when any one must stop, at the same step."""
+        cancel, late = bool(self.should_stop and self.should_stop()), time.monotonic() > self.deadline
+        cancel, late = (flag > 0 for flag in self.group.all_sum([float(cancel), float(late)]))
+        return "cancelled" if cancel else "time budget" if late else None
+
+    def end_epoch(self, epoch: _Epoch) -> None:
+        """Validate; keep the best weights or restore them and decay the lr; write the checkpoint; report."""
+        valid = self._validate(epoch.number)
+        train_loss = sum(epoch.losses) / len(epoch.losses)
+        values = (epoch.number, train_loss, valid, self.at.lr, time.monotonic() - epoch.started)
+        for key, value in zip(_METRICS, values, strict=True):
+            self.metrics[key].append(value)
+        self.at.epoch = epoch.number
+        self._keep_best_or_decay(valid)
+        self._save_checkpoint()
+        if self.report:
+            self._report_epoch(epoch.number, train_loss, valid)
+
+    def _report_epoch(self, epoch: int, train_loss: float, valid: float) -> None:
+        at, batches = self.at, self.batches
+        ppl, valid_ppl = _exp(train_loss), _exp(valid)
+        self.report(
+            TrainProgress(epoch, self.config.epochs, batches, batches, at.step, train_loss, ppl, at.lr, 0.0, valid_ppl)
         )
-    if len(valid_ids) < 2:
-        raise TrainingError("the validation text is too short (it needs at least 2 tokens)")
-    local_rows = parallel.shard(rows) if parallel else rows  # (B / world, N): this process's rows
-    optimizer = make_optimizer(model, config)
-    metrics: dict[str, Any] = {key: [] for key in ("epoch", "train_loss", "valid_loss", "lr", "seconds")}
-    metrics.update(curve_epoch=[], curve_train_loss=[])
-    at = _Counters(config.lr)
-    if resume:
-        at, loaded = _resume(model, optimizer, checkpoint_path, vocab_words)
-        metrics.update(loaded)
-    _set_lr(optimizer, at.lr)
-    net = parallel.wrap(model) if parallel else model  # forward and backward through this
-    best = _snapshot(model, optimizer)
-    batches = math.ceil((rows.size(1) - 1) / config.bptt)
-    deadline = time.monotonic() + config.max_minutes * 60 if config.max_minutes else math.inf
-    stopped = "epochs"
-    while at.epoch < config.epochs and stopped == "epochs":
-        epoch = at.epoch + 1
-        model.train()
-        state = model.init_state(local_rows.size(0))  # (L, B, H) zeros, or the window model's <s> ids
-        meter, losses, epoch_start = _Meter(), [], time.monotonic()
-        for batch, i in enumerate(range(0, rows.size(1) - 1, config.bptt), start=1):
-            inputs, targets = get_batch(local_rows, i, config.bptt)  # (B, T) each
-            share = counted_targets(get_batch(rows, i, config.bptt)[1]) / world if parallel else None
-            loss, state, norm = train_step(net, optimizer, state, inputs, targets, config.clip_norm, share)
-            if parallel:  # the global batch's mean loss (the gradients were averaged in backward)
-                loss = parallel.all_sum([loss])[0] / world
-            at.step += 1
-            if not math.isfinite(loss) or not math.isfinite(norm):
-                what = f"loss became {_bad(loss)}" if not math.isfinite(loss) else f"gradient norm became {_bad(norm)}"
-                raise TrainingError(
-                    f"the {what} at step {at.step} (epoch {epoch}); {_kept(checkpoint_path)}; "
-                    "try a lower learning rate or a smaller clipping norm"
-                )
-            losses.append(loss)
-            meter.add(loss, inputs.numel() * world)
-            if at.step % config.log_every == 0 or batch == batches:
-                mean, rate = meter.take()
-                metrics["curve_epoch"].append(epoch - 1 + batch / batches)  # the training curve, in epochs
-                metrics["curve_train_loss"].append(mean)
-                if report:
-                    report(TrainProgress(epoch, config.epochs, batch, batches, at.step, mean, _exp(mean), at.lr, rate))
-            cancel, late = bool(should_stop and should_stop()), time.monotonic() > deadline
-            if parallel:  # every process stops when any one must, at the same step
-                cancel, late = (flag > 0 for flag in parallel.all_sum([float(cancel), float(late)]))
-            if cancel:
-                _restore(model, optimizer, best)
-                model.eval()
-                return TrainResult(at.best_valid_loss, at.epoch, at.step, "cancelled", metrics)
-            if late:
-                stopped = "time budget"
-                break
-        valid = evaluate(model, valid_ids, config.eval_batch_size, config.bptt) if rank == 0 else math.nan
-        if parallel:  # process 0's number, so that every process decides alike
-            valid = parallel.from_first(valid)
+
+    def _validate(self, epoch: int) -> float:
+        """The validation loss (nats per token): process 0's, on every process, so that every process decides
+        alike."""
+        valid = math.nan
+        if self.group.rank == 0:
+            valid = evaluate(self.job.model, self.job.valid_ids, self.config.eval_batch_size, self.config.bptt)
+        valid = self.group.from_first(valid)
         if not math.isfinite(valid):
-            raise TrainingError(f"the validation loss became {_bad(valid)} in epoch {epoch}; {_kept(checkpoint_path)}")
-        train_loss = sum(losses) / len(losses)
-        for key, value in zip(
-            ("epoch", "train_loss", "valid_loss", "lr", "seconds"),
-            (epoch, train_loss, valid, at.lr, time.monotonic() - epoch_start),
-            strict=True,
-        ):
-            metrics[key].append(value)
-        at.epoch = epoch
-        if valid < at.best_valid_loss - config.min_improvement:
-            at.best_valid_loss, at.best_epoch, at.bad_epochs = valid, epoch, 0
-            best = _snapshot(model, optimizer)
+            raise TrainingError(
+                f"the validation loss became {_bad(valid)} in epoch {epoch}; {_kept(self.job.checkpoint_path)}"
+            )
+        return valid
+
+    def _keep_best_or_decay(self, valid: float) -> None:
+        at = self.at
+        if valid < at.best_valid_loss - self.config.min_improvement:
+            at.best_valid_loss, at.best_epoch, at.bad_epochs = valid, at.epoch, 0
+            self.best = _snapshot(self.job.model, self.optimizer)
         else:  # a plateau: back to the best model, with a smaller step
             at.bad_epochs += 1
-            _restore(model, optimizer, best)
-            at.lr *= config.lr_decay
-            _set_lr(optimizer, at.lr)
-        metrics.update(best_valid_loss=at.best_valid_loss, best_epoch=at.best_epoch)
-        training = {"optimizer": best[1], "train_config": asdict(config), **asdict(at)}
-        if rank == 0:
-            save_checkpoint(checkpoint_path, best[0], model.config, vocab_words, metrics, training)
-        if report:
-            mean, ppl = train_loss, _exp(train_loss)
-            report(TrainProgress(epoch, config.epochs, batches, batches, at.step, mean, ppl, at.lr, 0.0, _exp(valid)))
-        if stopped == "epochs" and at.bad_epochs >= config.patience:
-            stopped = "early stopping"
-        elif stopped == "epochs" and at.lr < config.min_lr:
-            stopped = "lr below min_lr"
-    _restore(model, optimizer, best)
-    model.eval()
-    return TrainResult(at.best_valid_loss, at.epoch, at.step, stopped, metrics)
+            _restore(self.job.model, self.optimizer, self.best)
+            at.lr *= self.config.lr_decay
+            _set_lr(self.optimizer, at.lr)
+        self.metrics.update(best_valid_loss=at.best_valid_loss, best_epoch=at.best_epoch)
+
+    def _save_checkpoint(self) -> None:
+        """Process 0 replaces the checkpoint: the best weights, the metrics (with the job's blend weight), and what
+        resuming needs (the best optimizer state, the config, the counters)."""
+        if self.group.rank != 0:
+            return
+        job = self.job
+        metrics = self.metrics if job.blend_weight is None else {**self.metrics, "blend_weight": job.blend_weight}
+        training = {"optimizer": self.best[1], "train_config": asdict(self.config), **asdict(self.at)}
+        save_checkpoint(job.checkpoint_path, self.best[0], job.model.config, job.vocab, metrics, training)
+
+    def plateau_stop(self) -> str:
+        """Why to stop after this epoch ("early stopping", "lr below min_lr"), or "epochs" to go on."""
+        if self.at.bad_epochs >= self.config.patience:
+            return "early stopping"
+        if self.at.lr < self.config.min_lr:
+            return "lr below min_lr"
+        return "epochs"
+
+    def result(self, stopped: str) -> TrainResult:
+        """The best weights back in the model (eval mode), and what the run did."""
+        _restore(self.job.model, self.optimizer, self.best)
+        self.job.model.eval()
+        return TrainResult(self.at.best_valid_loss, self.at.epoch, self.at.step, stopped, self.metrics)
 
 
-SMALL_MODEL = {"cell": "lstm", "embed_dim": 128, "hidden_dim": 128, "layers": 1, "dropout": 0.1, "tie_weights": True}
-"""The model `train_on_sentences` trains from scratch: a one-layer LSTM of 128 units with tied word vectors."""
-
-
-def train_on_sentences(
-    sentences: Sequence[Sequence[str]],
-    checkpoint_path: str | Path,
-    init: Checkpoint | None = None,
-    config: TrainConfig | None = None,
-    vocab_size: int = 10_000,
-    progress: Callable[[TrainProgress], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> TrainResult:
-    """Fine-tune `init` (keeping its shape and vocabulary), or train a `SMALL_MODEL` from scratch (a vocabulary of
-    the `vocab_size` commonest words), on `sentences` (each ending with `</s>`); the last 10% of the tokens are held
-    out for validation. The best model is written to `checkpoint_path` (see `train`). Raises `TrainingError` for
-    too little text."""
-    config = config or TrainConfig()
-    train_sentences, valid = split_holdout(sentences, 0.1)
-    tokens = sum(len(s) for s in sentences)
-    if not valid or sum(len(s) for s in train_sentences) < 2 * config.batch_size:
-        raise TrainingError(f"too little text to train on ({tokens:,} tokens); learn more documents first")
-    torch.manual_seed(config.seed)
-    if init is not None:
-        vocab = init.vocab
-        model = build_model(init.config)
-        model.load_state_dict(init.model.state_dict())
-    else:
-        vocab = build_vocab(train_sentences, max_size=vocab_size)
-        model = build_model(NeuralConfig(vocab_size=len(vocab), **SMALL_MODEL))
-    train_ids, valid_ids = encode(train_sentences, vocab), encode(valid, vocab)
-    result = train(model, train_ids, valid_ids, config, checkpoint_path, vocab, progress, should_stop)
-    weight = init.metrics.get("blend_weight") if init is not None else None
-    if isinstance(weight, int | float) and Path(checkpoint_path).exists():
-        # The fine-tuned model keeps the blend weight it came with: the only held-out text here is the user's own,
-        # which the n-gram store has learned too, so a weight fit on it would favour the n-gram model unfairly.
-        update_checkpoint_metrics(checkpoint_path, blend_weight=float(weight))
-    return result
+def _check_data(rows: torch.Tensor, job: TrainingJob) -> None:
+    if rows.size(1) < 2:
+        raise TrainingError(
+            f"{len(job.train_ids):,} training tokens are too few for batches of {job.config.batch_size} rows; "
+            "give more text or a smaller batch size"
+        )
+    if len(job.valid_ids) < 2:
+        raise TrainingError("the validation text is too short (it needs at least 2 tokens)")
 
 
 def _exp(loss: float) -> float:
-    return math.exp(loss) if loss < 700 else math.inf
+    return math.exp(loss) if loss < _EXP_LIMIT else math.inf
 
 
 def _bad(value: float) -> str:

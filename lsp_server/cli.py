@@ -30,7 +30,10 @@ from lsp_server.paths import (
 from store.errors import StoreError
 
 if TYPE_CHECKING:
+    from lm_core.distributed import Launch
+    from lm_core.neural import Checkpoint, NeuralConfig
     from lm_core.ngram import NgramConfig
+    from lm_core.training import TrainingJob, TrainProgress, TrainResult
     from lsp_server.engine import Engine
 
 # The models, the store and numpy are imported inside the commands that use them, so that `nextword serve` answers
@@ -549,7 +552,7 @@ def stats(db: Path | None) -> None:
 
 # --- neural models ----------------------------------------------------------------------------------------------------
 # torch is imported inside these commands only, so that every other command (and the server) starts without it.
-NEURAL_CELLS = ("rnn", "lstm", "gru", "window")
+SGD_LR = 20.0  # plain SGD's learning rate, as in word_language_model (Adam's is TrainConfig's default)
 
 
 def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[str]]:
@@ -561,8 +564,8 @@ def _text_sentences(files: tuple[Path, ...], pretokenized: bool) -> list[list[st
     return [s for file in files for s in analyse(read_corpus_file(file), tokenizer).sentences]
 
 
-def _print_progress(p: Any) -> None:
-    """A status line on an interactive stderr; one line per finished epoch on stdout."""
+def print_progress(p: TrainProgress) -> None:
+    """Training progress: a status line on an interactive stderr; one line per finished epoch on stdout."""
     if p.valid_perplexity is not None:
         if _interactive():
             click.echo("\r\033[K", nl=False, err=True)
@@ -595,7 +598,7 @@ def _print_progress(p: Any) -> None:
     "shipped LSTM (prose text only).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from the training state saved in -o.")
-@click.option("--cell", type=click.Choice(NEURAL_CELLS), default=None, help="Network: Elman RNN, LSTM, GRU or window.")
+@click.option("--cell", default=None, help="Network: rnn (Elman), lstm, gru or window [default: lstm].")
 @click.option("--hidden", type=click.IntRange(1), default=None, help="Hidden units per layer [default: 200].")
 @click.option("--embed", type=click.IntRange(1), default=None, help="Word-vector size [default: --hidden].")
 @click.option("--layers", type=click.IntRange(1), default=None, help="Recurrent layers [default: 2].")
@@ -675,19 +678,60 @@ def train_neural(
 
     Example: nextword train-neural --pretokenized --cell lstm --epochs 6 -o ptb-lstm.pt ptb.train.txt
     """
+    shape = {"cell": cell, "hidden": hidden, "embed": embed, "layers": layers, "window": window, "tie": tie}
+    _check_training_options(files, valid_file, from_store, init_path, resume, shape, plot)
+    if init_path is not None and str(init_path) == DEFAULT_NEURAL:
+        init_path = DEFAULT_NEURAL_MODEL
+    from lm_core import neural, training
+
+    config = training.TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        bptt=bptt,
+        optimizer=optimizer,
+        lr=lr if lr is not None else (SGD_LR if optimizer == "sgd" else training.TrainConfig.lr),
+        clip_norm=clip,
+        max_minutes=minutes,
+        seed=seed,
+        device=device,
+    )
+    try:
+        launch, processes = _training_processes(nproc, batch_size, threads, device)
+        start = _starting_model(init_path or (output if resume else None), shape, dropout, vocab_size)
+        sentences = _training_sentences(files, pretokenized, from_store, db)
+        valid = _text_sentences((valid_file,), pretokenized) if valid_file is not None else None
+        job = training.prepare(sentences, output, config, start, valid, resume)
+    except neural.NeuralError as exc:
+        fail(str(exc))
+    first_process = launch is None or launch.rank == 0  # the one that prints, plots and writes the checkpoint
+    if first_process:
+        click.echo(_training_summary(job, init_path, processes))
+    result = _run_training(job, launch, nproc, threads)
+    if first_process:
+        _finish_training(result, output, plot)
+
+
+def _check_training_options(
+    files: tuple[Path, ...],
+    valid_file: Path | None,
+    from_store: bool,
+    init_path: Path | None,
+    resume: bool,
+    shape: dict[str, Any],
+    plot: Path | None,
+) -> None:
+    """Fail (one line) on options that do not go together, unreadable text files, or a plot that cannot be
+    drawn: before any work."""
     from store.secrets import is_secret_path
     from store.sources import read_corpus_file
 
     if not files and not from_store:
         fail("give text files to train on, or --from-store for the documents the store has learned")
-    shape = {"cell": cell, "hidden": hidden, "embed": embed, "layers": layers, "window": window, "tie": tie}
     if (init_path is not None or resume) and any(v is not None for v in shape.values()):
         given = ", ".join(f"--{k}" for k, v in shape.items() if v is not None)
         fail(f"{'--init' if init_path else '--resume'} keeps the checkpoint's shape; drop {given}")
     if init_path is not None and resume:
         fail("--resume continues -o's own run; it cannot be combined with --init")
-    if init_path is not None and str(init_path) == DEFAULT_NEURAL:
-        init_path = DEFAULT_NEURAL_MODEL
     for file in (*files, *([valid_file] if valid_file else [])):
         if not file.is_file() or is_secret_path(file):
             read_corpus_file(file)  # says why (missing, a directory, credentials) before any work
@@ -700,30 +744,58 @@ def train_neural(
         except plots.PlotError as exc:
             fail(str(exc))
 
-    import dataclasses
 
+def _training_processes(nproc: int, batch_size: int, threads: int, device: str) -> tuple[Launch | None, int]:
+    """Under torchrun, this process's place and torchrun's process count; else (None, --nproc). Sets torch's
+    threads and checks the device."""
     import torch
 
-    from lm_core import distributed, neural, training
+    from lm_core import distributed
 
-    try:  # several processes: spawned here (--nproc), or started by torchrun (one of them is this one)
-        launch = distributed.launched()
-        if launch is not None and nproc not in (1, launch.world_size):
-            fail(f"--nproc {nproc}: under torchrun its {launch.world_size} processes train; drop --nproc")
-        processes = launch.world_size if launch is not None else nproc
-        distributed.check_divisible(batch_size, processes)
-    except neural.NeuralError as exc:
-        fail(str(exc))
-    first_process = launch is None or launch.rank == 0  # the one that prints, plots and writes the checkpoint
+    launch = distributed.launched()  # several processes: spawned here (--nproc), or started by torchrun
+    if launch is not None and nproc not in (1, launch.world_size):
+        fail(f"--nproc {nproc}: under torchrun its {launch.world_size} processes train; drop --nproc")
+    processes = launch.world_size if launch is not None else nproc
+    distributed.check_divisible(batch_size, processes)
     torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {device}: torch sees no CUDA device here; use --device cpu")
-    checkpoint = None
-    if init_path is not None or resume:  # the checkpoint's shape and vocabulary (and, resuming, its weights)
-        try:
-            checkpoint = neural.load_checkpoint(init_path or output)
-        except neural.CheckpointError as exc:
-            fail(str(exc))
+    return launch, processes
+
+
+def _starting_model(
+    checkpoint_path: Path | None, shape: dict[str, Any], dropout: float | None, vocab_size: int
+) -> NeuralConfig | Checkpoint:
+    """The checkpoint to start from (to fine-tune or resume; --dropout replaces its dropout), or a fresh model's
+    shape from the options."""
+    from dataclasses import replace
+
+    from lm_core import neural
+
+    if checkpoint_path is not None:
+        checkpoint = neural.load_checkpoint(checkpoint_path)
+        if dropout is None:
+            return checkpoint
+        return replace(checkpoint, config=replace(checkpoint.config, dropout=dropout))
+    default = neural.NeuralConfig  # the defaults the options' help names
+    size = shape["hidden"] or default.hidden_dim
+    embed = shape["embed"] or size
+    return neural.NeuralConfig(
+        cell=shape["cell"] or default.cell,
+        vocab_size=vocab_size,
+        embed_dim=embed,
+        hidden_dim=size,
+        layers=shape["layers"] or default.layers,
+        dropout=default.dropout if dropout is None else dropout,
+        tie_weights=embed == size if shape["tie"] is None else shape["tie"],
+        window=shape["window"] or default.window,
+    )
+
+
+def _training_sentences(
+    files: tuple[Path, ...], pretokenized: bool, from_store: bool, db: Path | None
+) -> list[list[str]]:
+    """The sentences of FILES, and with --from-store the documents the store has learned."""
     sentences = _text_sentences(files, pretokenized)
     if from_store:
         engine = open_store(db)
@@ -731,77 +803,45 @@ def train_neural(
             fail("the store holds pretokenized text; give --pretokenized so FILES are read the same way")
         sentences += engine.learned_sentences()
         engine.close()
-    if valid_file is not None:
-        train_sentences, valid = sentences, _text_sentences((valid_file,), pretokenized)
-    else:
-        train_sentences, valid = training.split_holdout(sentences, 0.1)
-    if not valid or sum(len(s) for s in train_sentences) < 2 * batch_size:
-        fail(f"too little text to train on ({sum(len(s) for s in sentences):,} tokens); give more")
+    return sentences
 
-    if checkpoint is not None:
-        config, vocab = checkpoint.config, checkpoint.vocab
-        if dropout is not None:
-            config = dataclasses.replace(config, dropout=dropout)
-        model = neural.build_model(config)
-        model.load_state_dict(checkpoint.model.state_dict())
-    else:
-        vocab = training.build_vocab(train_sentences, max_size=vocab_size)
-        size = hidden or 200
-        config = neural.NeuralConfig(
-            cell=cell or "lstm",
-            vocab_size=len(vocab),
-            embed_dim=embed or size,
-            hidden_dim=size,
-            layers=layers or 2,
-            dropout=0.2 if dropout is None else dropout,
-            tie_weights=(embed or size) == size if tie is None else tie,
-            window=window or 4,
-        )
-        torch.manual_seed(seed)
-        model = neural.build_model(config)
-    train_ids, valid_ids = training.encode(train_sentences, vocab), training.encode(valid, vocab)
-    unknown = float((train_ids == 0).float().mean()) * 100
-    params = sum(p.numel() for p in model.parameters())
+
+def _training_summary(job: TrainingJob, init_path: Path | None, processes: int) -> str:
+    """The line said before training: the model, the data, and how it is split over processes."""
+    config = job.model.config
+    unknown = float((job.train_ids == 0).float().mean()) * 100
+    params = sum(p.numel() for p in job.model.parameters())
     shape_text = f"{config.cell} {config.layers}x{config.hidden_dim}" if config.cell != "window" else "window"
-    if first_process:
-        click.echo(
-            f"training {shape_text} ({params:,} weights, vocabulary {len(vocab):,} words) on {len(train_ids):,} "
-            f"tokens ({unknown:.1f}% <unk>), validating on {len(valid_ids):,}"
-            + (f"; fine-tuning {init_path}" if init_path else "")
-            + (f"; {processes} processes, {batch_size // processes} rows each" if processes > 1 else "")
-        )
-    train_config = training.TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        bptt=bptt,
-        optimizer=optimizer,
-        lr=lr if lr is not None else (20.0 if optimizer == "sgd" else 2e-3),
-        clip_norm=clip,
-        max_minutes=minutes,
-        seed=seed,
-        device=device,
+    rows = job.config.batch_size // processes
+    return (
+        f"training {shape_text} ({params:,} weights, vocabulary {len(job.vocab):,} words) on {len(job.train_ids):,} "
+        f"tokens ({unknown:.1f}% <unk>), validating on {len(job.valid_ids):,}"
+        + (f"; fine-tuning {init_path}" if init_path else "")
+        + (f"; {processes} processes, {rows} rows each" if processes > 1 else "")
     )
-    data = (model, train_ids, valid_ids, train_config, output, vocab)
+
+
+def _run_training(job: TrainingJob, launch: Launch | None, nproc: int, threads: int) -> TrainResult:
+    """Train the job: as one of torchrun's processes, over --nproc processes spawned here, or in this one."""
+    from lm_core import distributed, neural, training
+
     try:
         if launch is not None:
-            result = distributed.train_in_group(launch, *data, progress=_print_progress, resume=resume)
-        elif nproc > 1:
-            result = distributed.train_data_parallel(
-                nproc, *data, progress=_print_progress, resume=resume, threads=threads
-            )
-        else:
-            result = training.train(*data, progress=_print_progress, resume=resume)
+            return distributed.train_in_group(launch, job, print_progress)
+        if nproc > 1:
+            return distributed.train_data_parallel(nproc, job, print_progress, threads=threads)
+        return training.train(job, print_progress)
     except (neural.NeuralError, ValueError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
+        output = job.checkpoint_path
         kept = f"{output} holds the best model of the finished epochs" if output.exists() else "nothing was written"
         click.echo(f"\nnextword: interrupted; {kept} (continue with --resume)", err=True)
         sys.exit(130)
-    if not first_process:
-        return
-    weight = checkpoint.metrics.get("blend_weight") if init_path is not None and checkpoint is not None else None
-    if isinstance(weight, int | float) and output.exists():  # a fine-tuned model keeps the weight it came with
-        neural.update_checkpoint_metrics(output, blend_weight=float(weight))
+
+
+def _finish_training(result: TrainResult, output: Path, plot: Path | None) -> None:
+    """The training curves (with --plot) and the closing line."""
     if plot is not None:
         from lsp_server import plots
 

@@ -27,24 +27,27 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lm_core import tokenize
 from lm_core.counting import DEFAULT_ORDER, CountTables, count_ngrams, encode_sentences, prune
+from lm_core.inference import NeuralConfig, NeuralLM
 from lm_core.vocab import UNK, Vocab
 from lsp_server.paths import DEFAULT_BASE_NAME, DEFAULT_MODEL, DEFAULT_NEURAL_MODEL
 from store.countstore import CountStore
 
-if TYPE_CHECKING:
-    from lm_core.training import TrainProgress
-
 UNK_MARKER = "Qxunkxq"  # stands for WikiText's <unk> while the prose tokenizer runs
 DEFAULT_MIN_COUNTS = (1, 1, 1, 2, 2)  # WikiText-2 valid perplexity 195 (xz 8.8 MB); (1,1,2,2,2) gives 213 (4.5 MB)
-MAX_BYTES = 20 * 1024 * 1024
+MAX_BYTES = 20 * 1024 * 1024  # the compressed store shipped in the package stays under this (pruning sees to it)
 NEURAL_VOCAB = 20_000  # words the neural model knows (with <unk> <s> </s>)
-NEURAL_SHAPE = {"cell": "lstm", "embed_dim": 200, "hidden_dim": 200, "layers": 2, "dropout": 0.25, "tie_weights": True}
-NEURAL_MAX_BYTES = 15 * 1024 * 1024
+NEURAL_MAX_BYTES = 15 * 1024 * 1024  # the shipped neural model stays under this (a smaller NEURAL_VOCAB sees to it)
+NEURAL_EPOCHS = 40  # at most; early stopping on valid or the time budget ends training first
+NEURAL_MINUTES = 25.0  # the training budget: the shipped model trained 25 minutes (3 epochs) on 2 CPU cores
+NEURAL_THREADS = 2  # torch CPU threads: the 2 cores of the machine the shipped model was built on
+NEURAL_LOG_EVERY = 200  # steps between progress lines (an epoch of WikiText-2 is about 3,000 steps)
 EM_TOKENS = 30_000  # validation tokens the blend weight is fit on
+NEURAL_SHAPE = NeuralConfig(
+    cell="lstm", vocab_size=NEURAL_VOCAB, embed_dim=200, hidden_dim=200, layers=2, dropout=0.25, tie_weights=True
+)
 
 _JOINS = [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")]
 _CLITIC = re.compile(r" (n't|'s|'re|'ve|'m|'ll|'d)\b", re.IGNORECASE)
@@ -134,64 +137,36 @@ def build_default_model(
 
 
 def build_default_neural(
-    corpora: Path, output: Path, ngram_store: Path = DEFAULT_MODEL, minutes: float = 25.0, threads: int = 2
+    corpora: Path,
+    output: Path,
+    ngram_store: Path = DEFAULT_MODEL,
+    minutes: float = NEURAL_MINUTES,
+    threads: int = NEURAL_THREADS,
 ) -> dict[str, float]:
     """Train the shipped neural model on WikiText-2 train (prose tokens, as the store counts them), fit its blend
     weight by EM on valid against the shipped n-gram store, and save it (half precision) to `output`."""
     import torch
 
-    from lm_core import blend, neural, training
-    from lm_core.metrics import perplexity_of_scores, score_tokens
-    from lm_core.ngram import NgramModel
-    from lsp_server.paths import seed_from_default_model
-    from store.sqlite_counts import SqliteCounts
+    from lm_core import neural, training
+    from lsp_server.cli import print_progress
 
     started = time.perf_counter()
     torch.set_num_threads(threads)
     train_sentences, _ = analyse_wikitext((corpora / "wikitext-2" / "wiki.train.tokens").read_text(encoding="utf-8"))
     valid_sentences, _ = analyse_wikitext((corpora / "wikitext-2" / "wiki.valid.tokens").read_text(encoding="utf-8"))
-    vocab = training.build_vocab(train_sentences, max_size=NEURAL_VOCAB)
-    config = neural.NeuralConfig(vocab_size=len(vocab), **NEURAL_SHAPE)
-    torch.manual_seed(1234)
-    model = neural.build_model(config)
-    train_config = training.TrainConfig(epochs=40, max_minutes=minutes, log_every=200)
+    config = training.TrainConfig(epochs=NEURAL_EPOCHS, max_minutes=minutes, log_every=NEURAL_LOG_EVERY)
     with tempfile.TemporaryDirectory() as tmp:
-        result = training.train(
-            model,
-            training.encode(train_sentences, vocab),
-            training.encode(valid_sentences, vocab),
-            train_config,
-            Path(tmp) / "neural.pt",
-            vocab,
-            progress=_print_progress,
-        )
+        job = training.prepare(train_sentences, Path(tmp) / "neural.pt", config, NEURAL_SHAPE, valid_sentences)
+        result = training.train(job, progress=print_progress)
         held = [t for s in valid_sentences for t in s][:EM_TOKENS]
-        db = Path(tmp) / "default.db"
-        if not seed_from_default_model(db, ngram_store):
-            raise FileNotFoundError(f"{ngram_store}: the shipped n-gram store is missing; build it first")
-        with CountStore.open(db) as store:
-            ngram = NgramModel(SqliteCounts(store))
-            lm = neural.NeuralLM(model, vocab)
-            weights = blend.fit_weights_em([ngram, lm], held)
-            ngram_scores = [s.logprob for s in score_tokens(ngram, held)]
-            neural_scores = [s.logprob for s in score_tokens(blend.Blend([ngram, lm], [0.0, 1.0]), held)]
-            blended = [s.logprob for s in score_tokens(blend.Blend([ngram, lm], weights), held)]
-            ngram.counts.close()
-    metrics = {
-        **result.metrics,
-        "blend_weight": float(weights[1]),
-        "blend_fit_tokens": len(held),
-        "valid_perplexity_ngram": perplexity_of_scores(ngram_scores),
-        "valid_perplexity_neural": perplexity_of_scores(neural_scores),
-        "valid_perplexity_blend": perplexity_of_scores(blended),
-        "corpus": "WikiText-2 train (CC BY-SA 3.0), prose tokens",
-    }
-    neural.save_checkpoint(output, model, config, vocab, metrics, half=True)
+        fit = _fit_blend(NeuralLM(job.model, job.vocab), held, ngram_store, Path(tmp) / "default.db")
+    metrics = {**result.metrics, **fit, "corpus": "WikiText-2 train (CC BY-SA 3.0), prose tokens"}
+    neural.save_checkpoint(output, job.model, job.model.config, job.vocab, metrics, half=True)
     return {
         "epochs": float(result.epochs_run),
-        "params": float(sum(p.numel() for p in model.parameters())),
+        "params": float(sum(p.numel() for p in job.model.parameters())),
         "bytes": float(output.stat().st_size),
-        "blend_weight": float(weights[1]),
+        "blend_weight": float(fit["blend_weight"]),
         "ngram": float(metrics["valid_perplexity_ngram"]),
         "neural": float(metrics["valid_perplexity_neural"]),
         "blend": float(metrics["valid_perplexity_blend"]),
@@ -200,11 +175,31 @@ def build_default_neural(
     }
 
 
-def _print_progress(p: TrainProgress) -> None:
-    line = f"epoch {p.epoch} batch {p.batch}/{p.batches}: loss {p.loss:.3f} ppl {p.perplexity:,.1f}"
-    if p.valid_perplexity is not None:
-        line += f", valid perplexity {p.valid_perplexity:,.1f}"
-    print(line, flush=True)
+def _fit_blend(lm: NeuralLM, held: list[str], ngram_store: Path, db: Path) -> dict[str, float | int]:
+    """The neural model's blend weight, fit by EM on the `held` tokens against the shipped n-gram store (seeded
+    into `db`), and the perplexities on them of the n-gram model, the neural model and the blend."""
+    from lm_core import blend
+    from lm_core.metrics import perplexity_of_scores, score_tokens
+    from lm_core.ngram import NgramModel
+    from lsp_server.paths import seed_from_default_model
+    from store.sqlite_counts import SqliteCounts
+
+    if not seed_from_default_model(db, ngram_store):
+        raise FileNotFoundError(f"{ngram_store}: the shipped n-gram store is missing; build it first")
+    with CountStore.open(db) as store:
+        ngram = NgramModel(SqliteCounts(store))
+        weights = blend.fit_weights_em([ngram, lm], held)
+        ngram_scores = [s.logprob for s in score_tokens(ngram, held)]
+        neural_scores = [s.logprob for s in score_tokens(blend.Blend([ngram, lm], [0.0, 1.0]), held)]
+        blended = [s.logprob for s in score_tokens(blend.Blend([ngram, lm], weights), held)]
+        ngram.counts.close()
+    return {
+        "blend_weight": float(weights[1]),
+        "blend_fit_tokens": len(held),
+        "valid_perplexity_ngram": perplexity_of_scores(ngram_scores),
+        "valid_perplexity_neural": perplexity_of_scores(neural_scores),
+        "valid_perplexity_blend": perplexity_of_scores(blended),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,41 +209,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-counts", default=",".join(map(str, DEFAULT_MIN_COUNTS)), help="per order, e.g. 1,1,2,2")
     parser.add_argument("--output", type=Path, default=None, help="where to write (default: the shipped file)")
     parser.add_argument("--neural", action="store_true", help="build the neural model (the store must exist)")
-    parser.add_argument("--minutes", type=float, default=25.0, help="the neural model's training budget")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for training")
+    parser.add_argument("--minutes", type=float, default=NEURAL_MINUTES, help="the neural model's training budget")
+    parser.add_argument("--threads", type=int, default=NEURAL_THREADS, help="torch CPU threads for training")
     args = parser.parse_args(argv)
-    if args.neural:
-        return _main_neural(args)
-    args.output = args.output or DEFAULT_MODEL
-    corpus = corpora_dir(args.corpora) / "wikitext-2" / "wiki.train.tokens"
-    if not corpus.exists():
-        print(f"nextword: error: {corpus} not found; give --corpora or set NEXTWORD_CORPORA", file=sys.stderr)
-        return 1
+    folder = corpora_dir(args.corpora) / "wikitext-2"
+    needed = ("train", "valid") if args.neural else ("train",)  # the n-gram store reports valid perplexity if it can
+    if not all((folder / f"wiki.{part}.tokens").exists() for part in needed):
+        return _error(f"{folder} holds no WikiText-2; give --corpora or set NEXTWORD_CORPORA")
+    return _main_neural(args, folder) if args.neural else _main_ngram(args, folder)
+
+
+def _main_ngram(args: argparse.Namespace, folder: Path) -> int:
+    output = args.output or DEFAULT_MODEL
     min_counts = tuple(int(x) for x in args.min_counts.split(","))
-    valid = corpus.with_name("wiki.valid.tokens")
-    figures = build_default_model(corpus, args.output, args.order, min_counts, valid if valid.exists() else None)
+    valid = folder / "wiki.valid.tokens"
+    figures = build_default_model(
+        folder / "wiki.train.tokens", output, args.order, min_counts, valid if valid.exists() else None
+    )
     print(
-        f"{args.output}: order {args.order}, min counts {min_counts}, {figures['tokens']:,.0f} tokens, "
+        f"{output}: order {args.order}, min counts {min_counts}, {figures['tokens']:,.0f} tokens, "
         f"{figures['ngrams']:,.0f} n-grams, store {figures['db_bytes'] / 1e6:.1f} MB, "
         f"xz {figures['xz_bytes'] / 1e6:.1f} MB, WikiText-2 valid perplexity (prose tokens) "
         f"{figures['valid_perplexity']:.1f}, {figures['seconds']:.1f} s"
     )
     if figures["xz_bytes"] > MAX_BYTES:
-        print("nextword: error: the compressed model is over 20 MB; prune harder", file=sys.stderr)
-        return 1
+        return _error(f"the compressed model is over {_megabytes(MAX_BYTES)}; prune harder")
     return 0
 
 
-def _main_neural(args: argparse.Namespace) -> int:
-    root = corpora_dir(args.corpora)
-    for part in ("train", "valid"):
-        if not (root / "wikitext-2" / f"wiki.{part}.tokens").exists():
-            print(
-                f"nextword: error: {root}/wikitext-2 not found; give --corpora or set NEXTWORD_CORPORA", file=sys.stderr
-            )
-            return 1
+def _main_neural(args: argparse.Namespace, folder: Path) -> int:
     output = args.output or DEFAULT_NEURAL_MODEL
-    f = build_default_neural(root, output, minutes=args.minutes, threads=args.threads)
+    f = build_default_neural(folder.parent, output, minutes=args.minutes, threads=args.threads)
     print(
         f"{output}: {f['params']:,.0f} weights, {f['epochs']:.0f} epoch(s), {f['bytes'] / 1e6:.1f} MB; "
         f"WikiText-2 valid perplexity (prose tokens, first {EM_TOKENS:,}): n-gram {f['ngram']:.1f}, "
@@ -256,9 +247,18 @@ def _main_neural(args: argparse.Namespace) -> int:
         f"{f['ratio']:.3f} x the n-gram's); {f['seconds']:.0f} s"
     )
     if f["bytes"] > NEURAL_MAX_BYTES:
-        print("nextword: error: the neural model is over 15 MB; lower NEURAL_VOCAB", file=sys.stderr)
-        return 1
+        return _error(f"the neural model is over {_megabytes(NEURAL_MAX_BYTES)}; lower NEURAL_VOCAB")
     return 0
+
+
+def _megabytes(limit: int) -> str:
+    return f"{limit / 2**20:g} MB"
+
+
+def _error(message: str) -> int:
+    """Say what went wrong on stderr, in one line; the exit status."""
+    print(f"nextword: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ COMMANDS = {
 }
 RETRAIN_EPOCHS = 3  # nextword.retrainNeural's defaults: passes over the learned documents ...
 RETRAIN_MINUTES = 5.0  # ... and its time budget
+RETRAIN_MAX_EPOCHS = 1000  # the most a client may ask for: a bound against typos, far beyond any useful run ...
+RETRAIN_MAX_MINUTES = 24 * 60  # ... and a day's budget: a longer run belongs to `nextword train-neural`
+RETRAIN_LOG_EVERY = 5  # steps between $/progress reports: the learned documents make few steps per epoch
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
 GIL_SWITCH_S = 0.001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
 # background thread gets it within 1 ms (Python's default: 5 ms, several times over in one completion)
@@ -875,10 +878,10 @@ async def retrain_neural(ls: NextwordServer, *args: Any) -> dict[str, Any]:
     """
     options = next((a for a in _flatten(args) if isinstance(a, dict)), {})
     epochs, minutes = options.get("epochs", RETRAIN_EPOCHS), options.get("minutes", RETRAIN_MINUTES)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 1000:
-        raise ValueError("nextword.retrainNeural: epochs must be a whole number from 1 to 1000")
-    if not isinstance(minutes, int | float) or isinstance(minutes, bool) or not 0 < minutes <= 24 * 60:
-        raise ValueError("nextword.retrainNeural: minutes must be a number above 0")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= RETRAIN_MAX_EPOCHS:
+        raise ValueError(f"nextword.retrainNeural: epochs must be a whole number from 1 to {RETRAIN_MAX_EPOCHS}")
+    if not isinstance(minutes, int | float) or isinstance(minutes, bool) or not 0 < minutes <= RETRAIN_MAX_MINUTES:
+        raise ValueError(f"nextword.retrainNeural: minutes must be a number above 0, at most {RETRAIN_MAX_MINUTES}")
     if ls.retraining:
         return {"status": "busy", "epochs": 0, "valid_perplexity": None, "path": None}
     ls.retraining = True
@@ -915,7 +918,7 @@ async def _retrain(ls: NextwordServer, epochs: int, minutes: float) -> dict[str,
 
             torch.set_num_threads(1)
             init = neural.load_checkpoint(current) if current is not None else None
-            config = training.TrainConfig(epochs=epochs, max_minutes=minutes, log_every=5)
+            config = training.TrainConfig(epochs=epochs, max_minutes=minutes, log_every=RETRAIN_LOG_EVERY)
             return training.train_on_sentences(sentences, output, init, config, progress=report, should_stop=cancelled)
 
         trained = await loop.run_in_executor(ls.training, train)

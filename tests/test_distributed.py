@@ -30,7 +30,7 @@ from click.testing import CliRunner
 
 from lm_core.distributed import Launch, launched, train_data_parallel
 from lm_core.neural import NeuralConfig, build_model, load_checkpoint
-from lm_core.training import TrainConfig, TrainingError, TrainProgress, build_vocab, encode, train
+from lm_core.training import TrainConfig, TrainingError, TrainingJob, TrainProgress, build_vocab, encode, train
 from lsp_server.cli import main
 
 torch.set_num_threads(1)  # tiny models: threads only contend (and the machine is shared)
@@ -109,6 +109,10 @@ def tiny_model(cell: str) -> torch.nn.Module:
     return build_model(NeuralConfig(cell=cell, vocab_size=len(VOCAB), embed_dim=16, hidden_dim=16, layers=1, dropout=0))
 
 
+def job(model: torch.nn.Module, config: TrainConfig, path: Path) -> TrainingJob:
+    return TrainingJob(model, TRAIN_IDS, VALID_IDS, VOCAB, config, path)
+
+
 @pytest.mark.parametrize(
     ("cell", "optimizer", "lr", "clip"),
     [("lstm", "adam", 2e-3, 0.1), ("gru", "sgd", 1.0, 0.0)],  # clipping on (it binds at every step here) and off
@@ -120,8 +124,8 @@ def test_two_processes_train_exactly_as_one_with_the_same_global_batch(
     config = TrainConfig(epochs=2, batch_size=4, bptt=8, optimizer=optimizer, lr=lr, clip_norm=clip, log_every=1)
     one, two = StepLosses(tmp_path / "one.txt"), StepLosses(tmp_path / "two.txt")
     single, parallel = tiny_model(cell), tiny_model(cell)
-    alone = train(single, TRAIN_IDS, VALID_IDS, config, tmp_path / "one.pt", VOCAB, progress=one)
-    shared = train_data_parallel(2, parallel, TRAIN_IDS, VALID_IDS, config, tmp_path / "two.pt", VOCAB, progress=two)
+    alone = train(job(single, config, tmp_path / "one.pt"), progress=one)
+    shared = train_data_parallel(2, job(parallel, config, tmp_path / "two.pt"), progress=two)
 
     assert shared.steps == alone.steps == 28 and shared.stopped == alone.stopped == "epochs"
     losses_one, losses_two = one.read(), two.read()
@@ -143,7 +147,7 @@ def test_a_batch_that_does_not_split_over_the_processes_is_a_clear_error(
         monkeypatch.delenv(name, raising=False)
     config = TrainConfig(epochs=1, batch_size=5, bptt=8)
     with pytest.raises(TrainingError, match="a batch of 5 rows does not split evenly over 2 processes"):
-        train_data_parallel(2, tiny_model("lstm"), TRAIN_IDS, VALID_IDS, config, tmp_path / "m.pt", VOCAB)
+        train_data_parallel(2, job(tiny_model("lstm"), config, tmp_path / "m.pt"))
     corpus = tmp_path / "train.txt"
     corpus.write_text("the cat sees the dog\n" * 50)
     result = CliRunner().invoke(
@@ -183,9 +187,7 @@ def test_a_failing_process_ends_the_whole_run_at_once_with_its_message(
     start = time.monotonic()
     with pytest.raises(TrainingError) as failure:
         fail = FailAt(rank, 3, how)
-        train_data_parallel(
-            2, tiny_model("lstm"), TRAIN_IDS, VALID_IDS, config, tmp_path / "m.pt", VOCAB, should_stop=fail
-        )
+        train_data_parallel(2, job(tiny_model("lstm"), config, tmp_path / "m.pt"), should_stop=fail)
     assert str(failure.value) == expected  # the failing process's own error, not its peer's lost connection
     assert time.monotonic() - start < 60
 

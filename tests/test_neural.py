@@ -27,6 +27,7 @@ from lm_core.neural import (
 from lm_core.training import (
     TrainConfig,
     TrainingError,
+    TrainingJob,
     batchify,
     build_vocab,
     encode,
@@ -69,6 +70,17 @@ def quick(**overrides: object) -> TrainConfig:
     return TrainConfig(**{**dict(epochs=3, batch_size=8, bptt=16, lr=1e-2, log_every=1000), **overrides})  # type: ignore[arg-type]
 
 
+def job(
+    model: torch.nn.Module,
+    config: TrainConfig,
+    path: Path,
+    train_sentences: list[list[str]] = TRAIN,
+    resume: bool = False,
+) -> TrainingJob:
+    """Training `model` on `train_sentences`, validated on VALID."""
+    return TrainingJob(model, encode(train_sentences, VOCAB), encode(VALID, VOCAB), VOCAB, config, path, resume)
+
+
 def unigram_perplexity(train_sentences: list[list[str]], tokens: list[str]) -> float:
     counts = Counter(w for s in train_sentences for w in s)
     total = sum(counts.values())
@@ -80,7 +92,7 @@ def unigram_perplexity(train_sentences: list[list[str]], tokens: list[str]) -> f
 def test_each_cell_learns_a_tiny_corpus_below_its_unigram_perplexity(cell: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build_model(small(cell))
-    result = train(model, encode(TRAIN, VOCAB), encode(VALID, VOCAB), quick(), tmp_path / "m.pt", VOCAB)
+    result = train(job(model, quick(), tmp_path / "m.pt"))
     unigram = unigram_perplexity(TRAIN, FLAT_VALID)
     learned = perplexity(NeuralLM(model, VOCAB), FLAT_VALID)
     assert learned < unigram / 2, (cell, learned, unigram)  # about 2.4 against 11
@@ -160,7 +172,7 @@ def test_the_learning_rate_decays_on_a_plateau_and_training_stops_early(tmp_path
     # Demanding an improvement of 100 nats makes every epoch after the first a plateau.
     model = build_model(small("gru"))
     config = quick(epochs=10, patience=2, lr_decay=0.5, min_improvement=100.0)
-    result = train(model, encode(TRAIN, VOCAB), encode(VALID, VOCAB), config, tmp_path / "m.pt", VOCAB)
+    result = train(job(model, config, tmp_path / "m.pt"))
     assert result.stopped == "early stopping"
     assert result.epochs_run == 3
     assert result.metrics["lr"] == [1e-2, 1e-2, 5e-3]
@@ -171,29 +183,21 @@ def test_the_learning_rate_decays_on_a_plateau_and_training_stops_early(tmp_path
 def test_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "m.pt"
     torch.manual_seed(0)
-    first = train(build_model(small("gru")), encode(TRAIN, VOCAB), encode(VALID, VOCAB), quick(epochs=1), path, VOCAB)
+    first = train(job(build_model(small("gru")), quick(epochs=1), path))
     assert first.epochs_run == 1
-    resumed = train(
-        build_model(small("gru")), encode(TRAIN, VOCAB), encode(VALID, VOCAB), quick(epochs=2), path, VOCAB, resume=True
-    )
+    resumed = train(job(build_model(small("gru")), quick(epochs=2), path, resume=True))
     assert resumed.epochs_run == 2 and resumed.metrics["epoch"] == [1, 2]
     assert resumed.metrics["valid_loss"][0] == first.metrics["valid_loss"][0]
 
 
 def test_should_stop_cancels_at_once_and_keeps_the_best_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "m.pt"
-    train(build_model(small("rnn")), encode(TRAIN, VOCAB), encode(VALID, VOCAB), quick(epochs=1), path, VOCAB)
+    train(job(build_model(small("rnn")), quick(epochs=1), path))
     before = path.read_bytes()
     calls = []
     result = train(
-        build_model(small("rnn")),
-        encode(TRAIN, VOCAB),
-        encode(VALID, VOCAB),
-        quick(epochs=5),
-        path,
-        VOCAB,
+        job(build_model(small("rnn")), quick(epochs=5), path, resume=True),
         should_stop=lambda: len(calls) > 2 or calls.append(1) is not None,
-        resume=True,
     )
     assert result.stopped == "cancelled"
     assert path.read_bytes() == before
@@ -203,7 +207,7 @@ def test_progress_reports_loss_perplexity_and_lr(tmp_path: Path) -> None:
     reports = []
     model = build_model(small("window"))
     config = quick(epochs=2, log_every=5)
-    train(model, encode(TRAIN, VOCAB), encode(VALID, VOCAB), config, tmp_path / "m.pt", VOCAB, progress=reports.append)
+    train(job(model, config, tmp_path / "m.pt"), progress=reports.append)
     ends = [r for r in reports if r.valid_perplexity is not None]
     assert [r.epoch for r in ends] == [1, 2]
     assert all(r.perplexity == pytest.approx(math.exp(r.loss)) and r.lr == 1e-2 for r in reports)
@@ -223,7 +227,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: 
 
     config = quick(epochs=3, log_every=1)
     with pytest.raises(TrainingError) as error:
-        train(model, encode(TRAIN, VOCAB), encode(VALID, VOCAB), config, path, VOCAB, progress=poison)
+        train(job(model, config, path), progress=poison)
     message = str(error.value)
     assert "loss became NaN at step" in message and f"the last good checkpoint {path} is kept" in message
     assert "\n" not in message
@@ -236,13 +240,13 @@ def test_a_nan_loss_before_any_checkpoint_says_none_was_written(tmp_path: Path) 
     with torch.no_grad():
         model.decoder.bias[3] = math.nan
     with pytest.raises(TrainingError, match=r"at step 1 .*no checkpoint had been written yet"):
-        train(model, encode(TRAIN, VOCAB), encode(VALID, VOCAB), quick(), tmp_path / "m.pt", VOCAB)
+        train(job(model, quick(), tmp_path / "m.pt"))
     assert not (tmp_path / "m.pt").exists()
 
 
 def test_too_little_data_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="too few"):
-        train(build_model(small()), encode(TRAIN[:1], VOCAB), encode(VALID, VOCAB), quick(), tmp_path / "m.pt", VOCAB)
+        train(job(build_model(small()), quick(), tmp_path / "m.pt", TRAIN[:1]))
 
 
 def test_batchify_cuts_the_stream_into_contiguous_rows() -> None:
