@@ -50,15 +50,23 @@ _READ_CHUNK = 1 << 20
 def max_document_bytes() -> int:
     """The largest file read as one document (learn, score, report, eval, train-neural): `$NEXTWORD_MAX_DOCUMENT_MB`
     megabytes (10^6 bytes), else 16."""
-    raw = os.environ.get(MAX_DOCUMENT_ENV, "").strip()
+    return megabytes_setting(MAX_DOCUMENT_ENV, DEFAULT_MAX_DOCUMENT_MB, allow_zero=False)
+
+
+def megabytes_setting(name: str, default: float, allow_zero: bool) -> int:
+    """The environment variable `name` read as megabytes (10^6 bytes; `default` when unset), in bytes; a clear
+    `InputError` for anything but a finite number above 0 (or 0 itself with `allow_zero`)."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return int(DEFAULT_MAX_DOCUMENT_MB * 1e6)
+        return int(default * 1e6)
     try:
         megabytes = float(raw)
     except ValueError:
         megabytes = -1.0
-    if not megabytes > 0 or megabytes == float("inf"):
-        raise InputError(f"{MAX_DOCUMENT_ENV}={raw!r}: give a number of megabytes above 0, e.g. 64")
+    valid = megabytes >= 0 if allow_zero else megabytes > 0
+    if not valid or megabytes == float("inf"):
+        wanted = "0 or above" if allow_zero else "above 0"
+        raise InputError(f"{name}={raw!r}: give a number of megabytes{',' if allow_zero else ''} {wanted}, e.g. 64")
     return int(megabytes * 1e6)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import hashlib
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -48,16 +47,7 @@ DEFAULT_PROGRESS_MB = 32.0
 
 def progress_threshold_bytes() -> int:
     """Inputs at least this large (bytes) show progress: `$NEXTWORD_PROGRESS_MB` megabytes (10^6 bytes), else 32."""
-    raw = os.environ.get(PROGRESS_ENV, "").strip()
-    if not raw:
-        return int(DEFAULT_PROGRESS_MB * 1e6)
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        megabytes = -1.0
-    if not megabytes >= 0 or megabytes == float("inf"):
-        raise InputError(f"{PROGRESS_ENV}={raw!r}: give a number of megabytes, 0 or above, e.g. 64")
-    return int(megabytes * 1e6)
+    return sources.megabytes_setting(PROGRESS_ENV, DEFAULT_PROGRESS_MB, allow_zero=True)
 
 
 class ByteProgress:
