@@ -25,7 +25,7 @@ from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, USER_LAYER_TOKENS, A
 from lm_core.backoff import BackoffModel
 from lm_core.corrections import NeighbourIndex, Vocabulary
 from lm_core.evaluation import top_word_predictions
-from lm_core.metrics import perplexity, perplexity_of_scores, sentence_scores
+from lm_core.metrics import perplexity, perplexity_of_scores, sentence_scores, surprisal_bits
 from lm_core.model import UNBOUNDED_CONTEXT, Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
 from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
@@ -638,7 +638,7 @@ class Engine:
                 logprob = logprobs[position]
                 position += 1
                 if token.kind != "eos":
-                    bits = -logprob / math.log(2) if logprob > -math.inf else math.inf
+                    bits = surprisal_bits(logprob)
                     scored.append(WordScore(token.surface, token.start, token.end, bits, context))
                 history.append(token.norm)
         return DocumentScore(perplexity_of_scores(logprobs), len(logprobs), scored)
@@ -767,7 +767,7 @@ class Engine:
                     context = history[max(0, len(history) - width) :] if width else ()
                     logprob = self.model.logprob(token.norm, context)
                     prob = math.exp(logprob) if logprob > -math.inf else 0.0
-                    bits = -logprob / math.log(2) if logprob > -math.inf else math.inf
+                    bits = surprisal_bits(logprob)
                     alternatives = [a for a in self.next_words(context, k + 1, "", i == 0) if a.word != token.surface]
                     odd = self._oddity_at(segment, sentence, i, config or OddityConfig(), begin)
                     start, end = begin + token.start, begin + token.end

@@ -12,8 +12,8 @@ is flagged is prose that is not learned.
 detect-secrets runs as its `scan_file` does (every default plugin, every default filter, on a `.md` file's lines).
 "Both" is the union: a secret counts as found by either.
 
-    python bench/secrets.py            # 20 draws of each example, writes the 'secrets' section of RESULTS.md
-    python bench/secrets.py --quick    # 3 draws, 200 corpus lines, nothing written
+    python bench/secret_detection.py            # 20 draws of each example, writes the 'secrets' section of RESULTS.md
+    python bench/secret_detection.py --quick    # 3 draws, 200 corpus lines, nothing written
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def detect_secrets_flagger() -> tuple[Flagger, str]:
         from detect_secrets.core import scan
         from detect_secrets.settings import default_settings
     except ImportError:
-        sys.exit("error: bench/secrets.py compares with detect-secrets: pip install -e '.[bench]'")
+        sys.exit("error: bench/secret_detection.py compares with detect-secrets: pip install -e '.[bench]'")
 
     _KEEP.enter_context(default_settings())  # for the whole run (the context restores the settings on exit)
 
