@@ -80,6 +80,7 @@ class NgramModel:
         if config.delta <= 0:
             raise ValueError("add-delta needs delta > 0")
         self._cache = _Cache()
+        self._last_vocabulary_words: list[str] = []  # vocabulary_words' last list, kept while V does not change
         self.memo_bytes = KN_MEMO_BYTES  # bytes of follower arrays the Kneser-Ney level memo may hold
 
     # --- public interface --------------------------------------------------------------------------------
@@ -163,8 +164,17 @@ class NgramModel:
         return words, self._kneser_ney_dense(ids)
 
     def vocabulary_words(self) -> list[str]:
-        """V's words in id order: the list `distribution_arrays` returns (the same object while counts stay)."""
-        return self._cached("vocab_words", lambda: [self.counts.vocab.words[i] for i in self.vocabulary_ids()])
+        """V's words in id order: the list `distribution_arrays` returns (the same object while V stays the same,
+        across count changes too, so a `Blend` keeps what it derived from it)."""
+        return self._cached("vocab_words", self._current_vocabulary_words)
+
+    def _current_vocabulary_words(self) -> list[str]:
+        every = self.counts.vocab.words
+        words = [every[i] for i in self.vocabulary_ids().tolist()]
+        if words == self._last_vocabulary_words:  # counts changed, V did not (most learns add no new word)
+            return self._last_vocabulary_words
+        self._last_vocabulary_words = words
+        return words
 
     def word_positions(self) -> dict[str, int]:
         """Each word of V -> its position in `vocabulary_words()`."""

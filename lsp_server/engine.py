@@ -496,7 +496,10 @@ class Engine:
 
             weight = self.neural.weight
             weights = [*(float(w) * (1 - weight) for w in mixture.weights), weight]
-            local.adaptive = Blend([*mixture.models, self.neural.language_model()], weights)
+            if getattr(local, "neural_lm_generation", None) != self._neural_generation:
+                local.neural_lm = self.neural.language_model()  # kept across mixtures: its states stay warm
+                local.neural_lm_generation = self._neural_generation
+            local.adaptive = Blend([*mixture.models, local.neural_lm], weights)
             local.adaptive_key = key
         return local.adaptive
 

@@ -216,3 +216,42 @@ def test_unk_takes_the_cheap_path_when_the_ngram_knows_every_neural_word(ngram: 
         runs_before = neural.tokens_run
         assert blend.sentence_logprobs(tokens) == pytest.approx(word_by_word, abs=1e-6)
     assert neural.tokens_run - runs_before == len(tokens)  # the second pass: the batch alone, no per-word runs
+
+
+def test_the_alignment_found_in_bulk_is_the_word_by_word_one(blend: Blend, ngram: NgramModel, neural) -> None:
+    ref, words_m = ngram.vocabulary_words(), neural.words
+    blend.component_arrays(("<s>",))
+    a = blend._alignment(1, words_m)
+    index_m = {w: i for i, w in enumerate(words_m)}
+    both = [(i, index_m[w]) for i, w in enumerate(ref) if w != "<unk>" and w in index_m]
+    assert a.both_ref.tolist() == [i for i, _ in both] and a.both_m.tolist() == [j for _, j in both]
+    assert a.pool_ref.tolist() == [i for i, w in enumerate(ref) if w == "<unk>" or w not in index_m]
+    outside = [j for j, w in enumerate(words_m) if w not in ref and w != "<unk>"]
+    assert a.extra_m.tolist() == outside == [1, 11]  # <s> and zebra
+    assert a.unk_m == 0
+
+
+def test_a_rebuilt_blend_shares_what_was_derived_from_the_same_word_lists(
+    blend: Blend, ngram: NgramModel, neural: NeuralLM
+) -> None:
+    again = Blend([ngram, neural], [0.4, 0.6])
+    context = ("<s>", "the")
+    words, probs = blend.component_arrays(context)
+    words_again, probs_again = again.component_arrays(context)
+    assert words_again is words and np.array_equal(probs_again, probs)
+    assert again._alignment(1, neural.words) is blend._alignment(1, neural.words)
+    assert again._ref_index is blend._ref_index
+
+
+def test_the_vocabulary_list_is_kept_while_counts_change_and_the_words_do_not(tmp_path) -> None:
+    from store.countstore import CountStore
+
+    with CountStore.open(tmp_path / "s.db", order=3, tokenizer="pretokenized", create=True) as store:
+        store.learn("one", "\n".join(LINES) + "\n")
+        model = store.model()
+        before = model.vocabulary_words()
+        store.learn("two", "the cat sat on the log\n")  # counts change, no new word
+        assert model.counts.version != 0 and model.vocabulary_words() is before
+        store.learn("three", "the zebra sat\n")  # a new word: a new list
+        after = model.vocabulary_words()
+        assert after is not before and "zebra" in after and after[: len(before)] == before
