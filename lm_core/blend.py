@@ -52,8 +52,9 @@ class _Alignment:
     extra_m: np.ndarray  # positions of the component's words outside V (their mass goes to V's <unk>)
 
 
-SHARED_VOCABULARIES = 8
-"""Word lists whose index and alignments every Blend shares (the latest used; a few MB each for 30k words)."""
+SHARED_VOCABULARIES = 3
+"""Word lists whose index and alignments every Blend shares (the latest used: the current vocabulary and the one before,
+while the two threads may differ for a moment; about 4 MB each for 30k words)."""
 
 
 class _SharedVocabularies:
