@@ -71,6 +71,7 @@ RETRAIN_LOG_EVERY = 5  # steps between $/progress reports: the learned documents
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
 GIL_SWITCH_S = 0.001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
 # background thread gets it within 1 ms (Python's default: 5 ms, several times over in one completion)
+INTERACTIVE_THREAD = "nextword-interactive"  # the thread completions and hovers run on (see NextwordServer.run)
 YIELD_POLL_S = 0.0005  # how often paused background work looks whether the completion it waits for is done ...
 YIELD_MAX_S = 0.25  # ... and how long at most it waits at one yield point (a stream of completions cannot starve it)
 CHECKPOINT_IDLE_S = 1.0  # the write-ahead log is checkpointed once learning has been quiet this long ...
@@ -111,7 +112,7 @@ class NextwordServer(LanguageServer):
         super().__init__("nextword", server_version, protocol_cls=NextwordProtocol)
         self.settings = Settings(database=db)
         self.empty_store = empty_store  # a store not there yet starts empty (serve --empty-store), not seeded
-        self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-interactive")
+        self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix=INTERACTIVE_THREAD)
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-background")
         self.training = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-training")
         self.initialized = False  # the neural model is loaded only after initialization
@@ -172,6 +173,8 @@ class NextwordServer(LanguageServer):
         """The Engine's yield point, on the background thread: sleep (the interpreter lock free) while a request a
         person waits for is in flight, at most YIELD_MAX_S, so that a learn never holds up the completion typed
         right after a save."""
+        if threading.current_thread().name.startswith(INTERACTIVE_THREAD):
+            return  # the work a person waits for never waits for itself
         deadline = time.monotonic() + YIELD_MAX_S
         while self.waiting and time.monotonic() < deadline:
             time.sleep(YIELD_POLL_S)

@@ -200,3 +200,14 @@ def test_background_work_waits_while_a_completion_is_in_flight() -> None:
     started = time.monotonic()
     ls.yield_to_waiting()
     assert time.monotonic() - started < 0.01
+
+
+def test_work_on_the_interactive_thread_never_waits_for_itself() -> None:
+    from lsp_server import server as server_module
+
+    ls = server_module.NextwordServer()
+    ls.waiting = 1  # the completion that runs the work itself
+    started = time.monotonic()
+    ls.interactive.submit(ls.yield_to_waiting).result()
+    assert time.monotonic() - started < 0.05
+    ls.interactive.shutdown()
