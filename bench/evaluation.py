@@ -566,18 +566,19 @@ def learner_tables(rows: list[LearnerRow], data: list[LearnerSentence]) -> tuple
 
 
 # --- (f) false alarms on clean text and the time of a cold check ----------------------------------------------------
-def clean_paragraphs(corpora: Path, words: int) -> dict[str, list[str]]:
-    """Clean prose: WikiText-2 test paragraphs without <unk> (detokenized), and Gutenberg books (Austen, Carroll,
-    Chesterton; paragraphs after the first 200), about `words` words each."""
-    (wiki,) = require_files(corpora, ["wikitext-2/wiki.test.tokens"])
+def clean_paragraphs(corpora: Path, words: int, wiki_split: str = "test") -> dict[str, list[str]]:
+    """Clean prose: WikiText-2 paragraphs (of `wiki_split`) without <unk> (detokenized), and Gutenberg books
+    (Austen, Carroll, Chesterton; paragraphs after the first 200), about `words` words each."""
+    (wiki,) = require_files(corpora, [f"wikitext-2/wiki.{wiki_split}.tokens"])
     books = require_files(corpora, ["gutenberg/austen-persuasion.txt", "gutenberg/carroll-alice.txt",
                                     "gutenberg/chesterton-brown.txt"])  # fmt: skip
-    out: dict[str, list[str]] = {"WikiText-2 test": [], "Gutenberg (Austen, Carroll, Chesterton)": []}
+    name = f"WikiText-2 {wiki_split}"
+    out: dict[str, list[str]] = {name: [], "Gutenberg (Austen, Carroll, Chesterton)": []}
     n = 0
     for line in wiki.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.strip().startswith("=") and "<unk>" not in line and n < words:
             prose = _SPACE_AFTER.sub(r"\1", _SPACE_BEFORE.sub(r"\1", detokenize_wikitext(line)))
-            out["WikiText-2 test"].append(prose)
+            out[name].append(prose)
             n += len(prose.split())
     share = words // len(books)
     for book in books:

@@ -49,6 +49,8 @@ FUNCTION_WORDS: tuple[str, ...] = ("is", "are", "was", "be", "it", "that", "and"
 NO_INSERT_AFTER = frozenset({*ARTICLES, "this", "these", "that", "those", "my", "your", "his", "her", "its", "our"})
 """An article is not inserted right after a determiner or possessive."""
 _LETTERS = "abcdefghijklmnopqrstuvwxyz'"
+MISSPELLING_MIN_LETTERS = 3
+"""Shorter words are never judged misspelt (abbreviations, interjections)."""
 
 
 def _groups(sets: tuple[tuple[str, ...], ...]) -> dict[str, tuple[str, ...]]:
@@ -79,12 +81,13 @@ class Edit:
 class Vocabulary:
     """What the generators may propose: `known(word)` (the model's vocabulary, a user's learned words included),
     `near(word)` (words common enough to be offered as a spelling correction one edit from `word`, e.g. a
-    `NeighbourIndex`) and, where the model has counts, `seen_pair(a, b)` (the text the model learned from has `a`
-    followed by `b`)."""
+    `NeighbourIndex`), where the model has counts, `seen_pair(a, b)` (the text the model learned from has `a`
+    followed by `b`), and `spell(word)`, the corrections of a misspelt word (e.g. a `Speller`; default: `near`)."""
 
     known: Callable[[str], bool]
     near: Callable[[str], Sequence[str]]
     seen_pair: Callable[[str, str], bool] | None = None
+    spell: Callable[[str], Sequence[str]] | None = None
 
 
 Generator = Callable[[Sequence[str], int, Vocabulary], Iterator[Edit]]
@@ -166,12 +169,12 @@ def spelling_edits(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator
 
 
 def misspelling_edits(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator[Edit]:
-    """Token i is no English word (neither the model nor lemminflect's dictionary knows it): the common words one
-    edit away."""
+    """Token i is no English word (neither the model nor lemminflect's dictionary knows it): the known words closest
+    to it (`Vocabulary.spell`: one edit away, or two for a long word)."""
     word = tokens[i]
-    if len(word) < 4 or not word.isalpha() or vocab.known(word) or is_dictionary_word(word):
+    if len(word) < MISSPELLING_MIN_LETTERS or not word.isalpha() or vocab.known(word) or is_dictionary_word(word):
         return
-    for other in vocab.near(word):
+    for other in (vocab.spell or vocab.near)(word):
         yield Edit(MISSPELLING, i, i + 1, (other,))
 
 
@@ -263,6 +266,41 @@ class NeighbourIndex:
                 if other != word and _one_edit(word, other):
                     found[other] = None
         return tuple(found)
+
+
+class Speller:
+    """The corrections of a misspelt word among a fixed word list: the words one edit away (a letter deleted,
+    inserted or changed, two adjacent letters swapped: the optimal string alignment distance), or, when there is
+    none and the word has at least `TWO_EDITS_LETTERS` letters, the words two edits away; at most `limit`, in the
+    list's order (rapidfuzz's matcher, in C++, over the whole list)."""
+
+    TWO_EDITS_LETTERS = 6
+
+    def __init__(self, words: Iterable[str], limit: int = 8) -> None:
+        self._words = list(words)
+        self._limit = limit
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, word: str) -> tuple[str, ...]:
+        found = self._cache.get(word)
+        if found is None:
+            found = self._closest(word)
+            if len(self._cache) > 65_536:
+                self._cache.clear()
+            self._cache[word] = found
+        return found
+
+    def _closest(self, word: str) -> tuple[str, ...]:
+        from rapidfuzz import process
+        from rapidfuzz.distance import OSA
+
+        most = 2 if len(word) >= self.TWO_EDITS_LETTERS else 1
+        matches = process.extract(word, self._words, scorer=OSA.distance, score_cutoff=most, limit=None)
+        if not matches:
+            return ()
+        nearest = min(distance for _, distance, _ in matches)
+        closest = sorted((index, w) for w, distance, index in matches if distance == nearest and w != word)
+        return tuple(w for _, w in closest[: self._limit])
 
 
 def _deletions(word: str) -> list[str]:

@@ -47,6 +47,8 @@ from lm_core.model import LanguageModel
 from lm_core.vocab import BOS, EOS, SPECIAL
 
 UNGATED = frozenset({CONFUSION, DOUBLED, MISSPELLING})
+INSERTING = frozenset({ARTICLE, PREPOSITION, MISSING_WORD})
+"""The kinds that insert a word before a token (tried before names and other tokens that are never changed)."""
 DEFAULT_KIND_BITS: tuple[tuple[str, float], ...] = ((CONFUSION, -3.0), (DOUBLED, -7.0), (SPELLING, 2.0))
 """Extra bits per kind (the rest: 0). Tuned with bench/evaluation.py's tuning split (the first half of JFLEG dev,
 false alarms on WikiText-2 valid); confusable words need 7 bits, as before, and doubled words 5 (with the deletion's
@@ -274,7 +276,7 @@ def find_oddities_many(
     out = []
     for item, found in zip(sentences, per_sentence, strict=True):
         surprisal = [surprisal_bits(lp) for lp in item.logprobs]
-        out.append(_select(item.tokens, found, config, surprisal) if found else [])
+        out.append(select(item.tokens, found, config, surprisal) if found else [])
     return out
 
 
@@ -307,25 +309,22 @@ def _candidates(
 ) -> list[Edit]:
     """The edits at token i of the sentence worth scoring (`bits`: each token's surprisal)."""
     sentence, skip, editable = item.tokens, item.skip, item.editable
-    if sentence[i] == EOS or skip[i] or not editable[i]:
+    if sentence[i] == EOS or skip[i]:
         return []
-    kinds = config.kinds
+    kinds = config.kinds if editable[i] else config.kinds & INSERTING  # before a name: a word inserted, if any
     if max(bits[i : i + 3]) < config.gate_bits and bits[i] < config.insertion_gate_bits:
         kinds = kinds & UNGATED  # nothing surprising here: only confusable and doubled words are looked at
     out = []
     last = len(sentence) - 1
     for edit in edits_at(sentence, i, vocab, kinds):
-        if edit.stop > last + (edit.kind == DOUBLED) or not all(editable[j] for j in range(edit.start, edit.stop)):
+        if edit.stop > last + (edit.kind == DOUBLED) or not all(editable[j] for j in _changed(sentence, edit)):
             continue
         if any(t not in SPECIAL and not vocab.known(t) for t in edit.tokens):
             continue
         if edit.kind not in UNGATED:
             if not all(vocab.known(t) for t in sentence[edit.start : edit.stop]):
                 continue  # only confusion sets and doubled words judge a word the model does not know
-            if len(edit.tokens) > edit.stop - edit.start:  # an insertion: the word after the gap is surprising
-                if bits[edit.start] < config.insertion_gate_bits:
-                    continue
-            elif max(bits[edit.start : edit.stop + 1]) < config.gate_bits:
+            if candidate_is_gated(sentence, edit, bits, config):
                 continue
             if not _plain_neighbour(sentence, skip, editable, edit.stop, vocab) or not _pairs_seen(
                 sentence, edit, vocab
@@ -333,6 +332,30 @@ def _candidates(
                 continue  # names and numbers swing the window; unseen pairs are unlikely corrections
         out.append(edit)
     return out
+
+
+def candidate_is_gated(sentence: Sequence[str], edit: Edit, bits: Sequence[float], config: OddityConfig) -> bool:
+    """The edit is not tried: nothing near it is surprising enough (`bits`: each token's surprisal). Confusion
+    sets, doubled words and misspellings are always tried; an insertion needs the word after the gap to reach
+    `insertion_gate_bits`, any other edit a token it changes or the one after to reach `gate_bits`."""
+    if edit.kind in UNGATED:
+        return False
+    if _inserts(sentence, edit):
+        return bits[edit.start] < config.insertion_gate_bits
+    return max(bits[edit.start : edit.stop + 1]) < config.gate_bits
+
+
+def _inserts(sentence: Sequence[str], edit: Edit) -> bool:
+    """The edit inserts words before the tokens it names and leaves those tokens as they are."""
+    kept = edit.stop - edit.start
+    return len(edit.tokens) > kept and tuple(edit.tokens[len(edit.tokens) - kept :]) == tuple(
+        sentence[edit.start : edit.stop]
+    )
+
+
+def _changed(sentence: Sequence[str], edit: Edit) -> range:
+    """The original tokens the edit changes (none for an insertion before a token)."""
+    return range(edit.start, edit.start) if _inserts(sentence, edit) else range(edit.start, edit.stop)
 
 
 def _pairs_seen(sentence: Sequence[str], edit: Edit, vocab: Vocabulary) -> bool:
@@ -407,7 +430,7 @@ def _unigram_bits(model: LanguageModel, memo: Memo | None = None) -> Callable[[s
     return bits
 
 
-def _select(
+def select(
     sentence: Sequence[str],
     found: Sequence[tuple[Edit, tuple[float, float]]],
     config: OddityConfig,

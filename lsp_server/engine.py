@@ -23,7 +23,7 @@ import numpy as np
 from lm_core import tokenize
 from lm_core.adaptation import COMPONENTS, DEFAULT_WEIGHTS, USER_LAYER_TOKENS, Adaptation
 from lm_core.backoff import BackoffModel
-from lm_core.corrections import NeighbourIndex, Vocabulary
+from lm_core.corrections import NeighbourIndex, Speller, Vocabulary
 from lm_core.evaluation import top_word_predictions
 from lm_core.metrics import perplexity, perplexity_of_scores, sentence_scores, surprisal_bits
 from lm_core.model import UNBOUNDED_CONTEXT, Context, LanguageModel
@@ -52,6 +52,7 @@ PARAGRAPH_MEMO = 2_000  # paragraphs whose tokens the document cache remembers
 CHECK_BATCH_SENTENCES = 8  # sentences checked in one batch between two yield points (a batch takes ~10-50 ms)
 HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 SPELLING_MIN_COUNT = 20  # a spelling correction must be a word seen at least this often
+MISSPELLING_MIN_COUNT = 3  # ... and a misspelling's correction (of a word no dictionary knows) this often
 FOLLOWER_SETS = 20_000  # words whose followers are kept as sets for the seen-pair filter
 MEMO_LIMIT = 400_000  # per-token scores kept between checks (at most; and within an eighth of the cache budget)
 MEMO_ENTRY_BYTES = 250  # one kept score: its key (a context tuple and a word) and its float
@@ -192,6 +193,7 @@ class Engine:
         self._memo: Memo = {}  # per-token n-gram scores of candidate windows, kept while the counts stay the same
         self._vocabulary: tuple[int, Vocabulary] | None = None
         self._neighbours: tuple[frozenset[str], NeighbourIndex] | None = None
+        self._speller: tuple[frozenset[str], Speller] | None = None
         self.set_cache_budget(DEFAULT_CACHE_BYTES)
 
     def set_cache_budget(self, total_bytes: int) -> None:
@@ -837,13 +839,22 @@ class Engine:
             self._neighbours = (key, NeighbourIndex(words))
         return self._neighbours[1]
 
+    def _spelling_list(self, words: list[str]) -> Speller:
+        """The corrections of misspelt words among `words`, kept while the list stays the same."""
+        key = frozenset(words)
+        if self._speller is None or self._speller[0] != key:
+            self._speller = (key, Speller(words))
+        return self._speller[1]
+
     def _make_vocabulary(self) -> Vocabulary:
         if self._count_model is not None:
             counts = self._count_model.counts
             unigrams = counts.level(())
             words = counts.vocab.words
             pairs = zip(unigrams.ids.tolist(), unigrams.count.tolist(), strict=True)
-            frequent = [words[i] for i, c in pairs if c >= SPELLING_MIN_COUNT and words[i].isalpha()]
+            counted = [(words[i], c) for i, c in pairs if c >= MISSPELLING_MIN_COUNT and words[i].isalpha()]
+            counted.sort(key=lambda wc: -wc[1])  # commonest first: a misspelling's corrections in this order
+            frequent = [w for w, c in counted if c >= SPELLING_MIN_COUNT]
             id_of = counts.vocab.id_of
             level = counts.level
 
@@ -858,7 +869,8 @@ class Engine:
                     after = followers[aid] = frozenset(level((aid,)).ids.tolist())
                 return id_of(b) in after
 
-            return Vocabulary(lambda w: id_of(w) != UNK_ID, self._neighbour_index(frequent), seen_pair)
+            speller = self._spelling_list([w for w, _ in counted])
+            return Vocabulary(lambda w: id_of(w) != UNK_ID, self._neighbour_index(frequent), seen_pair, speller)
         ngram = self.ngram
         return Vocabulary(known=lambda w: ngram.logprob(w, ()) > ngram.logprob(UNK, ()), near=lambda w: ())
 
