@@ -257,7 +257,7 @@ def search(
     """Coordinate ascent over the gates, the insertion and deletion bits, the frequency weight and each kind's
     extra bits (the threshold stays): one setting at a time, the best of a few steps kept."""
     settings = dict(start)
-    kinds = dict(settings.get("kind_bits", OddityConfig().kind_bits))
+    kinds = dict(settings.pop("kind_bits", OddityConfig().kind_bits))  # type: ignore[arg-type]
     for kind in ("article", "preposition", "inflection", "transposition", "missing word", "spelling", "confusion",
                  "doubled"):  # fmt: skip
         kinds.setdefault(kind, 0.0)

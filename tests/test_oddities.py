@@ -9,10 +9,17 @@ from pathlib import Path
 import pytest
 
 from lm_core import corrections
-from lm_core.corrections import Edit, NeighbourIndex, Vocabulary, edits_at, one_edit_away
+from lm_core.corrections import Edit, NeighbourIndex, Speller, Vocabulary, edits_at, one_edit_away
 from lm_core.counting import count_ngrams, encode_sentences, prune
 from lm_core.ngram import NgramModel
-from lm_core.oddities import Correction, OddityConfig, explain, find_oddities, score_windows
+from lm_core.oddities import (
+    Correction,
+    OddityConfig,
+    candidate_is_gated,
+    explain,
+    find_oddities,
+    score_windows,
+)
 from lm_core.vocab import BOS, EOS, Vocab
 from lsp_server.engine import Engine
 from store.countstore import CountStore
@@ -99,6 +106,22 @@ def test_misspellings_are_words_no_dictionary_knows() -> None:
     assert list(corrections.spelling_edits(["siences", EOS], 0, vocab)) == []  # real-word spelling: known words only
 
 
+def test_the_speller_offers_the_closest_known_words_one_edit_away_or_two_for_long_words() -> None:
+    words = ["the", "then", "prefer", "preferred", "successful", "environment", "they"]
+    speller = Speller(words)
+    assert speller("hte") == ("the",)  # adjacent letters swapped: one edit
+    assert speller("thn") == ("the", "then")  # both one edit away, in the list's order
+    assert speller("preffer") == ("prefer",)  # one edit wins over 'preferred' (two)
+    assert speller("succesfull") == ("successful",)  # two edits, a word of 6+ letters
+    assert speller("inviroment") == ("environment",)
+    assert speller("thye") == ("the", "they")  # one deletion, one swap: equally close, in the list's order
+    assert speller("hten") == ("then",)
+    assert speller("xqzt") == ()  # nothing within one edit, and too short for two
+    vocab = Vocabulary(known=lambda w: w in words, near=lambda w: (), spell=speller)
+    assert list(corrections.misspelling_edits(["hte", EOS], 0, vocab)) == [Edit("misspelling", 0, 1, ("the",))]
+    assert list(corrections.misspelling_edits(["ht", EOS], 0, vocab)) == []  # two letters: never judged
+
+
 # --- scoring ---------------------------------------------------------------------------------------------------
 def test_bulk_logprobs_equal_logprob_bit_for_bit(model: NgramModel) -> None:
     words = [*model.counts.vocab.words, "unseen-word"]
@@ -175,6 +198,25 @@ def test_skipped_and_fixed_tokens_are_never_changed(model: NgramModel) -> None:
     assert all(o.index != 3 for o in find_oddities(model, tokens, OPEN, editable=fixed, vocab=known_to(model)))
     skip = [False, False, False, True, False, True, True]
     assert all(o.index != 3 for o in find_oddities(model, tokens, OPEN, skip=skip, vocab=known_to(model)))
+
+
+def test_a_word_may_be_inserted_before_a_token_that_is_never_changed(model: NgramModel) -> None:
+    tokens = [*["we", "want", "to", "go", "to", "park", "yesterday", "."], EOS]
+    fixed = [t != "park" for t in tokens]  # 'park' as a name would be: never changed
+    [odd] = [o for o in find_oddities(model, tokens, OPEN, editable=fixed, vocab=known_to(model)) if o.index == 5]
+    assert odd.alternatives[0].tokens == ("the", "park")
+    assert all(c.tokens[-1] == "park" and len(c.tokens) == 2 for c in odd.alternatives)  # only insertions
+
+
+def test_edits_are_gated_by_the_surprisal_near_them() -> None:
+    tokens = ["we", "want", "go", "park", EOS]
+    bits = [3.0, 2.0, 6.5, 9.5, 1.0]
+    config = OddityConfig(gate_bits=7.0, insertion_gate_bits=9.0)
+    assert not candidate_is_gated(tokens, Edit("article", 3, 4, ("the", "park")), bits, config)  # 9.5 >= 9
+    assert candidate_is_gated(tokens, Edit("preposition", 2, 3, ("to", "go")), bits, config)  # 6.5 < 9
+    assert not candidate_is_gated(tokens, Edit("inflection", 2, 3, ("goes",)), bits, config)  # the next: 9.5 >= 7
+    assert candidate_is_gated(tokens, Edit("inflection", 1, 2, ("wants",)), bits, config)  # 2.0 and 6.5 < 7
+    assert not candidate_is_gated(tokens, Edit("confusion", 1, 2, ("want",)), bits, config)  # never gated
 
 
 def test_the_threshold_and_the_kinds_decide_what_is_flagged(model: NgramModel) -> None:
