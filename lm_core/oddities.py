@@ -71,9 +71,11 @@ __all__ = [
     "Correction",
     "Oddity",
     "OddityConfig",
+    "candidate_is_gated",
     "explain",
     "find_oddities",
     "score_windows",
+    "select",
 ]
 
 
