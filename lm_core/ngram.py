@@ -31,6 +31,7 @@ from lm_core.counts import ADJUSTED, RAW, CountReader, Level
 from lm_core.model import Context, Prediction, top_predictions
 from lm_core.smoothing import Smoothing, good_turing_ratios, kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID
+from lm_core.word_lists import SHARED as SHARED_WORD_LISTS
 
 NORMALISED = (Smoothing.MLE, Smoothing.ADD_DELTA, Smoothing.KATZ, Smoothing.KNESER_NEY)
 
@@ -80,7 +81,8 @@ class NgramModel:
         if config.delta <= 0:
             raise ValueError("add-delta needs delta > 0")
         self._cache = _Cache()
-        self._last_vocabulary_words: list[str] = []  # vocabulary_words' last list, kept while V does not change
+        # vocabulary_words' last list and V's ids then: kept while V does not change
+        self._last_vocabulary: tuple[np.ndarray, list[str]] = (np.zeros(0, np.int64), [])
         self.memo_bytes = KN_MEMO_BYTES  # bytes of follower arrays the Kneser-Ney level memo may hold
 
     # --- public interface --------------------------------------------------------------------------------
@@ -169,16 +171,22 @@ class NgramModel:
         return self._cached("vocab_words", self._current_vocabulary_words)
 
     def _current_vocabulary_words(self) -> list[str]:
+        """V's words for the current counts: the last list while V's ids are unchanged (most learns add no new word);
+        the last list extended when the new ids only follow its ids (new words get new, larger ids)."""
+        ids, (last_ids, last_words) = self.vocabulary_ids(), self._last_vocabulary
+        if np.array_equal(ids, last_ids):
+            return last_words
         every = self.counts.vocab.words
-        words = [every[i] for i in self.vocabulary_ids().tolist()]
-        if words == self._last_vocabulary_words:  # counts changed, V did not (most learns add no new word)
-            return self._last_vocabulary_words
-        self._last_vocabulary_words = words
+        if len(ids) > len(last_ids) and np.array_equal(ids[: len(last_ids)], last_ids):
+            words = last_words + [every[i] for i in ids[len(last_ids) :].tolist()]
+        else:
+            words = [every[i] for i in ids.tolist()]
+        self._last_vocabulary = (ids, words)
         return words
 
     def word_positions(self) -> dict[str, int]:
         """Each word of V -> its position in `vocabulary_words()`."""
-        return self._cached("word_positions", lambda: {w: i for i, w in enumerate(self.vocabulary_words())})
+        return SHARED_WORD_LISTS.index(self.vocabulary_words()).position
 
     def _kneser_ney_dense(self, ids: tuple[int, ...]) -> np.ndarray:
         """`_kneser_ney` over all of V with the same arithmetic (so the same floats): the unigram level for every
@@ -220,7 +228,7 @@ class NgramModel:
 
     def vocabulary_ids(self) -> np.ndarray:
         """Ids of V: every word with a positive count except `<s>`, plus `<unk>`; ascending."""
-        return self._cached("vocab", lambda: np.union1d(self.counts.level(()).ids, [UNK_ID]).astype(np.int64))
+        return self._cached("vocab", lambda: _with_unk(self.counts.level(()).ids))
 
     # --- contexts and candidates ---------------------------------------------------------------------------
     def _context_ids(self, context: Context) -> tuple[int, ...]:
@@ -479,3 +487,14 @@ def _lookup(ids: np.ndarray, values: np.ndarray, words: np.ndarray, fill: float 
     pos = np.minimum(np.searchsorted(ids, words), len(ids) - 1)
     hit = ids[pos] == words
     return np.where(hit, values[pos], fill)
+
+
+def _with_unk(ids: np.ndarray) -> np.ndarray:
+    """Ascending distinct word ids with `<unk>`'s among them (int64)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all()):
+        return np.union1d(ids, [UNK_ID]).astype(np.int64)
+    at = int(ids.searchsorted(UNK_ID))
+    if at < len(ids) and ids[at] == UNK_ID:
+        return ids.copy()
+    return np.insert(ids, at, UNK_ID)
