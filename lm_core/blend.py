@@ -52,6 +52,15 @@ class _Alignment:
     unk_m: int | None  # the component's <unk>
     extra_m: np.ndarray  # positions of the component's words outside V (their mass goes to V's <unk>)
     in_ref: np.ndarray  # each component word's position in V, -1 when V lacks it
+    _pool_mask: np.ndarray | None = None
+
+    def pool_mask(self, ref_length: int) -> np.ndarray:
+        """1.0 at the positions of V in the pool, else 0.0 (float64, length |V|; made once)."""
+        if self._pool_mask is None:
+            mask = np.zeros(ref_length)
+            mask[self.pool_ref] = 1.0
+            self._pool_mask = mask
+        return self._pool_mask
 
 
 def _alignment_from(in_ref: np.ndarray, ref_length: int, ref_unk: int | None, unk_m: int | None) -> _Alignment:
@@ -153,7 +162,7 @@ class Blend:
         self._ref_index: dict[str, int] = {}
         self._ref_lists: WordListIndex = build_index([])
         self._alignments: dict[int, tuple[list[str], _Alignment]] = {}
-        self._known: list[frozenset[str] | None] = [None] * len(self.models)
+        self._known: list[dict[str, int] | None] = [None] * len(self.models)
         self._known_key: object = object()
         self._memo: tuple[object, Context, np.ndarray] | None = None
 
@@ -247,31 +256,39 @@ class Blend:
 
     def _unknown_word_logprobs(self, word: str, context: Context, row: np.ndarray) -> np.ndarray:
         """log P'_m(word | context) for a word some component does not know (`row`: each component's own score,
-        a batched component's being its `<unk>` log-probability)."""
+        which for a word it does not know is its `<unk>` log-probability). P'_m = P_m(<unk>) P_ref(word) / Z, Z the
+        reference's mass over the pool (the module docstring); a reference that sums its probability over a set of
+        words (`mass_over`: an n-gram model) gives Z from its follower lists, without its whole distribution."""
         known = self._known
         cheap = word != BOS and known[0] is not None and word in known[0]
         cheap = cheap and all(
             m in self._alignments
-            and hasattr(model, "score_continuations")
+            and (hasattr(model, "score_continuations") or getattr(model, "scores_unknown_words_as_unk", False))
             and (word != UNK or self._lacks_no_words(m))  # <unk> also gets the mass of the words V lacks
             for m, model in enumerate(self.models)
             if m > 0 and (word == UNK or not (known[m] is not None and word in known[m]))
         )
         if not cheap:
             return self.component_logprobs(word, context)
-        ref_words, p_ref = _arrays(self.models[0], context)
+        reference = self.models[0]
+        mass_over = getattr(reference, "mass_over", None)
+        if mass_over is not None:
+            ref_words, p_ref = reference.vocabulary_words(), None
+            p_word = math.exp(reference.logprob(word, context))
+        else:
+            ref_words, p_ref = _arrays(reference, context)
+            p_word = float(p_ref[self._ref_index[word]])
         if ref_words is not self._ref_words and ref_words != self._ref_words:
             return self.component_logprobs(word, context)
-        index = self._ref_index[word]
         out = row.copy()
         for m in range(1, len(self.models)):
             if word != UNK and known[m] is not None and word in known[m]:
                 continue
             a = self._alignments[m][1]
-            z = float(p_ref[a.pool_ref].sum())
-            if z <= 0 or a.unk_m is None or p_ref[index] <= 0:
+            z = mass_over(context, a.pool_mask(len(ref_words))) if p_ref is None else float(p_ref[a.pool_ref].sum())
+            if z <= 0 or a.unk_m is None or p_word <= 0:
                 return self.component_logprobs(word, context)
-            out[m] = row[m] + math.log(p_ref[index]) - math.log(z)  # P_m(<unk>) * P_ref(word) / z
+            out[m] = row[m] + math.log(p_word) - math.log(z)  # P_m(<unk>) * P_ref(word) / z
         return out
 
     def _lacks_no_words(self, m: int) -> bool:
@@ -381,9 +398,16 @@ class Blend:
         if key == self._known_key:
             return
         for m, model in enumerate(self.models):
-            words, _ = _arrays(model, (BOS,))
-            self._known[m] = frozenset(words) - {BOS}
+            self._known[m] = SHARED_WORD_LISTS.index(_word_list(model)).position  # callers never ask about <s>
         self._known_key = key
+
+
+def _word_list(model: LanguageModel) -> list[str]:
+    """The words a model's full distribution lists (the list itself, kept while the model's vocabulary is)."""
+    words = getattr(model, "vocabulary_words", None)
+    if callable(words):
+        return words()
+    return _arrays(model, (BOS,))[0]
 
 
 def _position(words: list[str], word: str) -> int | None:

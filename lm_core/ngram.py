@@ -47,6 +47,7 @@ class NgramConfig:
     katz_k: int = 5  # Katz: counts above this are trusted, not discounted
 
 
+MASS_WEIGHTS_KEPT = 8  # weight arrays whose unigram-level sum `mass_over` keeps
 KN_MEMO_BYTES = 16 * 2**20  # default bound of the Kneser-Ney level memo (`NgramModel.memo_bytes`)
 KN_MEMO_OVERHEAD_BYTES = 300  # one memo entry's Python objects
 
@@ -67,6 +68,8 @@ class _Cache:
 
 class NgramModel:
     """An n-gram `LanguageModel` reading counts through a `CountReader`."""
+
+    scores_unknown_words_as_unk = True  # logprob of a word outside V is that of <unk> (a Blend relies on it)
 
     def __init__(self, counts: CountReader, config: NgramConfig | None = None, **overrides: object) -> None:
         config = config or NgramConfig()
@@ -203,6 +206,33 @@ class NgramModel:
             a = values.astype(np.float64)
             p[at] += np.maximum(a - np.asarray(discounts)[np.minimum(values, 3)], 0.0) / total
         return p
+
+    def mass_over(self, context: Context, weights: np.ndarray) -> float:
+        """sum over V of P(w | context) * weights[i], `weights` a float64 array over `vocabulary_words()` positions
+        (1.0/0.0 for the probability of a set of words). Under Kneser-Ney it follows `_kneser_ney_dense` level by
+        level, touching only each context's followers (the unigram level's sum is kept per weights array)."""
+        if self.smoothing is not Smoothing.KNESER_NEY:
+            return float(self.distribution_arrays(context)[1] @ weights)
+        ids = self._context_ids(context)
+        vocab_ids = self.vocabulary_ids()
+        sums = self._cached("kn_unigram_mass", dict)
+        held = sums.get(id(weights))
+        if held is None or held[0] is not weights:
+            unigram = self._cached("kn_dense_unigram", lambda: self._kneser_ney((), self._levels(()), vocab_ids))
+            held = sums[id(weights)] = (weights, float(unigram @ weights))
+            while len(sums) > MASS_WEIGHTS_KEPT:
+                sums.pop(next(iter(sums)))
+        total = held[1]
+        for n in range(2, len(ids) + 2):
+            entry = self._kn_level(ids, n)
+            if entry is None:
+                continue
+            level_ids, values, level_total, gamma, discounts = entry
+            at = np.searchsorted(vocab_ids, level_ids)
+            a = values.astype(np.float64)
+            alpha = np.maximum(a - np.asarray(discounts)[np.minimum(values, 3)], 0.0) / level_total
+            total = gamma * total + float(alpha @ weights[at])
+        return total
 
     def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]:
         """The k most probable next words starting with `prefix`, most probable first (ties by word).

@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,45 +22,63 @@ SHARED_WORD_LISTS = 4
 differ for a moment, and a neural model's; about 4 MB each for 30,000 words)."""
 
 
-@dataclass(frozen=True)
 class WordListIndex:
     """A word list's derived forms: `position[word]` is its place in the list; `sorted_words` are its words in code
-    point order and `sorted_positions[i]` is where `sorted_words[i]` sits in the list."""
+    point order and `sorted_positions[i]` is where `sorted_words[i]` sits in the list (both made when first asked
+    for: a membership test needs only `position`)."""
 
-    position: dict[str, int]
-    sorted_words: list[str]
-    sorted_positions: np.ndarray
+    def __init__(
+        self, words: list[str], position: dict[str, int], ordered: tuple[list[str], np.ndarray] | None = None
+    ) -> None:
+        self.position = position
+        self._words = words
+        self._ordered = ordered
+
+    def _order(self) -> tuple[list[str], np.ndarray]:
+        if self._ordered is None:
+            words = self._words
+            order = sorted(range(len(words)), key=words.__getitem__)
+            self._ordered = ([words[i] for i in order], np.asarray(order, dtype=np.int64))
+        return self._ordered
+
+    @property
+    def sorted_words(self) -> list[str]:
+        return self._order()[0]
+
+    @property
+    def sorted_positions(self) -> np.ndarray:
+        return self._order()[1]
 
     def with_prefix(self, prefix: str) -> np.ndarray:
         """Positions in the list of the words starting with `prefix` (all of them for ""), in sorted-word order."""
+        sorted_words, sorted_positions = self._order()
         if not prefix:
-            return self.sorted_positions
-        lo = bisect_left(self.sorted_words, prefix)
-        hi = bisect_left(self.sorted_words, prefix + "\U0010ffff", lo)
-        return self.sorted_positions[lo:hi]
+            return sorted_positions
+        lo = bisect_left(sorted_words, prefix)
+        hi = bisect_left(sorted_words, prefix + "\U0010ffff", lo)
+        return sorted_positions[lo:hi]
 
 
 def build_index(words: list[str]) -> WordListIndex:
     """The index of `words` (distinct words), from scratch."""
-    position = {w: i for i, w in enumerate(words)}
-    order = sorted(range(len(words)), key=words.__getitem__)
-    return WordListIndex(position, [words[i] for i in order], np.asarray(order, dtype=np.int64))
+    return WordListIndex(words, {w: i for i, w in enumerate(words)})
 
 
 def extend_index(old: WordListIndex, old_length: int, words: list[str]) -> WordListIndex:
     """The index of `words`, whose first `old_length` words are the list `old` indexes: the new words are added
     (the same index `build_index(words)` gives)."""
     position = dict(old.position)
-    added = words[old_length:]
-    for i, word in enumerate(added, start=old_length):
+    for i, word in enumerate(words[old_length:], start=old_length):
         position[word] = i
+    if old._ordered is None:
+        return WordListIndex(words, position)
     new_order = sorted(range(old_length, len(words)), key=words.__getitem__)
     at = [bisect_left(old.sorted_words, words[i]) for i in new_order]
     sorted_words = list(old.sorted_words)
     for shift, (where, i) in enumerate(zip(at, new_order, strict=True)):
         sorted_words.insert(where + shift, words[i])
     sorted_positions = np.insert(old.sorted_positions, at, np.asarray(new_order, dtype=np.int64))
-    return WordListIndex(position, sorted_words, sorted_positions)
+    return WordListIndex(words, position, (sorted_words, sorted_positions))
 
 
 class SharedWordLists:
