@@ -82,7 +82,22 @@ IGNORED = "$/nextword/ignoredMessage"
 
 class NextwordProtocol(LanguageServerProtocol):
     """pygls' protocol, but a message whose params cannot be read gets an error response (requests) or a log
-    line (notifications), instead of no response and an error pop-up in the editor."""
+    line (notifications), instead of no response and an error pop-up in the editor; and the future pygls files
+    for each notification it handles is forgotten once done."""
+
+    def _handle_notification(self, method_name: str, params: Any) -> None:
+        """pygls (2.1) files a future under a fresh id for every notification whose handler is a coroutine or a
+        generator (didOpen, didChange and didClose are) and never removes it: one future with its lock and
+        condition for every keystroke of a session, ~0.4 MB a document typed. Each new one goes when it is done."""
+        pending = set(self._request_futures)
+        super()._handle_notification(method_name, params)
+        loop = asyncio.get_running_loop()  # messages are handled on the event loop's thread
+
+        def forget(msg_id: Any) -> Callable[[Any], None]:
+            return lambda _done: loop.call_soon_threadsafe(self._request_futures.pop, msg_id, None)
+
+        for msg_id in set(self._request_futures) - pending:
+            self._request_futures[msg_id].add_done_callback(forget(msg_id))
 
     def structure_message(self, data: dict[str, Any]) -> Any:
         try:
