@@ -216,11 +216,18 @@ class _Accumulator:
     secrets: dict[tuple[int, int, str], None] = field(default_factory=dict)  # (start, end, kind) in the whole text
     words: dict[str, str] = field(default_factory=dict)
 
-    def add(self, sentences: list[list[str]], casing: Counter[tuple[str, str]] | None = None) -> None:
+    def add(self, sentences: list[list[str]]) -> None:
+        """Sentences of normalised tokens (pretokenized: no casing)."""
         share = self.words.setdefault
         self.sentences.extend([share(w, w) for w in sentence] for sentence in sentences)
-        if casing:
-            self.casing.update(casing)
+
+    def add_tokens(self, sentences: list[list[tokenize.Token]]) -> None:
+        """Prose sentences, as `sources.analyse` keeps them: each sentence's normalised tokens, and how each word was
+        written where it is not the sentence's first token (casing). One pass over the tokens, read by index (a
+        token is a named tuple: surface 0, norm 1, kind 4), as the build reads millions of them."""
+        share = self.words.setdefault
+        self.sentences.extend([share(t[1], t[1]) for t in sentence] for sentence in sentences)
+        self.casing.update([(t[1], t[0]) for sentence in sentences for t in sentence[1:] if t[4] == "word"])
 
     def secrets_in(self, text: str, offset: int, lo: int, hi: int) -> list[secrets.Secret]:
         """Every secret of `text` (a piece with text around it; `offset`: its place in the whole text); the kinds of
@@ -310,17 +317,7 @@ def _analyse_prose(batch: Batch, acc: _Accumulator, drop_secrets: bool) -> None:
     near = acc.secrets_in(batch.text, batch.offset, batch.start, batch.end) if drop_secrets else []
     found = batch.sentences
     kept = sources.without_secrets(batch.text, found, near, batch.start, batch.end) if near and found else found
-    acc.add(*_norms_and_casing(kept))
-
-
-def _norms_and_casing(kept: list[list[tokenize.Token]]) -> tuple[list[list[str]], Counter[tuple[str, str]]]:
-    """As `sources.analyse`: each sentence's normalised tokens, and how each word was written (not first)."""
-    casing: Counter[tuple[str, str]] = Counter()
-    for sentence in kept:
-        for token in sentence[1:]:
-            if token.kind == "word":
-                casing[(token.norm, token.surface)] += 1
-    return [[t.norm for t in sentence] for sentence in kept], casing
+    acc.add_tokens(kept)
 
 
 def _analyse_lines(batch: Batch, acc: _Accumulator, drop_secrets: bool) -> None:
