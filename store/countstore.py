@@ -47,7 +47,8 @@ OTHER_WRITERS_CHECK_S = 0.02
 """How often readers look for other processes' commits (PRAGMA data_version)."""
 MAX_ORDER = 9
 CHUNK_TOKENS = 4_000_000
-"""Bulk builds count this many tokens at a time, so memory stays bounded however large the corpus."""
+"""Bulk builds, and learns of a new source, count this many tokens at a time, so memory stays bounded however large
+the corpus or the file."""
 
 
 CHANGE_LOG_SIZE = 64
@@ -105,6 +106,7 @@ class CountStore(StoreFile):
         self._seen_data_version: int | None = None
         self._checked_at = -math.inf
         self._reader: SqliteCounts | None = None  # the models' reader (see `reader`), made on first use
+        self.chunk_tokens = CHUNK_TOKENS  # a new source longer than this is counted in chunks (`_add_in_chunks`)
         self._sync_vocab()
 
     # --- opening -------------------------------------------------------------------------------------------
@@ -397,10 +399,35 @@ class CountStore(StoreFile):
         return sources.unpack_stream(row[1]), sources.unpack_casing(row[2]), True
 
     def _apply_stream_change(self, new: np.ndarray, old: np.ndarray) -> int:
-        """Apply count(new) - count(old) to the tables; returns how many n-gram rows changed."""
+        """Apply count(new) - count(old) to the tables; returns how many n-gram rows changed. A new source longer than
+        `chunk_tokens` (a large file) is counted and applied a chunk at a time (`_add_in_chunks`)."""
+        if len(old) == 0 and len(new) > self.chunk_tokens:
+            return self._add_in_chunks(new)
         deltas = ngram_delta(count_ngrams(new, self.order), count_ngrams(old, self.order))
         self._apply_deltas(deltas)
         return sum(len(change) for _, change in deltas)
+
+    def _add_in_chunks(self, stream: np.ndarray) -> int:
+        """Add a new source's counts a chunk of about `chunk_tokens` tokens at a time (cut at sentence starts), each
+        chunk applied as a learn applies its counts, so the tables end as one update would leave them while memory
+        holds one chunk's counts (counting 12 million tokens at once took ~1 GB). Returns the distinct n-grams of
+        `stream` (the rows whose count changed), gathered across chunks in temporary tables."""
+        orders = range(1, self.order + 1)
+        for n in orders:
+            key = ", ".join(schema.columns(n))
+            self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS seen{n} ({key}, PRIMARY KEY ({key})) WITHOUT ROWID")
+            self.db.execute(f"DELETE FROM temp.seen{n}")
+        for chunk in sentence_chunks(stream, self.chunk_tokens):
+            tables = count_ngrams(chunk, self.order)
+            self._apply_deltas([(t.grams, t.count) for t in tables.tables])
+            del tables
+            for n in orders:
+                key = ", ".join(schema.columns(n))
+                self.db.execute(f"INSERT OR IGNORE INTO temp.seen{n} SELECT {key} FROM temp.ch{n}")
+        changed = sum(self.db.execute(f"SELECT count(*) FROM temp.seen{n}").fetchone()[0] for n in orders)
+        for n in orders:
+            self.db.execute(f"DELETE FROM temp.seen{n}")
+        return changed
 
     # --- bulk build ----------------------------------------------------------------------------------------
     def build(
@@ -797,6 +824,18 @@ def source_name(path: Path) -> str:
 ROWS_AT_ONCE = 65_536
 """Rows turned into Python ints at a time for executemany: memory stays bounded (a row of Python ints costs ~100
 bytes; all 5 million trigram rows of a 50 MB file at once were ~700 MB)."""
+
+
+def sentence_chunks(stream: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """`stream` (a token stream: `<s> w1 .. wk </s> <s> ...`) in consecutive pieces, each ending where the first
+    sentence that starts `size` or more tokens into it begins (a sentence longer than `size` stays whole)."""
+    starts = np.flatnonzero(stream == BOS_ID)
+    lo = 0
+    while lo < len(stream):
+        i = int(np.searchsorted(starts, lo + size))
+        hi = int(starts[i]) if i < len(starts) else len(stream)
+        yield stream[lo:hi]
+        lo = hi
 
 
 def _rows(*columns: np.ndarray) -> Iterator[tuple[int, ...]]:
