@@ -868,7 +868,7 @@ class Engine:
         the mixture's weights. `ImportedModelError` for an imported ARPA model."""
         self._adapt_before_learning(text)
         self.yield_point()
-        result = self.store.learn(source, text, kind)
+        result = self.store.learn(source, text, kind, pause=self.yield_point)
         self._adapt_after_learning()
         return result
 

@@ -106,6 +106,7 @@ class CountStore(StoreFile):
         self._seen_data_version: int | None = None
         self._checked_at = -math.inf
         self._reader: SqliteCounts | None = None  # the models' reader (see `reader`), made on first use
+        self._pause: Callable[[], None] = _no_pause  # called between the steps of a count update (see `learn`)
         self.chunk_tokens = CHUNK_TOKENS  # a new source longer than this is counted in chunks (`_add_in_chunks`)
         self._sync_vocab()
 
@@ -275,16 +276,31 @@ class CountStore(StoreFile):
                 self._pending = None
 
     # --- learning and forgetting ---------------------------------------------------------------------------
-    def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
-        """Make `text` the current content of `source`, replacing what it contributed before."""
-        return self.learn_analysed(source, sources.analyse(text, self.tokenizer), sources.sha256(text), kind)
+    def learn(
+        self, source: str, text: str, kind: str = "document", pause: Callable[[], None] | None = None
+    ) -> LearnResult:
+        """Make `text` the current content of `source`, replacing what it contributed before.
+
+        `pause()`, when given, is called every few milliseconds of work (the server lets a completion that waits go
+        first): a prose text longer than `streaming.PAUSE_PIECE_CHARS` is analysed in pieces (`store.streaming`,
+        the same result as at once), and the count update pauses between its steps and every `PAUSE_ROWS` rows."""
+        if pause is not None and self.tokenizer == "prose" and len(text) > streaming.PAUSE_PIECE_CHARS:
+            analysed = streaming.analyse_text(text, self.tokenizer, pause)
+        else:
+            analysed = sources.analyse(text, self.tokenizer)
+        return self.learn_analysed(source, analysed, sources.sha256(text), kind, pause)
 
     def learn_analysed(
-        self, source: str, analysed: sources.Analysed, digest: str, kind: str = "document"
+        self,
+        source: str,
+        analysed: sources.Analysed,
+        digest: str,
+        kind: str = "document",
+        pause: Callable[[], None] | None = None,
     ) -> LearnResult:
         """`learn` of a text already analysed with this store's tokenizer (`store.streaming` reads large files in
-        pieces); `digest` is the text's `sources.sha256`."""
-        with self._write():
+        pieces); `digest` is the text's `sources.sha256`; `pause` as in `learn`."""
+        with self._write(), self._pausing(pause):
             old_stream, old_casing, existed = self._source_contribution(source)
             new_stream = encode_sentences(analysed.sentences, self.vocab)
             changed = self._apply_stream_change(new_stream, old_stream)
@@ -303,6 +319,15 @@ class CountStore(StoreFile):
             )
             self._forget_unused_words()
         return LearnResult(source, analysed.tokens, changed, existed, analysed.secrets)
+
+    @contextmanager
+    def _pausing(self, pause: Callable[[], None] | None) -> Iterator[None]:
+        """Inside the block, the count update calls `pause` between its steps (see `learn`)."""
+        self._pause = pause or _no_pause
+        try:
+            yield
+        finally:
+            self._pause = _no_pause
 
     def learn_file(self, path: str | Path) -> LearnResult:
         """Learn a text file; its resolved path names the source."""
@@ -560,10 +585,13 @@ class CountStore(StoreFile):
         """
         for n in range(1, self.order + 1):
             self._apply_raw(n, *deltas[n - 1])
+            self._pause()
         for n in range(self.order, 1, -1):
             self._apply_continuation(n)
+            self._pause()
         self._record_changes()
         for n in range(1, self.order + 1):
+            self._pause()
             key = ", ".join(schema.columns(n))
             self.db.execute(f"DELETE FROM ng{n} WHERE ({key}) IN (SELECT {key} FROM temp.ch{n} WHERE new = 0)")
 
@@ -592,7 +620,7 @@ class CountStore(StoreFile):
             return
         db.executemany(
             f"INSERT INTO temp.d{n} VALUES ({', '.join('?' * (n + 1))})",
-            _rows(*grams.T, change),
+            _rows(*grams.T, change, pause=self._pause),
         )
         join = " AND ".join(f"g.{c} = d.{c}" for c in cols)
         db.execute(
@@ -840,12 +868,23 @@ def sentence_chunks(stream: np.ndarray, size: int) -> Iterator[np.ndarray]:
         lo = hi
 
 
-def _rows(*columns: np.ndarray) -> Iterator[tuple[int, ...]]:
+PAUSE_ROWS = 4096
+"""With a pause (see `CountStore.learn`), rows are made this many at a time and `pause()` is called between them."""
+
+
+def _rows(*columns: np.ndarray, pause: Callable[[], None] | None = None) -> Iterator[tuple[int, ...]]:
     """Rows for executemany from parallel integer columns (column-wise `tolist`: much faster than a 2-D tolist),
-    `ROWS_AT_ONCE` at a time."""
+    `ROWS_AT_ONCE` at a time, or `PAUSE_ROWS` with `pause()` between them."""
     total = len(columns[0])
-    for lo in range(0, total, ROWS_AT_ONCE):
-        yield from zip(*(c[lo : lo + ROWS_AT_ONCE].tolist() for c in columns), strict=True)
+    step = ROWS_AT_ONCE if pause is None or pause is _no_pause else PAUSE_ROWS
+    for lo in range(0, total, step):
+        if lo and pause is not None:
+            pause()
+        yield from zip(*(c[lo : lo + step].tolist() for c in columns), strict=True)
+
+
+def _no_pause() -> None:
+    """No pause: nothing waits."""
 
 
 def _now() -> str:

@@ -41,6 +41,8 @@ MARGIN_CHARS = 8192
 """Characters kept past a cut: more than any look-ahead of the tokenizer (inline code: 4,000 characters)."""
 OVERLAP_CHARS = 4096
 """Characters before a piece that the secret detectors see again (a secret written across a cut is found)."""
+PAUSE_PIECE_CHARS = 32_768
+"""Characters analysed at a time by `analyse_text` (a pause after each: ~10 ms of tokenizing)."""
 PROGRESS_ENV = "NEXTWORD_PROGRESS_MB"
 DEFAULT_PROGRESS_MB = 32.0
 
@@ -205,6 +207,26 @@ def read_corpus_document(path: Path, tokenizer: str, progress: Callable[[int], N
     if path.exists() and not path.is_dir() and not path.is_file():
         raise InputError(f"{path} is not a regular file (a device, pipe or socket); give a text file")
     return read_document(path, tokenizer, max_bytes=1 << 62, progress=progress)
+
+
+def analyse_text(
+    text: str, tokenizer: str, pause: Callable[[], None], piece_chars: int | None = None
+) -> sources.Analysed:
+    """`sources.analyse(text, tokenizer)` (prose: exactly; pretokenized lines are not cleaned of lone surrogates
+    here), in pieces of about `piece_chars` (`PAUSE_PIECE_CHARS`) characters, calling `pause()` after each: a learn
+    in the server lets a completion that waits go first."""
+    piece_chars = piece_chars or PAUSE_PIECE_CHARS
+    chunks = (text[i : i + piece_chars] for i in range(0, len(text), piece_chars))
+    acc = _Accumulator()
+    if tokenizer == "prose":
+        for batch in prose_batches(chunks, piece_chars):
+            _analyse_prose(batch, acc, True)
+            pause()
+    else:
+        for batch in line_batches(chunks, piece_chars):
+            _analyse_lines(batch, acc, True)
+            pause()
+    return acc.result()
 
 
 @dataclass
