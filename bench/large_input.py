@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=50.0, help="input size in MB (10^6 bytes) [default: 50]")
     parser.add_argument("--score-mb", type=float, default=2.0, help="size scored, in MB [default: 2]")
     parser.add_argument("--shapes", default="one line,as written", help="which shapes, comma-separated [default: both]")
+    parser.add_argument("--tasks", default="learn,score", help="which jobs, comma-separated [default: learn,score]")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "FILE", "DB"), help=argparse_hidden())
     parser.add_argument(
         "--server", action="store_true", help="only: completions through the server while it learns a large document"
@@ -240,7 +241,9 @@ def main() -> None:
             seed = make_input(corpora, 1_000_000, one_line, work / f"seed-{one_line}.txt")
             scoring_db = work / f"scoring-{one_line}.db"
             run_child([__file__, "--child", "learn-streamed", str(seed), str(scoring_db)])
-            for task, file, size in (("learn", learn_input, args.mb), ("score", score_input, args.score_mb)):
+            tasks = [t.strip() for t in args.tasks.split(",")]
+            jobs = (("learn", learn_input, args.mb), ("score", score_input, args.score_mb))
+            for task, file, size in (job for job in jobs if job[0] in tasks):
                 measured = {}
                 for way in ("whole", "streamed"):
                     db = scoring_db if task == "score" else work / f"{task}-{way}-{one_line}.db"
@@ -283,8 +286,9 @@ def main() -> None:
         "`Engine.score` with the 10 most surprising words sorted out of every word's score. In pieces: "
         "`store.streaming.read_document` + `CountStore.learn_analysed`, or `lsp_server.large_inputs.score_file` (what "
         "`nextword learn` and `nextword score` run). Both give the same tokens and counts (`tests/test_streaming.py` "
-        "checks that they are equal). Each job in a fresh process; peak RSS is the process's VmHWM. Times are "
-        "wall-clock on a shared machine: compare the ratios."
+        "checks that they are equal). Both learn a new source of more than 4M tokens a chunk at a time (cut at "
+        "sentence starts, `CountStore.chunk_tokens`), so counting holds one chunk's n-grams. Each job in a fresh "
+        "process; peak RSS is the process's VmHWM. Times are wall-clock on a shared machine: compare the ratios."
     )
     out = results_path(args)
     if out is not None:
