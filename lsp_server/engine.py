@@ -868,7 +868,8 @@ class Engine:
         the mixture's weights. `ImportedModelError` for an imported ARPA model."""
         self._adapt_before_learning(text)
         self.yield_point()
-        result = self.store.learn(source, text, kind, pause=self.yield_point)
+        pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
+        result = self.store.learn(source, text, kind, pause=pause)
         self._adapt_after_learning()
         return result
 
