@@ -196,11 +196,14 @@ class Engine:
 
     def set_cache_budget(self, total_bytes: int) -> None:
         """Bound the memory of every cache by `total_bytes`: half for the n-gram reader's follower lists (and a
-        quarter of that for its SQLite page cache), an eighth each for the Kneser-Ney level memo, the checked
-        sentences, the per-token scores of oddity windows and the store connection's SQLite page cache."""
+        quarter of that for its SQLite page cache), an eighth each for the Kneser-Ney level memos (the store's
+        model's and the user layer's, a sixteenth each), the checked sentences, the per-token scores of oddity
+        windows and the store connection's SQLite page cache."""
         self.cache_bytes = total_bytes
         if self._count_model is not None:
-            self._count_model.memo_bytes = total_bytes // 8
+            self._count_model.memo_bytes = total_bytes // 16
+        if self.adaptation is not None:
+            self.adaptation.set_memo_bytes(total_bytes // 16)
         self.store.set_cache_bytes(total_bytes)
         self._trim_sentence_cache()
 
@@ -406,6 +409,8 @@ class Engine:
         adaptation = Adaptation(self._count_model, weights, int(saved.get("fitted_tokens", 0)), parts, bucketed)
         if "bucket_weights" in saved:
             adaptation.bucket_weights = np.asarray(saved["bucket_weights"], dtype=np.float64)
+        if self.cache_bytes:
+            adaptation.set_memo_bytes(self.cache_bytes // 16)
         adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
         self.adaptation = adaptation
 
