@@ -61,6 +61,12 @@ from store.sources import sha256  # noqa: E402
 from store.sqlite_counts import SqliteCounts  # noqa: E402
 
 SECTION = "predict_latency"
+ENGINE_SECTION = "engine_learn"
+ENGINE_LEARN_INTRO = (
+    "Learning through the Engine as the server does: 200-word prose paragraphs of WikiText-2 test (detokenized) "
+    "learned as new documents with `Engine.learn` into a store seeded from the shipped model (a pruned prose 5-gram "
+    "store), WAL checkpoints deferred; each row in a fresh process; rows marked (reference) ran another source tree."
+)
 TRAIN, TEST = "wikitext-2/wiki.train.tokens", "wikitext-2/wiki.test.tokens"
 DEFAULT_STORE = Path(tempfile.gettempdir()) / "nextword-bench" / "wikitext2-5gram.db"
 ORDER = 5
@@ -538,9 +544,7 @@ def report(
         "",
         spike_note(learn),
         "",
-        f"Learning through the Engine as the server does: {PARAGRAPH_WORDS}-word prose paragraphs of WikiText-2 test "
-        "(detokenized) learned as new documents with `Engine.learn` into a store seeded from the shipped model "
-        "(a pruned prose 5-gram store), WAL checkpoints deferred; each row in a fresh process:",
+        ENGINE_LEARN_INTRO,
         "",
         engine_learn_table(engine_runs),
         "",
@@ -579,7 +583,15 @@ def main() -> None:
     positions = sample_positions(lines, calls + 1, rng)  # the first is the cold call
     texts = prose_texts(test, learns)
     if args.only_engine_learn:
-        print(engine_learn_table(engine_learn_runs(texts, args.reference)))
+        body = ENGINE_LEARN_INTRO + "\n\n" + engine_learn_table(engine_learn_runs(texts, args.reference))
+        print(body)
+        publish(
+            args,
+            ENGINE_SECTION,
+            "Learning through the Engine (`bench/predict_latency.py --only-engine-learn`)",
+            body,
+            time.perf_counter() - start,
+        )
         return
     path, note = ensure_store(args.store.expanduser(), train, args.rebuild)
     results = []
