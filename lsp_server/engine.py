@@ -836,10 +836,18 @@ class Engine:
         return self._vocabulary[1]
 
     def _neighbour_index(self, words: list[str]) -> NeighbourIndex:
-        """The spelling neighbours of `words`, kept while the list stays the same (learning rarely changes it)."""
+        """The spelling neighbours of `words`, kept while the words stay the same (learning rarely changes them) and
+        extended when words were only added (a word reached the spelling count), rebuilt otherwise (forgetting)."""
         key = frozenset(words)
-        if self._neighbours is None or self._neighbours[0] != key:
-            self._neighbours = (key, NeighbourIndex(words))
+        if self._neighbours is not None:
+            old, index = self._neighbours
+            if key == old:
+                return index
+            if old <= key:
+                index.add(sorted(key - old))
+                self._neighbours = (key, index)
+                return index
+        self._neighbours = (key, NeighbourIndex(words))
         return self._neighbours[1]
 
     def _make_vocabulary(self) -> Vocabulary:
