@@ -28,7 +28,16 @@ from lm_core.evaluation import top_word_predictions
 from lm_core.metrics import perplexity, perplexity_of_scores, sentence_scores, surprisal_bits
 from lm_core.model import UNBOUNDED_CONTEXT, Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
-from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
+from lm_core.oddities import (
+    Memo,
+    Oddity,
+    OddityConfig,
+    SentenceInput,
+    explain,
+    find_oddities_many,
+    score_tokens_many,
+    score_tokens_of,
+)
 from lm_core.vocab import BOS, BOS_ID, EOS, SPECIAL, UNK, UNK_ID
 from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, neural_model_path, seed_from_default_model
 from store import sources
@@ -630,7 +639,6 @@ class Engine:
     def score_sentences(self, sentences: list[list[tokenize.Token]]) -> DocumentScore:
         """`score` of a text's prose sentences (`store.streaming` gives a large file's in batches)."""
         scored: list[WordScore] = []
-        self._prefetch(sentences)
         logprobs = sentence_scores(self.model, [token.norm for sentence in sentences for token in sentence])
         width = self.context_width
         position = 0
@@ -711,7 +719,6 @@ class Engine:
         for start in range(0, len(batch), CHECK_BATCH_SENTENCES):
             self.yield_point()
             part = batch[start : start + CHECK_BATCH_SENTENCES]
-            self._prefetch(part)
             for norms, result in self._find(part, config, self._memo).items():
                 results[norms] = result
                 self._cache_sentence(norms, result)
@@ -723,8 +730,9 @@ class Engine:
         """Each sentence's log-probability (natural log) and oddities, all candidates scored in one batch."""
         model = self.model
         screen = self.ngram if model is not self.ngram else None
-        if model is self.ngram:
-            inputs = [self._sentence_input(sentence, model) for sentence in sentences]
+        if model is self.ngram:  # every sentence's tokens in one batch (counts fetched in one round per order)
+            scores = score_tokens_many(model, [[t.norm for t in sentence] for sentence in sentences], memo)
+            inputs = [self._sentence_input(s, model, lps) for s, lps in zip(sentences, scores, strict=True)]
         else:  # every sentence in one batched call (a neural model: padded batches)
             flat = sentence_scores(model, [t.norm for sentence in sentences for t in sentence])
             inputs, start = [], 0
@@ -795,18 +803,6 @@ class Engine:
                     found.kinds, found.reasons,
                 )  # fmt: skip
         return None
-
-    def _prefetch(self, sentences: list[list[tokenize.Token]]) -> None:
-        """Fetch in bulk the counts that scoring these sentences will read."""
-        model = self._count_model
-        if model is None or not sentences:
-            return
-        width = model.order - 1
-        contexts = []
-        for sentence in sentences:
-            history = [BOS, *(t.norm for t in sentence)]
-            contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
-        model.prefetch(contexts)
 
     def _sentence_input(
         self, sentence: list[tokenize.Token], model: Any, logprobs: list[float] | None = None
