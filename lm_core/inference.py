@@ -265,8 +265,12 @@ class Network(ABC):
         self.encoder = _weight(weights, "encoder.weight", (config.vocab_size, config.embed_dim))
         decoder = weights.get("decoder.weight", self.encoder) if config.tie_weights else weights["decoder.weight"]
         width = config.hidden_dim
-        self.decoder_t = np.ascontiguousarray(_shaped(decoder, "decoder.weight", (config.vocab_size, width)).T)
-        self.decoder_bias = _weight(weights, "decoder.bias", (config.vocab_size,)).copy()
+        bias = _weight(weights, "decoder.bias", (config.vocab_size,))
+        # the decoder's weights (H, V) with its bias as one more row (H + 1, V): one matrix product gives the
+        # logits, no second pass over them to add the bias (~35% of the decoding time at 20k words)
+        self.decoder_with_bias = np.vstack([_shaped(decoder, "decoder.weight", (config.vocab_size, width)).T, bias])
+        self.decoder_t = self.decoder_with_bias[:width]  # (H, V), a view
+        self.decoder_bias = bias.copy()
         self.decoder_bias[BOS_ID] = -np.inf
 
     @abstractmethod
@@ -278,8 +282,14 @@ class Network(ABC):
         """The top layer's outputs for `ids` (B, T) from `state`, and the state after them."""
 
     def decode(self, outputs: np.ndarray) -> np.ndarray:
-        """Logits (N, V) float32 for outputs (N, H)."""
-        return outputs @ self.decoder_t + self.decoder_bias
+        """Logits (N, V) float32 for outputs (N, H): [outputs, 1] @ `decoder_with_bias`, then `<s>` -inf."""
+        n, width = outputs.shape
+        augmented = np.empty((n, width + 1), dtype=np.float32)
+        augmented[:, :width] = outputs
+        augmented[:, width] = 1.0
+        logits = augmented @ self.decoder_with_bias
+        logits[:, BOS_ID] = -np.inf
+        return logits
 
     def __call__(self, ids: np.ndarray, state: State, last_only: bool = False) -> tuple[np.ndarray, State]:
         """Logits (B, T, V), or (B, 1, V) for the last position only, and the state after `ids` (B, T)."""
@@ -447,14 +457,15 @@ def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
     return rows
 
 
-def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def target_logprobs(logits: np.ndarray, targets: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """log softmax(logits)[target] for each row (N, V) float32 -> (N,) float64, without the float64 copy of the
-    whole block: exp in float32 (relative error ~1e-7), sums in float64."""
+    whole block: exp in float32 (relative error ~1e-7), sums in float64. `overwrite`: `logits` may be used as the
+    scratch block (saves a copy of it)."""
     top = logits.max(axis=1, keepdims=True)
-    shifted = logits - top
+    picked = np.take_along_axis(logits, targets[:, None], axis=1)[:, 0].astype(np.float64)
+    shifted = np.subtract(logits, top, out=logits) if overwrite else logits - top
     np.exp(shifted, out=shifted)
     log_z = np.log(shifted.sum(axis=1, dtype=np.float64))
-    picked = np.take_along_axis(logits, targets[:, None], axis=1)[:, 0].astype(np.float64)
     return picked - top[:, 0].astype(np.float64) - log_z
 
 
@@ -667,7 +678,7 @@ class NeuralLM:
         scores = np.empty(len(targets), dtype=np.float64)
         for lo in range(0, len(targets), DECODE_ROWS):
             hi = lo + DECODE_ROWS
-            scores[lo:hi] = target_logprobs(self.net.decode(outputs[lo:hi]), targets[lo:hi])
+            scores[lo:hi] = target_logprobs(self.net.decode(outputs[lo:hi]), targets[lo:hi], overwrite=True)
         return scores
 
     def stream_logprobs(self, tokens: Sequence[str], chunk: int = 2000) -> list[float]:
