@@ -359,26 +359,33 @@ class RecurrentNetwork(Network):
         lstm = self.config.cell == "lstm"
         hs, cs = state if lstm else (state, None)
         new_h, new_c = [], []
+        gru = self.config.cell == "gru"
         for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
-            inputs = x @ w_ih + b_ih  # (B, T, G*H): the input's share of every step, at once
+            b, t, width = x.shape
+            # the input's share of every step at once, (B, T, G*H): one matrix product over all B*T positions;
+            # the LSTM and RNN add b_hh to it too (the GRU scales its share of h, b_hh included, by r)
+            inputs = (np.ascontiguousarray(x).reshape(b * t, width) @ w_ih).reshape(b, t, -1)
+            inputs += b_ih if gru else b_ih + b_hh
             if lstm:
-                x, h, c = self._lstm(inputs, hs[layer], cs[layer], w_hh, b_hh)
+                x, h, c = self._lstm(inputs, hs[layer], cs[layer], w_hh)
                 new_c.append(c)
-            elif self.config.cell == "gru":
+            elif gru:
                 x, h = self._gru(inputs, hs[layer], w_hh, b_hh)
             else:
-                x, h = self._rnn(inputs, hs[layer], w_hh, b_hh)
+                x, h = self._rnn(inputs, hs[layer], w_hh)
             new_h.append(h)
         if lstm:
             return x, (np.stack(new_h), np.stack(new_c))
         return x, np.stack(new_h)
 
     @staticmethod
-    def _lstm(inputs, h, c, w_hh, b_hh):
+    def _lstm(inputs, h, c, w_hh):
+        """Steps of an LSTM layer; `inputs` (B, T, 4H) hold the input's share of the gates, both biases added."""
         size = h.shape[-1]
         out = np.empty((*inputs.shape[:2], size), dtype=np.float32)
         for t in range(inputs.shape[1]):
-            gates = inputs[:, t] + (h @ w_hh + b_hh)  # (B, 4H)
+            gates = h @ w_hh  # (B, 4H)
+            gates += inputs[:, t]
             _sigmoid(gates[:, : 2 * size])
             _sigmoid(gates[:, 3 * size :])
             g = np.tanh(gates[:, 2 * size : 3 * size])
@@ -402,10 +409,13 @@ class RecurrentNetwork(Network):
         return out, h
 
     @staticmethod
-    def _rnn(inputs, h, w_hh, b_hh):
+    def _rnn(inputs, h, w_hh):
+        """Steps of an Elman layer; `inputs` (B, T, H) hold the input's share, both biases added."""
         out = np.empty((*inputs.shape[:2], h.shape[-1]), dtype=np.float32)
         for t in range(inputs.shape[1]):
-            h = np.tanh(inputs[:, t] + h @ w_hh + b_hh)
+            h = h @ w_hh
+            h += inputs[:, t]
+            np.tanh(h, out=h)
             out[:, t] = h
         return out, h
 
