@@ -105,5 +105,9 @@ def perplexity_of_scores(logprobs: Iterable[float]) -> float:
 
 
 def perplexity(model: LanguageModel, tokens: Sequence[str]) -> float:
-    """Perplexity of `model` on `tokens`: exp of the mean negative natural-log likelihood per token."""
+    """Perplexity of `model` on `tokens`: exp of the mean negative natural-log likelihood per token (an n-gram
+    model scores every token in one bulk `logprobs` call, the same floats as one `logprob` per token)."""
+    many = getattr(model, "logprobs", None)
+    if many is not None:
+        return perplexity_of_scores(many(list(contexts(tokens, None if model.order is None else model.order - 1))))
     return perplexity_of_scores(s.logprob for s in score_tokens(model, tokens))

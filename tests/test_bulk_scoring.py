@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lm_core.inference import NeuralConfig, build_network
-from lm_core.metrics import continuation_scores, sentence_scores
+from lm_core.metrics import continuation_scores, perplexity, perplexity_of_scores, sentence_scores
 from lm_core.ngram import NgramModel
 from lm_core.oddities import score_tokens_many, score_tokens_of
 from lm_core.vocab import BOS, BOS_ID
@@ -101,6 +101,7 @@ def test_sentences_scored_together_equal_sentences_scored_alone(pruned: Path) ->
         assert score_tokens_many(model, SENTENCES, memo) == alone  # again, from the memo
         flat = [t for s in SENTENCES for t in s]
         assert sentence_scores(model, flat) == [x for s in by_token for x in s]
+        assert perplexity(model, flat) == perplexity_of_scores(x for s in by_token for x in s)
         requests = [(s[:2], s[2:]) for s in SENTENCES]
         assert continuation_scores(model, requests) == [scores[2:] for scores in by_token]
 
