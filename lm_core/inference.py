@@ -554,6 +554,10 @@ class NeuralLM:
         """(the vocabulary, P(w | context) for each word as float64); `<s>` has probability 0."""
         return self.words, np.exp(self.logprobs_after(None, context))
 
+    def vocabulary_words(self) -> list[str]:
+        """The words `distribution_arrays` lists (the same list object)."""
+        return self.words
+
     # --- vocabulary -------------------------------------------------------------------------------------------------
     def id_of(self, word: str) -> int:
         return self._ids.get(word, UNK_ID)

@@ -174,8 +174,8 @@ def test_learning_and_checking_stop_at_yield_points(store_path: Path) -> None:
     calls = []
     engine.yield_point = lambda: calls.append(1)
     engine.learn("one", "The dog saw the cat. The cat sat on the log.")
-    held_out = 12  # both sentences are new: 6 tokens each with their end
-    assert len(calls) >= held_out + 2  # each held-out token, before the store's learn and before the user layer
+    held_out = 2  # both sentences are new, 6 tokens each with their end: one piece each (HELD_OUT_PIECE_TOKENS)
+    assert len(calls) >= held_out + 2  # each held-out piece, before the store's learn and before the user layer
     calls.clear()
     engine.check(" ".join(words(i) for i in range(1000, 1000 + 3 * 20, 3)))  # 20 new sentences: 3 batches of 8
     assert len(calls) == 3
