@@ -159,8 +159,9 @@ class NgramModel:
         if missing:
             bulk = getattr(self.counts, "levels", None)
             levels = bulk(missing) if bulk is not None else [self.counts.level(key) for key in missing]
+            discounts = self._discounts(n, RAW if n == self.order else ADJUSTED)  # once, not once per list
             for key, level in zip(missing, levels, strict=True):
-                distinct[key] = self._remember_entry(memo, key, self._kn_entry(level, n, key))
+                distinct[key] = self._remember_entry(memo, key, self._kn_entry(level, n, key, discounts))
         return distinct
 
     def distribution(self, context: Context) -> dict[str, float]:
@@ -418,10 +419,14 @@ class NgramModel:
         key = ids[len(ids) - n + 1 :] if n > 1 else ()
         if key in memo:
             return memo[key]
-        return self._remember_entry(memo, key, self._kn_entry(self.counts.level(key), n, key))
+        discounts = self._discounts(n, RAW if n == self.order else ADJUSTED)
+        return self._remember_entry(memo, key, self._kn_entry(self.counts.level(key), n, key, discounts))
 
-    def _kn_entry(self, level: Level, n: int, key: tuple[int, ...]) -> KnEntry | None:
-        """`_kn_level`'s entry for the followers `level` of context `key` (n - 1 words)."""
+    def _kn_entry(
+        self, level: Level, n: int, key: tuple[int, ...], discounts: tuple[float, float, float]
+    ) -> KnEntry | None:
+        """`_kn_level`'s entry for the followers `level` of context `key` (n - 1 words), with the order's
+        `discounts` (D1, D2, D3+)."""
         raw = n == self.order or (n > 1 and key[0] == BOS_ID)
         hidden = level.hidden(raw)
         if not len(level) and not hidden:
@@ -430,7 +435,7 @@ class NgramModel:
         total = int(values.sum()) + hidden
         if not total:
             return None
-        d1, d2, d3 = self._discounts(n, RAW if n == self.order else ADJUSTED)
+        d1, d2, d3 = discounts
         _, n1, n2, n3 = np.bincount(np.minimum(values, 3), minlength=4).tolist()[:4]
         return level.ids, values, total, (d1 * n1 + d2 * n2 + d3 * n3 + hidden) / total, (0.0, d1, d2, d3)
 
