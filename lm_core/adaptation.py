@@ -312,6 +312,13 @@ class Adaptation:
         self.bucketed = bucketed
         self.bucket_weights = np.tile(self.weights, (len(BUCKET_EDGES) + 1, 1))
         self._blend: Blend | None = None
+        self.memo_bytes: int | None = None  # the user layer's Kneser-Ney memo bound (None: the model's default)
+
+    def set_memo_bytes(self, memo_bytes: int) -> None:
+        """Bound the user layer's Kneser-Ney level memo (this one and those built after)."""
+        self.memo_bytes = memo_bytes
+        if self.user is not None:
+            self.user.memo_bytes = memo_bytes
 
     def _mask(self) -> np.ndarray:
         return np.asarray([True, "user" in self.parts, "cache" in self.parts])
@@ -335,6 +342,8 @@ class Adaptation:
         """Rebuild the user layer from the learned text (sentences ending with `</s>`; the caller passes about the
         latest `USER_LAYER_TOKENS`)."""
         self.user = user_model(sentences, self.store.order) if "user" in self.parts else None
+        if self.user is not None and self.memo_bytes is not None:
+            self.user.memo_bytes = self.memo_bytes
         self.user_tokens = sum(len(s) for s in sentences)
         self.user_sentences = frozenset(hash(tuple(s)) for s in sentences)
         self._blend = None

@@ -211,3 +211,17 @@ def test_work_on_the_interactive_thread_never_waits_for_itself() -> None:
     ls.interactive.submit(ls.yield_to_waiting).result()
     assert time.monotonic() - started < 0.05
     ls.interactive.shutdown()
+
+
+def test_the_user_layer_memo_is_within_the_cache_budget_before_and_after_a_learn(store_path: Path) -> None:
+    engine = Engine.open(store_path)
+    engine.set_cache_budget(8 * 2**20)
+    engine.enable_adaptation()
+    assert engine.adaptation is not None and engine.adaptation.user is not None
+    assert engine.adaptation.user.memo_bytes == 2**19  # a sixteenth of the budget
+    assert engine.ngram.memo_bytes == 2**19
+    engine.learn("doc", "The red car ran to the log. A dog sat on the mat.")
+    assert engine.adaptation.user.memo_bytes == 2**19  # the rebuilt user layer too
+    engine.set_cache_budget(2**20)
+    assert engine.adaptation.user.memo_bytes == 2**16
+    engine.close()
