@@ -225,3 +225,23 @@ def test_the_user_layer_memo_is_within_the_cache_budget_before_and_after_a_learn
     engine.set_cache_budget(2**20)
     assert engine.adaptation.user.memo_bytes == 2**16
     engine.close()
+
+
+def test_notifications_leave_no_future_behind() -> None:
+    """pygls files a future for each notification a generator or coroutine handles (didChange: every keystroke) and
+    never drops it; the server's protocol drops each once done."""
+    import asyncio
+
+    from lsprotocol import types
+
+    from lsp_server import server as server_module
+
+    ls = server_module.NextwordServer()
+
+    async def notify_many() -> int:
+        for _ in range(50):
+            ls.protocol._handle_notification(types.SET_TRACE, types.SetTraceParams(value=types.TraceValue.Off))
+        await asyncio.sleep(0.05)
+        return len(ls.protocol._request_futures)
+
+    assert asyncio.run(notify_many()) == 0
