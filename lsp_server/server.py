@@ -19,7 +19,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -128,6 +129,7 @@ class NextwordServer(LanguageServer):
         self.completion_generation: dict[str, int] = {}
         self.checkpoint_task: asyncio.Task[None] | None = None
         self.waiting = 0  # requests a person waits for (completion, hover) in flight; background work yields to them
+        self.warm_up: Future[None] | None = None  # loading what the first completion needs (start_warm_up)
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Log what went wrong; only errors of the server's own making reach the user, never bad input."""
@@ -168,6 +170,16 @@ class NextwordServer(LanguageServer):
             return await asyncio.get_running_loop().run_in_executor(self.interactive, work, *args)
         finally:
             self.waiting -= 1
+
+    def start_warm_up(self) -> Future[None]:
+        """Load what the first completion needs (the model's modules, the store, its vocabulary and unigrams) on the
+        interactive thread, once, from `initialize` on: while the client reads the answer and opens its documents.
+        The background thread starts its work (checks, adaptation, the neural model) only once this is done, so
+        nothing competes with it for the interpreter lock (bench/startup.py)."""
+        if self.warm_up is None:
+            self.warm_up = self.interactive.submit(_warm_up, self)
+            self.background.submit(futures.wait, [self.warm_up])
+        return self.warm_up
 
     def yield_to_waiting(self) -> None:
         """The Engine's yield point, on the background thread: sleep (the interpreter lock free) while a request a
@@ -258,11 +270,12 @@ server = NextwordServer()
 @server.feature(types.INITIALIZE)
 def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
     ls.apply_settings(params.initialization_options)
+    ls.start_warm_up()
 
 
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
-    warm_up = ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
+    warm_up = ls.start_warm_up()
     # lemminflect's tables and the spelling index (1-2 s of Python), after the first completions have had the GIL
     asyncio.get_running_loop().call_later(WARM_ODDITIES_S, ls.background.submit, _warm_oddities, ls)
     ls.initialized = True
@@ -314,9 +327,10 @@ async def _load_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = N
 
 
 def _warm_up(ls: NextwordServer) -> None:
+    """Suggest once at a sentence start: opens the store and loads what suggesting reads (the unigrams, the word
+    lists and, with adaptation on, the mixture's alignments), so the person's first completion finds them."""
     try:
-        engine = ls.engine()
-        engine.next_words(("<s>",), ls.settings.suggestions)
+        ls.engine().next_words(("<s>",), ls.settings.suggestions)
     except StoreError as exc:
         ls.message(f"nextword cannot open its store: {exc}", types.MessageType.Error)
     except Exception:  # never kill the server from a background task
@@ -508,8 +522,8 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
             return
         settings = ls.settings
         ignored = frozenset(ls.ignored | {w.casefold() for w in settings.ignored_words})
-        config = oddity_config(settings)
-        check = await ls.run_background(lambda: ls.engine().check(text, config, ignored))
+        # the oddity detector's modules are imported on the background thread, never on the event loop's
+        check = await ls.run_background(lambda: ls.engine().check(text, oddity_config(settings), ignored))
         diagnostics = build_diagnostics(text, check, settings, ls.encoding())
         ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics, version=version)
