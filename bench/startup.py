@@ -11,11 +11,14 @@ Measured the way a person meets them, on the shipped model (seeded into a fresh 
   store and on the very first start (the store is seeded from the shipped model then);
 - references in the same run, on the same loaded machine: the Python interpreter alone (`python -c pass`), importing
   the LSP library alone (`import pygls.lsp.server`: the floor for "ready", since pygls defines the protocol's ~1,000
-  classes at import), and, with `--baseline DIR`, another source tree of nextword (for example the commit before a
-  change) measured the same way.
+  classes at import), the model alone (import the Engine, open the store, suggest once: what a first completion
+  needs besides the LSP library), and, with `--baseline DIR`, another source tree of nextword (for example the
+  commit before a change) measured the same way.
 
-Each figure is the median of `--runs` starts (the minimum beside it). Profile the imports on the way to `initialize`
-with `python -X importtime -m lsp_server.cli serve < /dev/null`.
+Python runs as from an installed package: with its bytecode caches (written by a first round that is not counted,
+under a temporary PYTHONPYCACHEPREFIX, even where PYTHONDONTWRITEBYTECODE is set). Each figure is the median of
+`--runs` starts (the minimum beside it). Profile the imports on the way to `initialize` with
+`python -X importtime -m lsp_server.cli serve < /dev/null`.
 """
 
 from __future__ import annotations
@@ -70,17 +73,25 @@ vim.cmd('qa!')
 """
 
 
+MODEL_ALONE = """
+import sys
+from lsp_server.engine import Engine
+Engine.open(sys.argv[1]).next_words(("<s>",), 10)
+"""
+
+
 def python_env(tree: Path, home: Path) -> dict[str, str]:
-    """The environment of a server from source tree `tree`, with its data folder (and default store) in `home`."""
-    env = {k: v for k, v in os.environ.items() if k != "NEXTWORD_DB"}
-    env.update(PYTHONPATH=str(tree), XDG_DATA_HOME=str(home))
+    """The environment of a server from source tree `tree`, with its data folder (and default store) in `home`, and
+    bytecode caches kept in `home` (as an installed package has them)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NEXTWORD_DB", "PYTHONDONTWRITEBYTECODE")}
+    env.update(PYTHONPATH=str(tree), XDG_DATA_HOME=str(home), PYTHONPYCACHEPREFIX=str(home / "pycache" / tree.name))
     return env
 
 
-def seconds_to_run(code: str, env: dict[str, str]) -> float:
-    """Wall-clock seconds of `python -c CODE` in a fresh process."""
+def seconds_to_run(code: str, env: dict[str, str], *args: str) -> float:
+    """Wall-clock seconds of `python -c CODE ARGS` in a fresh process."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-P", "-c", code, *args], env=env, check=True, cwd=ROOT)
     return time.perf_counter() - started
 
 
@@ -177,6 +188,11 @@ def main() -> None:
                 None,
                 "-",
             ),
+            "the model alone (import the Engine, open the store, suggest once)": lambda _: (
+                seconds_to_run(MODEL_ALONE, env, str(seeded)),
+                None,
+                "-",
+            ),
         }
         for label, tree in trees:
             for neural in ("none", "default"):
@@ -191,10 +207,12 @@ def main() -> None:
                     nvim_row, nvim, tree, db, home, neural, folder
                 )
         readings: dict[str, list[tuple[float, float | None, str]]] = {name: [] for name in measures}
-        for run in range(runs):
-            print(f"... round {run + 1} of {runs}", file=sys.stderr, flush=True)
+        for run in range(-1, runs):  # round -1 writes the bytecode caches and is not counted
+            print(f"... round {run + 1} of {runs}{' (not counted)' if run < 0 else ''}", file=sys.stderr, flush=True)
             for name, measure in measures.items():
-                readings[name].append(measure(run))
+                reading = measure(run)
+                if run >= 0:
+                    readings[name].append(reading)
         shutil.rmtree(home, ignore_errors=True)
     rows = []
     for name, values in readings.items():
@@ -207,9 +225,10 @@ def main() -> None:
         f'{runs} rounds, each measurement once per round; the text is "{TEXT}" in a Markdown file; the store is the '
         "shipped model seeded into a fresh data folder. Server rows: from process start to the answer to "
         "`initialize` (ready) and to the first completion. Neovim rows: from `:edit` to the client being "
-        "initialised (ready) and to the answer to a completion request sent then. The first two rows are "
-        "references measured in the same run: the interpreter, and the LSP library's import, the floor under "
-        '"ready".\n\n' + table
+        "initialised (ready) and to the answer to a completion request sent then. The first three rows are "
+        "references measured in the same run: the interpreter, the LSP library's import (the floor under "
+        '"ready"), and the model alone (what a first completion needs besides the LSP library). Python uses its '
+        "bytecode caches, as an installed package does (written by a first round, not counted).\n\n" + table
     )
     path = results_path(args)
     if path is not None:

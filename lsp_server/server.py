@@ -34,19 +34,18 @@ from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import comments
 from lsp_server.framing import ResyncingStdin
-from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
-from store.secrets import is_secret_file
 
 if TYPE_CHECKING:
     from lm_core.oddities import OddityConfig
     from lsp_server.engine import Completion, Engine, Suggestion
 
 # The language model (numpy, the store, the tokenizer) is imported when the engine opens, after `initialize` has
-# been answered (on the interactive thread, see `initialized`), never on the way to it: see bench/startup.py.
+# been answered (on the interactive thread, see `start_warm_up`), never on the way to it: see bench/startup.py. So
+# are the ignore rules (pathspec) and the credential detectors, which only learning needs.
 log = logging.getLogger("nextword")
 T = TypeVar("T")
 
@@ -981,6 +980,9 @@ def _never_learned(ls: NextwordServer, uri: str) -> str | None:
     `.nextwordignore`, `excludeGlobs`), or None. A document that is not a local file (`untitled:`,
     `vscode-remote://`) is judged by the path in its URI: the credential names and `excludeGlobs` apply (a
     `.nextwordignore` on another machine cannot be read). Secrets inside any document are dropped all the same."""
+    from lsp_server.ignore import IgnoreRules, never_learned
+    from store.secrets import is_secret_file
+
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         path = PurePosixPath(unquote(parsed.path) or uri)
@@ -999,6 +1001,8 @@ def _workspace_text_files(ls: NextwordServer) -> list[Path]:
     """Text files (by suffix) under the workspace folders; never outside them, never hidden files or folders, never
     node_modules, never files that hold credentials (`.env`, keys) or that `.nextwordignore` or `excludeGlobs`
     exclude (excluded folders are not even walked)."""
+    from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
+
     files: list[Path] = []
     for root in _workspace_roots(ls):
         rules = IgnoreRules.load(root, ls.settings.exclude_globs)

@@ -1,6 +1,7 @@
 """Start-up: what `nextword serve` imports before it can answer `initialize`. The models, numpy, the store and torch
-are imported once the engine opens (after `initialize`), so the editor's server is ready as soon as the LSP library
-is; bench/startup.py measures the seconds."""
+are imported once the engine opens (after `initialize`), the ignore rules (pathspec) and the credential detectors
+when something is learned, so the editor's server is ready as soon as the LSP library is; bench/startup.py measures
+the seconds. Also the vocabulary a store opens with, read in bulk."""
 
 from __future__ import annotations
 
@@ -19,7 +20,17 @@ from store.countstore import CountStore
 from store.errors import StoreError
 
 REPO = Path(__file__).resolve().parent.parent
-LATER = ("numpy", "torch", "lm_core.ngram", "lm_core.tokenize", "lm_core.oddities", "store.countstore", "sqlite_utils")
+LATER = (
+    "numpy",
+    "torch",
+    "lm_core.ngram",
+    "lm_core.tokenize",
+    "lm_core.oddities",
+    "store.countstore",
+    "sqlite_utils",
+    "pathspec",
+    "store.secrets",
+)
 
 
 def test_the_server_answers_initialize_before_importing_the_models() -> None:
