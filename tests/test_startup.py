@@ -83,3 +83,18 @@ def test_a_store_whose_vocabulary_ids_have_a_gap_is_refused_with_one_line(tmp_pa
     db.close()
     with pytest.raises(StoreError, match="vocabulary ids are not contiguous; run 'nextword doctor'"):
         CountStore.open(path)
+
+
+def test_opening_a_store_and_suggesting_once_leaves_numpy_ma_unimported(tmp_path: Path) -> None:
+    # numpy imports numpy.ma (~35 ms) on the first np.unique or np.union1d: not on the way to a first completion
+    path = tmp_path / "s.db"
+    with CountStore.open(path, order=3, create=True) as store:
+        store.learn("a", "The cat sat on the mat. The dog sat on the rug.")
+    code = (
+        "import sys; from lsp_server.engine import Engine; "
+        f"print([w.word for w in Engine.open({str(path)!r}).next_words(('the',), 2)], 'numpy.ma' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
+    )
+    assert proc.stdout.split() == ["['cat',", "'dog']", "False"]
