@@ -9,16 +9,18 @@ Measured the way a person meets them, on the shipped model (seeded into a fresh 
 - Neovim (headless, the plugin in clients/nvim set up as the README shows): milliseconds from `:edit` of a Markdown
   file to the server's answer to a completion request sent as soon as the client is initialised, with an existing
   store and on the very first start (the store is seeded from the shipped model then);
-- references in the same run, on the same loaded machine: the Python interpreter alone (`python -c pass`), importing
-  the LSP library alone (`import pygls.lsp.server`: the floor for "ready", since pygls defines the protocol's ~1,000
-  classes at import), the model alone (import the Engine, open the store, suggest once: what a first completion
+- references in the same run, on the same loaded machine: the Python interpreter alone (`python -c pass`), the LSP
+  library alone (`import pygls.lsp.server` and the converter every pygls server makes: the floor for "ready", since
+  lsprotocol defines the protocol's ~1,000 attrs classes at import and resolves their type hints for cattrs when the
+  converter is made), the model alone (import the Engine, open the store, suggest once: what a first completion
   needs besides the LSP library), and, with `--baseline DIR`, another source tree of nextword (for example the
   commit before a change) measured the same way.
 
 Beside the wall clock, the CPU seconds each server (and each reference process) had used by then: on a machine shared
-with other work they move far less with the load than the wall clock does. Python runs as from an installed package: with its bytecode caches (written by a first round that is not counted,
-under a temporary PYTHONPYCACHEPREFIX, even where PYTHONDONTWRITEBYTECODE is set). Each figure is the median of
-`--runs` starts (the minimum beside it). Profile the imports on the way to `initialize` with
+with other work they move far less with the load than the wall clock does. Python runs as from an installed
+package: with its bytecode caches (written by a first round that is not counted, under a temporary
+PYTHONPYCACHEPREFIX, even where PYTHONDONTWRITEBYTECODE is set). Each figure is the median of `--runs` starts (the
+minimum beside it). Profile the imports on the way to `initialize` with
 `python -X importtime -m lsp_server.cli serve < /dev/null`.
 """
 
@@ -76,6 +78,11 @@ vim.cmd('qa!')
 """
 
 
+LSP_ALONE = """
+import pygls.lsp.server
+import pygls.protocol
+pygls.protocol.default_converter()
+"""
 MODEL_ALONE = """
 import sys
 from lsp_server.engine import Engine
@@ -206,9 +213,7 @@ def main() -> None:
         # this spreads it over all of them alike.
         measures: dict[str, Callable[[int], Reading]] = {
             "Python alone (`python -c pass`)": lambda _: seconds_to_run("pass", env),
-            "the LSP library alone (`import pygls.lsp.server`)": lambda _: seconds_to_run(
-                "import pygls.lsp.server", env
-            ),
+            "the LSP library alone (import pygls, make its converter)": lambda _: seconds_to_run(LSP_ALONE, env),
             "the model alone (import the Engine, open the store, suggest once)": lambda _: seconds_to_run(
                 MODEL_ALONE, env, str(seeded)
             ),
@@ -261,9 +266,9 @@ def main() -> None:
         "`initialize` (ready) and to the first completion, and the CPU seconds the server had used by then (all "
         "its threads; the references: the whole process). Neovim rows: from `:edit` to the client being "
         "initialised (ready) and to the answer to a completion request sent then. The first three rows are "
-        "references measured in the same run: the interpreter, the LSP library's import (the floor under "
-        '"ready"), and the model alone (what a first completion needs besides the LSP library). Python uses its '
-        "bytecode caches, as an installed package does (written by a first round, not counted).\n\n" + table
+        "references measured in the same run: the interpreter, the LSP library (its import and converter: the "
+        'floor under "ready"), and the model alone (what a first completion needs besides the LSP library). Python '
+        "uses its bytecode caches, as an installed package does (written by a first round, not counted).\n\n" + table
     )
     path = results_path(args)
     if path is not None:
