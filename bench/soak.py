@@ -60,9 +60,11 @@ def position(text: str) -> dict[str, int]:
     return {"line": len(lines) - 1, "character": len(lines[-1].encode("utf-16-le")) // 2}
 
 
-def start(db: Path, env: dict[str, str], neural: str) -> RawClient:
+def start(db: Path, env: dict[str, str], neural: str, cache_megabytes: int | None = None) -> RawClient:
     client = RawClient([sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(db)], env)
-    options = {"neuralModel": neural}
+    options: dict[str, Any] = {"neuralModel": neural}
+    if cache_megabytes is not None:
+        options["cacheMegabytes"] = cache_megabytes
     client.request(
         "initialize", {"processId": os.getpid(), "capabilities": {}, "rootUri": None, "initializationOptions": options}
     )
@@ -212,6 +214,9 @@ def main() -> None:
     parser.add_argument(
         "--models", nargs="*", default=["blend"], choices=["n-gram", "blend"], help="what to run (default: blend)"
     )
+    parser.add_argument(
+        "--cache-megabytes", type=int, default=None, help="the server's cacheMegabytes setting (default: its own)"
+    )
     args = parser.parse_args()
     count = 40 if args.quick else args.documents
     (test_file,) = corpus_files(args, ["wikitext-2/wiki.test.tokens"])
@@ -222,7 +227,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 db = seeded_store(Path(tmp) / "store.db")
                 env = {**os.environ, "XDG_DATA_HOME": tmp}
-                client = start(db, env, "none" if model == "n-gram" else "default")
+                client = start(db, env, "none" if model == "n-gram" else "default", args.cache_megabytes)
                 with step(f"{model}: {count} documents of {args.words} words"):
                     results[model] = session(client, documents, args.every)
                 client.close()

@@ -26,7 +26,7 @@ import numpy as np
 
 from lm_core.blend import Blend, em_weights
 from lm_core.counting import count_ngrams, encode_sentences
-from lm_core.metrics import contexts
+from lm_core.inference import split_sentences
 from lm_core.model import Context
 from lm_core.ngram import NgramModel
 from lm_core.vocab import BOS, EOS, Vocab
@@ -41,6 +41,8 @@ CACHE_TOKENS = 4_000
 """The document cache holds at most this many of the latest tokens before the cursor."""
 HELD_OUT_TOKENS = 20_000
 """EM refits on at most this many of the latest held-out tokens."""
+HELD_OUT_PIECE_TOKENS = 8
+"""Held-out text is scored this many tokens at a time, with a pause (a yield to a waiting completion) before each."""
 USER_LAYER_TOKENS = 100_000
 """The user layer is built over about this many of the latest learned tokens (the store's model keeps all of them):
 its memory (about 13 MB at this size) and the cost of rebuilding it after a learn stay bounded however long the
@@ -148,6 +150,10 @@ class DocumentCache:
         p = (seen + self.mu * unigram) / (self._totals.get(previous, 0) + self.mu)
         return math.log(p) if p > 0 else -math.inf
 
+    def vocabulary_words(self) -> list[str]:
+        """The words `distribution_arrays` lists: the store model's list."""
+        return self.reference.vocabulary_words()
+
     def distribution_arrays(self, context: Context) -> tuple[list[str], np.ndarray]:
         """(the store model's words, P_cache over them): sums to 1 over the cached words the store knows."""
         if not self._window:
@@ -245,16 +251,25 @@ def held_out_rows(
     """Each token's component log-probabilities (T x 3: store, user as blended, cache) before the text is learned,
     the cache (a fresh one, filled as the text goes) holding the document's tokens before each one (as it did
     while the person typed), and each token's context bucket under `user`. `pair` is the Blend of the store's model
-    and the user layer. `pause` is called before each token (the server lets a waiting completion go first)."""
+    and the user layer; it scores a sentence at a time (`Blend.component_continuations`: a word the user layer does
+    not know costs the store's mass over the words it lacks, not two whole distributions). `pause` is called before
+    each piece of `HELD_OUT_PIECE_TOKENS` tokens (the server lets a waiting completion go first). Contexts restart at
+    `<s>` after each `</s>`."""
     tokens = [t for s in sentences for t in s]
     width = None if pair.order is None else pair.order - 1
     rows, buckets = [], []
-    for word, context in contexts(tokens, width):
-        if pause is not None:
-            pause()
-        rows.append([*pair.component_logprobs(word, context), cache.logprob(word, context)])
-        buckets.append(bucket_of(user, context))
-        cache.push(word)  # the document so far, one token more
+    for sentence in split_sentences(tokens):
+        for start in range(0, len(sentence), HELD_OUT_PIECE_TOKENS):
+            if pause is not None:
+                pause()
+            piece = sentence[start : start + HELD_OUT_PIECE_TOKENS]
+            (scored,) = pair.component_continuations([(tuple(sentence[:start]), piece)])
+            for t, (word, components) in enumerate(zip(piece, scored, strict=True), start=start):
+                history = [BOS, *sentence[:t]]
+                context = tuple(history if width is None else history[max(0, len(history) - width) :])
+                rows.append([*components, cache.logprob(word, context)])
+                buckets.append(bucket_of(user, context))
+                cache.push(word)  # the document so far, one token more
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(COMPONENTS)), np.asarray(buckets, dtype=np.int64)
 
 
@@ -297,6 +312,13 @@ class Adaptation:
         self.bucketed = bucketed
         self.bucket_weights = np.tile(self.weights, (len(BUCKET_EDGES) + 1, 1))
         self._blend: Blend | None = None
+        self.memo_bytes: int | None = None  # the user layer's Kneser-Ney memo bound (None: the model's default)
+
+    def set_memo_bytes(self, memo_bytes: int) -> None:
+        """Bound the user layer's Kneser-Ney level memo (this one and those built after)."""
+        self.memo_bytes = memo_bytes
+        if self.user is not None:
+            self.user.memo_bytes = memo_bytes
 
     def _mask(self) -> np.ndarray:
         return np.asarray([True, "user" in self.parts, "cache" in self.parts])
@@ -320,6 +342,8 @@ class Adaptation:
         """Rebuild the user layer from the learned text (sentences ending with `</s>`; the caller passes about the
         latest `USER_LAYER_TOKENS`)."""
         self.user = user_model(sentences, self.store.order) if "user" in self.parts else None
+        if self.user is not None and self.memo_bytes is not None:
+            self.user.memo_bytes = self.memo_bytes
         self.user_tokens = sum(len(s) for s in sentences)
         self.user_sentences = frozenset(hash(tuple(s)) for s in sentences)
         self._blend = None
@@ -341,7 +365,10 @@ class Adaptation:
         self.held_out.add(rows, buckets)
         self.fitted_tokens += len(rows)
         self.weights = self.fit(self.parts)
-        self.bucket_weights = self.fit_buckets(self.parts)
+        if self.bucketed:
+            self.bucket_weights = self.fit_buckets(self.parts)
+        else:  # weights per bucket are not used: each bucket keeps the overall ones (fitting them costs EM runs)
+            self.bucket_weights = np.tile(self.weights, (len(BUCKET_EDGES) + 1, 1))
         self._blend = None
         return self.weights
 

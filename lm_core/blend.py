@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ from lm_core.inference import split_sentences
 from lm_core.metrics import Continuation, continuation_scores
 from lm_core.model import Context, LanguageModel, Prediction
 from lm_core.vocab import BOS, UNK
+from lm_core.word_lists import SHARED as SHARED_WORD_LISTS
+from lm_core.word_lists import WordListIndex, build_index
 
 
 @dataclass
@@ -50,60 +51,99 @@ class _Alignment:
     pool_ref: np.ndarray  # positions in V that share the component's <unk> mass (V's <unk> included)
     unk_m: int | None  # the component's <unk>
     extra_m: np.ndarray  # positions of the component's words outside V (their mass goes to V's <unk>)
+    in_ref: np.ndarray  # each component word's position in V, -1 when V lacks it
+    _pool_mask: np.ndarray | None = None
+
+    def pool_mask(self, ref_length: int) -> np.ndarray:
+        """1.0 at the positions of V in the pool, else 0.0 (float64, length |V|; made once)."""
+        if self._pool_mask is None:
+            mask = np.zeros(ref_length)
+            mask[self.pool_ref] = 1.0
+            self._pool_mask = mask
+        return self._pool_mask
 
 
-SHARED_VOCABULARIES = 3
-"""Word lists whose index and alignments every Blend shares (the latest used: the current vocabulary and the one before,
-while the two threads may differ for a moment; about 4 MB each for 30k words)."""
+def _alignment_from(in_ref: np.ndarray, ref_length: int, ref_unk: int | None, unk_m: int | None) -> _Alignment:
+    """The alignment given where each component word sits in V (-1: not there), in the order a word-by-word scan
+    would give."""
+    found = in_ref >= 0
+    in_m = np.full(ref_length, -1, dtype=np.int64)
+    in_m[in_ref[found]] = np.flatnonzero(found)  # both lists hold distinct words: a one-to-one map
+    shared = in_m >= 0
+    if ref_unk is not None:
+        shared[ref_unk] = False  # <unk> is never a word both know: it is in the pool
+    outside = ~found
+    if unk_m is not None:
+        outside[unk_m] = False
+    both_ref = np.flatnonzero(shared)
+    return _Alignment(both_ref, in_m[both_ref], np.flatnonzero(~shared), unk_m, np.flatnonzero(outside), in_ref)
 
 
-class _SharedVocabularies:
-    """What Blends derive from word lists (a reference's index and sorted order, a component's alignment onto a
-    reference), kept by the lists' identity and shared by every Blend: a mixture rebuilt after a learn (new Blend
-    objects over the same models' lists) finds them instead of spending ~0.3 s re-deriving them for 30k words.
-    Lists are held (so their ids stay theirs) and checked by length too (a list grown in place is new)."""
+def _extended_alignment(
+    old: _Alignment, old_ref_length: int, ref: list[str], ref_unk: int | None, words_m: list[str]
+) -> _Alignment:
+    """The alignment of `words_m` onto `ref`, which extends the reference list `old` was made for (its first
+    `old_ref_length` words): only the reference's new words are looked up."""
+    in_ref = old.in_ref.copy()
+    index_m = SHARED_WORD_LISTS.index(words_m).position
+    for at, word in enumerate(ref[old_ref_length:], start=old_ref_length):
+        j = index_m.get(word)
+        if j is not None:
+            in_ref[j] = at
+    return _alignment_from(in_ref, len(ref), ref_unk, old.unk_m)
 
-    def __init__(self, size: int = SHARED_VOCABULARIES) -> None:
+
+SHARED_ALIGNMENTS = 3
+"""Alignments every Blend shares (the latest: the current vocabulary's and the one before, while the two threads may
+differ for a moment)."""
+
+
+class _SharedAlignments:
+    """Alignments of a component's word list onto a reference list, kept by the lists' identity and shared by every
+    Blend: a mixture rebuilt after a learn (new Blend objects over the same models' lists) finds them instead of
+    deriving them again. Lists are held (so their ids stay theirs) and checked by length too (a list grown in place
+    is new)."""
+
+    def __init__(self, size: int = SHARED_ALIGNMENTS) -> None:
         self.size = size
         self._lock = threading.Lock()
-        self._references: OrderedDict[int, tuple[list[str], int, tuple]] = OrderedDict()
         self._alignments: OrderedDict[tuple[int, int], tuple[list[str], list[str], int, int, _Alignment]] = (
             OrderedDict()
         )
 
-    def reference(self, words: list[str]) -> tuple[dict[str, int], tuple[list[str], np.ndarray]]:
-        """`words` -> position, and (the words sorted, their positions): for prefix lookups by bisection."""
-        with self._lock:
-            entry = self._references.get(id(words))
-            if entry is not None and entry[0] is words and entry[1] == len(words):
-                self._references.move_to_end(id(words))
-                return entry[2]
-        index = {w: i for i, w in enumerate(words)}
-        order = sorted(range(len(words)), key=words.__getitem__)
-        derived = (index, ([words[i] for i in order], np.asarray(order, dtype=np.int64)))
-        with self._lock:
-            self._references[id(words)] = (words, len(words), derived)
-            while len(self._references) > self.size:
-                self._references.popitem(last=False)
-        return derived
-
-    def alignment(self, ref: list[str], words: list[str], make: Callable[[list[str]], _Alignment]) -> _Alignment:
-        """The alignment of `words` onto `ref` (`make(words)` computes it, with `ref` as its reference)."""
+    def alignment(
+        self, ref: list[str], words: list[str], ref_unk: int | None, make: Callable[[list[str]], _Alignment]
+    ) -> _Alignment:
+        """The alignment of `words` onto `ref` (whose `<unk>` is at `ref_unk`): kept, or extended from the alignment
+        of the same `words` onto a list `ref` extends (a store's vocabulary after a learn added words), or made by
+        `make(words)` (which aligns onto `ref`)."""
         key = (id(ref), id(words))
         with self._lock:
             entry = self._alignments.get(key)
             if entry is not None and entry[0] is ref and entry[1] is words and entry[2:4] == (len(ref), len(words)):
                 self._alignments.move_to_end(key)
                 return entry[4]
-        alignment = make(words)
+            base = self._extendable(ref, words)
+        alignment = make(words) if base is None else _extended_alignment(base[1], base[0], ref, ref_unk, words)
         with self._lock:
             self._alignments[key] = (ref, words, len(ref), len(words), alignment)
+            self._alignments.move_to_end(key)
             while len(self._alignments) > self.size:
                 self._alignments.popitem(last=False)
         return alignment
 
+    def _extendable(self, ref: list[str], words: list[str]) -> tuple[int, _Alignment] | None:
+        """(the reference length, the alignment) of the same `words` onto the longest kept list `ref` extends."""
+        best = None
+        for old_ref, old_words, ref_length, words_length, alignment in self._alignments.values():
+            if old_words is not words or words_length != len(words) or ref_length >= len(ref):
+                continue
+            if (best is None or ref_length > best[0]) and ref[:ref_length] == old_ref[:ref_length]:
+                best = (ref_length, alignment)
+        return best
 
-_SHARED = _SharedVocabularies()
+
+_ALIGNMENTS = _SharedAlignments()
 
 
 class Blend:
@@ -120,9 +160,9 @@ class Blend:
         self.order: int | None = None if None in orders else max(o for o in orders if o is not None)
         self._ref_words: list[str] | None = None
         self._ref_index: dict[str, int] = {}
-        self._sorted: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int64))
+        self._ref_lists: WordListIndex = build_index([])
         self._alignments: dict[int, tuple[list[str], _Alignment]] = {}
-        self._known: list[frozenset[str] | None] = [None] * len(self.models)
+        self._known: list[dict[str, int] | None] = [None] * len(self.models)
         self._known_key: object = object()
         self._memo: tuple[object, Context, np.ndarray] | None = None
 
@@ -216,31 +256,39 @@ class Blend:
 
     def _unknown_word_logprobs(self, word: str, context: Context, row: np.ndarray) -> np.ndarray:
         """log P'_m(word | context) for a word some component does not know (`row`: each component's own score,
-        a batched component's being its `<unk>` log-probability)."""
+        which for a word it does not know is its `<unk>` log-probability). P'_m = P_m(<unk>) P_ref(word) / Z, Z the
+        reference's mass over the pool (the module docstring); a reference that sums its probability over a set of
+        words (`mass_over`: an n-gram model) gives Z from its follower lists, without its whole distribution."""
         known = self._known
         cheap = word != BOS and known[0] is not None and word in known[0]
         cheap = cheap and all(
             m in self._alignments
-            and hasattr(model, "score_continuations")
+            and (hasattr(model, "score_continuations") or getattr(model, "scores_unknown_words_as_unk", False))
             and (word != UNK or self._lacks_no_words(m))  # <unk> also gets the mass of the words V lacks
             for m, model in enumerate(self.models)
             if m > 0 and (word == UNK or not (known[m] is not None and word in known[m]))
         )
         if not cheap:
             return self.component_logprobs(word, context)
-        ref_words, p_ref = _arrays(self.models[0], context)
+        reference = self.models[0]
+        mass_over = getattr(reference, "mass_over", None)
+        if mass_over is not None:
+            ref_words, p_ref = reference.vocabulary_words(), None
+            p_word = math.exp(reference.logprob(word, context))
+        else:
+            ref_words, p_ref = _arrays(reference, context)
+            p_word = float(p_ref[self._ref_index[word]])
         if ref_words is not self._ref_words and ref_words != self._ref_words:
             return self.component_logprobs(word, context)
-        index = self._ref_index[word]
         out = row.copy()
         for m in range(1, len(self.models)):
             if word != UNK and known[m] is not None and word in known[m]:
                 continue
             a = self._alignments[m][1]
-            z = float(p_ref[a.pool_ref].sum())
-            if z <= 0 or a.unk_m is None or p_ref[index] <= 0:
+            z = mass_over(context, a.pool_mask(len(ref_words))) if p_ref is None else float(p_ref[a.pool_ref].sum())
+            if z <= 0 or a.unk_m is None or p_word <= 0:
                 return self.component_logprobs(word, context)
-            out[m] = row[m] + math.log(p_ref[index]) - math.log(z)  # P_m(<unk>) * P_ref(word) / z
+            out[m] = row[m] + math.log(p_word) - math.log(z)  # P_m(<unk>) * P_ref(word) / z
         return out
 
     def _lacks_no_words(self, m: int) -> bool:
@@ -282,7 +330,10 @@ class Blend:
         return ref_words, probs
 
     def _reexpress(self, m: int, words_m: list[str], p_m: np.ndarray, p_ref: np.ndarray) -> np.ndarray:
-        """Component m's distribution over V (the mapping of the module docstring)."""
+        """Component m's distribution over V (the mapping of the module docstring); a component over V's own word
+        list (a document cache) is already expressed over V."""
+        if words_m is self._ref_words:
+            return p_m
         a = self._alignment(m, words_m)
         row = np.zeros(len(p_ref))
         row[a.both_ref] = p_m[a.both_m]
@@ -309,44 +360,30 @@ class Blend:
             self._ref_words = ref_words
             return
         self._ref_words = ref_words
-        self._ref_index, self._sorted = _SHARED.reference(ref_words)
+        self._ref_lists = SHARED_WORD_LISTS.index(ref_words)
+        self._ref_index = self._ref_lists.position
         self._alignments.clear()
 
     def _alignment(self, m: int, words_m: list[str]) -> _Alignment:
         cached = self._alignments.get(m)
         if cached is not None and (cached[0] is words_m or cached[0] == words_m):
             return cached[1]
-        alignment = _SHARED.alignment(self._ref_words or [], words_m, self._make_alignment)
+        ref_unk = self._ref_index.get(UNK)
+        alignment = _ALIGNMENTS.alignment(self._ref_words or [], words_m, ref_unk, self._make_alignment)
         self._alignments[m] = (list(words_m), alignment)
         return alignment
 
     def _make_alignment(self, words_m: list[str]) -> _Alignment:
-        """Where each reference word sits in `words_m` and the reverse, found in bulk (dict lookups mapped over the
-        lists, then numpy), in the order a word-by-word scan would give."""
-        ref = self._ref_words or []
-        index_m = {w: i for i, w in enumerate(words_m)}
-        in_m = np.fromiter(map(index_m.get, ref, itertools.repeat(-1)), dtype=np.int64, count=len(ref))
-        ref_unk = self._ref_index.get(UNK)
-        shared = in_m >= 0
-        if ref_unk is not None:
-            shared[ref_unk] = False  # <unk> is never a word both know: it is in the pool
+        """Where each of the component's words sits in the reference's list, found in bulk (one dict lookup per
+        component word), and the rest from that (numpy)."""
         in_ref = np.fromiter(
             map(self._ref_index.get, words_m, itertools.repeat(-1)), dtype=np.int64, count=len(words_m)
         )
-        outside = in_ref < 0
-        unk_m = index_m.get(UNK)
-        if unk_m is not None:
-            outside[unk_m] = False
-        both_ref = np.flatnonzero(shared)
-        return _Alignment(both_ref, in_m[both_ref], np.flatnonzero(~shared), unk_m, np.flatnonzero(outside))
+        ref_unk = self._ref_index.get(UNK)
+        return _alignment_from(in_ref, len(self._ref_words or []), ref_unk, _position(words_m, UNK))
 
     def _prefix_positions(self, prefix: str) -> np.ndarray:
-        words, positions = self._sorted
-        if not prefix:
-            return positions
-        lo = bisect_left(words, prefix)
-        hi = bisect_left(words, prefix + "\U0010ffff", lo)
-        return positions[lo:hi]
+        return self._ref_lists.with_prefix(prefix)
 
     def _version(self) -> tuple[object, ...]:
         """Changes when a component's counts change (an n-gram store that learned), or a component with a `version`
@@ -361,9 +398,24 @@ class Blend:
         if key == self._known_key:
             return
         for m, model in enumerate(self.models):
-            words, _ = _arrays(model, (BOS,))
-            self._known[m] = frozenset(words) - {BOS}
+            self._known[m] = SHARED_WORD_LISTS.index(_word_list(model)).position  # callers never ask about <s>
         self._known_key = key
+
+
+def _word_list(model: LanguageModel) -> list[str]:
+    """The words a model's full distribution lists (the list itself, kept while the model's vocabulary is)."""
+    words = getattr(model, "vocabulary_words", None)
+    if callable(words):
+        return words()
+    return _arrays(model, (BOS,))[0]
+
+
+def _position(words: list[str], word: str) -> int | None:
+    """Where `word` is in `words`; None when it is not there."""
+    try:
+        return words.index(word)
+    except ValueError:
+        return None
 
 
 def _arrays(model: LanguageModel, context: Context) -> tuple[list[str], np.ndarray]:

@@ -252,6 +252,10 @@ class NeighbourIndex:
 
     def __init__(self, words: Iterable[str]) -> None:
         self._index: dict[str, list[str]] = {}
+        self.add(words)
+
+    def add(self, words: Iterable[str]) -> None:
+        """File more words (not already filed): the index then answers as one built over all of them."""
         for word in words:
             for key in {word, *_deletions(word)}:
                 self._index.setdefault(key, []).append(word)

@@ -262,10 +262,13 @@ class Network(ABC):
     def __init__(self, config: NeuralConfig, weights: Mapping[str, np.ndarray]) -> None:
         _limit_blas_threads()
         self.config = config
-        self.encoder = _weight(weights, "encoder.weight", (config.vocab_size, config.embed_dim))
-        decoder = weights.get("decoder.weight", self.encoder) if config.tie_weights else weights["decoder.weight"]
+        encoder = _weight(weights, "encoder.weight", (config.vocab_size, config.embed_dim))
+        decoder = weights.get("decoder.weight", encoder) if config.tie_weights else weights["decoder.weight"]
         width = config.hidden_dim
+        # (H, V) contiguous: one row of outputs times it is the fastest product for a completion's single token
         self.decoder_t = np.ascontiguousarray(_shaped(decoder, "decoder.weight", (config.vocab_size, width)).T)
+        # (V, E) rows looked up by id; with tied weights, a view of the decoder's array (not a second 16 MB copy)
+        self.encoder = self.decoder_t.T if config.tie_weights else encoder
         self.decoder_bias = _weight(weights, "decoder.bias", (config.vocab_size,)).copy()
         self.decoder_bias[BOS_ID] = -np.inf
 
@@ -532,6 +535,10 @@ class NeuralLM:
     def distribution_arrays(self, context: Context) -> tuple[list[str], np.ndarray]:
         """(the vocabulary, P(w | context) for each word as float64); `<s>` has probability 0."""
         return self.words, np.exp(self.logprobs_after(None, context))
+
+    def vocabulary_words(self) -> list[str]:
+        """The words `distribution_arrays` lists (the same list object)."""
+        return self.words
 
     # --- vocabulary -------------------------------------------------------------------------------------------------
     def id_of(self, word: str) -> int:

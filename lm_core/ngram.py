@@ -31,6 +31,7 @@ from lm_core.counts import ADJUSTED, RAW, CountReader, Level
 from lm_core.model import Context, Prediction, top_predictions
 from lm_core.smoothing import Smoothing, good_turing_ratios, kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID
+from lm_core.word_lists import SHARED as SHARED_WORD_LISTS
 
 NORMALISED = (Smoothing.MLE, Smoothing.ADD_DELTA, Smoothing.KATZ, Smoothing.KNESER_NEY)
 
@@ -46,6 +47,7 @@ class NgramConfig:
     katz_k: int = 5  # Katz: counts above this are trusted, not discounted
 
 
+MASS_WEIGHTS_KEPT = 8  # weight arrays whose unigram-level sum `mass_over` keeps
 KN_MEMO_BYTES = 16 * 2**20  # default bound of the Kneser-Ney level memo (`NgramModel.memo_bytes`)
 KN_MEMO_OVERHEAD_BYTES = 300  # one memo entry's Python objects
 
@@ -67,6 +69,8 @@ class _Cache:
 class NgramModel:
     """An n-gram `LanguageModel` reading counts through a `CountReader`."""
 
+    scores_unknown_words_as_unk = True  # logprob of a word outside V is that of <unk> (a Blend relies on it)
+
     def __init__(self, counts: CountReader, config: NgramConfig | None = None, **overrides: object) -> None:
         config = config or NgramConfig()
         if overrides:
@@ -80,7 +84,8 @@ class NgramModel:
         if config.delta <= 0:
             raise ValueError("add-delta needs delta > 0")
         self._cache = _Cache()
-        self._last_vocabulary_words: list[str] = []  # vocabulary_words' last list, kept while V does not change
+        # vocabulary_words' last list and V's ids then: kept while V does not change
+        self._last_vocabulary: tuple[np.ndarray, list[str]] = (np.zeros(0, np.int64), [])
         self.memo_bytes = KN_MEMO_BYTES  # bytes of follower arrays the Kneser-Ney level memo may hold
 
     # --- public interface --------------------------------------------------------------------------------
@@ -169,16 +174,22 @@ class NgramModel:
         return self._cached("vocab_words", self._current_vocabulary_words)
 
     def _current_vocabulary_words(self) -> list[str]:
+        """V's words for the current counts: the last list while V's ids are unchanged (most learns add no new word);
+        the last list extended when the new ids only follow its ids (new words get new, larger ids)."""
+        ids, (last_ids, last_words) = self.vocabulary_ids(), self._last_vocabulary
+        if np.array_equal(ids, last_ids):
+            return last_words
         every = self.counts.vocab.words
-        words = [every[i] for i in self.vocabulary_ids().tolist()]
-        if words == self._last_vocabulary_words:  # counts changed, V did not (most learns add no new word)
-            return self._last_vocabulary_words
-        self._last_vocabulary_words = words
+        if len(ids) > len(last_ids) and np.array_equal(ids[: len(last_ids)], last_ids):
+            words = last_words + [every[i] for i in ids[len(last_ids) :].tolist()]
+        else:
+            words = [every[i] for i in ids.tolist()]
+        self._last_vocabulary = (ids, words)
         return words
 
     def word_positions(self) -> dict[str, int]:
         """Each word of V -> its position in `vocabulary_words()`."""
-        return self._cached("word_positions", lambda: {w: i for i, w in enumerate(self.vocabulary_words())})
+        return SHARED_WORD_LISTS.index(self.vocabulary_words()).position
 
     def _kneser_ney_dense(self, ids: tuple[int, ...]) -> np.ndarray:
         """`_kneser_ney` over all of V with the same arithmetic (so the same floats): the unigram level for every
@@ -195,6 +206,33 @@ class NgramModel:
             a = values.astype(np.float64)
             p[at] += np.maximum(a - np.asarray(discounts)[np.minimum(values, 3)], 0.0) / total
         return p
+
+    def mass_over(self, context: Context, weights: np.ndarray) -> float:
+        """sum over V of P(w | context) * weights[i], `weights` a float64 array over `vocabulary_words()` positions
+        (1.0/0.0 for the probability of a set of words). Under Kneser-Ney it follows `_kneser_ney_dense` level by
+        level, touching only each context's followers (the unigram level's sum is kept per weights array)."""
+        if self.smoothing is not Smoothing.KNESER_NEY:
+            return float(self.distribution_arrays(context)[1] @ weights)
+        ids = self._context_ids(context)
+        vocab_ids = self.vocabulary_ids()
+        sums = self._cached("kn_unigram_mass", dict)
+        held = sums.get(id(weights))
+        if held is None or held[0] is not weights:
+            unigram = self._cached("kn_dense_unigram", lambda: self._kneser_ney((), self._levels(()), vocab_ids))
+            held = sums[id(weights)] = (weights, float(unigram @ weights))
+            while len(sums) > MASS_WEIGHTS_KEPT:
+                sums.pop(next(iter(sums)))
+        total = held[1]
+        for n in range(2, len(ids) + 2):
+            entry = self._kn_level(ids, n)
+            if entry is None:
+                continue
+            level_ids, values, level_total, gamma, discounts = entry
+            at = np.searchsorted(vocab_ids, level_ids)
+            a = values.astype(np.float64)
+            alpha = np.maximum(a - np.asarray(discounts)[np.minimum(values, 3)], 0.0) / level_total
+            total = gamma * total + float(alpha @ weights[at])
+        return total
 
     def predict(self, context: Context, k: int = 10, prefix: str = "") -> list[Prediction]:
         """The k most probable next words starting with `prefix`, most probable first (ties by word).
@@ -220,12 +258,7 @@ class NgramModel:
 
     def vocabulary_ids(self) -> np.ndarray:
         """Ids of V: every word with a positive count except `<s>`, plus `<unk>`; ascending."""
-        return self._cached("vocab", self._current_vocabulary_ids)
-
-    def _current_vocabulary_ids(self) -> np.ndarray:
-        ids = self.counts.level(()).ids.astype(np.int64)  # ascending, so <unk> (id 0) can only come first
-        # (not np.union1d: its first call imports numpy.ma, ~35 ms on the way to a server's first completion)
-        return ids if len(ids) and ids[0] == UNK_ID else np.concatenate([np.asarray([UNK_ID], np.int64), ids])
+        return self._cached("vocab", lambda: _with_unk(self.counts.level(()).ids))
 
     # --- contexts and candidates ---------------------------------------------------------------------------
     def _context_ids(self, context: Context) -> tuple[int, ...]:
@@ -484,3 +517,14 @@ def _lookup(ids: np.ndarray, values: np.ndarray, words: np.ndarray, fill: float 
     pos = np.minimum(np.searchsorted(ids, words), len(ids) - 1)
     hit = ids[pos] == words
     return np.where(hit, values[pos], fill)
+
+
+def _with_unk(ids: np.ndarray) -> np.ndarray:
+    """Ascending distinct word ids with `<unk>`'s among them (int64)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) > 1 and not bool((ids[1:] > ids[:-1]).all()):
+        return np.union1d(ids, [UNK_ID]).astype(np.int64)
+    at = int(ids.searchsorted(UNK_ID))
+    if at < len(ids) and ids[at] == UNK_ID:
+        return ids.copy()
+    return np.insert(ids, at, UNK_ID)

@@ -601,7 +601,7 @@ def cursor_context(text: str, offset: int, max_tokens: int = 8) -> CursorContext
     typed = _prefix_token(tokens, offset)
     prefix_start = typed.start if typed is not None else offset
 
-    before = _scan(text, ws, prefix_start)
+    before = around if prefix_start == line_end else _scan(text, ws, prefix_start)  # at a line's end: the same scan
     if before.tail and not before.tail_closed:
         began = known_start or before.boundaries > 0
         sequence = ([BOS] if began else []) + [t.norm for t in before.tail]

@@ -196,11 +196,14 @@ class Engine:
 
     def set_cache_budget(self, total_bytes: int) -> None:
         """Bound the memory of every cache by `total_bytes`: half for the n-gram reader's follower lists (and a
-        quarter of that for its SQLite page cache), an eighth each for the Kneser-Ney level memo, the checked
-        sentences, the per-token scores of oddity windows and the store connection's SQLite page cache."""
+        quarter of that for its SQLite page cache), an eighth each for the Kneser-Ney level memos (the store's
+        model's and the user layer's, a sixteenth each), the checked sentences, the per-token scores of oddity
+        windows and the store connection's SQLite page cache."""
         self.cache_bytes = total_bytes
         if self._count_model is not None:
-            self._count_model.memo_bytes = total_bytes // 8
+            self._count_model.memo_bytes = total_bytes // 16
+        if self.adaptation is not None:
+            self.adaptation.set_memo_bytes(total_bytes // 16)
         self.store.set_cache_bytes(total_bytes)
         self._trim_sentence_cache()
 
@@ -408,6 +411,8 @@ class Engine:
         adaptation = Adaptation(self._count_model, weights, int(saved.get("fitted_tokens", 0)), parts, bucketed)
         if "bucket_weights" in saved:
             adaptation.bucket_weights = np.asarray(saved["bucket_weights"], dtype=np.float64)
+        if self.cache_bytes:
+            adaptation.set_memo_bytes(self.cache_bytes // 16)
         adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
         top_word_predictions(adaptation.blend, (BOS,), 1)  # the alignments of the mixture's word lists ...
         self._count_model.word_positions()  # ... and the index the document cache's distributions use
@@ -835,10 +840,18 @@ class Engine:
         return self._vocabulary[1]
 
     def _neighbour_index(self, words: list[str]) -> NeighbourIndex:
-        """The spelling neighbours of `words`, kept while the list stays the same (learning rarely changes it)."""
+        """The spelling neighbours of `words`, kept while the words stay the same (learning rarely changes them) and
+        extended when words were only added (a word reached the spelling count), rebuilt otherwise (forgetting)."""
         key = frozenset(words)
-        if self._neighbours is None or self._neighbours[0] != key:
-            self._neighbours = (key, NeighbourIndex(words))
+        if self._neighbours is not None:
+            old, index = self._neighbours
+            if key == old:
+                return index
+            if old <= key:
+                index.add(sorted(key - old))
+                self._neighbours = (key, index)
+                return index
+        self._neighbours = (key, NeighbourIndex(words))
         return self._neighbours[1]
 
     def _make_vocabulary(self) -> Vocabulary:

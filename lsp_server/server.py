@@ -16,7 +16,6 @@ import math
 import os
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -72,8 +71,8 @@ TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
 GIL_SWITCH_S = 0.001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
 # background thread gets it within 1 ms (Python's default: 5 ms, several times over in one completion)
 INTERACTIVE_THREAD = "nextword-interactive"  # the thread completions and hovers run on (see NextwordServer.run)
-YIELD_POLL_S = 0.0005  # how often paused background work looks whether the completion it waits for is done ...
-YIELD_MAX_S = 0.25  # ... and how long at most it waits at one yield point (a stream of completions cannot starve it)
+YIELD_MAX_S = 0.25  # how long paused background work waits at most at one yield point (a stream of completions
+# cannot starve it)
 CHECKPOINT_IDLE_S = 1.0  # the write-ahead log is checkpointed once learning has been quiet this long ...
 CHECKPOINT_EVERY_FILES = 25  # ... and every this many files while the workspace is learned
 
@@ -83,7 +82,22 @@ IGNORED = "$/nextword/ignoredMessage"
 
 class NextwordProtocol(LanguageServerProtocol):
     """pygls' protocol, but a message whose params cannot be read gets an error response (requests) or a log
-    line (notifications), instead of no response and an error pop-up in the editor."""
+    line (notifications), instead of no response and an error pop-up in the editor; and the future pygls files
+    for each notification it handles is forgotten once done."""
+
+    def _handle_notification(self, method_name: str, params: Any) -> None:
+        """pygls (2.1) files a future under a fresh id for every notification whose handler is a coroutine or a
+        generator (didOpen, didChange and didClose are) and never removes it: one future with its lock and
+        condition for every keystroke of a session, ~0.4 MB a document typed. Each new one goes when it is done."""
+        pending = set(self._request_futures)
+        super()._handle_notification(method_name, params)
+        loop = asyncio.get_running_loop()  # messages are handled on the event loop's thread
+
+        def forget(msg_id: Any) -> Callable[[Any], None]:
+            return lambda _done: loop.call_soon_threadsafe(self._request_futures.pop, msg_id, None)
+
+        for msg_id in set(self._request_futures) - pending:
+            self._request_futures[msg_id].add_done_callback(forget(msg_id))
 
     def structure_message(self, data: dict[str, Any]) -> Any:
         try:
@@ -127,7 +141,8 @@ class NextwordServer(LanguageServer):
         self.saved_text: dict[str, str] = {}  # the text of a save whose learn has not finished yet, by URI
         self.completion_generation: dict[str, int] = {}
         self.checkpoint_task: asyncio.Task[None] | None = None
-        self.waiting = 0  # requests a person waits for (completion, hover) in flight; background work yields to them
+        self._waiting = 0  # requests a person waits for (completion, hover) in flight; background work yields to them
+        self._quiet = threading.Condition()  # notified when none is in flight any more
         self.warm_up: Future[None] | None = None  # loading what the first completion needs (start_warm_up)
 
     def report_server_error(self, error: Exception, source: Any) -> None:
@@ -170,6 +185,18 @@ class NextwordServer(LanguageServer):
         finally:
             self.waiting -= 1
 
+    @property
+    def waiting(self) -> int:
+        """How many requests a person waits for (completion, hover) are in flight."""
+        return self._waiting
+
+    @waiting.setter
+    def waiting(self, count: int) -> None:
+        with self._quiet:
+            self._waiting = count
+            if count == 0:
+                self._quiet.notify_all()
+
     def start_warm_up(self) -> Future[None]:
         """Load what the first completion needs (the model's modules, the store, its vocabulary and unigrams) on the
         interactive thread, once, from `initialize` on: while the client reads the answer and opens its documents.
@@ -181,14 +208,13 @@ class NextwordServer(LanguageServer):
         return self.warm_up
 
     def yield_to_waiting(self) -> None:
-        """The Engine's yield point, on the background thread: sleep (the interpreter lock free) while a request a
-        person waits for is in flight, at most YIELD_MAX_S, so that a learn never holds up the completion typed
-        right after a save."""
+        """The Engine's yield point, on the background thread: block (the interpreter lock free, no polling that
+        would take it back from the completion) while a request a person waits for is in flight, at most
+        YIELD_MAX_S, so that a learn never holds up the completion typed right after a save."""
         if threading.current_thread().name.startswith(INTERACTIVE_THREAD):
             return  # the work a person waits for never waits for itself
-        deadline = time.monotonic() + YIELD_MAX_S
-        while self.waiting and time.monotonic() < deadline:
-            time.sleep(YIELD_POLL_S)
+        with self._quiet:
+            self._quiet.wait_for(lambda: not self._waiting, timeout=YIELD_MAX_S)
 
     async def run_background(self, work: Callable[..., T], *args: Any) -> T:
         """Run diagnostics, learning and commands on the background thread."""

@@ -191,3 +191,32 @@ def test_a_growing_document_updates_the_cache_as_a_fresh_one_would_count_it(stor
                 assert growing.logprob(word, context) == pytest.approx(fresh.logprob(word, context), abs=1e-12)
         _, probs = growing.distribution_arrays(("ran",))
         assert np.allclose(probs, fresh.distribution_arrays(("ran",))[1], atol=1e-12)
+
+
+def test_held_out_rows_scored_a_sentence_at_a_time_equal_the_rows_token_by_token(store_model: NgramModel) -> None:
+    """Words the user layer does not know (dog, cat, mat, zebra) take the cheap path (the store's mass over the words
+    the user layer lacks, from its follower lists): the same numbers as the blend's whole distributions."""
+    from lm_core.adaptation import held_out_rows, pair_blend
+    from lm_core.metrics import contexts
+
+    user = user_model(sentences(["the red car ran", "a red car sat"]), 3)
+    pair = pair_blend(store_model, user)
+    long = "a cat ran to the dog and the red car sat on the mat by the log"  # scored in pieces of 8 tokens
+    text = sentences(["the dog sat on the mat", "a cat ran to the zebra", long, "the red car ran to the log"])
+    rows, _ = held_out_rows(pair, DocumentCache(store_model), text, user)
+    cache, expected = DocumentCache(store_model), []
+    for word, context in contexts([t for s in text for t in s], 2):
+        expected.append([*pair.component_logprobs(word, context), cache.logprob(word, context)])
+        cache.push(word)
+    assert rows.shape == (len(expected), 3)
+    assert np.allclose(rows, np.asarray(expected), rtol=0, atol=1e-12)
+    assert np.isfinite(rows[:, 1]).all()
+
+
+@pytest.mark.parametrize("context", [(), ("<s>",), ("<s>", "the"), ("the", "red"), ("zebra", "ran"), ("on", "the")])
+def test_the_mass_over_a_set_of_words_is_the_sum_of_their_probabilities(store_model: NgramModel, context) -> None:
+    words, probs = store_model.distribution_arrays(context)
+    chosen = np.zeros(len(words))
+    chosen[[i for i, w in enumerate(words) if w in {"cat", "dog", "<unk>", "</s>", "mat"}]] = 1.0
+    assert store_model.mass_over(context, chosen) == pytest.approx(float(probs @ chosen), abs=1e-15)
+    assert store_model.mass_over(context, np.ones(len(words))) == pytest.approx(1.0, abs=1e-12)

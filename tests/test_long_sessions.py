@@ -174,8 +174,8 @@ def test_learning_and_checking_stop_at_yield_points(store_path: Path) -> None:
     calls = []
     engine.yield_point = lambda: calls.append(1)
     engine.learn("one", "The dog saw the cat. The cat sat on the log.")
-    held_out = 12  # both sentences are new: 6 tokens each with their end
-    assert len(calls) >= held_out + 2  # each held-out token, before the store's learn and before the user layer
+    held_out = 2  # both sentences are new, 6 tokens each with their end: one piece each (HELD_OUT_PIECE_TOKENS)
+    assert len(calls) >= held_out + 2  # each held-out piece, before the store's learn and before the user layer
     calls.clear()
     engine.check(" ".join(words(i) for i in range(1000, 1000 + 3 * 20, 3)))  # 20 new sentences: 3 batches of 8
     assert len(calls) == 3
@@ -211,3 +211,37 @@ def test_work_on_the_interactive_thread_never_waits_for_itself() -> None:
     ls.interactive.submit(ls.yield_to_waiting).result()
     assert time.monotonic() - started < 0.05
     ls.interactive.shutdown()
+
+
+def test_the_user_layer_memo_is_within_the_cache_budget_before_and_after_a_learn(store_path: Path) -> None:
+    engine = Engine.open(store_path)
+    engine.set_cache_budget(8 * 2**20)
+    engine.enable_adaptation()
+    assert engine.adaptation is not None and engine.adaptation.user is not None
+    assert engine.adaptation.user.memo_bytes == 2**19  # a sixteenth of the budget
+    assert engine.ngram.memo_bytes == 2**19
+    engine.learn("doc", "The red car ran to the log. A dog sat on the mat.")
+    assert engine.adaptation.user.memo_bytes == 2**19  # the rebuilt user layer too
+    engine.set_cache_budget(2**20)
+    assert engine.adaptation.user.memo_bytes == 2**16
+    engine.close()
+
+
+def test_notifications_leave_no_future_behind() -> None:
+    """pygls files a future for each notification a generator or coroutine handles (didChange: every keystroke) and
+    never drops it; the server's protocol drops each once done."""
+    import asyncio
+
+    from lsprotocol import types
+
+    from lsp_server import server as server_module
+
+    ls = server_module.NextwordServer()
+
+    async def notify_many() -> int:
+        for _ in range(50):
+            ls.protocol._handle_notification(types.SET_TRACE, types.SetTraceParams(value=types.TraceValue.Off))
+        await asyncio.sleep(0.05)
+        return len(ls.protocol._request_futures)
+
+    assert asyncio.run(notify_many()) == 0

@@ -234,3 +234,13 @@ def test_the_oddity_kinds_setting_is_validated() -> None:
     assert settings.oddity_kinds == Settings().oddity_kinds == corrections.KINDS
     assert problem.startswith("nextword setting 'oddityKinds': unknown kind(s) 'articles'; known: confusion, ")
     assert parse_settings({"oddityKinds": "article"})[1] != []
+
+
+def test_a_neighbour_index_given_more_words_answers_as_one_built_over_all_of_them() -> None:
+    first, more = ["cat", "cart", "dog", "bat"], ["cast", "car", "dot", "at"]
+    grown = NeighbourIndex(first)
+    grown.add(more)
+    whole = NeighbourIndex(first + more)
+    for query in ["cat", "ca", "cst", "dig", "bt", "act", "zzz"]:
+        assert sorted(grown(query)) == sorted(whole(query)), query
+        assert set(grown(query)) == {w for w in one_edit_away(query) if w in first + more}, query
