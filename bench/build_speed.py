@@ -7,12 +7,18 @@ imports, before the build. Where `nltk` imports, NLTK's `KneserNeyInterpolated(3
 
     python bench/build_speed.py            # every build 3 times (the median is reported); about 2 minutes
     python bench/build_speed.py --quick    # the first 100,000 words of each corpus, once
+    python bench/build_speed.py --jobs reuters-raw --reference ../main   # one build, and another tree's, alternately
+
+With `--reference DIR` each build also runs with nextword imported from the source tree DIR, alternating with this
+tree's runs (a shared machine's load then falls on both alike); rows marked "(reference)", and "this / reference"
+compares the medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -22,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+SOURCE_ENV = "NEXTWORD_BENCH_SOURCE"  # a child that builds with another source tree imports nextword from there
+SOURCE = Path(os.environ.get(SOURCE_ENV, ROOT))
+if str(SOURCE) not in sys.path:
+    sys.path.insert(0, str(SOURCE))
 
 from bench.common import (  # noqa: E402
     Stopwatch,
@@ -64,6 +72,7 @@ class Job:
     order: int
     tokenizer: str
     reference: Reference | None = None
+    key: str = ""  # for --jobs
 
 
 LMPLZ = Reference("KenLM lmplz, PTB 5-gram (published, not run here)", 1.8, aim=3.0, aim_label="<= 3x lmplz")
@@ -71,16 +80,24 @@ SLIDE = Reference('course slide: "a few seconds"', 5.0, aim=1.0, aim_label="<= 5
 NLTK = Reference("NLTK KneserNeyInterpolated(3).fit (in-run)", None)
 
 JOBS = (
-    Job("PTB train", ("ptb/ptb.train.txt",), 5, "pretokenized", LMPLZ),
-    Job("PTB train", ("ptb/ptb.train.txt",), 3, "pretokenized", NLTK),
-    Job("WikiText-2 train", ("wikitext-2/wiki.train.tokens",), 5, "pretokenized"),
-    Job("Reuters train+test, raw text", ("reuters/reuters.train.txt", "reuters/reuters.test.txt"), 3, "prose", SLIDE),
+    Job("PTB train", ("ptb/ptb.train.txt",), 5, "pretokenized", LMPLZ, "ptb-5"),
+    Job("PTB train", ("ptb/ptb.train.txt",), 3, "pretokenized", NLTK, "ptb-3"),
+    Job("WikiText-2 train", ("wikitext-2/wiki.train.tokens",), 5, "pretokenized", key="wikitext-5"),
+    Job(
+        "Reuters train+test, raw text",
+        ("reuters/reuters.train.txt", "reuters/reuters.test.txt"),
+        3,
+        "prose",
+        SLIDE,
+        "reuters-raw",
+    ),
     Job(
         "Reuters train+test, .tok.txt",
         ("reuters/reuters.train.tok.txt", "reuters/reuters.test.tok.txt"),
         3,
         "pretokenized",
         SLIDE,
+        "reuters-tok",
     ),
 )
 
@@ -104,16 +121,19 @@ def child_build(spec: dict) -> dict:
 
     baseline = _current_rss()
     db = Path(spec["db"])
+    cpu = time.process_time()
     with Stopwatch() as sw:
         store = CountStore.open(db, order=spec["order"], tokenizer=spec["tokenizer"], create=True)
         tokens = store.build(spec["files"])
         store.close()
+    cpu = time.process_time() - cpu
     peak = peak_rss_bytes()
     size = file_bytes(db)
     with CountStore.open(db) as store:
         ngrams = sum(store.stats()["ngrams"].values())  # type: ignore[union-attr]
     return {
         "seconds": sw.seconds,
+        "cpu": cpu,
         "tokens": tokens,
         "peak": peak,
         "baseline": baseline,
@@ -175,16 +195,43 @@ def slice_files(paths: list[Path], max_words: int, workdir: Path) -> list[Path]:
     return out
 
 
-def run_builds(job: Job, files: list[Path], repeat: int, workdir: Path) -> Result:
-    result = Result(job)
+def run_builds(job: Job, files: list[Path], repeat: int, workdir: Path, reference: Path | None = None) -> list[Result]:
+    """`repeat` builds of `job` in fresh processes; with `reference`, as many with nextword imported from that
+    source tree, alternating with ours. Our result first."""
+    trees = [ROOT] + ([reference] if reference is not None else [])
+    results = [Result(job if tree == ROOT else Job(f"{job.label} (reference)", *_fields(job))) for tree in trees]
     for i in range(repeat):
-        db = workdir / f"build-{i}.db"
-        spec = {"db": str(db), "order": job.order, "tokenizer": job.tokenizer, "files": [str(f) for f in files]}
-        with step(f"{job.label}: {job.order}-gram {job.tokenizer} build {i + 1}/{repeat}"):
-            result.runs.append(run_child([__file__, "--child-build", json.dumps(spec)]))
-        for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-            p.unlink(missing_ok=True)
-    return result
+        for tree, result in zip(trees, results, strict=True):
+            db = workdir / f"build-{i}.db"
+            spec = {"db": str(db), "order": job.order, "tokenizer": job.tokenizer, "files": [str(f) for f in files]}
+            name = "" if tree == ROOT else " (reference)"
+            with step(f"{job.label}: {job.order}-gram {job.tokenizer} build {i + 1}/{repeat}{name}"):
+                result.runs.append(_build_child(spec, tree))
+            for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                p.unlink(missing_ok=True)
+    return results
+
+
+def _fields(job: Job) -> tuple:
+    return (job.files, job.order, job.tokenizer, job.reference, job.key)
+
+
+def _build_child(spec: dict, tree: Path) -> dict:
+    """One build in a fresh process, nextword imported from `tree`."""
+    if tree == ROOT:
+        return run_child([__file__, "--child-build", json.dumps(spec)])
+    env = {**os.environ, "PYTHONPATH": str(tree), SOURCE_ENV: str(tree)}
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child-build", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tree,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the reference build failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def run_nltk(train: Path, repeat: int, max_words: int | None) -> tuple[Result, str]:
@@ -233,8 +280,14 @@ def reference_cells(r: Result, nltk: Result | None, quick: bool) -> tuple[str, s
     return f"{ref.label}: {ref.seconds:g} s", f"{ratio:.2f}", aim
 
 
-def result_row(r: Result, nltk: Result | None, repeat: int, quick: bool) -> list[str]:
+def result_row(r: Result, nltk: Result | None, repeat: int, quick: bool, ours: Result | None = None) -> list[str]:
+    """One row; for a reference tree's build (`ours`: this tree's same build) the reference cell compares them."""
     ref, ratio, aim = reference_cells(r, nltk, quick)
+    if ours is not None:
+        ratio = f"this / reference: {ours.median('seconds') / r.median('seconds'):.2f} wall"
+        if all("cpu" in x for x in [*r.runs, *ours.runs]):
+            ratio += f", {ours.median('cpu') / r.median('cpu'):.2f} CPU"
+        ref, aim = "same build, the reference tree", "-"
     seconds = r.median("seconds")
     spread = f" ({min(x['seconds'] for x in r.runs):.2f}-{r.most('seconds'):.2f})" if repeat > 1 else ""
     return [
@@ -243,6 +296,7 @@ def result_row(r: Result, nltk: Result | None, repeat: int, quick: bool) -> list
         r.job.tokenizer,
         fmt(int(r.median("tokens"))),
         f"{seconds:.2f}{spread}",
+        f"{r.median('cpu'):.2f}" if all("cpu" in x for x in r.runs) else "-",
         fmt(round(r.median("tokens") / seconds)),
         fmt(r.most("peak") / MIB, 0),
         fmt(r.median("baseline") / MIB, 0),
@@ -261,6 +315,7 @@ def report(results: list[Result], nltk: Result | None, nltk_scope: str, repeat: 
         "Tokenizer",
         "Tokens (with </s>)",
         "Wall s" + (f" (median of {repeat}, range)" if repeat > 1 else ""),
+        "CPU s (median)",
         "Tokens/s",
         "Peak RSS MiB",
         "RSS before build MiB",
@@ -270,7 +325,17 @@ def report(results: list[Result], nltk: Result | None, nltk_scope: str, repeat: 
         "ours / ref",
         "Aim",
     ]
-    rows = [result_row(r, nltk, repeat, quick) for r in results]
+    ours = {r.job.label: r for r in results}
+    rows = [
+        result_row(
+            r,
+            nltk,
+            repeat,
+            quick,
+            ours.get(r.job.label.removesuffix(" (reference)")) if "(reference)" in r.job.label else None,
+        )
+        for r in results
+    ]
     if nltk is not None and nltk.runs:
         rows.append(result_row(nltk, None, repeat, quick))
     scope = f"the first {QUICK_WORDS:,} words of each corpus" if quick else "the whole corpora"
@@ -288,7 +353,7 @@ def report(results: list[Result], nltk: Result | None, nltk_scope: str, repeat: 
             "its Kneser-Ney sums are computed at each `score` call."
         )
     else:
-        lines.append("- NLTK is not installed: no in-run reference for the PTB 3-gram build.")
+        lines.append("- NLTK did not run (not installed, or not asked for): no in-run reference for PTB 3-gram.")
     lines.append(
         "- The lmplz figure (1.8 s wall for the PTB 5-gram) and the slide's few seconds are fixed reference points, "
         "not measured in this run; the machine is shared, so read those ratios with that in mind."
@@ -300,6 +365,11 @@ def main() -> None:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--repeat", type=int, default=None, help="builds per corpus (default 3, 1 with --quick)")
     parser.add_argument("--workdir", type=Path, default=None, help="where stores are built (a temp dir)")
+    parser.add_argument(
+        "--jobs", default=None, help="only these builds, comma-separated: " + ", ".join(j.key for j in JOBS)
+    )
+    parser.add_argument("--reference", type=Path, default=None, help="also build with this source tree (../main)")
+    parser.add_argument("--no-nltk", action="store_true", help="skip the NLTK reference")
     parser.add_argument("--child-build", help=argparse.SUPPRESS)
     parser.add_argument("--child-nltk", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -308,19 +378,22 @@ def main() -> None:
         print(json.dumps(out))
         return
     corpora = corpora_dir(args.corpora)
-    require_files(corpora, sorted({f for job in JOBS for f in job.files}))  # names every missing file at once
-    files = {job: require_files(corpora, job.files) for job in JOBS}
+    wanted = None if args.jobs is None else {k.strip() for k in args.jobs.split(",")}
+    jobs = [job for job in JOBS if wanted is None or job.key in wanted]
+    require_files(corpora, sorted({f for job in jobs for f in job.files}))  # names every missing file at once
+    files = {job: require_files(corpora, job.files) for job in jobs}
     repeat = args.repeat or (1 if args.quick else 3)
     print(f"machine: {machine(['nltk'])}", flush=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nextword-bench-build-", dir=args.workdir) as tmp:
         workdir = Path(tmp)
         results = []
-        for job in JOBS:
+        for job in jobs:
             paths = slice_files(files[job], QUICK_WORDS, workdir) if args.quick else files[job]
-            results.append(run_builds(job, paths, repeat, workdir))
+            reference = args.reference.resolve() if args.reference else None
+            results.extend(run_builds(job, paths, repeat, workdir, reference))
         nltk, nltk_scope = None, ""
-        if nltk_available():
+        if nltk_available() and not args.no_nltk and JOBS[1] in jobs:
             ptb = slice_files(files[JOBS[1]], QUICK_WORDS, workdir)[0] if args.quick else files[JOBS[1]][0]
             nltk, nltk_scope = run_nltk(ptb, repeat, None)
             if args.quick:

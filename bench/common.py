@@ -54,6 +54,7 @@ left out):
 .venv/bin/python bench/fuzz_server.py       # 10,000 random and malformed JSON-RPC messages against the server (~30 s)
 .venv/bin/python bench/lsp_latency.py       # completion round trips through `nextword serve` over stdio
 .venv/bin/python bench/startup.py           # server ready and first completion, also in Neovim (--baseline DIR)
+.venv/bin/python bench/check_speed.py       # cold check of 5,000 words, re-check after an edit, eval with the blend
 .venv/bin/python bench/large_input.py       # learn and score a 50 MB file in pieces vs whole: time, peak memory
 ```
 

@@ -7,8 +7,13 @@ word positions of WikiText-2 test (never at a `</s>`), the context being up to 4
 of the true next word, each from a freshly opened store whose first call is reported apart (cold: empty caches, warm
 OS page cache). Learn: 200-word paragraphs of WikiText-2 test learned as new documents into a copy of the store, then
 each learned again with a few words changed; the first `predict` after each learn is timed too (a learn drops the
-caches). Where `nltk` imports, NLTK's `KneserNeyInterpolated(3)` on a slice of WikiText-2 train scores our top 10
-candidates for some contexts, beside our `predict` on a store of the same slice.
+caches); the store defers its WAL checkpoints to an explicit one between rounds, as the server does. Then learning
+through the Engine as the server does (`Engine.learn` of 200-word prose paragraphs into a store seeded from the
+shipped model, checkpoints deferred), with personal adaptation off and on, each in a fresh process, timed in parts:
+adaptation's bookkeeping, tokenizing with the secret scan, counting and the count updates, casing, and the commit;
+with `--reference DIR` the same runs for another source tree (e.g. the main branch) in the same run. Where `nltk`
+imports, NLTK's `KneserNeyInterpolated(3)` on a slice of WikiText-2 train scores our top 10 candidates for some
+contexts, beside our `predict` on a store of the same slice.
 
     python bench/predict_latency.py            # 2,000 predict calls per variant, 30 + 30 learns; about 30 s
     python bench/predict_latency.py --quick    # 200 calls, 5 + 5 learns, 10 NLTK contexts
@@ -16,8 +21,13 @@ candidates for some contexts, beside our `predict` on a store of the same slice.
 
 from __future__ import annotations
 
+import argparse
+import functools
+import json
+import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+SOURCE_ENV = "NEXTWORD_BENCH_SOURCE"  # a child that measures another source tree imports nextword from there
+SOURCE = Path(os.environ.get(SOURCE_ENV, ROOT))
+if str(SOURCE) not in sys.path:
+    sys.path.insert(0, str(SOURCE))
 
 from bench.common import (  # noqa: E402
     Stopwatch,
@@ -49,6 +61,12 @@ from store.sources import sha256  # noqa: E402
 from store.sqlite_counts import SqliteCounts  # noqa: E402
 
 SECTION = "predict_latency"
+ENGINE_SECTION = "engine_learn"
+ENGINE_LEARN_INTRO = (
+    "Learning through the Engine as the server does: 200-word prose paragraphs of WikiText-2 test (detokenized) "
+    "learned as new documents with `Engine.learn` into a store seeded from the shipped model (a pruned prose 5-gram "
+    "store), WAL checkpoints deferred; each row in a fresh process; rows marked (reference) ran another source tree."
+)
 TRAIN, TEST = "wikitext-2/wiki.train.tokens", "wikitext-2/wiki.test.tokens"
 DEFAULT_STORE = Path(tempfile.gettempdir()) / "nextword-bench" / "wikitext2-5gram.db"
 ORDER = 5
@@ -207,11 +225,13 @@ def learn_times(path: Path, texts: list[list[str]], positions: list[Position], w
     vocabulary = sorted({w for words in texts for w in words})
     opened = open_model(copy)
     store, model = opened.store, opened.model
+    store.defer_checkpoints()  # as the server does: checkpoints when learning is quiet, here between the rounds
     new_ms, relearn_ms, after_ms, tokens = [], [], [], 0
     autocheckpoint = int(store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
     try:
         model.predict(positions[0].context, k=K)  # warm the caches once; each learn drops them again
         for round_ms, make in ((new_ms, lambda w: w), (relearn_ms, lambda w: edited(w, vocabulary, rng))):
+            store.checkpoint()
             for i, words in enumerate(texts):
                 text = " ".join(make(words)) + "\n"
                 with Stopwatch() as sw:
@@ -225,6 +245,147 @@ def learn_times(path: Path, texts: list[list[str]], positions: list[Position], w
         for p in (copy, Path(f"{copy}-wal"), Path(f"{copy}-shm")):
             p.unlink(missing_ok=True)
     return LearnTimings(new_ms, relearn_ms, after_ms, tokens, autocheckpoint)
+
+
+# --- learning through the Engine, in parts -------------------------------------------------------------------------
+LEARN_PARTS = {  # part -> (module, attribute) of what is timed; the commit is what the store's learn spends besides
+    "adaptation before": ("lsp_server.engine", "Engine._adapt_before_learning"),
+    "tokenize + secrets": ("store.sources", "analyse"),
+    "secret scan": ("store.secrets", "find_secrets"),
+    "count + count updates": ("store.countstore", "CountStore._apply_stream_change"),
+    "casing": ("store.countstore", "CountStore._apply_casing"),
+    "store learn": ("store.countstore", "CountStore.learn"),
+    "adaptation after": ("lsp_server.engine", "Engine._adapt_after_learning"),
+}
+
+
+def _timed_parts(spent: dict[str, list[float]]) -> None:
+    """Wrap each of `LEARN_PARTS` so that every call appends its milliseconds to `spent[part]`."""
+    import importlib
+
+    for part, (module, attribute) in LEARN_PARTS.items():
+        owner: object = importlib.import_module(module)
+        *path, name = attribute.split(".")
+        for step_name in path:
+            owner = getattr(owner, step_name)
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed_call(*args: object, _original=original, _part=part, **kwargs: object) -> object:
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent.setdefault(_part, []).append((time.perf_counter() - started) * 1000)
+
+        setattr(owner, name, timed_call)
+
+
+def child_engine_learn(spec: dict) -> dict:
+    """In this process: a store seeded from the shipped model, `Engine.learn` of each text as a new document
+    (adaptation on or off, checkpoints deferred), the first completion after each; milliseconds per call and part."""
+    from bench.common import seeded_store
+    from lsp_server.engine import Engine
+
+    spent: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="nextword-bench-learn-") as tmp:
+        engine = Engine.open(seeded_store(Path(tmp) / "seeded.db"))
+        engine.defer_checkpoints()
+        if spec["adaptation"]:
+            engine.enable_adaptation()
+        engine.next_words((BOS, "the"), K)  # warm
+        _timed_parts(spent)
+        learn_ms, after_ms = [], []
+        for i, text in enumerate(spec["texts"]):
+            with Stopwatch() as sw:
+                engine.learn(f"doc-{i}", text)
+            learn_ms.append(sw.seconds * 1000)
+            with Stopwatch() as sw:
+                engine.next_words((BOS, "the"), K)
+            after_ms.append(sw.seconds * 1000)
+        engine.close()
+    commit = [
+        s - a - c - k
+        for s, a, c, k in zip(
+            *(spent[p] for p in ("store learn", "tokenize + secrets", "count + count updates", "casing")), strict=True
+        )
+    ]
+    parts = {p: spent.get(p, []) for p in LEARN_PARTS if p != "store learn"}
+    return {"learn": learn_ms, "after": after_ms, "parts": {**parts, "commit and the rest": commit}}
+
+
+def prose_texts(test: Path, count: int, words: int = PARAGRAPH_WORDS) -> list[str]:
+    """`count` prose texts of `words` words from WikiText-2 test paragraphs (detokenized, as a person writes)."""
+    from lsp_server.default_model import detokenize_wikitext
+
+    running = " ".join(
+        detokenize_wikitext(line)
+        for line in test.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.strip().startswith("=")
+    ).split()
+    return [" ".join(running[i * words : (i + 1) * words]) for i in range(count)]
+
+
+def engine_learn_runs(texts: list[str], reference: Path | None) -> dict[str, dict]:
+    """Each (source tree, adaptation) pair in a fresh process: label -> `child_engine_learn`'s figures."""
+    runs = {}
+    trees = [("this tree", ROOT)] + ([("reference", reference.resolve())] if reference is not None else [])
+    for adaptation in (False, True):
+        for tree, source in trees:
+            label = f"adaptation {'on' if adaptation else 'off'}" + ("" if source == ROOT else f" ({tree})")
+            spec = json.dumps({"adaptation": adaptation, "texts": texts})
+            env = {**os.environ, SOURCE_ENV: str(source), "PYTHONPATH": str(source)}
+            with step(f"Engine.learn of {len(texts)} documents, {label}"):
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child-engine-learn", spec],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=source,
+                    check=False,
+                )
+            if proc.returncode != 0:
+                raise RuntimeError(f"the Engine learn child failed:\n{proc.stderr[-2000:]}")
+            runs[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return runs
+
+
+def engine_learn_table(runs: dict[str, dict]) -> str:
+    header = [
+        "Engine.learn, new 200-word document",
+        "calls",
+        "p50 ms",
+        "p95 ms",
+        "max ms",
+        f"aim <= {AIM_LEARN_MS:g} ms p95",
+        "first completion after p50 ms",
+    ]
+    rows = []
+    for label, r in runs.items():
+        p50, p95 = percentiles(r["learn"], (50, 95))
+        verdict = "met" if p95 <= AIM_LEARN_MS else "NOT met"
+        after = percentiles(r["after"], (50,))[0]
+        rows.append(
+            [label, fmt(len(r["learn"])), fmt(p50, 2), fmt(p95, 2), fmt(max(r["learn"]), 1), verdict, fmt(after, 2)]
+        )
+    parts = list(next(iter(runs.values()))["parts"])
+    part_rows = [
+        [
+            label,
+            *(
+                f"{percentiles(r['parts'][p], (50,))[0]:.2f} / {percentiles(r['parts'][p], (95,))[0]:.2f}"
+                if r["parts"].get(p)
+                else "-"
+                for p in parts
+            ),
+        ]
+        for label, r in runs.items()
+    ]
+    return (
+        markdown_table(header, rows) + "\n\nWhere a learn's time goes (p50 / p95 ms per learn; the secret scan "
+        "is part of tokenizing; commit and the rest = the store's learn less its timed parts: writing the "
+        "source's row, new words, the commit):\n\n" + markdown_table(["", *parts], part_rows)
+    )
 
 
 # --- NLTK reference --------------------------------------------------------------------------------------------------
@@ -357,7 +518,14 @@ def nltk_lines(nt: NltkTimings | None) -> list[str]:
     ]
 
 
-def report(results: list[Timings], learn: LearnTimings, nltk: NltkTimings | None, notes: list[str], quick: bool) -> str:
+def report(
+    results: list[Timings],
+    learn: LearnTimings,
+    engine_runs: dict[str, dict],
+    nltk: NltkTimings | None,
+    notes: list[str],
+    quick: bool,
+) -> str:
     p99 = max(percentiles(t.ms, (99,))[0] for t in results)
     verdict = "met" if p99 <= AIM_PREDICT_P99_MS else "NOT met"
     parts = [
@@ -376,6 +544,10 @@ def report(results: list[Timings], learn: LearnTimings, nltk: NltkTimings | None
         "",
         spike_note(learn),
         "",
+        ENGINE_LEARN_INTRO,
+        "",
+        engine_learn_table(engine_runs),
+        "",
         *nltk_lines(nltk),
         "",
         *[f"- {n}" for n in notes],
@@ -391,7 +563,15 @@ def main() -> None:
     parser.add_argument("--learns", type=int, default=None, help="paragraphs learned (default 30; quick 5)")
     parser.add_argument("--nltk-contexts", type=int, default=None, help="NLTK contexts (default 50; quick 10)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for positions and paragraphs")
+    parser.add_argument(
+        "--reference", type=Path, default=None, help="also learn through the Engine of this source tree (../main)"
+    )
+    parser.add_argument("--only-engine-learn", action="store_true", help="only the Engine.learn part (printed)")
+    parser.add_argument("--child-engine-learn", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_engine_learn:
+        print(json.dumps(child_engine_learn(json.loads(args.child_engine_learn))))
+        return
     train, test = corpus_files(args, [TRAIN, TEST])
     calls = args.calls or (200 if args.quick else 2000)
     learns = args.learns or (5 if args.quick else 30)
@@ -401,6 +581,18 @@ def main() -> None:
     rng = random.Random(args.seed)
     lines = test_lines(test)
     positions = sample_positions(lines, calls + 1, rng)  # the first is the cold call
+    texts = prose_texts(test, learns)
+    if args.only_engine_learn:
+        body = ENGINE_LEARN_INTRO + "\n\n" + engine_learn_table(engine_learn_runs(texts, args.reference))
+        print(body)
+        publish(
+            args,
+            ENGINE_SECTION,
+            "Learning through the Engine (`bench/predict_latency.py --only-engine-learn`)",
+            body,
+            time.perf_counter() - start,
+        )
+        return
     path, note = ensure_store(args.store.expanduser(), train, args.rebuild)
     results = []
     for with_prefix in (False, True):
@@ -411,8 +603,9 @@ def main() -> None:
             learn = learn_times(path, paragraphs(lines, learns, rng), positions, Path(tmp))
         with step(f"NLTK reference on {nltk_contexts} contexts"):
             nltk = nltk_reference(train, positions[1 : nltk_contexts + 1], Path(tmp))
+    engine_runs = engine_learn_runs(texts, args.reference)
     runtime = time.perf_counter() - start
-    body = report(results, learn, nltk, [note.replace(str(path), f"`{path}`")], args.quick)
+    body = report(results, learn, engine_runs, nltk, [note.replace(str(path), f"`{path}`")], args.quick)
     print("\n" + body)
     print(f"\nruntime {runtime:.0f} s")
     publish(args, SECTION, "Predict latency and learn time (`bench/predict_latency.py`)", body, runtime, ["nltk"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lm_core.counts import ADJUSTED, COC_MAX, RAW, Level
-from lm_core.vocab import BOS, BOS_ID, UNK_ID, Vocab
+from lm_core.vocab import BOS_ID, UNK_ID, Vocab
 
 DEFAULT_ORDER = 5
 """The n-gram order counted when none is given (a new store, the shipped model): 5-grams, as KenLM's usual models."""
@@ -30,10 +30,17 @@ def encode_sentences(sentences: Iterable[Sequence[str]], vocab: Vocab, grow: boo
     New words are added to `vocab` when `grow`, else mapped to `<unk>`. A literal "<s>" inside text is `<unk>`.
     """
     ids: list[int] = []
+    known = vocab.index  # words already in `vocab`: most sentences need nothing else (a dict lookup per token)
     lookup = vocab.add if grow else vocab.id_of
     for sentence in sentences:
+        try:
+            part = [known[w] for w in sentence]
+        except KeyError:
+            part = [lookup(w) for w in sentence]
+        if BOS_ID in part:  # a literal "<s>" in the text
+            part = [UNK_ID if i == BOS_ID else i for i in part]
         ids.append(BOS_ID)
-        ids.extend(UNK_ID if w == BOS else lookup(w) for w in sentence)
+        ids += part
     return np.asarray(ids, dtype=np.int64)
 
 
@@ -332,6 +339,10 @@ def ngram_delta(new: CountTables, old: CountTables) -> list[tuple[np.ndarray, np
     deltas = []
     for n in range(1, new.order + 1):
         a, b = new.tables[n - 1], old.tables[n - 1]
+        if len(b) == 0 or len(a) == 0:  # a new source, or one forgotten: its rows are already sorted and distinct
+            grams, change = (a.grams, a.count) if len(b) == 0 else (b.grams, -b.count)
+            deltas.append((grams.reshape(-1, n), change))
+            continue
         grams = np.concatenate([a.grams, b.grams]).reshape(-1, n)
         change = np.concatenate([a.count, -b.count])
         if len(grams) == 0:

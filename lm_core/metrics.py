@@ -62,6 +62,9 @@ def sentence_scores(model: LanguageModel, tokens: Sequence[str]) -> list[float]:
     batched = getattr(model, "sentence_logprobs", None)
     if batched is not None:
         return list(batched(tokens))
+    many = getattr(model, "logprobs", None)  # an n-gram model: every (word, context) at once, the same floats
+    if many is not None:
+        return list(many(list(contexts(tokens, None if model.order is None else model.order - 1))))
     return [s.logprob for s in score_tokens(model, tokens)]
 
 
@@ -78,15 +81,18 @@ def continuation_scores(model: LanguageModel, requests: Sequence[Continuation]) 
     if batched is not None:
         return [list(scores) for scores in batched(requests)]
     width = None if model.order is None else model.order - 1
-    out = []
+    queries: list[tuple[str, tuple[str, ...]]] = []
     for before, after in requests:
         history = [BOS, *before]
-        scores = []
         for word in after:
-            context = history if width is None else history[max(0, len(history) - width) :]
-            scores.append(model.logprob(word, tuple(context)))
+            queries.append((word, tuple(history if width is None else history[max(0, len(history) - width) :])))
             history.append(word)
-        out.append(scores)
+    many = getattr(model, "logprobs", None)  # an n-gram model: every (word, context) at once, the same floats
+    scores = many(queries) if many is not None else [model.logprob(word, context) for word, context in queries]
+    out, start = [], 0
+    for _, after in requests:
+        out.append(list(scores[start : start + len(after)]))
+        start += len(after)
     return out
 
 
@@ -99,5 +105,9 @@ def perplexity_of_scores(logprobs: Iterable[float]) -> float:
 
 
 def perplexity(model: LanguageModel, tokens: Sequence[str]) -> float:
-    """Perplexity of `model` on `tokens`: exp of the mean negative natural-log likelihood per token."""
+    """Perplexity of `model` on `tokens`: exp of the mean negative natural-log likelihood per token (an n-gram
+    model scores every token in one bulk `logprobs` call, the same floats as one `logprob` per token)."""
+    many = getattr(model, "logprobs", None)
+    if many is not None:
+        return perplexity_of_scores(many(list(contexts(tokens, None if model.order is None else model.order - 1))))
     return perplexity_of_scores(s.logprob for s in score_tokens(model, tokens))

@@ -19,6 +19,7 @@ plus `<unk>`. Unknown words are scored as `<unk>`. All log-probabilities are nat
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -50,6 +51,11 @@ class NgramConfig:
 MASS_WEIGHTS_KEPT = 8  # weight arrays whose unigram-level sum `mass_over` keeps
 KN_MEMO_BYTES = 16 * 2**20  # default bound of the Kneser-Ney level memo (`NgramModel.memo_bytes`)
 KN_MEMO_OVERHEAD_BYTES = 300  # one memo entry's Python objects
+
+
+KnEntry = tuple[np.ndarray, np.ndarray, int, float, tuple[float, float, float, float]]
+"""A context's Kneser-Ney level: follower ids, their (adjusted) counts, the total, gamma, and (0, D1, D2, D3)."""
+_MISSING = object()
 
 
 class _Memo(dict):
@@ -105,11 +111,11 @@ class NgramModel:
         """`logprob` of many (word, context) pairs at once, the same floats. Under Kneser-Ney the follower lists
         they need are fetched in bulk, one round per order, the counts' version checked once; a context of n
         words that was never seen ends the walk up the orders, as every longer context ending with it is unseen
-        too (a count store keeps every suffix of what it keeps: pruning cut-offs never fall with the order)."""
+        too (a count store keeps every suffix of what it keeps: pruning cut-offs never fall with the order). The
+        interpolation runs over all queries at once, one order at a time, with numpy (the same operations in the
+        same order as `_kneser_ney_one`, so the same floats)."""
         if self.smoothing is not Smoothing.KNESER_NEY:
             return [self.logprob(word, context) for word, context in queries]
-        memo = self._cached("kn_levels", _Memo)
-        vocab_size = self._vocab_size()
         id_of = self.counts.vocab.id_of
         contexts: dict[Context, tuple[int, ...]] = {}
         items = []
@@ -118,38 +124,45 @@ class NgramModel:
             if ids is None:
                 ids = contexts[context] = self._context_ids(context)
             items.append((ids, id_of(word) if word != BOS else -1))
-        fetch = getattr(self.counts, "prefetch", None)
-        for n in range(2, self.order + 1):
-            wanted = set()
-            for ids, _ in items:
-                if len(ids) >= n - 1:
-                    key = ids[len(ids) - n + 1 :]
-                    if key not in memo and (n == 2 or memo.get(key[1:]) is not None):
-                        wanted.add(key)
-            if fetch is not None and wanted:
-                fetch(wanted)
-            for key in wanted:
-                self._kn_level(key, n)
-        out = []
-        log = math.log
-        for ids, wid in items:
-            if wid < 0:
-                out.append(-math.inf)
+        walking = [q for q, (_, wid) in enumerate(items) if wid >= 0]  # <s> is never predicted: -inf
+        words = np.asarray([wid for _, wid in items], dtype=np.int64)
+        p = np.full(len(items), 1.0 / self._vocab_size())
+        for n in range(1, self.order + 1):
+            walking = [q for q in walking if len(items[q][0]) >= n - 1]
+            if not walking:
+                break
+            keys = [items[q][0][len(items[q][0]) - n + 1 :] if n > 1 else () for q in walking]
+            entries = self._kn_entries(keys, n)
+            if n > 1:  # an unseen context ends the walk: every longer one is unseen too
+                walking = [q for q, key in zip(walking, keys, strict=True) if entries[key] is not None]
+                keys = [key for key in keys if entries[key] is not None]
+            elif entries[()] is None:
                 continue
-            p = 1.0 / vocab_size
-            for n in range(1, len(ids) + 2):
-                key = ids[len(ids) - n + 1 :] if n > 1 else ()
-                entry = memo[key] if key in memo else self._kn_level(key, n)
-                if entry is None:
-                    if n > 1:
-                        break
-                    continue
-                level_ids, values, total, gamma, discounts = entry
-                pos = int(level_ids.searchsorted(wid))
-                a = int(values[pos]) if pos < len(level_ids) and level_ids[pos] == wid else 0
-                p = max(a - discounts[min(a, 3)], 0.0) / total + gamma * p
-            out.append(log(p) if p > 0 else -math.inf)
-        return out
+            if walking:
+                at = np.asarray(walking, dtype=np.int64)
+                p[at] = _interpolate(entries, keys, words[at], p[at])
+        log = math.log
+        return [log(x) if x > 0 and wid >= 0 else -math.inf for x, (_, wid) in zip(p.tolist(), items, strict=True)]
+
+    def _kn_entries(self, keys: Sequence[tuple[int, ...]], n: int) -> dict[tuple[int, ...], KnEntry | None]:
+        """`_kn_level` of each distinct context of n - 1 words among `keys`: from the memo, else from follower lists
+        read in one round (`levels` of a reader that reads in bulk: one version check, one query per order)."""
+        memo = self._cached("kn_levels", _Memo)
+        distinct: dict[tuple[int, ...], KnEntry | None] = {}
+        missing = []
+        for key in keys:
+            if key not in distinct:
+                entry = memo.get(key, _MISSING)
+                if entry is _MISSING:
+                    missing.append(key)
+                distinct[key] = entry
+        if missing:
+            bulk = getattr(self.counts, "levels", None)
+            levels = bulk(missing) if bulk is not None else [self.counts.level(key) for key in missing]
+            discounts = self._discounts(n, RAW if n == self.order else ADJUSTED)  # once, not once per list
+            for key, level in zip(missing, levels, strict=True):
+                distinct[key] = self._remember_entry(memo, key, self._kn_entry(level, n, key, discounts))
+        return distinct
 
     def distribution(self, context: Context) -> dict[str, float]:
         """P(w | context) for every w in the vocabulary V (sums to 1 for normalised smoothings)."""
@@ -400,28 +413,45 @@ class NgramModel:
             p = np.maximum(a - discount, 0.0) / total + gamma * p
         return p
 
-    def _kn_level(self, ids: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray, int, float, tuple] | None:
+    def _kn_level(self, ids: tuple[int, ...], n: int) -> KnEntry | None:
         """One level's followers, adjusted counts, total, gamma and discounts; None for an unseen context."""
         memo = self._cached("kn_levels", _Memo)
         key = ids[len(ids) - n + 1 :] if n > 1 else ()
         if key in memo:
             return memo[key]
-        level = self.counts.level(key)
+        discounts = self._discounts(n, RAW if n == self.order else ADJUSTED)
+        return self._remember_entry(memo, key, self._kn_entry(self.counts.level(key), n, key, discounts))
+
+    def _kn_entry(
+        self, level: Level, n: int, key: tuple[int, ...], discounts: tuple[float, float, float]
+    ) -> KnEntry | None:
+        """`_kn_level`'s entry for the followers `level` of context `key` (n - 1 words), with the order's
+        `discounts` (D1, D2, D3+)."""
         raw = n == self.order or (n > 1 and key[0] == BOS_ID)
-        values = level.count if raw else level.cont
         hidden = level.hidden(raw)
+        if not len(level) and not hidden:
+            return None
+        values = level.count if raw else level.cont
         total = int(values.sum()) + hidden
-        entry = None
-        if total:
-            d1, d2, d3 = self._discounts(n, RAW if n == self.order else ADJUSTED)
-            n1, n2 = int((values == 1).sum()), int((values == 2).sum())
-            n3 = len(values) - n1 - n2 - int((values == 0).sum())
-            entry = (level.ids, values, total, (d1 * n1 + d2 * n2 + d3 * n3 + hidden) / total, (0.0, d1, d2, d3))
+        if not total:
+            return None
+        d1, d2, d3 = discounts
+        _, n1, n2, n3 = np.bincount(np.minimum(values, 3), minlength=4).tolist()[:4]
+        return level.ids, values, total, (d1 * n1 + d2 * n2 + d3 * n3 + hidden) / total, (0.0, d1, d2, d3)
+
+    def _remember_entry(self, memo: _Memo, key: tuple[int, ...], entry: KnEntry | None) -> KnEntry | None:
+        """Keep `entry` in the memo, which keeps follower arrays alive: bounded in bytes, as the reader is (the
+        oldest half goes when it is full, so a document's working set is not dropped all at once)."""
         if entry is not None:
             memo.nbytes += entry[0].nbytes + entry[1].nbytes + KN_MEMO_OVERHEAD_BYTES
-        if memo.nbytes > self.memo_bytes:  # the memo keeps follower arrays alive: bounded in bytes, as the reader is
-            memo.clear()
-            memo.nbytes = 0
+        if memo.nbytes > self.memo_bytes:
+            for old in list(itertools.islice(memo, (len(memo) + 1) // 2)):
+                dropped = memo.pop(old)
+                if dropped is not None:
+                    memo.nbytes -= dropped[0].nbytes + dropped[1].nbytes + KN_MEMO_OVERHEAD_BYTES
+            if memo.nbytes > self.memo_bytes:  # one entry larger than the whole budget
+                memo.clear()
+                memo.nbytes = 0
         memo[key] = entry
         return entry
 
@@ -517,6 +547,37 @@ def _lookup(ids: np.ndarray, values: np.ndarray, words: np.ndarray, fill: float 
     pos = np.minimum(np.searchsorted(ids, words), len(ids) - 1)
     hit = ids[pos] == words
     return np.where(hit, values[pos], fill)
+
+
+def _interpolate(
+    entries: dict[tuple[int, ...], KnEntry | None],
+    keys: Sequence[tuple[int, ...]],
+    words: np.ndarray,
+    lower: np.ndarray,
+) -> np.ndarray:
+    """One order of interpolated Kneser-Ney for many (context, word) pairs at once: max(a - D(a), 0) / total +
+    gamma x lower, where a is the word's (adjusted) count after its context (keys[i], whose `_kn_level` entry is in
+    `entries`), for words (Q,) ids and `lower` (Q,) the probabilities of the order below. The follower lists are
+    laid end to end, each id offset by its list's number times 2^32, so one binary search finds every word."""
+    index: dict[tuple[int, ...], int] = {}
+    lists = []
+    for key in keys:
+        if key not in index:
+            index[key] = len(lists)
+            lists.append(entries[key])
+    which = np.asarray([index[key] for key in keys], dtype=np.int64)
+    lengths = np.asarray([len(entry[0]) for entry in lists], dtype=np.int64)
+    offsets = np.repeat(np.arange(len(lists), dtype=np.int64) << 32, lengths)
+    followers = np.concatenate([entry[0] for entry in lists]) + offsets
+    values = np.concatenate([entry[1] for entry in lists])
+    totals = np.asarray([entry[2] for entry in lists], dtype=np.int64)
+    gammas = np.asarray([entry[3] for entry in lists], dtype=np.float64)
+    discounts = np.asarray([entry[4] for entry in lists], dtype=np.float64)
+    wanted = (which << 32) + words
+    pos = np.minimum(np.searchsorted(followers, wanted), max(len(followers) - 1, 0))
+    a = np.where(followers[pos] == wanted, values[pos], 0) if len(followers) else np.zeros(len(words), np.int64)
+    discount = discounts[which, np.minimum(a, 3)]
+    return np.maximum(a - discount, 0.0) / totals[which] + gammas[which] * lower
 
 
 def _with_unk(ids: np.ndarray) -> np.ndarray:

@@ -62,6 +62,7 @@ __all__ = [
     "OddityConfig",
     "explain",
     "find_oddities",
+    "score_tokens_many",
     "score_windows",
 ]
 
@@ -239,8 +240,9 @@ def score_candidates(
     first = _Judge(screen or setup.model, _unigram_bits(screen or setup.model, memo), memo)
     jobs: list[tuple[int, Edit]] = []
     first_logprobs = []
+    screened = score_tokens_many(screen, [item.tokens for item in sentences], memo) if screen is not None else None
     for k, item in enumerate(sentences):
-        lps = item.logprobs if screen is None else score_tokens_of(screen, item.tokens, memo)
+        lps = item.logprobs if screened is None else screened[k]
         first_logprobs.append(lps)
         bits = [surprisal_bits(lp) for lp in lps]
         for i in range(len(item.tokens)):
@@ -296,10 +298,25 @@ def _survivors(
 
 def score_tokens_of(model: LanguageModel, sentence: Sequence[str], memo: Memo | None = None) -> list[float]:
     """Each token's natural-log probability given the tokens before it (from `<s>`)."""
+    return score_tokens_many(model, [sentence], memo)[0]
+
+
+def score_tokens_many(
+    model: LanguageModel, sentences: Sequence[Sequence[str]], memo: Memo | None = None
+) -> list[list[float]]:
+    """`score_tokens_of` for each sentence, all of them in one batch (one `score_windows` call, so an n-gram
+    model fetches the counts of every sentence in one round per order; an unbounded model with
+    `sentence_logprobs` scores each sentence whole)."""
     batched = getattr(model, "sentence_logprobs", None)
     if model.order is None and batched is not None:
-        return list(batched(sentence))
-    return score_windows(model, [(sentence[:i], (sentence[i],)) for i in range(len(sentence))], memo)
+        return [list(batched(sentence)) for sentence in sentences]
+    requests = [(sentence[:i], (sentence[i],)) for sentence in sentences for i in range(len(sentence))]
+    flat = score_windows(model, requests, memo)
+    out, start = [], 0
+    for sentence in sentences:
+        out.append(flat[start : start + len(sentence)])
+        start += len(sentence)
+    return out
 
 
 def _candidates(

@@ -182,15 +182,38 @@ def _alternatives(branches: tuple[tuple[str, str], ...]) -> str:
     return "|".join(f"(?P<{name}>{src})" for name, src in branches)
 
 
+_GUARDED = ("code", "url", "markup", "emph")
+"""Branches that start with one of `_GUARD`'s characters (regex alternatives that begin with a group are each entered
+at every token; one character class in front of these four skips them at once)."""
+_GUARD = "(?=[`hHfFwW<&!\\[\\]*_])"
+
+
+def _master(branches: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    """The scanner's pattern: the line-start branches behind one shared "^", then blanks and the other branches in
+    order; `_GUARDED` branches, where they follow each other, behind `_GUARD`."""
+    line_start = "^(?:" + _alternatives(tuple((n, s.removeprefix("^")) for n, s in branches[:_LINE_START_BRANCHES]))
+    rest = branches[_LINE_START_BRANCHES:]
+    names = [n for n, _ in rest]
+    first = names.index(_GUARDED[0])
+    if tuple(names[first : first + len(_GUARDED)]) == _GUARDED:
+        inner = (
+            _alternatives(rest[:first])
+            + f"|{_GUARD}(?:"
+            + _alternatives(rest[first : first + len(_GUARDED)])
+            + ")|"
+            + _alternatives(rest[first + len(_GUARDED) :])
+        )
+    else:
+        inner = _alternatives(rest)
+    return re.compile(line_start + f")|{_BLANKS}*+(?:" + inner + r"|(?P<junk>[^ \t\xa0]|\Z))", re.MULTILINE)
+
+
 # Blanks before a token are skipped inside the match (much faster than failing every branch at each blank);
 # "junk" consumes any other character no branch wants (controls, lone marks, a lone "_"), and trailing blanks.
-_MASTER = re.compile(
-    _alternatives(_BRANCHES[:_LINE_START_BRANCHES])
-    + f"|{_BLANKS}*+(?:"
-    + _alternatives(_BRANCHES[_LINE_START_BRANCHES:])
-    + r"|(?P<junk>[^ \t\xa0]|\Z))",
-    re.MULTILINE,
-)
+_MASTER = _master(_BRANCHES)
+# Every e-mail alternative needs an "@": where the scanned text has none, the scanner uses this pattern, which gives
+# the same matches (~1/3 faster: the e-mail branch otherwise runs along every word before "word" matches it).
+_MASTER_WITHOUT_EMAIL = _master(tuple(b for b in _BRANCHES if b[0] != "email"))
 _FENCE = re.compile(_FENCE_SRC, re.MULTILINE)
 
 # Sentence-end machinery.
@@ -317,23 +340,31 @@ class _Scanner:
 
     def run(self) -> _Scan:
         """Scan the whole range and return the result."""
-        text = self.text
-        for m in _MASTER.finditer(text, self.pos, self.endpos):
+        text, stop, endpos = self.text, self.stop, self.endpos
+        master = _MASTER if text.find("@", self.pos, endpos) >= 0 else _MASTER_WITHOUT_EMAIL
+        make = tuple.__new__  # Token(...) without its Python-level __new__: tokens are made by the million
+        cur, eos_after = self.cur, self.eos_after  # kept in locals for words, the common case; synced around calls
+        for m in master.finditer(text, self.pos, endpos):
             kind = m.lastgroup or "junk"
             start, end = m.span(kind)
-            if start >= self.eos_after:
+            if start >= eos_after:
                 self.boundary()
-            if start >= self.stop and not self.cur and kind in _TOKEN_KINDS:
+                cur, eos_after = self.cur, self.eos_after
+            if kind == "word" or kind == "abbr":
+                if start >= stop and not cur:
+                    self.resume_at = m.start()
+                    break
+                surface = text[start:end]
+                cur.append(make(Token, (surface, surface.casefold(), start, end, "word")))
+                continue
+            if start >= stop and not cur and kind in _TOKEN_KINDS:
                 self.resume_at = m.start()
                 break
-            if kind == "word" or kind == "abbr":
-                surface = text[start:end]
-                self.cur.append(Token(surface, surface.casefold(), start, end, "word"))
-            elif kind == "punct":
+            if kind == "punct":
                 self.add_punct(start, end)
             elif kind == "number" or kind == "cjk":
                 surface = text[start:end]
-                self.cur.append(Token(surface, surface, start, end, "number" if kind == "number" else "word"))
+                cur.append(make(Token, (surface, surface, start, end, "number" if kind == "number" else "word")))
             elif kind == "nl":
                 self.newline(m)
             elif kind == "mark":
@@ -344,7 +375,8 @@ class _Scanner:
                     self.skips.append((start, end, kind))
             elif kind != "emph" and kind != "junk":
                 self.skips.append((start, end, kind))
-        tail_closed = bool(self.cur) and self.eos_after <= self.endpos
+            cur, eos_after = self.cur, self.eos_after
+        tail_closed = bool(self.cur) and self.eos_after <= endpos
         return _Scan(self.out, self.cur, tail_closed, self.boundaries, self.skips)
 
     def boundary(self) -> None:

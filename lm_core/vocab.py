@@ -7,7 +7,7 @@ so ids are stable as a vocabulary grows (the count store relies on this).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -78,6 +78,11 @@ class Vocab:
 
     def word(self, wid: int) -> str:
         return self._words[wid]
+
+    @property
+    def index(self) -> Mapping[str, int]:
+        """Word -> id, for every word (do not modify)."""
+        return self._ids
 
     @property
     def words(self) -> list[str]:

@@ -28,7 +28,16 @@ from lm_core.evaluation import top_word_predictions
 from lm_core.metrics import perplexity, perplexity_of_scores, sentence_scores, surprisal_bits
 from lm_core.model import UNBOUNDED_CONTEXT, Context, LanguageModel
 from lm_core.ngram import NgramConfig, NgramModel, Smoothing
-from lm_core.oddities import Memo, Oddity, OddityConfig, SentenceInput, explain, find_oddities_many, score_tokens_of
+from lm_core.oddities import (
+    Memo,
+    Oddity,
+    OddityConfig,
+    SentenceInput,
+    explain,
+    find_oddities_many,
+    score_tokens_many,
+    score_tokens_of,
+)
 from lm_core.vocab import BOS, BOS_ID, EOS, SPECIAL, UNK, UNK_ID
 from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, neural_model_path, seed_from_default_model
 from store import sources
@@ -639,7 +648,6 @@ class Engine:
     def score_sentences(self, sentences: list[list[tokenize.Token]]) -> DocumentScore:
         """`score` of a text's prose sentences (`store.streaming` gives a large file's in batches)."""
         scored: list[WordScore] = []
-        self._prefetch(sentences)
         logprobs = sentence_scores(self.model, [token.norm for sentence in sentences for token in sentence])
         width = self.context_width
         position = 0
@@ -720,7 +728,6 @@ class Engine:
         for start in range(0, len(batch), CHECK_BATCH_SENTENCES):
             self.yield_point()
             part = batch[start : start + CHECK_BATCH_SENTENCES]
-            self._prefetch(part)
             for norms, result in self._find(part, config, self._memo).items():
                 results[norms] = result
                 self._cache_sentence(norms, result)
@@ -732,16 +739,29 @@ class Engine:
         """Each sentence's log-probability (natural log) and oddities, all candidates scored in one batch."""
         model = self.model
         screen = self.ngram if model is not self.ngram else None
-        if model is self.ngram:
-            inputs = [self._sentence_input(sentence, model) for sentence in sentences]
+        norms = [[t.norm for t in sentence] for sentence in sentences]
+        if model is self.ngram:  # every sentence's tokens in one batch (counts fetched in one round per order)
+            scores = score_tokens_many(model, norms, memo)
+            inputs = [self._sentence_input(s, model, lps) for s, lps in zip(sentences, scores, strict=True)]
         else:  # every sentence in one batched call (a neural model: padded batches)
-            flat = sentence_scores(model, [t.norm for sentence in sentences for t in sentence])
+            flat = self._blend_scores(model, norms, memo)
             inputs, start = [], 0
             for sentence in sentences:
                 inputs.append(self._sentence_input(sentence, model, flat[start : start + len(sentence)]))
                 start += len(sentence)
         found = find_oddities_many(model, inputs, config, self.oddity_vocabulary(), screen, memo)
         return {tuple(item.tokens): (math.fsum(item.logprobs), odd) for item, odd in zip(inputs, found, strict=True)}
+
+    def _blend_scores(self, model: Any, sentences: list[list[str]], memo: Memo) -> list[float]:
+        """Natural-log P of every token of the sentences under `model` (a blend, or any model scored whole). The
+        blend of this n-gram model (its first component) takes the n-gram's scores from `score_tokens_many`, kept in
+        `memo`, where the screen of the candidates finds them next, instead of scoring them a second time."""
+        flat_tokens = [token for sentence in sentences for token in sentence]
+        models = getattr(model, "models", None)
+        if not models or models[0] is not self.ngram or not hasattr(model, "component_rows"):
+            return sentence_scores(model, flat_tokens)
+        ngram = [score for scores in score_tokens_many(self.ngram, sentences, memo) for score in scores]
+        return model.mix(model.component_rows(flat_tokens, known={0: ngram})).tolist()
 
     def _odd_word(self, text: str, sentence: list[tokenize.Token], odd: Oddity) -> OddWord:
         """An oddity of a sentence as the user sees it: its span of the text, alternatives as they would type them."""
@@ -805,18 +825,6 @@ class Engine:
                 )  # fmt: skip
         return None
 
-    def _prefetch(self, sentences: list[list[tokenize.Token]]) -> None:
-        """Fetch in bulk the counts that scoring these sentences will read."""
-        model = self._count_model
-        if model is None or not sentences:
-            return
-        width = model.order - 1
-        contexts = []
-        for sentence in sentences:
-            history = [BOS, *(t.norm for t in sentence)]
-            contexts += [tuple(history[max(0, i + 1 - width) : i + 1]) for i in range(len(sentence))]
-        model.prefetch(contexts)
-
     def _sentence_input(
         self, sentence: list[tokenize.Token], model: Any, logprobs: list[float] | None = None
     ) -> SentenceInput:
@@ -875,7 +883,8 @@ class Engine:
                     after = followers[aid] = frozenset(level((aid,)).ids.tolist())
                 return id_of(b) in after
 
-            return Vocabulary(lambda w: id_of(w) != UNK_ID, self._neighbour_index(frequent), seen_pair)
+            known = frozenset(words).difference((UNK,))  # a C-level membership test: called ~50 times a word
+            return Vocabulary(known.__contains__, self._neighbour_index(frequent), seen_pair)
         ngram = self.ngram
         return Vocabulary(known=lambda w: ngram.logprob(w, ()) > ngram.logprob(UNK, ()), near=lambda w: ())
 
@@ -885,7 +894,8 @@ class Engine:
         the mixture's weights. `ImportedModelError` for an imported ARPA model."""
         self._adapt_before_learning(text)
         self.yield_point()
-        result = self.store.learn(source, text, kind)
+        pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
+        result = self.store.learn(source, text, kind, pause=pause)
         self._adapt_after_learning()
         return result
 

@@ -16,7 +16,7 @@ import gzip
 import sqlite3
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -288,7 +288,9 @@ class ArpaStore(StoreFile):
     def _cannot(self, what: str) -> ImportedModelError:
         return ImportedModelError(f"{self.path} is an imported ARPA model: it scores and completes but cannot {what}")
 
-    def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
+    def learn(
+        self, source: str, text: str, kind: str = "document", pause: Callable[[], None] | None = None
+    ) -> LearnResult:
         raise self._cannot("learn")
 
     def learn_analysed(self, source: str, analysed: Analysed, digest: str, kind: str = "document") -> LearnResult:

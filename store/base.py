@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Self
 
@@ -51,7 +52,11 @@ class ModelStore(Protocol):
         """Bound its SQLite page caches and its model reader's caches by their shares of `total_bytes`."""
         ...
 
-    def learn(self, source: str, text: str, kind: str = "document") -> LearnResult: ...
+    def learn(
+        self, source: str, text: str, kind: str = "document", pause: Callable[[], None] | None = None
+    ) -> LearnResult:
+        """Make `text` the current content of `source`; `pause()` is called every few milliseconds of work."""
+        ...
 
     def learn_analysed(self, source: str, analysed: Analysed, digest: str, kind: str = "document") -> LearnResult:
         """`learn` of a text already analysed with its tokenizer; `digest` is the text's `sources.sha256`."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -152,13 +153,17 @@ class SqliteCounts:
 
     @staticmethod
     def _level_query(n: int, hidden: bool) -> str:
-        """The followers of a context (order n); with `hidden`, then the context's hidden mass as word id -1."""
+        """The followers of a context (order n) packed as one row of three comma-separated texts (word ids, c, cc;
+        see `_unpacked`); with `hidden`, the context's hidden mass as one more follower, word id -1."""
         if n == 1:
-            return f"SELECT w1, c, cc FROM ng1 WHERE w1 <> {BOS_ID}"
-        cols = schema.columns(n)
-        where = " AND ".join(f"{c} = :{c}" for c in cols[:-1])
-        query = f"SELECT {cols[-1]}, c, cc FROM ng{n} WHERE {where}"
-        return query + (f" UNION ALL SELECT {HIDDEN_ID}, c, cc FROM hidden{n - 1} WHERE {where}" if hidden else "")
+            rows = f"SELECT w1 AS w, c, cc FROM ng1 WHERE w1 <> {BOS_ID}"
+        else:
+            cols = schema.columns(n)
+            where = " AND ".join(f"{c} = :{c}" for c in cols[:-1])
+            rows = f"SELECT {cols[-1]} AS w, c, cc FROM ng{n} WHERE {where}"
+            if hidden:
+                rows += f" UNION ALL SELECT {HIDDEN_ID}, c, cc FROM hidden{n - 1} WHERE {where}"
+        return f"SELECT group_concat(w), group_concat(c), group_concat(cc) FROM ({rows})"
 
     def level(self, context: tuple[int, ...]) -> Level:
         """Followers of `context` (word ids), ascending by id; `()` is the unigram level without `<s>`."""
@@ -172,8 +177,8 @@ class SqliteCounts:
             raise ValueError(f"context of {len(context)} words needs order {len(context) + 1}, store has {self.order}")
         params = {f"w{i}": w for i, w in enumerate(context, start=1)}
         with self.lock:
-            rows = self.db.execute(self._queries[len(context)], params).fetchall()
-        level = _level_of(np.asarray(rows, dtype=np.int64).reshape(-1, 3))
+            packed = self.db.execute(self._queries[len(context)], params).fetchone()
+        level = _level_of(_unpacked(packed))
         with self.lock:
             self._remember(context, level)
             self._evict()
@@ -203,62 +208,124 @@ class SqliteCounts:
         """Fetch the follower lists of many contexts at once (one query per order instead of one per context):
         scoring a whole document needs thousands of them."""
         self._refresh()
+        self._fetched(contexts)
+
+    def levels(self, contexts: Sequence[tuple[int, ...]]) -> list[Level]:
+        """`level` of each context, the counts' version checked once and the lists not cached fetched in one query
+        per order (they are returned even if the cache's budget cannot keep them all)."""
+        self._refresh()
+        fetched = self._fetched(contexts)
+        out = []
+        for context in contexts:
+            level = fetched.get(context)
+            if level is None:
+                with self.lock:
+                    level = self._levels.get(context)
+                    if level is not None:
+                        self._levels.move_to_end(context)
+            out.append(level if level is not None else self.level(context))
+        return out
+
+    def _fetched(self, contexts: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], Level]:
+        """Fetch and cache the follower lists of the contexts (of 1 to order - 1 words) not cached now; returns
+        what it fetched."""
         with self.lock:
-            wanted = [c for c in contexts if c and len(c) < self.order and c not in self._levels]
+            wanted = {c for c in contexts if c and len(c) < self.order and c not in self._levels}
         by_order: dict[int, list[tuple[int, ...]]] = {}
         for context in wanted:
             by_order.setdefault(len(context) + 1, []).append(context)
+        fetched: dict[tuple[int, ...], Level] = {}
         for n, group in by_order.items():
-            for context, level in self._fetch_many(n, group).items():
-                with self.lock:
-                    self._remember(context, level)
+            fetched.update(self._fetch_many(n, group))
         with self.lock:
+            for context, level in fetched.items():
+                self._remember(context, level)
             self._evict()
+        return fetched
 
     def _fetch_many(self, n: int, contexts: list[tuple[int, ...]]) -> dict[tuple[int, ...], Level]:
+        """The follower lists of many contexts of n - 1 words: one query, each context's followers packed into one
+        row as text, grouped in the order of the contexts' temporary table (so SQLite neither sorts nor hands
+        Python a tuple per follower), and every context's text parsed by numpy at once (`_split_levels`)."""
         cols = schema.columns(n)
         key = ", ".join(cols[:-1])
+        heads = ", ".join(f"p.{c}" for c in cols[:-1])
         join = " AND ".join(f"g.{c} = p.{c}" for c in cols[:-1])
+        packed = f"count(*), group_concat(g.{cols[-1]}), group_concat(g.c), group_concat(g.cc)"
         with self.lock:
             self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS pf{n} ({key}, PRIMARY KEY ({key})) WITHOUT ROWID")
             self.db.execute(f"DELETE FROM temp.pf{n}")
             self.db.executemany(f"INSERT OR IGNORE INTO temp.pf{n} VALUES ({', '.join('?' * (n - 1))})", contexts)
             rows = self.db.execute(
-                f"SELECT {', '.join('g.' + c for c in cols)}, g.c, g.cc FROM temp.pf{n} AS p "
-                f"JOIN ng{n} AS g ON {join} ORDER BY {', '.join('g.' + c for c in cols)}"
+                f"SELECT {heads}, {packed} FROM temp.pf{n} AS p JOIN ng{n} AS g ON {join} GROUP BY {heads}"
             ).fetchall()
+            hidden = {}
             if self._hidden:
                 hjoin = " AND ".join(f"h.{c} = p.{c}" for c in cols[:-1])
-                rows += self.db.execute(
-                    f"SELECT {', '.join('h.' + c for c in cols[:-1])}, {HIDDEN_ID}, h.c, h.cc FROM temp.pf{n} AS p "
-                    f"JOIN hidden{n - 1} AS h ON {hjoin}"
-                ).fetchall()
-        levels = {context: Level.empty() for context in contexts}
-        if not rows:
-            return levels
-        data = np.asarray(rows, dtype=np.int64)
-        data = data[np.lexsort(data[:, :n].T[::-1])]  # by context, then word id (the hidden row, id -1, first)
-        heads = data[:, : n - 1]
-        starts = np.flatnonzero(np.r_[True, np.any(heads[1:] != heads[:-1], axis=1)])
-        ends = np.r_[starts[1:], len(data)]
-        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-            block = data[start:end]
-            levels[tuple(block[0, : n - 1].tolist())] = _level_of(block[:, n - 1 :])
+                for *head, c, cc in self.db.execute(
+                    f"SELECT {heads}, h.c, h.cc FROM temp.pf{n} AS p JOIN hidden{n - 1} AS h ON {hjoin}"
+                ):
+                    hidden[tuple(head)] = (c, cc)
+        levels = dict.fromkeys(contexts, _EMPTY)
+        heads_of = [tuple(row[: n - 1]) for row in rows]
+        for context, level in zip(heads_of, _split_levels([row[n - 1 :] for row in rows]), strict=True):
+            mass = hidden.pop(context, None)
+            levels[context] = level if mass is None else Level(level.ids, level.count, level.cont, *mass)
+        for context, mass in hidden.items():  # a hidden mass without a kept follower (never written; harmless)
+            levels[context] = _level_of(_unpacked(None), mass)
         return levels
 
 
 HIDDEN_ID = -1
 """The word id under which the level queries return a context's hidden mass (no word has a negative id)."""
+_EMPTY = Level.empty()  # the followers of every unseen context (its arrays are never written)
 
 
-def _level_of(rows: np.ndarray) -> Level:
-    """A Level from (word id, c, cc) rows in ascending word order, the hidden mass's row (id -1) anywhere."""
+def _split_levels(packed: list[tuple[int, str, str, str]]) -> list[Level]:
+    """Levels from packed rows (followers, their word ids, c and cc as comma-separated texts): the texts of all
+    rows joined and parsed once, then cut into each row's followers (copies, so that a cached level never keeps
+    another's memory alive); a row whose ids are not ascending is sorted."""
+    if not packed:
+        return []
+    lengths = np.asarray([row[0] for row in packed], dtype=np.int64)
+    columns = [np.fromstring(",".join(row[k] for row in packed), dtype=np.int64, sep=",") for k in (1, 2, 3)]
+    if any(len(column) != int(lengths.sum()) for column in columns):
+        raise ValueError("a packed follower list does not match its length")
+    ids, count, cont = columns
+    ends = np.cumsum(lengths).tolist()
+    starts = [0, *ends[:-1]]
+    ascending = np.ones(len(ids), dtype=bool)
+    ascending[1:] = ids[1:] > ids[:-1]
+    ascending[starts] = True  # each list's first id
+    unsorted = set(np.searchsorted(ends, np.flatnonzero(~ascending), side="right").tolist())
+    out = []
+    for k, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        if k in unsorted:
+            rows = np.stack([ids[start:end], count[start:end], cont[start:end]], axis=1)
+            out.append(_level_of(rows))
+        else:
+            out.append(Level(ids[start:end].copy(), count[start:end].copy(), cont[start:end].copy()))
+    return out
+
+
+def _unpacked(packed: tuple[str | None, str | None, str | None] | None) -> np.ndarray:
+    """(word id, c, cc) rows (F, 3) int64 from the three comma-separated texts a packed level query returns (None
+    for no followers): numpy parses them, far faster than one Python tuple per follower."""
+    if packed is None or packed[0] is None:
+        return np.zeros((0, 3), dtype=np.int64)
+    columns = [np.fromstring(text, dtype=np.int64, sep=",") for text in packed]
+    return np.stack(columns, axis=1)
+
+
+def _level_of(rows: np.ndarray, hidden: tuple[int, int] = (0, 0)) -> Level:
+    """A Level from (word id, c, cc) rows in any order, the hidden mass's row (id -1) among them or given as
+    `hidden` (its raw and continuation counts)."""
     if len(rows) == 0:
-        return Level.empty()
-    hidden = rows[:, 0] == HIDDEN_ID
-    followers = rows[~hidden]
-    order = np.argsort(followers[:, 0], kind="stable")
-    followers = followers[order]
-    mass = rows[hidden]
-    hidden_count, hidden_cont = (int(mass[0, 1]), int(mass[0, 2])) if len(mass) else (0, 0)
+        return Level(_EMPTY.ids, _EMPTY.ids, _EMPTY.ids, *hidden) if any(hidden) else _EMPTY
+    is_hidden = rows[:, 0] == HIDDEN_ID
+    followers = rows[~is_hidden]
+    if len(followers) > 1 and not bool((followers[1:, 0] > followers[:-1, 0]).all()):
+        followers = followers[np.argsort(followers[:, 0], kind="stable")]
+    mass = rows[is_hidden]
+    hidden_count, hidden_cont = (int(mass[0, 1]), int(mass[0, 2])) if len(mass) else hidden
     return Level(followers[:, 0].copy(), followers[:, 1].copy(), followers[:, 2].copy(), hidden_count, hidden_cont)

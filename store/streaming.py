@@ -44,6 +44,8 @@ MARGIN_CHARS = 8192
 """Characters kept past a cut: more than any look-ahead of the tokenizer (inline code: 4,000 characters)."""
 OVERLAP_CHARS = 4096
 """Characters before a piece that the secret detectors see again (a secret written across a cut is found)."""
+PAUSE_PIECE_CHARS = 32_768
+"""Characters analysed at a time by `analyse_text` (a pause after each: ~10 ms of tokenizing)."""
 PROGRESS_ENV = "NEXTWORD_PROGRESS_MB"
 DEFAULT_PROGRESS_MB = 32.0
 
@@ -210,6 +212,26 @@ def read_corpus_document(path: Path, tokenizer: str, progress: Callable[[int], N
     return read_document(path, tokenizer, max_bytes=1 << 62, progress=progress)
 
 
+def analyse_text(
+    text: str, tokenizer: str, pause: Callable[[], None], piece_chars: int | None = None
+) -> sources.Analysed:
+    """`sources.analyse(text, tokenizer)` (prose: exactly; pretokenized lines are not cleaned of lone surrogates
+    here), in pieces of about `piece_chars` (`PAUSE_PIECE_CHARS`) characters, calling `pause()` after each: a learn
+    in the server lets a completion that waits go first."""
+    piece_chars = piece_chars or PAUSE_PIECE_CHARS
+    chunks = (text[i : i + piece_chars] for i in range(0, len(text), piece_chars))
+    acc = _Accumulator()
+    if tokenizer == "prose":
+        for batch in prose_batches(chunks, piece_chars):
+            _analyse_prose(batch, acc, True)
+            pause()
+    else:
+        for batch in line_batches(chunks, piece_chars):
+            _analyse_lines(batch, acc, True)
+            pause()
+    return acc.result()
+
+
 @dataclass
 class _Accumulator:
     """Sentences, casing and secrets gathered piece by piece (word strings shared: one object per distinct word)."""
@@ -219,11 +241,18 @@ class _Accumulator:
     secrets: dict[tuple[int, int, str], None] = field(default_factory=dict)  # (start, end, kind) in the whole text
     words: dict[str, str] = field(default_factory=dict)
 
-    def add(self, sentences: list[list[str]], casing: Counter[tuple[str, str]] | None = None) -> None:
+    def add(self, sentences: list[list[str]]) -> None:
+        """Sentences of normalised tokens (pretokenized: no casing)."""
         share = self.words.setdefault
         self.sentences.extend([share(w, w) for w in sentence] for sentence in sentences)
-        if casing:
-            self.casing.update(casing)
+
+    def add_tokens(self, sentences: list[list[tokenize.Token]]) -> None:
+        """Prose sentences, as `sources.analyse` keeps them: each sentence's normalised tokens, and how each word was
+        written where it is not the sentence's first token (casing). One pass over the tokens, read by index (a
+        token is a named tuple: surface 0, norm 1, kind 4), as the build reads millions of them."""
+        share = self.words.setdefault
+        self.sentences.extend([share(t[1], t[1]) for t in sentence] for sentence in sentences)
+        self.casing.update([(t[1], t[0]) for sentence in sentences for t in sentence[1:] if t[4] == "word"])
 
     def secrets_in(self, text: str, offset: int, lo: int, hi: int) -> list[secrets.Secret]:
         """Every secret of `text` (a piece with text around it; `offset`: its place in the whole text); the kinds of
@@ -315,17 +344,7 @@ def _analyse_prose(batch: Batch, acc: _Accumulator, drop_secrets: bool) -> None:
     near = acc.secrets_in(batch.text, batch.offset, batch.start, batch.end) if drop_secrets else []
     found = batch.sentences
     kept = sources.without_secrets(batch.text, found, near, batch.start, batch.end) if near and found else found
-    acc.add(*_norms_and_casing(kept))
-
-
-def _norms_and_casing(kept: list[list[tokenize.Token]]) -> tuple[list[list[str]], Counter[tuple[str, str]]]:
-    """As `sources.analyse`: each sentence's normalised tokens, and how each word was written (not first)."""
-    casing: Counter[tuple[str, str]] = Counter()
-    for sentence in kept:
-        for token in sentence[1:]:
-            if token.kind == "word":
-                casing[(token.norm, token.surface)] += 1
-    return [[t.norm for t in sentence] for sentence in kept], casing
+    acc.add_tokens(kept)
 
 
 def _analyse_lines(batch: Batch, acc: _Accumulator, drop_secrets: bool) -> None:

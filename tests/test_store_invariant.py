@@ -58,6 +58,25 @@ def test_bulk_build_equals_learning_each_file(tmp_path: Path) -> None:
     assert built == fresh_build(tmp_path, docs, 3, "pretokenized")
 
 
+def test_a_large_new_source_learned_in_chunks_equals_learning_it_at_once(tmp_path: Path) -> None:
+    text = "the cat sat\non the mat\nthe dog sat on the cat\na\n\nthe mat sat\n" * 3
+    with CountStore.open(tmp_path / "whole.db", order=3, tokenizer="pretokenized", create=True) as whole:
+        whole.learn("base", "the cat ran\n")
+        at_once = whole.learn("doc", text)
+        expected = store_snapshot(whole)
+    with CountStore.open(tmp_path / "chunked.db", order=3, tokenizer="pretokenized", create=True) as chunked:
+        chunked.learn("base", "the cat ran\n")
+        chunked.chunk_tokens = 4  # every chunk a sentence or two: n-grams recur across chunks, and in "base"
+        in_chunks = chunked.learn("doc", text)
+        assert store_snapshot(chunked) == expected
+        assert in_chunks == at_once  # the same tokens, and each changed row counted once
+        # distinct n-grams of `text`: 9 of order 1 (7 words, </s> and the <s> row), 16 bigrams, 16 trigrams
+        assert at_once.changed_ngrams == 9 + 16 + 16
+        chunked.forget("doc")
+        chunked.learn("doc", text)  # learned again after a forget: chunked again, still equal
+        assert store_snapshot(chunked) == expected
+
+
 sentence = st.lists(st.sampled_from(WORDS), min_size=0, max_size=7).map(" ".join)
 document = st.lists(sentence, min_size=0, max_size=4).map("\n".join)
 operation = st.tuples(st.sampled_from(["learn", "learn", "forget"]), st.sampled_from(["d1", "d2", "d3"]), document)

@@ -181,6 +181,28 @@ def test_learning_a_file_in_pieces_stores_what_learning_its_text_stores(tmp_path
     assert table(tmp_path / "streamed.db", "casing") == table(tmp_path / "whole.db", "casing")
 
 
+def test_a_learn_that_pauses_stores_what_a_learn_at_once_stores(tmp_path: Path, monkeypatch) -> None:
+    """The server's learn pauses (`Engine.yield_point`) between pieces of the text and steps of the count update;
+    what it stores is what a learn without pauses stores, secrets written across a piece's edge dropped alike."""
+    monkeypatch.setattr(streaming, "PAUSE_PIECE_CHARS", 700)
+    text = corpus(20_000, 11)
+    pauses: list[int] = []
+    with CountStore.open(tmp_path / "paused.db", order=3, create=True) as store:
+        store.learn("old", corpus(3_000, 12))
+        store.learn("doc", corpus(5_000, 13))
+        paused = store.learn("doc", text, pause=lambda: pauses.append(1))  # replaces what "doc" contributed
+    with CountStore.open(tmp_path / "whole.db", order=3, create=True) as store:
+        store.learn("old", corpus(3_000, 12))
+        store.learn("doc", corpus(5_000, 13))
+        whole = store.learn("doc", text)
+    assert paused == whole and whole.secrets  # the same tokens, changed rows and secrets found
+    # 8 between the count update's steps (3 orders' raw counts, 2 continuation updates, 3 deletes), the others
+    # after pieces of the text (pieces grow past 700 characters where the scanner's margin asks for more)
+    assert len(pauses) >= 8 + 5
+    assert words_and_counts(tmp_path / "paused.db") == words_and_counts(tmp_path / "whole.db")
+    assert table(tmp_path / "paused.db", "casing") == table(tmp_path / "whole.db", "casing")
+
+
 def test_building_from_a_file_read_in_pieces_counts_what_the_whole_text_counts(tmp_path: Path, small_pieces):
     text = corpus(30_000, 6)
     path = write(tmp_path, text, "corpus.txt")
