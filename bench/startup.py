@@ -9,13 +9,19 @@ Measured the way a person meets them, on the shipped model (seeded into a fresh 
 - Neovim (headless, the plugin in clients/nvim set up as the README shows): milliseconds from `:edit` of a Markdown
   file to the server's answer to a completion request sent as soon as the client is initialised, with an existing
   store and on the very first start (the store is seeded from the shipped model then);
-- references in the same run, on the same loaded machine: the Python interpreter alone (`python -c pass`), importing
-  the LSP library alone (`import pygls.lsp.server`: the floor for "ready", since pygls defines the protocol's ~1,000
-  classes at import), and, with `--baseline DIR`, another source tree of nextword (for example the commit before a
-  change) measured the same way.
+- references in the same run, on the same loaded machine: the Python interpreter alone (`python -c pass`), the LSP
+  library alone (`import pygls.lsp.server` and the converter every pygls server makes: the floor for "ready", since
+  lsprotocol defines the protocol's ~1,000 attrs classes at import and resolves their type hints for cattrs when the
+  converter is made), the model alone (import the Engine, open the store, suggest once: what a first completion
+  needs besides the LSP library), and, with `--baseline DIR`, another source tree of nextword (for example the
+  commit before a change) measured the same way.
 
-Each figure is the median of `--runs` starts (the minimum beside it). Profile the imports on the way to `initialize`
-with `python -X importtime -m lsp_server.cli serve < /dev/null`.
+Beside the wall clock, the CPU seconds each server (and each reference process) had used by then: on a machine shared
+with other work they move far less with the load than the wall clock does. Python runs as from an installed
+package: with its bytecode caches (written by a first round that is not counted, under a temporary
+PYTHONPYCACHEPREFIX, even where PYTHONDONTWRITEBYTECODE is set). Each figure is the median of `--runs` starts (the
+minimum beside it). Profile the imports on the way to `initialize` with
+`python -X importtime -m lsp_server.cli serve < /dev/null`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,22 +78,54 @@ vim.cmd('qa!')
 """
 
 
+LSP_ALONE = """
+import pygls.lsp.server
+import pygls.protocol
+pygls.protocol.default_converter()
+"""
+MODEL_ALONE = """
+import sys
+from lsp_server.engine import Engine
+Engine.open(sys.argv[1]).next_words(("<s>",), 10)
+"""
+
+
 def python_env(tree: Path, home: Path) -> dict[str, str]:
-    """The environment of a server from source tree `tree`, with its data folder (and default store) in `home`."""
-    env = {k: v for k, v in os.environ.items() if k != "NEXTWORD_DB"}
-    env.update(PYTHONPATH=str(tree), XDG_DATA_HOME=str(home))
+    """The environment of a server from source tree `tree`, with its data folder (and default store) in `home`, and
+    bytecode caches kept in `home` (as an installed package has them)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NEXTWORD_DB", "PYTHONDONTWRITEBYTECODE")}
+    env.update(PYTHONPATH=str(tree), XDG_DATA_HOME=str(home), PYTHONPYCACHEPREFIX=str(home / "pycache" / tree.name))
     return env
 
 
-def seconds_to_run(code: str, env: dict[str, str]) -> float:
-    """Wall-clock seconds of `python -c CODE` in a fresh process."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT)
-    return time.perf_counter() - started
+@dataclass(frozen=True)
+class Reading:
+    """One start: wall-clock seconds to ready and to the first completion (None where not measured), the top word,
+    and the CPU seconds the process had used by then (user + system, all its threads; None where not measured):
+    on a shared machine the CPU seconds move far less with the load than the wall clock does."""
+
+    ready: float
+    first: float | None = None
+    top: str = "-"
+    cpu: float | None = None
 
 
-def server_start(tree: Path, db: Path, home: Path, neural: str) -> tuple[float, float, str]:
-    """(seconds to the `initialize` answer, seconds to the first completion answer, the top word)."""
+def seconds_to_run(code: str, env: dict[str, str], *args: str) -> Reading:
+    """Wall-clock and CPU seconds of `python -c CODE ARGS` in a fresh process."""
+    started, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-P", "-c", code, *args], env=env, check=True, cwd=ROOT)
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Reading(wall, cpu=after.ru_utime - used.ru_utime + after.ru_stime - used.ru_stime)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process so far (Linux: /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_start(tree: Path, db: Path, home: Path, neural: str) -> Reading:
+    """Seconds to the `initialize` answer and to the first completion answer, the top word, the server's CPU."""
     started = time.perf_counter()
     # -P: the tree comes from PYTHONPATH, not from the working directory (RawClient starts it in this repository)
     argv = [sys.executable, "-P", "-m", "lsp_server.cli", "serve", "--db", str(db)]
@@ -100,8 +140,9 @@ def server_start(tree: Path, db: Path, home: Path, neural: str) -> tuple[float, 
         position = {"line": 0, "character": len(TEXT)}
         result = client.request("textDocument/completion", {"textDocument": {"uri": URI}, "position": position})
         first = time.perf_counter() - started
+        cpu = cpu_seconds(client.proc.pid)
         items = (result or {}).get("items", [])
-        return ready, first, items[0]["label"] if items else "-"
+        return Reading(ready, first, items[0]["label"] if items else "-", cpu)
     finally:
         client.close()
 
@@ -170,12 +211,11 @@ def main() -> None:
             print("no Neovim 0.11+ found: the Neovim rows are left out", file=sys.stderr)
         # Every measurement once per round, the rounds one after another: load on a shared machine drifts, and
         # this spreads it over all of them alike.
-        measures: dict[str, Callable[[int], tuple[float, float | None, str]]] = {
-            "Python alone (`python -c pass`)": lambda _: (seconds_to_run("pass", env), None, "-"),
-            "the LSP library alone (`import pygls.lsp.server`)": lambda _: (
-                seconds_to_run("import pygls.lsp.server", env),
-                None,
-                "-",
+        measures: dict[str, Callable[[int], Reading]] = {
+            "Python alone (`python -c pass`)": lambda _: seconds_to_run("pass", env),
+            "the LSP library alone (import pygls, make its converter)": lambda _: seconds_to_run(LSP_ALONE, env),
+            "the model alone (import the Engine, open the store, suggest once)": lambda _: seconds_to_run(
+                MODEL_ALONE, env, str(seeded)
             ),
         }
         for label, tree in trees:
@@ -190,39 +230,56 @@ def main() -> None:
                 measures[f"Neovim, {label}, neuralModel {neural}, {store}"] = functools.partial(
                     nvim_row, nvim, tree, db, home, neural, folder
                 )
-        readings: dict[str, list[tuple[float, float | None, str]]] = {name: [] for name in measures}
-        for run in range(runs):
-            print(f"... round {run + 1} of {runs}", file=sys.stderr, flush=True)
+        readings: dict[str, list[Reading]] = {name: [] for name in measures}
+        for run in range(-1, runs):  # round -1 writes the bytecode caches and is not counted
+            print(f"... round {run + 1} of {runs}{' (not counted)' if run < 0 else ''}", file=sys.stderr, flush=True)
             for name, measure in measures.items():
-                readings[name].append(measure(run))
+                reading = measure(run)
+                if run >= 0:
+                    readings[name].append(reading)
         shutil.rmtree(home, ignore_errors=True)
     rows = []
     for name, values in readings.items():
-        firsts = [v[1] for v in values if v[1] is not None]
-        rows.append([name, summary([v[0] for v in values]), summary(firsts) if firsts else "-", values[0][2]])
-    header = ["what", "ready, s: median (min)", "first completion, s: median (min)", "top word"]
+        firsts = [v.first for v in values if v.first is not None]
+        cpus = [v.cpu for v in values if v.cpu is not None]
+        rows.append(
+            [
+                name,
+                summary([v.ready for v in values]),
+                summary(firsts) if firsts else "-",
+                summary(cpus) if cpus else "-",
+                values[0].top,
+            ]
+        )
+    header = [
+        "what",
+        "ready, s: median (min)",
+        "first completion, s: median (min)",
+        "CPU s used by then: median (min)",
+        "top word",
+    ]
     table = markdown_table(header, rows)
     print(table)
     body = (
         f'{runs} rounds, each measurement once per round; the text is "{TEXT}" in a Markdown file; the store is the '
         "shipped model seeded into a fresh data folder. Server rows: from process start to the answer to "
-        "`initialize` (ready) and to the first completion. Neovim rows: from `:edit` to the client being "
-        "initialised (ready) and to the answer to a completion request sent then. The first two rows are "
-        "references measured in the same run: the interpreter, and the LSP library's import, the floor under "
-        '"ready".\n\n' + table
+        "`initialize` (ready) and to the first completion, and the CPU seconds the server had used by then (all "
+        "its threads; the references: the whole process). Neovim rows: from `:edit` to the client being "
+        "initialised (ready) and to the answer to a completion request sent then. The first three rows are "
+        "references measured in the same run: the interpreter, the LSP library (its import and converter: the "
+        'floor under "ready"), and the model alone (what a first completion needs besides the LSP library). Python '
+        "uses its bytecode caches, as an installed package does (written by a first round, not counted).\n\n" + table
     )
     path = results_path(args)
     if path is not None:
         write_section(path, "startup", section_text("Start-up: server ready and first completion", body, total.seconds))
 
 
-def server_row(tree: Path, db: Path, home: Path, neural: str, _: int) -> tuple[float, float | None, str]:
+def server_row(tree: Path, db: Path, home: Path, neural: str, _: int) -> Reading:
     return server_start(tree, db, home, neural)
 
 
-def nvim_row(
-    nvim: str, tree: Path, db: Path | None, home: Path, neural: str, folder: Path, run: int
-) -> tuple[float, float | None, str]:
+def nvim_row(nvim: str, tree: Path, db: Path | None, home: Path, neural: str, folder: Path, run: int) -> Reading:
     """One Neovim start; with no `db`, on a store that is not there yet (made from the shipped model)."""
     store = db or folder / f"new-{run}-{neural}-{abs(hash(tree))}.db"
     try:
@@ -231,7 +288,7 @@ def nvim_row(
         if db is None:
             store.unlink(missing_ok=True)
     words = result.get("words") or ["-"]
-    return float(result["ready_ms"]) / 1000, float(result["first_ms"]) / 1000, str(words[0])
+    return Reading(float(result["ready_ms"]) / 1000, float(result["first_ms"]) / 1000, str(words[0]))
 
 
 if __name__ == "__main__":

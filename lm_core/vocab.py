@@ -50,6 +50,17 @@ class Vocab:
             self._words.append(word)
         return wid
 
+    def extend(self, words: list[str]) -> bool:
+        """Give `words`, in order, the next free ids at once (a store's vocabulary read in bulk); False, changing
+        nothing, if one of them is already known or comes twice."""
+        start = len(self._words)
+        fresh = dict(zip(words, range(start, start + len(words)), strict=True))
+        if len(fresh) != len(words) or not self._ids.keys().isdisjoint(fresh):
+            return False
+        self._ids.update(fresh)
+        self._words.extend(words)
+        return True
+
     def id_of(self, word: str) -> int:
         """The id of `word`, or `<unk>`'s id if it is not in the vocabulary."""
         return self._ids.get(word, UNK_ID)

@@ -18,7 +18,8 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,19 +33,18 @@ from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import comments
 from lsp_server.framing import ResyncingStdin
-from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
-from store.secrets import is_secret_file
 
 if TYPE_CHECKING:
     from lm_core.oddities import OddityConfig
     from lsp_server.engine import Completion, Engine, Suggestion
 
 # The language model (numpy, the store, the tokenizer) is imported when the engine opens, after `initialize` has
-# been answered (on the interactive thread, see `initialized`), never on the way to it: see bench/startup.py.
+# been answered (on the interactive thread, see `start_warm_up`), never on the way to it: see bench/startup.py. So
+# are the ignore rules (pathspec) and the credential detectors, which only learning needs.
 log = logging.getLogger("nextword")
 T = TypeVar("T")
 
@@ -143,6 +143,7 @@ class NextwordServer(LanguageServer):
         self.checkpoint_task: asyncio.Task[None] | None = None
         self._waiting = 0  # requests a person waits for (completion, hover) in flight; background work yields to them
         self._quiet = threading.Condition()  # notified when none is in flight any more
+        self.warm_up: Future[None] | None = None  # loading what the first completion needs (start_warm_up)
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """Log what went wrong; only errors of the server's own making reach the user, never bad input."""
@@ -195,6 +196,16 @@ class NextwordServer(LanguageServer):
             self._waiting = count
             if count == 0:
                 self._quiet.notify_all()
+
+    def start_warm_up(self) -> Future[None]:
+        """Load what the first completion needs (the model's modules, the store, its vocabulary and unigrams) on the
+        interactive thread, once, from `initialize` on: while the client reads the answer and opens its documents.
+        The background thread starts its work (checks, adaptation, the neural model) only once this is done, so
+        nothing competes with it for the interpreter lock (bench/startup.py)."""
+        if self.warm_up is None:
+            self.warm_up = self.interactive.submit(_warm_up, self)
+            self.background.submit(futures.wait, [self.warm_up])
+        return self.warm_up
 
     def yield_to_waiting(self) -> None:
         """The Engine's yield point, on the background thread: block (the interpreter lock free, no polling that
@@ -284,11 +295,12 @@ server = NextwordServer()
 @server.feature(types.INITIALIZE)
 def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
     ls.apply_settings(params.initialization_options)
+    ls.start_warm_up()
 
 
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
-    warm_up = ls.interactive.submit(_warm_up, ls)  # open the store and fill the hot caches while the user reads
+    warm_up = ls.start_warm_up()
     # lemminflect's tables and the spelling index (1-2 s of Python), after the first completions have had the GIL
     asyncio.get_running_loop().call_later(WARM_ODDITIES_S, ls.background.submit, _warm_oddities, ls)
     ls.initialized = True
@@ -340,9 +352,10 @@ async def _load_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = N
 
 
 def _warm_up(ls: NextwordServer) -> None:
+    """Suggest once at a sentence start: opens the store and loads what suggesting reads (the unigrams, the word
+    lists and, with adaptation on, the mixture's alignments), so the person's first completion finds them."""
     try:
-        engine = ls.engine()
-        engine.next_words(("<s>",), ls.settings.suggestions)
+        ls.engine().next_words(("<s>",), ls.settings.suggestions)
     except StoreError as exc:
         ls.message(f"nextword cannot open its store: {exc}", types.MessageType.Error)
     except Exception:  # never kill the server from a background task
@@ -534,8 +547,8 @@ async def _diagnose_later(ls: NextwordServer, uri: str, delay: float) -> None:
             return
         settings = ls.settings
         ignored = frozenset(ls.ignored | {w.casefold() for w in settings.ignored_words})
-        config = oddity_config(settings)
-        check = await ls.run_background(lambda: ls.engine().check(text, config, ignored))
+        # the oddity detector's modules are imported on the background thread, never on the event loop's
+        check = await ls.run_background(lambda: ls.engine().check(text, oddity_config(settings), ignored))
         diagnostics = build_diagnostics(text, check, settings, ls.encoding())
         ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics, version=version)
@@ -993,6 +1006,9 @@ def _never_learned(ls: NextwordServer, uri: str) -> str | None:
     `.nextwordignore`, `excludeGlobs`), or None. A document that is not a local file (`untitled:`,
     `vscode-remote://`) is judged by the path in its URI: the credential names and `excludeGlobs` apply (a
     `.nextwordignore` on another machine cannot be read). Secrets inside any document are dropped all the same."""
+    from lsp_server.ignore import IgnoreRules, never_learned
+    from store.secrets import is_secret_file
+
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         path = PurePosixPath(unquote(parsed.path) or uri)
@@ -1011,6 +1027,8 @@ def _workspace_text_files(ls: NextwordServer) -> list[Path]:
     """Text files (by suffix) under the workspace folders; never outside them, never hidden files or folders, never
     node_modules, never files that hold credentials (`.env`, keys) or that `.nextwordignore` or `excludeGlobs`
     exclude (excluded folders are not even walked)."""
+    from lsp_server.ignore import ALWAYS_SKIPPED_FOLDERS, IgnoreRules, never_learned
+
     files: list[Path] = []
     for root in _workspace_roots(ls):
         rules = IgnoreRules.load(root, ls.settings.exclude_globs)

@@ -227,10 +227,12 @@ class CountStore(StoreFile):
         if epoch != self._vocab_epoch:  # words were forgotten (here or in another process): read them all again
             self.vocab = Vocab()
             self._vocab_epoch = epoch
-        rows = self.db.execute("SELECT id, word FROM vocab WHERE id >= ? ORDER BY id", (len(self.vocab),))
-        for wid, word in rows:
-            if self.vocab.add(word) != wid:
-                raise StoreError(f"{self.path}: vocabulary ids are not contiguous; run 'nextword doctor'")
+        start = len(self.vocab)
+        # read in bulk (ids are the primary key: contiguous when the last is start + count - 1)
+        words = [w for (w,) in self.db.execute("SELECT word FROM vocab WHERE id >= ? ORDER BY id", (start,))]
+        last = self.db.execute("SELECT max(id) FROM vocab").fetchone()[0]
+        if words and (last != start + len(words) - 1 or not self.vocab.extend(words)):
+            raise StoreError(f"{self.path}: vocabulary ids are not contiguous; run 'nextword doctor'")
 
     @contextmanager
     def _write(self) -> Iterator[None]:

@@ -12,12 +12,18 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lm_core import tokenize
-from store import secrets
 from store.errors import InputError
+
+if TYPE_CHECKING:
+    from store import secrets
+
+# store.secrets (39 detectors, ~20 ms to compile) is imported by what reads or learns text, not by opening a store: a
+# server's first completion does not wait for it (bench/startup.py).
 
 BINARY_SNIFF_BYTES = 8192
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -118,6 +124,8 @@ def read_corpus_file(path: Path) -> str:
 
 def refuse_secret_file(path: Path) -> None:
     """An `InputError` for a file that holds credentials by its name, or a symbolic link to one."""
+    from store import secrets
+
     if secrets.is_secret_path(path):
         raise InputError(f"{path} is a credentials file by its name; nextword never reads such files")
 
@@ -142,6 +150,8 @@ def analyse(text: str, tokenizer: str) -> Analysed:
     sentence's first token, or its own line's end if that is sooner: so a secret that produces no tokens of its own
     (inside a URL or inline code, say) still drops the sentence written around it on its line.
     """
+    from store import secrets
+
     found = secrets.find_secrets(text)
     kinds = tuple(s.kind for s in found)
     if tokenizer == "pretokenized":  # lone surrogates (possible in editor text) cannot be stored: replace them

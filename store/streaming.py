@@ -27,11 +27,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from lm_core import tokenize
-from store import secrets, sources
+from store import sources
 from store.errors import InputError
+
+if TYPE_CHECKING:
+    from store import secrets  # imported where text is read (see store/sources.py)
 
 READ_CHUNK_BYTES = 1 << 20
 """Bytes read from a file at a time."""
@@ -254,6 +257,8 @@ class _Accumulator:
     def secrets_in(self, text: str, offset: int, lo: int, hi: int) -> list[secrets.Secret]:
         """Every secret of `text` (a piece with text around it; `offset`: its place in the whole text); the kinds of
         those overlapping `[lo, hi)`, the region this piece answers for, are noted, each secret once."""
+        from store import secrets
+
         found = secrets.find_secrets(text)
         for s in found:
             if s.end > lo and s.start < hi:
