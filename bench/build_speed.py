@@ -221,17 +221,7 @@ def _build_child(spec: dict, tree: Path) -> dict:
     if tree == ROOT:
         return run_child([__file__, "--child-build", json.dumps(spec)])
     env = {**os.environ, "PYTHONPATH": str(tree), SOURCE_ENV: str(tree)}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child-build", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tree,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"the reference build failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child([__file__, "--child-build", json.dumps(spec)], env=env, cwd=tree)
 
 
 def run_nltk(train: Path, repeat: int, max_words: int | None) -> tuple[Result, str]:

@@ -214,13 +214,20 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def run_child(argv: Sequence[str], timeout: float | None = None) -> dict[str, object]:
-    """Run `python argv...` in a fresh process and return the JSON object it prints on its last stdout line.
+def run_child(
+    argv: Sequence[str],
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+) -> dict[str, object]:
+    """Run `python argv...` in a fresh process (in `cwd`, with `env` if given) and return the JSON object it prints
+    on its last stdout line.
 
-    Used to measure one job's peak memory on its own: the child reports `peak_rss_bytes()` itself.
+    Used to measure one job's peak memory on its own (the child reports `peak_rss_bytes()` itself), and to run
+    another source tree's code (`env` with its PYTHONPATH, `cwd` the tree).
     """
     proc = subprocess.run(
-        [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+        [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env, check=False
     )
     if proc.returncode != 0:
         raise RuntimeError(f"child {shlex.join(argv)} failed ({proc.returncode}):\n{proc.stderr.strip()[-2000:]}")

@@ -27,7 +27,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from bench.common import (  # noqa: E402
     markdown_table,
     percentiles,
     publish,
+    run_child,
     step,
 )
 from lm_core.model import Prediction  # noqa: E402
@@ -336,17 +336,7 @@ def engine_learn_runs(texts: list[str], reference: Path | None) -> dict[str, dic
             spec = json.dumps({"adaptation": adaptation, "texts": texts})
             env = {**os.environ, SOURCE_ENV: str(source), "PYTHONPATH": str(source)}
             with step(f"Engine.learn of {len(texts)} documents, {label}"):
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--child-engine-learn", spec],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    cwd=source,
-                    check=False,
-                )
-            if proc.returncode != 0:
-                raise RuntimeError(f"the Engine learn child failed:\n{proc.stderr[-2000:]}")
-            runs[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+                runs[label] = run_child([__file__, "--child-engine-learn", spec], env=env, cwd=source)
     return runs
 
 
