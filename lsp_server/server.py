@@ -29,10 +29,11 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcRequestCancelled
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
+from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async
 from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import comments
-from lsp_server.framing import ResyncingStdin
+from lsp_server.framing import PipeReader, ResyncingStdin
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
@@ -215,6 +216,27 @@ class NextwordServer(LanguageServer):
             return  # the work a person waits for never waits for itself
         with self._quiet:
             self._quiet.wait_for(lambda: not self._waiting, timeout=YIELD_MAX_S)
+
+    def serve_stdio(self) -> None:
+        """Serve over stdin / stdout until the client says exit or the input ends (pygls' `start_io`, with the
+        event loop reading stdin itself: see `lsp_server.framing`)."""
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
+        try:
+            asyncio.run(self._read_stdio())
+        except BrokenPipeError:
+            log.error("the client closed the connection")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    async def _read_stdio(self) -> None:
+        reader: PipeReader | StdinAsyncReader | None = await PipeReader.of_pipe(sys.stdin.buffer)
+        if reader is None:
+            reader = StdinAsyncReader(ResyncingStdin(sys.stdin.buffer), self.thread_pool)  # type: ignore[arg-type]
+        assert self._stop_event is not None
+        await run_async(self._stop_event, reader, self.protocol, log, self.report_server_error)
 
     async def run_background(self, work: Callable[..., T], *args: Any) -> T:
         """Run diagnostics, learning and commands on the background thread."""
@@ -1071,4 +1093,4 @@ def main(
     if tcp:
         server.start_tcp(host, port)
     else:
-        server.start_io(stdin=ResyncingStdin(sys.stdin.buffer))  # type: ignore[arg-type]
+        server.serve_stdio()
