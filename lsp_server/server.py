@@ -27,9 +27,9 @@ from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
-from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async
 from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import comments
