@@ -212,7 +212,7 @@ class NgramModel:
         for n in range(2, len(ids) + 2):
             entry = self._kn_level(ids, n)
             if entry is None:
-                continue
+                break  # an unseen context: every longer one is unseen too (see `logprobs`)
             level_ids, values, total, gamma, discounts = entry
             p *= gamma
             at = np.searchsorted(vocab_ids, level_ids)
@@ -239,7 +239,7 @@ class NgramModel:
         for n in range(2, len(ids) + 2):
             entry = self._kn_level(ids, n)
             if entry is None:
-                continue
+                break  # an unseen context: every longer one is unseen too (see `logprobs`)
             level_ids, values, level_total, gamma, discounts = entry
             at = np.searchsorted(vocab_ids, level_ids)
             a = values.astype(np.float64)
@@ -461,6 +461,8 @@ class NgramModel:
         for n in range(1, len(ids) + 2):
             entry = self._kn_level(ids, n)
             if entry is None:
+                if n > 1:
+                    break  # an unseen context: every longer one is unseen too (see `logprobs`)
                 continue
             level_ids, values, total, gamma, discounts = entry
             pos = int(level_ids.searchsorted(wid))
