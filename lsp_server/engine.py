@@ -459,10 +459,10 @@ class Engine:
         self.store.save_setting(ADAPTATION_KEY, json.dumps(record))
 
     def _adapt_after_learning(self) -> None:
+        self._warm_after_learning()  # first: the counts have changed already
         if self.adaptation is not None:
             self.yield_point()
             self.adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
-        self._warm_after_learning()
 
     def _fill_cache(self, text: str, end: int) -> None:
         """The document cache: the tokens of `text` before character `end` (the start of the word being typed),
@@ -535,7 +535,8 @@ class Engine:
         interactive thread (15-40 ms of CPU there, the slowest 1 % of completions): the counts' new version (the
         follower lists the learn changed dropped, the unigram level patched), the models' word lists, Kneser-Ney's
         unigram level over them, the mixture's word alignments and indexes; all of it is shared by the threads.
-        The document cache is left out (the interactive thread fills it while this runs)."""
+        The document cache is left out (the interactive thread fills it while this runs); a new user layer readies
+        itself before it is used (`Adaptation.set_user_text`)."""
         self.yield_point()
         adaptation = self.adaptation
         if adaptation is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -339,6 +340,7 @@ def _set_adaptation(ls: NextwordServer) -> None:
             engine.enable_adaptation()  # an imported ARPA model has nothing learned: it stays off
         else:
             engine.disable_adaptation()
+        ls.interactive.submit(_settle, ls)
     except StoreError as exc:
         log.warning("no adaptation: the store cannot be opened: %s", exc)
     except Exception:  # never kill the server from a background task
@@ -370,6 +372,7 @@ async def _load_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = N
     if changed:
         path = ls.engine().neural_path
         log.info("neural model %s", f"{path} attached" if path else "detached")
+        ls.interactive.submit(_settle, ls)
         ls.diagnose_open_documents()
 
 
@@ -382,6 +385,16 @@ def _warm_up(ls: NextwordServer) -> None:
         ls.message(f"nextword cannot open its store: {exc}", types.MessageType.Error)
     except Exception:  # never kill the server from a background task
         log.exception("warm-up failed")
+
+
+def _settle(ls: NextwordServer) -> None:
+    """On the interactive thread, once the suggesting model has changed (the neural model attached, adaptation
+    turned on): suggest once (`_warm_up`: that thread's own network state and mixture are made now, not in the
+    person's next completion), then move every object alive into the collector's permanent generation
+    (`gc.freeze`): the model's tables are millions of objects that never become garbage, and a full collection
+    that walks them stalls a completion by tens of milliseconds."""
+    _warm_up(ls)
+    gc.freeze()
 
 
 def _warm_oddities(ls: NextwordServer) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -245,3 +247,35 @@ def test_notifications_leave_no_future_behind() -> None:
         return len(ls.protocol._request_futures)
 
     assert asyncio.run(notify_many()) == 0
+
+
+def test_after_a_learn_the_first_suggestion_derives_no_tables(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The learn's own thread derives the counts' new version, Kneser-Ney's unigram level and the mixture's word
+    alignments (a new word included), and a new user layer is readied before it is used: the next suggestion (the
+    interactive thread's) computes none of them."""
+    from lm_core import blend
+
+    engine = Engine.open(store_path)
+    engine.enable_adaptation()
+    engine.next_words(("<s>", "the"), 3)
+    engine.learn("file:///a.md", "The brandnewword sat on the mat. The cat saw the brandnewword.")
+    derived: list[str] = []
+    unigram_level = NgramModel._kneser_ney
+    extended, made = blend._extended_alignment, blend._alignment_from
+
+    def spy(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            derived.append(name)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(NgramModel, "_kneser_ney", spy("unigram level", unigram_level))
+    monkeypatch.setattr(blend, "_extended_alignment", spy("alignment extended", extended))
+    monkeypatch.setattr(blend, "_alignment_from", spy("alignment", made))
+    suggestions = engine.next_words(("<s>", "the"), 3, prefix="brand")
+    assert [s.word.casefold() for s in suggestions] == ["brandnewword"]  # the new version is the one suggesting
+    assert derived == []
+    engine.close()
