@@ -279,3 +279,27 @@ def test_after_a_learn_the_first_suggestion_derives_no_tables(
     assert [s.word.casefold() for s in suggestions] == ["brandnewword"]  # the new version is the one suggesting
     assert derived == []
     engine.close()
+
+
+def test_follower_lists_in_use_that_a_learn_changed_are_read_again_in_bulk(store_path: Path) -> None:
+    with CountStore.open(store_path) as store:
+        counts = SqliteCounts(store)
+        the, dog = store.vocab.get("the"), store.vocab.get("dog")
+        assert the is not None and dog is not None
+        counts.level((the,))  # in use
+        counts.level((dog,))
+        store.learn("doc", "The cat sat on the rug. The rug was red.")  # changes the followers of "the", not of "dog"
+        assert counts.refetch_stale() == 1
+        assert (the,) in counts._levels and (dog,) in counts._levels
+        again = SqliteCounts(store)
+        for context in [(the,), (dog,)]:
+            kept, read = counts._levels[context], again.level(context)
+            assert (kept.ids.tolist(), kept.count.tolist(), kept.cont.tolist()) == (
+                read.ids.tolist(),
+                read.count.tolist(),
+                read.cont.tolist(),
+            )
+        assert "rug" in [store.vocab.words[i] for i in counts._levels[(the,)].ids.tolist()]
+        assert counts.refetch_stale() == 0  # read once
+        again.close()
+        counts.close()
