@@ -541,7 +541,7 @@ class Engine:
         self.yield_point()
         refetch = getattr(getattr(self.ngram, "counts", None), "refetch_stale", None)
         if refetch is not None:
-            refetch()  # the follower lists the learn changed that were in use
+            refetch(self.yield_point)  # the follower lists the learn changed that were in use
         adaptation = self.adaptation
         if adaptation is None:
             top_word_predictions(self.model, (BOS,), 1)
