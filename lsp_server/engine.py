@@ -58,6 +58,8 @@ ADAPTATION_KEY = "adaptation"  # the store setting holding the adaptive mixture'
 CACHE_CHARS = 24_000  # the document cache reads at most this many characters before the cursor
 ADAPTATION_BUCKETED = False  # weights per context bucket (bench/adaptation.py decides)
 PARAGRAPH_MEMO = 2_000  # paragraphs whose tokens the document cache remembers
+NEURAL_CONTEXT_STRIDE = 16  # a completion context longer than the neural window loses tokens 16 at a time (its
+# start, and the network's cached state after it, then stay for 16 words: see tokenize.cursor_context)
 CHECK_BATCH_SENTENCES = 8  # sentences checked in one batch between two yield points (a batch takes ~10-50 ms)
 HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 SPELLING_MIN_COUNT = 20  # a spelling correction must be a word seen at least this often
@@ -579,7 +581,9 @@ class Engine:
     def complete_at(self, text: str, offset: int, k: int = 10) -> Completion:
         """Suggestions for the word at character `offset` of `text` (the next word after a space, or the rest of
         the word being typed)."""
-        cursor = tokenize.cursor_context(text, offset, max_tokens=self.context_width)
+        width = self.context_width
+        stride = NEURAL_CONTEXT_STRIDE if width == UNBOUNDED_CONTEXT else 1
+        cursor = tokenize.cursor_context(text, offset, max_tokens=width, stride=stride)
         if cursor.skipped:
             return Completion([], cursor.prefix, cursor.prefix_start)
         self._fill_cache(text, cursor.prefix_start)
