@@ -70,7 +70,7 @@ RETRAIN_MAX_EPOCHS = 1000  # the most a client may ask for: a bound against typo
 RETRAIN_MAX_MINUTES = 24 * 60  # ... and a day's budget: a longer run belongs to `nextword train-neural`
 RETRAIN_LOG_EVERY = 5  # steps between $/progress reports: the learned documents make few steps per epoch
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
-GIL_SWITCH_S = 0.001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
+GIL_SWITCH_S = 0.0001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
 # background thread gets it within 1 ms (Python's default: 5 ms, several times over in one completion)
 INTERACTIVE_THREAD = "nextword-interactive"  # the thread completions and hovers run on (see NextwordServer.run)
 YIELD_MAX_S = 0.25  # how long paused background work waits at most at one yield point (a stream of completions

@@ -38,7 +38,10 @@ def level_bytes(context: tuple[int, ...], level: Level) -> int:
 MAX_REFETCHED = 5_000
 """`refetch_stale` reads again at most this many changed follower lists (more: none, the learn was large)..."""
 REFETCH_CHUNK = 100
-"""... this many in one query."""
+"""... this many in one query..."""
+REFETCH_MIN_FOLLOWERS = 200
+"""... and only lists of at least this many followers (a short one is read again at once when it is asked for; a
+long one, "of the", costs milliseconds to read and parse)."""
 
 
 class SqliteCounts:
@@ -160,7 +163,8 @@ class SqliteCounts:
         unigrams: set[int] = set()
         for change in changes:
             for context in change.contexts:
-                if context in self._levels:
+                cached = self._levels.get(context)
+                if cached is not None and len(cached) >= REFETCH_MIN_FOLLOWERS:
                     self._stale.add(context)
                 self._forget(context)
             unigrams |= change.unigrams
@@ -174,7 +178,8 @@ class SqliteCounts:
     def refetch_stale(self, pause: Callable[[], None] | None = None) -> int:
         """Read again, in bulk, the follower lists that this process's commits changed while they were cached (the
         contexts a person has been writing in: "of the", "in the"), so that the next reader of each finds it here
-        instead of reading it alone (a few milliseconds for a list of thousands); at most MAX_REFETCHED of them,
+        instead of reading it alone (a few milliseconds for a list of thousands); only lists of at least
+        REFETCH_MIN_FOLLOWERS followers, at most MAX_REFETCHED of them,
         REFETCH_CHUNK at a time with `pause()` before each chunk (the connection is held only for one chunk, so
         a completion on another thread waits at most that long). Returns how many were read. Meant for the thread
         that learned, right after its learn."""

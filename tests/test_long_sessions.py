@@ -281,14 +281,27 @@ def test_after_a_learn_the_first_suggestion_derives_no_tables(
     engine.close()
 
 
-def test_follower_lists_in_use_that_a_learn_changed_are_read_again_in_bulk(store_path: Path) -> None:
+def test_follower_lists_in_use_that_a_learn_changed_are_read_again_in_bulk(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from store import sqlite_counts
+
+    with CountStore.open(store_path) as store:
+        counts = SqliteCounts(store)
+        the = store.vocab.get("the")
+        assert the is not None
+        counts.level((the,))
+        store.learn("short", "The cat sat on the rug.")
+        assert counts.refetch_stale() == 0  # a short list (under REFETCH_MIN_FOLLOWERS) is read when asked for
+        counts.close()
+    monkeypatch.setattr(sqlite_counts, "REFETCH_MIN_FOLLOWERS", 1)
     with CountStore.open(store_path) as store:
         counts = SqliteCounts(store)
         the, dog = store.vocab.get("the"), store.vocab.get("dog")
         assert the is not None and dog is not None
         counts.level((the,))  # in use
         counts.level((dog,))
-        store.learn("doc", "The cat sat on the rug. The rug was red.")  # changes the followers of "the", not of "dog"
+        store.learn("doc", "The cat sat on the big rug. The rug was red.")  # changes the followers of "the", not "dog"
         assert counts.refetch_stale() == 1
         assert (the,) in counts._levels and (dog,) in counts._levels
         again = SqliteCounts(store)
@@ -299,7 +312,7 @@ def test_follower_lists_in_use_that_a_learn_changed_are_read_again_in_bulk(store
                 read.count.tolist(),
                 read.cont.tolist(),
             )
-        assert "rug" in [store.vocab.words[i] for i in counts._levels[(the,)].ids.tolist()]
+        assert "big" in [store.vocab.words[i] for i in counts._levels[(the,)].ids.tolist()]
         assert counts.refetch_stale() == 0  # read once
         again.close()
         counts.close()
