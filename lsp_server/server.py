@@ -71,7 +71,8 @@ RETRAIN_MAX_MINUTES = 24 * 60  # ... and a day's budget: a longer run belongs to
 RETRAIN_LOG_EVERY = 5  # steps between $/progress reports: the learned documents make few steps per epoch
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
 GIL_SWITCH_S = 0.0001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
-# background thread gets it within 1 ms (Python's default: 5 ms, several times over in one completion)
+# background thread gets it within 0.1 ms (Python's default: 5 ms; it is waited for again after every numpy call and
+# every read that let it go, tens of times in one completion; bench/soak.py: p99 halved against 1 ms)
 INTERACTIVE_THREAD = "nextword-interactive"  # the thread completions and hovers run on (see NextwordServer.run)
 YIELD_MAX_S = 0.25  # how long paused background work waits at most at one yield point (a stream of completions
 # cannot starve it)
