@@ -104,3 +104,39 @@ def test_unframed_garbage_does_not_put_the_server_out_of_step(tmp_path: Path) ->
     finally:
         timer.cancel()
         server.kill()
+
+
+def test_a_regular_file_is_not_a_pipe_the_loop_can_watch(tmp_path: Path) -> None:
+    """`nextword serve < messages.txt`: the event loop cannot watch a regular file, so the server falls back to
+    pygls' thread-pool reader (with `ResyncingStdin`) instead of failing."""
+    path = tmp_path / "messages.txt"
+    path.write_bytes(request(1, "shutdown", {}))
+
+    async def open_reader() -> PipeReader | None:
+        with path.open("rb") as f:
+            return await PipeReader.of_pipe(f)
+
+    assert asyncio.run(open_reader()) is None
+
+
+def test_the_server_reads_messages_from_a_regular_file_too(tmp_path: Path) -> None:
+    path = tmp_path / "messages.txt"
+    path.write_bytes(
+        request(1, "initialize", {"processId": None, "rootUri": None, "capabilities": {}})
+        + frame({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+        + request(2, "shutdown", {})
+        + frame({"jsonrpc": "2.0", "method": "exit"})
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    with path.open("rb") as messages:
+        done = subprocess.run(
+            [sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(tmp_path / "s.db")],
+            stdin=messages,
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    out = io.BufferedReader(io.BytesIO(done.stdout))  # type: ignore[arg-type]
+    assert "capabilities" in response_to(out, 1)["result"]  # type: ignore[operator]
+    assert response_to(out, 2)["result"] is None
