@@ -257,6 +257,7 @@ def held_out_rows(
     `<s>` after each `</s>`."""
     tokens = [t for s in sentences for t in s]
     width = None if pair.order is None else pair.order - 1
+    _prefetch(pair.models[0], split_sentences(tokens), width, pause)
     rows, buckets = [], []
     for sentence in split_sentences(tokens):
         for start in range(0, len(sentence), HELD_OUT_PIECE_TOKENS):
@@ -271,6 +272,25 @@ def held_out_rows(
                 buckets.append(bucket_of(user, context))
                 cache.push(word)  # the document so far, one token more
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(COMPONENTS)), np.asarray(buckets, dtype=np.int64)
+
+
+def _prefetch(
+    model: object, sentences: Sequence[Sequence[str]], width: int | None, pause: Callable[[], None] | None
+) -> None:
+    """Read the follower lists of every context of `sentences` at once, when `model` reads counts in bulk (the
+    store's model: one query per order, instead of one round per order for each piece of the text)."""
+    prefetch = getattr(model, "prefetch", None)
+    if prefetch is None:
+        return
+    contexts = []
+    for sentence in sentences:
+        history = [BOS]
+        for word in sentence:
+            contexts.append(tuple(history if width is None else history[max(0, len(history) - width) :]))
+            history.append(word)
+    if pause is not None:
+        pause()
+    prefetch(contexts)
 
 
 def make_blend(store: NgramModel, user: NgramModel | None, cache: DocumentCache, weights: Sequence[float]) -> Blend:
