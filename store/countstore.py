@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,10 +59,13 @@ MIN_PAGE_CACHE_KIB = 256
 
 @dataclass
 class Changes:
-    """What one commit changed: follower lists of these contexts (word-id tuples), and these unigrams."""
+    """What one commit changed: follower lists of these contexts (word-id tuples), and these unigrams; `rows`: for
+    each of those contexts, its changed followers as (word id, c, cc) after the commit (c = 0: the follower is
+    gone), so a reader can patch a cached follower list instead of reading it again."""
 
     contexts: set[tuple[int, ...]]
     unigrams: set[int]
+    rows: dict[tuple[int, ...], dict[int, tuple[int, int]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -604,11 +607,21 @@ class CountStore(StoreFile):
         db = self.db
         unigrams = "SELECT w1 FROM temp.ch1" + (" UNION SELECT w1 FROM temp.e1" if self.order > 1 else "")
         self._pending.unigrams.update(r[0] for r in db.execute(unigrams))
+        rows = self._pending.rows
         for n in range(2, self.order + 1):
-            context = ", ".join(schema.columns(n - 1))
-            self._pending.contexts.update(db.execute(f"SELECT DISTINCT {context} FROM temp.ch{n}"))
+            cols = schema.columns(n)
+            key = ", ".join(cols)
+            changed = f"SELECT {key} FROM temp.ch{n}"
             if n < self.order:
-                self._pending.contexts.update(db.execute(f"SELECT DISTINCT {context} FROM temp.e{n}"))
+                changed += f" UNION SELECT {key} FROM temp.e{n}"
+            match = " AND ".join(f"g.{c} = k.{c}" for c in cols)
+            found = db.execute(
+                f"SELECT k.*, coalesce(g.c, 0), coalesce(g.cc, 0) FROM ({changed}) AS k LEFT JOIN ng{n} AS g ON {match}"
+            )
+            for *gram, c, cc in found:  # the final counts (rows about to be deleted have c = 0)
+                context = tuple(gram[:-1])
+                rows.setdefault(context, {})[gram[-1]] = (c, cc)  # a later piece of the same learn wins
+                self._pending.contexts.add(context)
 
     def _apply_raw(self, n: int, grams: np.ndarray, change: np.ndarray) -> None:
         cols = schema.columns(n)

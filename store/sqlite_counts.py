@@ -40,8 +40,9 @@ MAX_REFETCHED = 5_000
 REFETCH_CHUNK = 100
 """... this many in one query..."""
 REFETCH_MIN_FOLLOWERS = 200
-"""... and only lists of at least this many followers (a short one is read again at once when it is asked for; a
-long one, "of the", costs milliseconds to read and parse)."""
+"""... and only lists of at least this many followers, which are also the only ones a commit's rows patch in place
+(a short one is read again at once when it is asked for; a long one, "of the", costs milliseconds to read and
+parse, and patching it a fraction of one)."""
 
 
 class SqliteCounts:
@@ -164,9 +165,13 @@ class SqliteCounts:
         for change in changes:
             for context in change.contexts:
                 cached = self._levels.get(context)
-                if cached is not None and len(cached) >= REFETCH_MIN_FOLLOWERS:
+                if cached is not None and len(cached) >= REFETCH_MIN_FOLLOWERS:  # a long list, likely in use
+                    rows = change.rows.get(context)
+                    if rows is not None:
+                        self._remember(context, patched(cached, rows))  # the commit's own rows: no read
+                        continue
                     self._stale.add(context)
-                self._forget(context)
+                self._forget(context)  # a short one is read again when asked for (a fraction of a millisecond)
             unigrams |= change.unigrams
         if len(self._stale) > MAX_REFETCHED:
             self._stale.clear()  # a large learn changed much of what was cached: read again as asked
@@ -334,6 +339,26 @@ class SqliteCounts:
 HIDDEN_ID = -1
 """The word id under which the level queries return a context's hidden mass (no word has a negative id)."""
 _EMPTY = Level.empty()  # the followers of every unseen context (its arrays are never written)
+
+
+def patched(level: Level, rows: dict[int, tuple[int, int]]) -> Level:
+    """`level` with its changed followers (word id -> (c, cc); c = 0: gone) put in, ids kept ascending and the
+    hidden mass kept: the follower list a fresh read would give after the commit that changed them."""
+    changed = np.fromiter(rows, dtype=np.int64, count=len(rows))
+    values = np.asarray(list(rows.values()), dtype=np.int64).reshape(-1, 2)
+    keep = ~np.isin(level.ids, changed)
+    ids, count, cont = level.ids[keep], level.count[keep], level.cont[keep]
+    live = values[:, 0] > 0
+    order = np.argsort(changed[live])
+    new_ids, new_values = changed[live][order], values[live][order]
+    at = np.searchsorted(ids, new_ids)
+    return Level(
+        np.insert(ids, at, new_ids),
+        np.insert(count, at, new_values[:, 0]),
+        np.insert(cont, at, new_values[:, 1]),
+        level.hidden_count,
+        level.hidden_cont,
+    )
 
 
 def _split_levels(packed: list[tuple[int, str, str, str]]) -> list[Level]:

@@ -281,20 +281,52 @@ def test_after_a_learn_the_first_suggestion_derives_no_tables(
     engine.close()
 
 
-def test_follower_lists_in_use_that_a_learn_changed_are_read_again_in_bulk(
+def test_a_learn_patches_the_follower_lists_it_changed_in_the_cache(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The commit's own rows update the cached lists (no read): each equals a fresh read, after a learn that adds
+    followers and counts and after a forget that removes some."""
     from store import sqlite_counts
 
+    monkeypatch.setattr(sqlite_counts, "REFETCH_MIN_FOLLOWERS", 1)  # the toy store's lists are all short
     with CountStore.open(store_path) as store:
         counts = SqliteCounts(store)
-        the = store.vocab.get("the")
-        assert the is not None
-        counts.level((the,))
-        store.learn("short", "The cat sat on the rug.")
-        assert counts.refetch_stale() == 0  # a short list (under REFETCH_MIN_FOLLOWERS) is read when asked for
+        vocab = store.vocab
+
+        def cached_equal_fresh() -> list[tuple[int, ...]]:
+            counts.version  # noqa: B018  (notice the commit)
+            fresh = SqliteCounts(store)
+            for context, kept in list(counts._levels.items()):
+                read = fresh.level(context)
+                assert (kept.ids.tolist(), kept.count.tolist(), kept.cont.tolist()) == (
+                    read.ids.tolist(),
+                    read.count.tolist(),
+                    read.cont.tolist(),
+                ), context
+            fresh.close()
+            return list(counts._levels)
+
+        contexts = [(vocab.get("the"),), (vocab.get("cat"),), (vocab.get("the"), vocab.get("cat")), (vocab.get("dog"),)]
+        for context in contexts:
+            counts.level(context)
+        store.learn("doc", "The cat sat on the big rug. The cat ran. A dog sat on the rug.")
+        assert set(cached_equal_fresh()) >= set(contexts)  # patched, not dropped
+        assert "big" in [vocab.words[i] for i in counts._levels[contexts[0]].ids.tolist()]
+        assert counts.refetch_stale() == 0  # nothing left to read again
+        store.forget("doc")
+        assert set(cached_equal_fresh()) >= set(contexts)
+        assert "big" not in [vocab.words[i] for i in counts._levels[contexts[0]].ids.tolist()]
         counts.close()
+
+
+def test_follower_lists_in_use_that_no_commit_rows_describe_are_read_again_in_bulk(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that could not list its rows (too much changed) leaves the long lists in use to `refetch_stale`."""
+    from store import countstore, sqlite_counts
+
     monkeypatch.setattr(sqlite_counts, "REFETCH_MIN_FOLLOWERS", 1)
+    monkeypatch.setattr(countstore.Changes, "__init__", _changes_without_rows(countstore.Changes.__init__))
     with CountStore.open(store_path) as store:
         counts = SqliteCounts(store)
         the, dog = store.vocab.get("the"), store.vocab.get("dog")
@@ -316,3 +348,18 @@ def test_follower_lists_in_use_that_a_learn_changed_are_read_again_in_bulk(
         assert counts.refetch_stale() == 0  # read once
         again.close()
         counts.close()
+
+
+def _changes_without_rows(init: Callable[..., None]) -> Callable[..., None]:
+    def without_rows(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.rows = _NoRows()
+
+    return without_rows
+
+
+class _NoRows(dict):  # type: ignore[type-arg]
+    """A `Changes.rows` that never keeps what is put in it."""
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return {} if default is None else default
