@@ -289,8 +289,9 @@ class Engine:
 
     @property
     def context_width(self) -> int:
-        """How many tokens of context the model reads: order - 1, or UNBOUNDED_CONTEXT for an unbounded model."""
-        order = self.model.order
+        """How many tokens of context the model reads: order - 1, or UNBOUNDED_CONTEXT for an unbounded model (the
+        blend, when a neural model is attached; read without making this thread's Blend)."""
+        order = None if self.neural is not None else self.ngram.order
         return UNBOUNDED_CONTEXT if order is None else order - 1
 
     # --- the neural model ---------------------------------------------------------------------------------------
@@ -941,9 +942,21 @@ class Engine:
         self._adapt_before_learning(text)
         self.yield_point()
         pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
+        before = self.version()
         result = self.store.learn(source, text, kind, pause=pause)
+        self._keep_casing(before, text)
         self._adapt_after_learning()
         return result
+
+    def _keep_casing(self, before: int, text: str) -> None:
+        """After this engine's own learn of `text` (the counts at version `before` until then), forget only the
+        display casing of the words it holds, so the next suggestions do not read every word's casing again."""
+        if self._casing_version != before:
+            return
+        for sentence in self._sentences(text):
+            for token in sentence:
+                self._casing.pop(token.norm, None)
+        self._casing_version = self.version()
 
     def learn_analysed(
         self, source: str, analysed: sources.Analysed, digest: str, kind: str = "document"

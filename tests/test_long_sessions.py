@@ -363,3 +363,14 @@ class _NoRows(dict):  # type: ignore[type-arg]
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         return {} if default is None else default
+
+
+def test_a_learn_forgets_the_display_casing_of_its_own_words_only(store_path: Path) -> None:
+    engine = Engine.open(store_path)
+    assert engine.display("zorblax", False) == "zorblax"  # not known yet: shown as typed
+    engine.display("dog", False)
+    engine.learn("doc", "Zorblax met Zorblax on the mat. Zorblax said hello.")
+    assert "dog" in engine._casing  # kept: the learn did not hold it
+    assert "zorblax" not in engine._casing
+    assert engine.display("zorblax", False) == "Zorblax"  # read again: the learned casing
+    engine.close()
