@@ -56,7 +56,14 @@ from bench.evaluation import (  # noqa: E402
 from bench.grammar_data import load_jfleg, score_learner  # noqa: E402
 from lm_core.evaluation import precision_recall  # noqa: E402
 from lm_core.metrics import surprisal_bits  # noqa: E402
-from lm_core.oddities import CheckSetup, OddityConfig, candidate_is_gated, score_candidates, select  # noqa: E402
+from lm_core.oddities import (  # noqa: E402
+    CheckSetup,
+    OddityConfig,
+    candidate_is_gated,
+    score_candidates,
+    score_tokens_many,
+    select,
+)
 from lsp_server.engine import Engine  # noqa: E402
 from lsp_server.paths import seed_from_default_model  # noqa: E402
 
@@ -106,8 +113,8 @@ def score_texts(engine: Engine, texts: list[str], config: OddityConfig = OPEN) -
     pending = [(doc, sentence) for doc, text in enumerate(texts) for sentence in engine._sentences(text)]
     for start in range(0, len(pending), 64):
         part = pending[start : start + 64]
-        engine._prefetch([s for _, s in part])
-        inputs = [engine._sentence_input(s, model) for _, s in part]
+        scores = score_tokens_many(model, [[t.norm for t in s] for _, s in part], engine._memo)
+        inputs = [engine._sentence_input(s, model, lps) for (_, s), lps in zip(part, scores, strict=True)]
         found = score_candidates(CheckSetup(model, config, vocab, None, engine._memo), inputs)
         for (doc, sentence), item, edits in zip(part, inputs, found, strict=True):
             bits = [surprisal_bits(lp) for lp in item.logprobs]

@@ -389,13 +389,15 @@ def _changed(sentence: Sequence[str], edit: Edit) -> range:
 
 def _pairs_seen(sentence: Sequence[str], edit: Edit, vocab: Vocabulary) -> bool:
     """Every pair of adjacent words the edit makes was seen in the model's text (a cheap first filter: a writer's
-    slip usually makes an unseen pair, and its correction seen ones)."""
+    slip usually makes an unseen pair, and its correction seen ones). Pairs the sentence already has where the
+    edit leaves them (the kept word of an insertion and the word after it) are not the edit's to answer for."""
     if vocab.seen_pair is None:
         return True
-    new = [sentence[edit.start - 1] if edit.start > 0 else BOS, *edit.tokens]
-    if edit.stop < len(sentence):
-        new.append(sentence[edit.stop])
-    return all(vocab.seen_pair(a, b) for a, b in itertools.pairwise(new))
+    before = sentence[edit.start - 1] if edit.start > 0 else BOS
+    after = [sentence[edit.stop]] if edit.stop < len(sentence) else []
+    old = set(itertools.pairwise([before, *sentence[edit.start : edit.stop], *after]))
+    made = itertools.pairwise([before, *edit.tokens, *after])
+    return all(vocab.seen_pair(a, b) for a, b in made if (a, b) not in old)
 
 
 def _plain_neighbour(

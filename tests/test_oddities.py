@@ -286,3 +286,19 @@ def test_a_neighbour_index_given_more_words_answers_as_one_built_over_all_of_the
     for query in ["cat", "ca", "cst", "dig", "bt", "act", "zzz"]:
         assert sorted(grown(query)) == sorted(whole(query)), query
         assert set(grown(query)) == {w for w in one_edit_away(query) if w in first + more}, query
+
+
+def test_an_insertion_is_not_refused_for_a_pair_the_sentence_already_has(model: NgramModel) -> None:
+    pairs = {(a, b) for s in SENTENCES for a, b in zip([BOS, *s], s, strict=False)}
+    base = known_to(model)
+    vocab = Vocabulary(base.known, base.near, seen_pair=lambda a, b: (a, b) in pairs)
+    tokens = ["we", "went", "to", "park", "now", ".", EOS]  # 'park now' is in no sentence of the text
+    assert ("park", "now") not in pairs
+    found = find_oddities(model, tokens, OPEN, vocab=vocab)
+    assert ("the", "park") in [c.tokens for o in found if o.index == 3 for c in o.alternatives]
+    swapped = ["we", "went", "to", "park", "the", "now", ".", EOS]  # swapping back would make 'park now': refused
+    found = find_oddities(model, swapped, OPEN, vocab=vocab)
+    assert all(c.kind != "transposition" for o in found for c in o.alternatives)
+    everywhere = Vocabulary(base.known, base.near)
+    found = find_oddities(model, swapped, OPEN, vocab=everywhere)
+    assert ("the", "park") in [c.tokens for o in found for c in o.alternatives if c.kind == "transposition"]
