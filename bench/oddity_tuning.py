@@ -57,8 +57,10 @@ from bench.grammar_data import load_jfleg, score_learner  # noqa: E402
 from lm_core.evaluation import precision_recall  # noqa: E402
 from lm_core.metrics import surprisal_bits  # noqa: E402
 from lm_core.oddities import (  # noqa: E402
+    UNGATED,
     CheckSetup,
     OddityConfig,
+    _pairs_seen,
     candidate_is_gated,
     score_candidates,
     score_tokens_many,
@@ -76,6 +78,7 @@ OPEN = OddityConfig(
     kind_bits=(),
     short_margin_bits=4.0,
     short_keep=8,
+    seen_pairs=False,
 )
 """The settings the candidates are scored under: anything a plausible setting could flag is kept."""
 PREVIOUS = OddityConfig(
@@ -103,6 +106,7 @@ class Scored:
     spans: list[tuple[int, int]]
     bits: list[float]
     found: list
+    unseen: frozenset[int] = frozenset()  # the candidates (positions in `found`) that make a pair never seen
 
 
 def score_texts(engine: Engine, texts: list[str], config: OddityConfig = OPEN) -> list[Scored]:
@@ -119,7 +123,8 @@ def score_texts(engine: Engine, texts: list[str], config: OddityConfig = OPEN) -
         for (doc, sentence), item, edits in zip(part, inputs, found, strict=True):
             bits = [surprisal_bits(lp) for lp in item.logprobs]
             spans = [(t.start, t.end) for t in sentence]
-            out.append(Scored(doc, tuple(item.tokens), spans, bits, edits))
+            unseen = frozenset(n for n, (edit, _) in enumerate(edits) if not _pairs_seen(item.tokens, edit, vocab))
+            out.append(Scored(doc, tuple(item.tokens), spans, bits, edits, unseen))
     return out
 
 
@@ -128,8 +133,10 @@ def replay(scored: list[Scored], config: OddityConfig) -> list[tuple[int, int, i
     flags = []
     for s in scored:
         kept = []
-        for edit, (gain, raw) in s.found:
+        for n, (edit, (gain, raw)) in enumerate(s.found):
             if edit.kind not in config.kinds or candidate_is_gated(s.norms, edit, s.bits, config):
+                continue
+            if config.seen_pairs and n in s.unseen and edit.kind not in UNGATED:
                 continue
             if OPEN.frequency_weight and len(edit.tokens) == 1 and edit.stop - edit.start == 1:
                 unigram = (raw - gain) / OPEN.frequency_weight

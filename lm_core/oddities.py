@@ -96,6 +96,7 @@ class OddityConfig:
     screen_margin_bits: float = 3.0  # with a screen model: its gain may fall this far below the threshold
     short_margin_bits: float = 4.0  # the first look (edit + one token) may fall this far below the threshold
     short_keep: int = 4  # edits per position that go on from the first look to the full window
+    seen_pairs: bool = True  # gated kinds: only edits whose new pairs of adjacent words the model's text has
 
     def needed(self, edit: Edit) -> float:
         """The gain, in bits, `edit` needs to be flagged."""
@@ -355,8 +356,8 @@ def _candidates(
                 continue  # only confusion sets and doubled words judge a word the model does not know
             if candidate_is_gated(sentence, edit, bits, config):
                 continue
-            if not _plain_neighbour(sentence, skip, editable, edit.stop, vocab) or not _pairs_seen(
-                sentence, edit, vocab
+            if not _plain_neighbour(sentence, skip, editable, edit.stop, vocab) or (
+                config.seen_pairs and not _pairs_seen(sentence, edit, vocab)
             ):
                 continue  # names and numbers swing the window; unseen pairs are unlikely corrections
         out.append(edit)
