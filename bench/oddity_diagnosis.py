@@ -13,12 +13,13 @@ is looked for where `Engine.check` would drop it:
 
 Separation: how well a score tells the undoing edits from the other candidates of the same kind and operation
 (substitution, insertion, deletion) in the untouched parts of the same sentences, with gates and thresholds set
-aside (candidates as `bench/oddity_tuning.py` scores them, at open settings): the share of a kind's 60 planted
-errors whose undoing edit scores above the N-th best false candidate. Scores: the n-gram's window gain as the check
-uses it (frequency-normalised; an insertion credited `insertion_bits`, a deletion charged `deletion_bits`); the
-same edit under Bryant and Briscoe's length normalisation (the change in the sentence's mean log2-probability per
-token, so an insertion is credited and a deletion charged the sentence's mean surprisal); with `--neural`, the
-blend's whole-sentence gain (the candidates the n-gram gives at least -2 bits of margin, as its screen would).
+aside (candidates as `bench/oddity_tuning.py` scores them, at open settings: low gates, no seen-pair filter): the
+share of a kind's 60 planted errors whose undoing edit scores above the N-th best false candidate. Scores: the
+n-gram's window gain as the check uses it (frequency-normalised; within one kind and operation the insertion and
+deletion bits change no ranking); the same edit under Bryant and Briscoe's length normalisation (the change in the
+sentence's mean log2-probability per token, so an insertion is credited and a deletion charged the sentence's mean
+surprisal); with `--neural`, the blend's whole-sentence gain (of the candidates the n-gram gives at least -2 bits
+of margin, as its screen would).
 
     python bench/oddity_diagnosis.py [--neural lsp_server/data/default-neural.pt] [--write]
 

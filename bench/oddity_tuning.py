@@ -80,7 +80,8 @@ OPEN = OddityConfig(
     short_keep=8,
     seen_pairs=False,
 )
-"""The settings the candidates are scored under: anything a plausible setting could flag is kept."""
+"""The settings the candidates are scored under: anything a plausible setting could flag is kept (the seen-pair
+filter is replayed: `Scored.unseen`)."""
 PREVIOUS = OddityConfig(
     gate_bits=7.0,
     insertion_gate_bits=10.0,
