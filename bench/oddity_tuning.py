@@ -12,6 +12,7 @@ stricter settings drops a few candidates early, in its first look at each edit);
     python bench/oddity_tuning.py --set threshold_bits=9 --set insertion_bits=-4   # a replay at other settings
     python bench/oddity_tuning.py --grid threshold_bits=8,9,10 --grid insertion_bits=-6,-4,-2   # every combination
     python bench/oddity_tuning.py --check --set threshold_bits=9   # the real check at those settings
+    python bench/oddity_tuning.py --check --neural CHECKPOINT --set blend_bits=-2   # the blend's real check
     python bench/oddity_tuning.py --search 2 --set ...   # coordinate ascent from those settings (see `search`)
     python bench/oddity_tuning.py --write   # the real check at the previous and the current defaults: RESULTS.md
 
@@ -390,6 +391,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a setting of OddityConfig, NAME=VALUE")
     parser.add_argument("--grid", action="append", default=[], help="NAME=V1,V2,...: every combination is replayed")
     parser.add_argument("--check", action="store_true", help="the real Engine.check at the settings, not a replay")
+    parser.add_argument("--neural", type=Path, default=None, help="--check with this checkpoint blended in")
     parser.add_argument("--kinds", action="store_true", help="print which kinds the flags are")
     parser.add_argument("--write", action="store_true", help="the previous and current defaults into RESULTS.md")
     parser.add_argument("--search", type=int, default=0, help="this many sweeps of coordinate ascent from --set")
@@ -410,6 +412,8 @@ def main() -> None:
         write(engine, data, start)
         return
     if args.check:
+        if args.neural is not None:
+            engine.attach_neural(args.neural)
         config = dataclasses.replace(OddityConfig(), **base)
         flags = [checked(engine, texts, config) for texts in (data.planted_texts, data.jfleg_texts, data.clean_texts)]
         f = figures(data, *flags)

@@ -303,3 +303,13 @@ def test_an_insertion_is_not_refused_for_a_pair_the_sentence_already_has(model: 
     for vocabulary, config in ((Vocabulary(base.known, base.near), OPEN), (vocab, replace(OPEN, seen_pairs=False))):
         found = find_oddities(model, swapped, config, vocab=vocabulary)  # no pairs known, or the filter off
         assert ("the", "park") in [c.tokens for o in found for c in o.alternatives if c.kind == "transposition"]
+
+
+def test_blend_bits_move_every_threshold_only_when_a_screened_model_decides(model: NgramModel) -> None:
+    tokens = ["she", "is", "good", "in", "maths", ".", EOS]
+    [odd] = [o for o in find_oddities(model, tokens, OPEN, vocab=known_to(model)) if o.index == 3]
+    above = replace(OPEN, threshold_bits=odd.alternatives[0].gain + 0.01, blend_bits=-0.02)
+    assert all(o.index != 3 for o in find_oddities(model, tokens, above, vocab=known_to(model)))  # no screen
+    screened = find_oddities(model, tokens, above, vocab=known_to(model), screen=model)
+    assert [c.tokens for o in screened if o.index == 3 for c in o.alternatives][:1] == [odd.alternatives[0].tokens]
+    assert above.for_screened().threshold_bits == pytest.approx(odd.alternatives[0].gain - 0.01)
