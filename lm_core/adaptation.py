@@ -278,6 +278,13 @@ def make_blend(store: NgramModel, user: NgramModel | None, cache: DocumentCache,
     return Blend([store, user if user is not None else store, cache], list(weights))
 
 
+def ready(store: NgramModel, user: NgramModel) -> None:
+    """Derive what a suggestion from a mixture of `store` and `user` first needs (their word lists, Kneser-Ney's
+    unigram level over each, the user layer's alignment onto the store's words): kept by the models and shared by
+    every Blend over them."""
+    Blend([store, user]).predict((BOS,), 1)
+
+
 def pair_blend(store: NgramModel, user: NgramModel | None) -> Blend:
     """The store's model and the user layer, for scoring held-out text (weights unused)."""
     return Blend([store, user if user is not None else store])
@@ -340,10 +347,14 @@ class Adaptation:
 
     def set_user_text(self, sentences: Sequence[Sequence[str]]) -> None:
         """Rebuild the user layer from the learned text (sentences ending with `</s>`; the caller passes about the
-        latest `USER_LAYER_TOKENS`)."""
-        self.user = user_model(sentences, self.store.order) if "user" in self.parts else None
-        if self.user is not None and self.memo_bytes is not None:
-            self.user.memo_bytes = self.memo_bytes
+        latest `USER_LAYER_TOKENS`). The new layer is readied before it replaces the old one (see `ready`), so the
+        thread that suggests never derives its tables."""
+        user = user_model(sentences, self.store.order) if "user" in self.parts else None
+        if user is not None:
+            if self.memo_bytes is not None:
+                user.memo_bytes = self.memo_bytes
+            ready(self.store, user)
+        self.user = user
         self.user_tokens = sum(len(s) for s in sentences)
         self.user_sentences = frozenset(hash(tuple(s)) for s in sentences)
         self._blend = None

@@ -165,6 +165,7 @@ class Blend:
         self._known: list[dict[str, int] | None] = [None] * len(self.models)
         self._known_key: object = object()
         self._memo: tuple[object, Context, np.ndarray] | None = None
+        self._blended_memo: tuple[object, np.ndarray] | None = None
 
     # --- the LanguageModel interface --------------------------------------------------------------------------------
     def logprob(self, word: str, context: Context) -> float:
@@ -179,8 +180,7 @@ class Blend:
         whole blended distribution is computed (numpy, one row per component) and ranked."""
         if k <= 0:
             return []
-        words, probs = self.component_arrays(context)
-        blended = self.weights @ probs  # (V,)
+        words, blended = self.blended_arrays(context)
         positions = self._prefix_positions(prefix)
         values = blended[positions]
         if len(values) > k:  # the k best and every word tied with the k-th
@@ -192,8 +192,28 @@ class Blend:
 
     def distribution(self, context: Context) -> dict[str, float]:
         """The blended P(w | context) for every w in V (sums to 1 when the components do)."""
-        words, probs = self.component_arrays(context)
-        return dict(zip(words, (self.weights @ probs).tolist(), strict=True))
+        words, blended = self.blended_arrays(context)
+        return dict(zip(words, blended.tolist(), strict=True))
+
+    def blended_arrays(self, context: Context) -> tuple[list[str], np.ndarray]:
+        """(V's words, the blended P(w | context) for each, float64; do not modify it): the components' rows of
+        `component_arrays` weighted and summed one at a time into one array (no (M, |V|) array is made; a component
+        of weight 0 is not asked), kept for the context while nothing changes (a person typing a word asks again
+        with a longer prefix)."""
+        key = (self._version(), tuple(context), self.weights.tobytes())
+        memo = self._blended_memo
+        if memo is not None and memo[0] == key and self._ref_words:
+            return self._ref_words, memo[1]
+        ref_words, p_ref = _arrays(self.models[0], context)
+        self._set_reference(ref_words)
+        blended = self.weights[0] * p_ref
+        for m, model in enumerate(self.models[1:], start=1):
+            if self.weights[m] > 0:
+                words_m, p_m = _arrays(model, context)
+                self._add_reexpressed(blended, float(self.weights[m]), m, words_m, p_m, p_ref)
+        blended.flags.writeable = False
+        self._blended_memo = (key, blended)
+        return ref_words, blended
 
     def sentence_logprobs(self, tokens: Sequence[str]) -> list[float]:
         """Natural-log P of every token of a flat sequence with `</s>` at sentence ends, each sentence read from
@@ -353,6 +373,34 @@ class Blend:
         elif z > 0:  # no <unk> in V: words V cannot name share the unknown-word pool too
             row[a.pool_ref] += extra_mass * share / z
         return row
+
+    def _add_reexpressed(
+        self, out: np.ndarray, weight: float, m: int, words_m: list[str], p_m: np.ndarray, p_ref: np.ndarray
+    ) -> None:
+        """out += weight * (component m's distribution over V), `_reexpress`'s mapping without its row: the pool's
+        share of the component's `<unk>` mass is added as a dense product with the pool's 0/1 mask (faster than
+        gathering and scattering the pool's positions)."""
+        if words_m is self._ref_words:
+            out += weight * p_m
+            return
+        a = self._alignment(m, words_m)
+        out[a.both_ref] += weight * p_m[a.both_m]
+        unknown_mass = float(p_m[a.unk_m]) if a.unk_m is not None else 0.0
+        extra_mass = float(p_m[a.extra_m].sum())
+        unk_ref = self._ref_index.get(UNK)
+        mask = a.pool_mask(len(p_ref))
+        pool = p_ref * mask
+        z = float(pool.sum())
+        if z > 0:
+            out += (weight * unknown_mass / z) * pool
+        elif unk_ref is not None:
+            out[unk_ref] += weight * unknown_mass
+        elif len(a.pool_ref):
+            out += (weight * unknown_mass / len(a.pool_ref)) * mask
+        if unk_ref is not None:
+            out[unk_ref] += weight * extra_mass
+        elif z > 0:  # no <unk> in V: words V cannot name share the unknown-word pool too
+            out += (weight * extra_mass / z) * pool
 
     # --- vocabularies -----------------------------------------------------------------------------------------------
     def _set_reference(self, ref_words: list[str]) -> None:

@@ -208,14 +208,15 @@ class NgramModel:
         """`_kneser_ney` over all of V with the same arithmetic (so the same floats): the unigram level for every
         word is cached; each longer level scales it by gamma and adds the discounted counts of its followers."""
         vocab_ids = self.vocabulary_ids()
+        positions = self._vocabulary_positions()
         p = self._cached("kn_dense_unigram", lambda: self._kneser_ney(ids[:0], self._levels(()), vocab_ids)).copy()
         for n in range(2, len(ids) + 2):
             entry = self._kn_level(ids, n)
             if entry is None:
-                continue
+                break  # an unseen context: every longer one is unseen too (see `logprobs`)
             level_ids, values, total, gamma, discounts = entry
             p *= gamma
-            at = np.searchsorted(vocab_ids, level_ids)
+            at = positions[level_ids]
             a = values.astype(np.float64)
             p[at] += np.maximum(a - np.asarray(discounts)[np.minimum(values, 3)], 0.0) / total
         return p
@@ -228,6 +229,7 @@ class NgramModel:
             return float(self.distribution_arrays(context)[1] @ weights)
         ids = self._context_ids(context)
         vocab_ids = self.vocabulary_ids()
+        positions = self._vocabulary_positions()
         sums = self._cached("kn_unigram_mass", dict)
         held = sums.get(id(weights))
         if held is None or held[0] is not weights:
@@ -239,9 +241,9 @@ class NgramModel:
         for n in range(2, len(ids) + 2):
             entry = self._kn_level(ids, n)
             if entry is None:
-                continue
+                break  # an unseen context: every longer one is unseen too (see `logprobs`)
             level_ids, values, level_total, gamma, discounts = entry
-            at = np.searchsorted(vocab_ids, level_ids)
+            at = positions[level_ids]
             a = values.astype(np.float64)
             alpha = np.maximum(a - np.asarray(discounts)[np.minimum(values, 3)], 0.0) / level_total
             total = gamma * total + float(alpha @ weights[at])
@@ -268,6 +270,19 @@ class NgramModel:
             ids = self._context_ids(context)
             wanted.update(ids[len(ids) - n :] for n in range(1, len(ids) + 1))
         fetch(wanted)
+
+    def _vocabulary_positions(self) -> np.ndarray:
+        """Each word id's position in `vocabulary_ids()` (-1 for an id outside V), an array indexed by id: a
+        follower list's positions are one gather (searching the sorted ids was most of a dense distribution's
+        cost after a word with thousands of followers)."""
+
+        def make() -> np.ndarray:
+            vocab_ids = self.vocabulary_ids()
+            table = np.full(int(vocab_ids.max()) + 1 if len(vocab_ids) else 0, -1, dtype=np.int64)
+            table[vocab_ids] = np.arange(len(vocab_ids))
+            return table
+
+        return self._cached("vocab_positions", make)
 
     def vocabulary_ids(self) -> np.ndarray:
         """Ids of V: every word with a positive count except `<s>`, plus `<unk>`; ascending."""
@@ -461,6 +476,8 @@ class NgramModel:
         for n in range(1, len(ids) + 2):
             entry = self._kn_level(ids, n)
             if entry is None:
+                if n > 1:
+                    break  # an unseen context: every longer one is unseen too (see `logprobs`)
                 continue
             level_ids, values, total, gamma, discounts = entry
             pos = int(level_ids.searchsorted(wid))

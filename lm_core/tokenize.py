@@ -601,7 +601,7 @@ def _in_skipped(scan: _Scan, tokens: list[Token], offset: int, line_start: int) 
     return any(t.surface[0] == "`" and line_start <= t.start and t.end <= offset for t in tokens if t.surface)
 
 
-def cursor_context(text: str, offset: int, max_tokens: int = 8) -> CursorContext:
+def cursor_context(text: str, offset: int, max_tokens: int = 8, stride: int = 1) -> CursorContext:
     """What a completion at character `offset` of `text` conditions on.
 
     ``context`` holds the normalised tokens of the current sentence before the word being typed, oldest
@@ -611,6 +611,11 @@ def cursor_context(text: str, offset: int, max_tokens: int = 8) -> CursorContext
     fast on a 50 MB document. Offsets are clamped to ``[0, len(text)]``. Inside a skipped region (code block,
     inline code, URL, e-mail address, or after an unclosed backtick on the line) the result is an empty
     context with prefix "", sentence_start False and ``skipped`` True.
+
+    With ``stride`` > 1, a sentence longer than ``max_tokens`` loses tokens from its start ``stride`` at a time
+    (the context then holds between ``max_tokens - stride + 1`` and ``max_tokens`` of them), so the context's start
+    stays put while the next ``stride`` words are typed: a recurrent model's cached state after it stays usable
+    (with a stride of 1 every word moves the start, and the network runs the whole window again).
     """
     offset = min(max(offset, 0), len(text))
     line_end = text.find("\n", offset, offset + _LOOKAHEAD)
@@ -641,5 +646,10 @@ def cursor_context(text: str, offset: int, max_tokens: int = 8) -> CursorContext
         sequence = [BOS]
     else:
         sequence = []
-    context = tuple(sequence[-max_tokens:]) if max_tokens > 0 else ()
+    if max_tokens <= 0:
+        context: tuple[str, ...] = ()
+    else:
+        over = len(sequence) - max_tokens
+        cut = -(-over // stride) * stride if over > 0 else 0  # whole strides, at least `over` tokens
+        context = tuple(sequence[cut:])
     return CursorContext(context, text[prefix_start:offset], prefix_start, sequence == [BOS])

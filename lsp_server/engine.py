@@ -58,6 +58,8 @@ ADAPTATION_KEY = "adaptation"  # the store setting holding the adaptive mixture'
 CACHE_CHARS = 24_000  # the document cache reads at most this many characters before the cursor
 ADAPTATION_BUCKETED = False  # weights per context bucket (bench/adaptation.py decides)
 PARAGRAPH_MEMO = 2_000  # paragraphs whose tokens the document cache remembers
+NEURAL_CONTEXT_STRIDE = 16  # a completion context longer than the neural window loses tokens 16 at a time (its
+# start, and the network's cached state after it, then stay for 16 words: see tokenize.cursor_context)
 CHECK_BATCH_SENTENCES = 8  # sentences checked in one batch between two yield points (a batch takes ~10-50 ms)
 HELD_OUT_PER_LEARN = 5_000  # at most about this many tokens of a learn's new text are scored for the weights
 SPELLING_MIN_COUNT = 20  # a spelling correction must be a word seen at least this often
@@ -459,6 +461,7 @@ class Engine:
         self.store.save_setting(ADAPTATION_KEY, json.dumps(record))
 
     def _adapt_after_learning(self) -> None:
+        self._warm_after_learning()  # first: the counts have changed already
         if self.adaptation is not None:
             self.yield_point()
             self.adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
@@ -516,12 +519,41 @@ class Engine:
 
             weight = self.neural.weight
             weights = [*(float(w) * (1 - weight) for w in mixture.weights), weight]
-            if getattr(local, "neural_lm_generation", None) != self._neural_generation:
-                local.neural_lm = self.neural.language_model()  # kept across mixtures: its states stay warm
-                local.neural_lm_generation = self._neural_generation
-            local.adaptive = Blend([*mixture.models, local.neural_lm], weights)
+            local.adaptive = Blend([*mixture.models, self._thread_neural_lm()], weights)
             local.adaptive_key = key
         return local.adaptive
+
+    def _thread_neural_lm(self) -> LanguageModel:
+        """This thread's `NeuralLM` over the attached network, kept across mixtures (its states stay warm)."""
+        assert self.neural is not None
+        local = self._local
+        if getattr(local, "neural_lm_generation", None) != self._neural_generation:
+            local.neural_lm = self.neural.language_model()
+            local.neural_lm_generation = self._neural_generation
+        return local.neural_lm
+
+    def _warm_after_learning(self) -> None:
+        """Derive, on the thread that learned, what the first suggestion after a learn would otherwise derive on the
+        interactive thread (15-40 ms of CPU there, the slowest 1 % of completions): the counts' new version (the
+        follower lists the learn changed dropped, those that were in use read again in bulk, the unigram level
+        patched), the models' word lists, Kneser-Ney's
+        unigram level over them, the mixture's word alignments and indexes; all of it is shared by the threads.
+        The document cache is left out (the interactive thread fills it while this runs); a new user layer readies
+        itself before it is used (`Adaptation.set_user_text`)."""
+        self.yield_point()
+        refetch = getattr(getattr(self.ngram, "counts", None), "refetch_stale", None)
+        if refetch is not None:
+            refetch(self.yield_point)  # the follower lists the learn changed that were in use
+        adaptation = self.adaptation
+        if adaptation is None:
+            top_word_predictions(self.model, (BOS,), 1)
+            return
+        from lm_core.blend import Blend
+
+        models: list[LanguageModel] = [m for m in adaptation.blend.models if m is not adaptation.cache]
+        if self.neural is not None:
+            models.append(self._thread_neural_lm())
+        top_word_predictions(Blend(models), (BOS,), 1)
 
     # --- suggestions ---------------------------------------------------------------------------------------
     def next_words(
@@ -549,7 +581,9 @@ class Engine:
     def complete_at(self, text: str, offset: int, k: int = 10) -> Completion:
         """Suggestions for the word at character `offset` of `text` (the next word after a space, or the rest of
         the word being typed)."""
-        cursor = tokenize.cursor_context(text, offset, max_tokens=self.context_width)
+        width = self.context_width
+        stride = NEURAL_CONTEXT_STRIDE if width == UNBOUNDED_CONTEXT else 1
+        cursor = tokenize.cursor_context(text, offset, max_tokens=width, stride=stride)
         if cursor.skipped:
             return Completion([], cursor.prefix, cursor.prefix_start)
         self._fill_cache(text, cursor.prefix_start)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -27,12 +28,13 @@ from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcRequestCancelled
+from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import comments
-from lsp_server.framing import ResyncingStdin
+from lsp_server.framing import PipeReader, ResyncingStdin
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
@@ -216,6 +218,27 @@ class NextwordServer(LanguageServer):
         with self._quiet:
             self._quiet.wait_for(lambda: not self._waiting, timeout=YIELD_MAX_S)
 
+    def serve_stdio(self) -> None:
+        """Serve over stdin / stdout until the client says exit or the input ends (pygls' `start_io`, with the
+        event loop reading stdin itself: see `lsp_server.framing`)."""
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
+        try:
+            asyncio.run(self._read_stdio())
+        except BrokenPipeError:
+            log.error("the client closed the connection")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    async def _read_stdio(self) -> None:
+        reader: PipeReader | StdinAsyncReader | None = await PipeReader.of_pipe(sys.stdin.buffer)
+        if reader is None:
+            reader = StdinAsyncReader(ResyncingStdin(sys.stdin.buffer), self.thread_pool)  # type: ignore[arg-type]
+        assert self._stop_event is not None
+        await run_async(self._stop_event, reader, self.protocol, log, self.report_server_error)
+
     async def run_background(self, work: Callable[..., T], *args: Any) -> T:
         """Run diagnostics, learning and commands on the background thread."""
         return await asyncio.get_running_loop().run_in_executor(self.background, work, *args)
@@ -317,6 +340,7 @@ def _set_adaptation(ls: NextwordServer) -> None:
             engine.enable_adaptation()  # an imported ARPA model has nothing learned: it stays off
         else:
             engine.disable_adaptation()
+        ls.interactive.submit(_settle, ls)
     except StoreError as exc:
         log.warning("no adaptation: the store cannot be opened: %s", exc)
     except Exception:  # never kill the server from a background task
@@ -348,6 +372,7 @@ async def _load_neural(ls: NextwordServer, after: asyncio.Future[Any] | None = N
     if changed:
         path = ls.engine().neural_path
         log.info("neural model %s", f"{path} attached" if path else "detached")
+        ls.interactive.submit(_settle, ls)
         ls.diagnose_open_documents()
 
 
@@ -360,6 +385,16 @@ def _warm_up(ls: NextwordServer) -> None:
         ls.message(f"nextword cannot open its store: {exc}", types.MessageType.Error)
     except Exception:  # never kill the server from a background task
         log.exception("warm-up failed")
+
+
+def _settle(ls: NextwordServer) -> None:
+    """On the interactive thread, once the suggesting model has changed (the neural model attached, adaptation
+    turned on): suggest once (`_warm_up`: that thread's own network state and mixture are made now, not in the
+    person's next completion), then move every object alive into the collector's permanent generation
+    (`gc.freeze`): the model's tables are millions of objects that never become garbage, and a full collection
+    that walks them stalls a completion by tens of milliseconds."""
+    _warm_up(ls)
+    gc.freeze()
 
 
 def _warm_oddities(ls: NextwordServer) -> None:
@@ -1071,4 +1106,4 @@ def main(
     if tcp:
         server.start_tcp(host, port)
     else:
-        server.start_io(stdin=ResyncingStdin(sys.stdin.buffer))  # type: ignore[arg-type]
+        server.serve_stdio()

@@ -1,18 +1,20 @@
 """`SqliteCounts`: the `CountReader` that n-gram models use over a `CountStore`.
 
-It reads through a connection of its own, so a learn in progress (on the store's connection, another thread or
-another process) never shows half-applied and never blocks a read: WAL gives each query the last committed state.
-Follower lists are cached in memory, least recently used first out, within a budget in bytes (`cache_bytes`; the
-connection's SQLite page cache gets a quarter of it), and dropped when the counts change: after another process's
-writes all of them (noticed within `OTHER_WRITERS_CHECK_S`), after this process's writes only the follower lists
-they changed (the store records them per commit).
+It reads through connections of its own, one per thread, so a learn in progress (on the store's connection,
+another thread or another process) never shows half-applied and never blocks a read (WAL gives each query the last
+committed state), and one thread's bulk read never holds up another's read. Follower lists are cached in memory
+(shared by the threads), least recently used first out, within a budget in bytes (`cache_bytes`; the connections'
+SQLite page caches get a quarter of it), and dropped when the counts change: after another process's writes all of
+them (noticed within `OTHER_WRITERS_CHECK_S`), after this process's writes only the follower lists they changed
+(the store records them per commit; those in use are read again in bulk after a learn, `refetch_stale`).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -33,6 +35,12 @@ def level_bytes(context: tuple[int, ...], level: Level) -> int:
     return level.ids.nbytes + level.count.nbytes + level.cont.nbytes + LEVEL_OVERHEAD_BYTES + 8 * len(context)
 
 
+MAX_REFETCHED = 5_000
+"""`refetch_stale` reads again at most this many changed follower lists (more: none, the learn was large)..."""
+REFETCH_CHUNK = 100
+"""... this many in one query."""
+
+
 class SqliteCounts:
     """Reads counts from a `CountStore`; implements `lm_core.counts.CountReader`."""
 
@@ -43,8 +51,10 @@ class SqliteCounts:
         self.order = store.order
         self.cache_size = cache_size  # follower lists kept, at most ...
         self.cache_bytes = cache_bytes  # ... and their bytes (arrays and objects), at most
-        self.db = schema.connect(store.path, create=False)
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # guards the cache (and the list of connections), not the reads themselves
+        self._connections: dict[int, sqlite3.Connection] = {}  # one per thread: see `db`
+        self._pages_set: dict[int, int] = {}  # the cache_size each connection was given
+        self._cache_pages = 0
         self._levels: OrderedDict[tuple[int, ...], Level] = OrderedDict()
         self._bytes = 0  # of the cached follower lists
         self.set_cache_bytes(cache_bytes)
@@ -52,19 +62,40 @@ class SqliteCounts:
         self._hidden = schema.has_hidden_mass(self.db)
         self._queries = [self._level_query(n, self._hidden) for n in range(1, self.order + 1)]
         self._version = 0
+        self._stale: set[tuple[int, ...]] = set()  # cached follower lists that commits changed (`refetch_stale`)
         self._seen_commits = store.commits
         self._seen_external = store.external_changes()
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection to the store (made on first use). Each thread reads through its own, so a bulk
+        read on the background thread (a check's prefetch, `refetch_stale`) never holds up a completion's read on
+        the interactive thread: SQLite's write-ahead log lets readers run side by side."""
+        ident = threading.get_ident()
+        db = self._connections.get(ident)
+        if db is None:
+            db = schema.connect(self.store.path, create=False)
+            with self.lock:
+                self._connections[ident] = db
+        if self._pages_set.get(ident) != self._cache_pages:
+            db.execute(f"PRAGMA cache_size = -{self._cache_pages}")
+            self._pages_set[ident] = self._cache_pages
+        return db
+
     def close(self) -> None:
         with self.lock:
-            self.db.close()
+            connections, self._connections = list(self._connections.values()), {}
+            self._pages_set = {}
+        for db in connections:
+            db.close()
 
     def set_cache_bytes(self, cache_bytes: int) -> None:
         """Keep at most `cache_bytes` of follower lists (evicting the least recently used now), and let this
-        reader's SQLite connection cache at most a quarter of that in pages."""
+        reader's SQLite connections cache at most a quarter of that in pages (an eighth each: a server reads on two
+        threads, see `db`)."""
         with self.lock:
             self.cache_bytes = cache_bytes
-            self.db.execute(f"PRAGMA cache_size = -{max(256, cache_bytes // 4 // 1024)}")
+            self._cache_pages = max(256, cache_bytes // 8 // 1024)  # KiB; each connection applies it (see `db`)
             self._evict()
 
     @property
@@ -129,12 +160,33 @@ class SqliteCounts:
         unigrams: set[int] = set()
         for change in changes:
             for context in change.contexts:
+                if context in self._levels:
+                    self._stale.add(context)
                 self._forget(context)
             unigrams |= change.unigrams
+        if len(self._stale) > MAX_REFETCHED:
+            self._stale.clear()  # a large learn changed much of what was cached: read again as asked
         self._coc.clear()
         cached = self._levels.get(())
         if cached is not None and unigrams:
             self._remember((), self._patched_unigrams(cached, sorted(unigrams)))
+
+    def refetch_stale(self, pause: Callable[[], None] | None = None) -> int:
+        """Read again, in bulk, the follower lists that this process's commits changed while they were cached (the
+        contexts a person has been writing in: "of the", "in the"), so that the next reader of each finds it here
+        instead of reading it alone (a few milliseconds for a list of thousands); at most MAX_REFETCHED of them,
+        REFETCH_CHUNK at a time with `pause()` before each chunk (the connection is held only for one chunk, so
+        a completion on another thread waits at most that long). Returns how many were read. Meant for the thread
+        that learned, right after its learn."""
+        self._refresh()
+        with self.lock:
+            stale, self._stale = sorted(self._stale), set()
+        read = 0
+        for start in range(0, len(stale), REFETCH_CHUNK):
+            if pause is not None:
+                pause()
+            read += len(self._fetched(stale[start : start + REFETCH_CHUNK]))
+        return read
 
     def _patched_unigrams(self, level: Level, changed: list[int]) -> Level:
         rows: list[tuple[int, int, int]] = []
@@ -176,8 +228,7 @@ class SqliteCounts:
         if len(context) >= self.order:
             raise ValueError(f"context of {len(context)} words needs order {len(context) + 1}, store has {self.order}")
         params = {f"w{i}": w for i, w in enumerate(context, start=1)}
-        with self.lock:
-            packed = self.db.execute(self._queries[len(context)], params).fetchone()
+        packed = self.db.execute(self._queries[len(context)], params).fetchone()
         level = _level_of(_unpacked(packed))
         with self.lock:
             self._remember(context, level)
@@ -198,10 +249,9 @@ class SqliteCounts:
         wid = self.vocab.get(word)
         if wid is None:
             return word
-        with self.lock:
-            row = self.db.execute(
-                "SELECT surface FROM casing WHERE id = ? ORDER BY n DESC, surface LIMIT 1", (wid,)
-            ).fetchone()
+        row = self.db.execute(
+            "SELECT surface FROM casing WHERE id = ? ORDER BY n DESC, surface LIMIT 1", (wid,)
+        ).fetchone()
         return row[0] if row else word
 
     def prefetch(self, contexts: set[tuple[int, ...]]) -> None:
@@ -252,20 +302,20 @@ class SqliteCounts:
         heads = ", ".join(f"p.{c}" for c in cols[:-1])
         join = " AND ".join(f"g.{c} = p.{c}" for c in cols[:-1])
         packed = f"count(*), group_concat(g.{cols[-1]}), group_concat(g.c), group_concat(g.cc)"
-        with self.lock:
-            self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS pf{n} ({key}, PRIMARY KEY ({key})) WITHOUT ROWID")
-            self.db.execute(f"DELETE FROM temp.pf{n}")
-            self.db.executemany(f"INSERT OR IGNORE INTO temp.pf{n} VALUES ({', '.join('?' * (n - 1))})", contexts)
-            rows = self.db.execute(
-                f"SELECT {heads}, {packed} FROM temp.pf{n} AS p JOIN ng{n} AS g ON {join} GROUP BY {heads}"
-            ).fetchall()
-            hidden = {}
-            if self._hidden:
-                hjoin = " AND ".join(f"h.{c} = p.{c}" for c in cols[:-1])
-                for *head, c, cc in self.db.execute(
-                    f"SELECT {heads}, h.c, h.cc FROM temp.pf{n} AS p JOIN hidden{n - 1} AS h ON {hjoin}"
-                ):
-                    hidden[tuple(head)] = (c, cc)
+        db = self.db  # this thread's: its temporary table is its own
+        db.execute(f"CREATE TEMP TABLE IF NOT EXISTS pf{n} ({key}, PRIMARY KEY ({key})) WITHOUT ROWID")
+        db.execute(f"DELETE FROM temp.pf{n}")
+        db.executemany(f"INSERT OR IGNORE INTO temp.pf{n} VALUES ({', '.join('?' * (n - 1))})", contexts)
+        rows = db.execute(
+            f"SELECT {heads}, {packed} FROM temp.pf{n} AS p JOIN ng{n} AS g ON {join} GROUP BY {heads}"
+        ).fetchall()
+        hidden = {}
+        if self._hidden:
+            hjoin = " AND ".join(f"h.{c} = p.{c}" for c in cols[:-1])
+            for *head, c, cc in db.execute(
+                f"SELECT {heads}, h.c, h.cc FROM temp.pf{n} AS p JOIN hidden{n - 1} AS h ON {hjoin}"
+            ):
+                hidden[tuple(head)] = (c, cc)
         levels = dict.fromkeys(contexts, _EMPTY)
         heads_of = [tuple(row[: n - 1]) for row in rows]
         for context, level in zip(heads_of, _split_levels([row[n - 1 :] for row in rows]), strict=True):

@@ -3,6 +3,7 @@ next well-framed message is answered; before, the stream stayed out of step for 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -11,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from lsp_server.framing import ResyncingStdin
+from lsp_server.framing import LINE_LIMIT, PipeReader, ResyncingStdin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +52,25 @@ def test_the_reader_cuts_what_stands_before_a_header() -> None:
     assert reader.read(2) == b"{}"
     assert reader.readline() == b"Content-Length: 3\r\n"
     assert reader.dropped == 9
+
+
+def test_the_pipe_reader_cuts_what_stands_before_a_header_and_drops_overlong_lines() -> None:
+    async def read() -> tuple[list[bytes], int]:
+        stream = asyncio.StreamReader(limit=LINE_LIMIT)
+        stream.feed_data(b"\x00\xffgarbageContent-Length: 2\r\n\r\n{}" + b"x" * (LINE_LIMIT + 10) + b"\n")
+        stream.feed_data(b"Content-Length: 3\r\n\r\n[1]Content-Length: 9\r\n\r\n{}")
+        stream.feed_eof()
+        reader = PipeReader(stream)
+        got = [await reader.readline(), await reader.readline(), await reader.readexactly(2)]
+        got += [await reader.readline(), await reader.readline(), await reader.readexactly(3)]
+        got += [await reader.readline(), await reader.readline(), await reader.readexactly(9), await reader.readline()]
+        return got, reader.dropped
+
+    got, dropped = asyncio.run(read())
+    assert got[:3] == [b"Content-Length: 2\r\n", b"\r\n", b"{}"]
+    assert got[3:6] == [b"Content-Length: 3\r\n", b"\r\n", b"[1]"]  # the overlong line went whole
+    assert got[6:] == [b"Content-Length: 9\r\n", b"\r\n", b"{}", b""]  # a body cut short by the end, then the end
+    assert dropped == 9 + LINE_LIMIT
 
 
 def test_unframed_garbage_does_not_put_the_server_out_of_step(tmp_path: Path) -> None:

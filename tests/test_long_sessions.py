@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -245,3 +247,59 @@ def test_notifications_leave_no_future_behind() -> None:
         return len(ls.protocol._request_futures)
 
     assert asyncio.run(notify_many()) == 0
+
+
+def test_after_a_learn_the_first_suggestion_derives_no_tables(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The learn's own thread derives the counts' new version, Kneser-Ney's unigram level and the mixture's word
+    alignments (a new word included), and a new user layer is readied before it is used: the next suggestion (the
+    interactive thread's) computes none of them."""
+    from lm_core import blend
+
+    engine = Engine.open(store_path)
+    engine.enable_adaptation()
+    engine.next_words(("<s>", "the"), 3)
+    engine.learn("file:///a.md", "The brandnewword sat on the mat. The cat saw the brandnewword.")
+    derived: list[str] = []
+    unigram_level = NgramModel._kneser_ney
+    extended, made = blend._extended_alignment, blend._alignment_from
+
+    def spy(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            derived.append(name)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(NgramModel, "_kneser_ney", spy("unigram level", unigram_level))
+    monkeypatch.setattr(blend, "_extended_alignment", spy("alignment extended", extended))
+    monkeypatch.setattr(blend, "_alignment_from", spy("alignment", made))
+    suggestions = engine.next_words(("<s>", "the"), 3, prefix="brand")
+    assert [s.word.casefold() for s in suggestions] == ["brandnewword"]  # the new version is the one suggesting
+    assert derived == []
+    engine.close()
+
+
+def test_follower_lists_in_use_that_a_learn_changed_are_read_again_in_bulk(store_path: Path) -> None:
+    with CountStore.open(store_path) as store:
+        counts = SqliteCounts(store)
+        the, dog = store.vocab.get("the"), store.vocab.get("dog")
+        assert the is not None and dog is not None
+        counts.level((the,))  # in use
+        counts.level((dog,))
+        store.learn("doc", "The cat sat on the rug. The rug was red.")  # changes the followers of "the", not of "dog"
+        assert counts.refetch_stale() == 1
+        assert (the,) in counts._levels and (dog,) in counts._levels
+        again = SqliteCounts(store)
+        for context in [(the,), (dog,)]:
+            kept, read = counts._levels[context], again.level(context)
+            assert (kept.ids.tolist(), kept.count.tolist(), kept.cont.tolist()) == (
+                read.ids.tolist(),
+                read.count.tolist(),
+                read.cont.tolist(),
+            )
+        assert "rug" in [store.vocab.words[i] for i in counts._levels[(the,)].ids.tolist()]
+        assert counts.refetch_stale() == 0  # read once
+        again.close()
+        counts.close()

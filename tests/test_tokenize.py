@@ -450,3 +450,17 @@ def test_pretokenized_sentences_never_fail(text: str) -> None:
     result = pretokenized_sentences(text)
     assert all(line[-1] == EOS for line in result)
     assert len(result) == (0 if not text else text.count("\n") + (0 if text.endswith("\n") else 1))
+
+
+def test_a_long_sentences_context_loses_its_start_a_stride_at_a_time() -> None:
+    words = [f"w{i}" for i in range(40)]
+    starts = set()
+    for n in range(1, 41):
+        text = " ".join(words[:n]) + " "
+        one = cursor_context(text, len(text), max_tokens=8)
+        strided = cursor_context(text, len(text), max_tokens=8, stride=4)
+        assert one.context == tuple(["<s>", *words[:n]][-8:])  # stride 1: the last 8 tokens, as always
+        assert min(n + 1, 5) <= len(strided.context) <= 8 and strided.context == one.context[-len(strided.context) :]
+        if n + 1 > 8:
+            starts.add(strided.context[0])
+    assert len(starts) == (40 + 1 - 8 + 3) // 4  # the start moved once every 4 words, not every word
