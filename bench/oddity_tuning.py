@@ -12,6 +12,7 @@ stricter settings drops a few candidates early, in its first look at each edit);
     python bench/oddity_tuning.py --set threshold_bits=9 --set insertion_bits=-4   # a replay at other settings
     python bench/oddity_tuning.py --grid threshold_bits=8,9,10 --grid insertion_bits=-6,-4,-2   # every combination
     python bench/oddity_tuning.py --check --set threshold_bits=9   # the real check at those settings
+    python bench/oddity_tuning.py --check --neural CHECKPOINT --set blend_bits=-2   # the blend's real check
     python bench/oddity_tuning.py --search 2 --set ...   # coordinate ascent from those settings (see `search`)
     python bench/oddity_tuning.py --write   # the real check at the previous and the current defaults: RESULTS.md
 
@@ -56,7 +57,16 @@ from bench.evaluation import (  # noqa: E402
 from bench.grammar_data import load_jfleg, score_learner  # noqa: E402
 from lm_core.evaluation import precision_recall  # noqa: E402
 from lm_core.metrics import surprisal_bits  # noqa: E402
-from lm_core.oddities import CheckSetup, OddityConfig, candidate_is_gated, score_candidates, select  # noqa: E402
+from lm_core.oddities import (  # noqa: E402
+    UNGATED,
+    CheckSetup,
+    OddityConfig,
+    _pairs_seen,
+    candidate_is_gated,
+    score_candidates,
+    score_tokens_many,
+    select,
+)
 from lsp_server.engine import Engine  # noqa: E402
 from lsp_server.paths import seed_from_default_model  # noqa: E402
 
@@ -69,8 +79,10 @@ OPEN = OddityConfig(
     kind_bits=(),
     short_margin_bits=4.0,
     short_keep=8,
+    seen_pairs=False,
 )
-"""The settings the candidates are scored under: anything a plausible setting could flag is kept."""
+"""The settings the candidates are scored under: anything a plausible setting could flag is kept (the seen-pair
+filter is replayed: `Scored.unseen`)."""
 PREVIOUS = OddityConfig(
     gate_bits=7.0,
     insertion_gate_bits=10.0,
@@ -96,6 +108,7 @@ class Scored:
     spans: list[tuple[int, int]]
     bits: list[float]
     found: list
+    unseen: frozenset[int] = frozenset()  # the candidates (positions in `found`) that make a pair never seen
 
 
 def score_texts(engine: Engine, texts: list[str], config: OddityConfig = OPEN) -> list[Scored]:
@@ -106,13 +119,14 @@ def score_texts(engine: Engine, texts: list[str], config: OddityConfig = OPEN) -
     pending = [(doc, sentence) for doc, text in enumerate(texts) for sentence in engine._sentences(text)]
     for start in range(0, len(pending), 64):
         part = pending[start : start + 64]
-        engine._prefetch([s for _, s in part])
-        inputs = [engine._sentence_input(s, model) for _, s in part]
+        scores = score_tokens_many(model, [[t.norm for t in s] for _, s in part], engine._memo)
+        inputs = [engine._sentence_input(s, model, lps) for (_, s), lps in zip(part, scores, strict=True)]
         found = score_candidates(CheckSetup(model, config, vocab, None, engine._memo), inputs)
         for (doc, sentence), item, edits in zip(part, inputs, found, strict=True):
             bits = [surprisal_bits(lp) for lp in item.logprobs]
             spans = [(t.start, t.end) for t in sentence]
-            out.append(Scored(doc, tuple(item.tokens), spans, bits, edits))
+            unseen = frozenset(n for n, (edit, _) in enumerate(edits) if not _pairs_seen(item.tokens, edit, vocab))
+            out.append(Scored(doc, tuple(item.tokens), spans, bits, edits, unseen))
     return out
 
 
@@ -121,8 +135,10 @@ def replay(scored: list[Scored], config: OddityConfig) -> list[tuple[int, int, i
     flags = []
     for s in scored:
         kept = []
-        for edit, (gain, raw) in s.found:
+        for n, (edit, (gain, raw)) in enumerate(s.found):
             if edit.kind not in config.kinds or candidate_is_gated(s.norms, edit, s.bits, config):
+                continue
+            if config.seen_pairs and n in s.unseen and edit.kind not in UNGATED:
                 continue
             if OPEN.frequency_weight and len(edit.tokens) == 1 and edit.stop - edit.start == 1:
                 unigram = (raw - gain) / OPEN.frequency_weight
@@ -375,6 +391,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a setting of OddityConfig, NAME=VALUE")
     parser.add_argument("--grid", action="append", default=[], help="NAME=V1,V2,...: every combination is replayed")
     parser.add_argument("--check", action="store_true", help="the real Engine.check at the settings, not a replay")
+    parser.add_argument("--neural", type=Path, default=None, help="--check with this checkpoint blended in")
     parser.add_argument("--kinds", action="store_true", help="print which kinds the flags are")
     parser.add_argument("--write", action="store_true", help="the previous and current defaults into RESULTS.md")
     parser.add_argument("--search", type=int, default=0, help="this many sweeps of coordinate ascent from --set")
@@ -395,6 +412,8 @@ def main() -> None:
         write(engine, data, start)
         return
     if args.check:
+        if args.neural is not None:
+            engine.attach_neural(args.neural)
         config = dataclasses.replace(OddityConfig(), **base)
         flags = [checked(engine, texts, config) for texts in (data.planted_texts, data.jfleg_texts, data.clean_texts)]
         f = figures(data, *flags)

@@ -4,6 +4,7 @@ is flagged, on small texts of our own (no corpus)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,29 @@ def test_a_neighbour_index_given_more_words_answers_as_one_built_over_all_of_the
     for query in ["cat", "ca", "cst", "dig", "bt", "act", "zzz"]:
         assert sorted(grown(query)) == sorted(whole(query)), query
         assert set(grown(query)) == {w for w in one_edit_away(query) if w in first + more}, query
+
+
+def test_an_insertion_is_not_refused_for_a_pair_the_sentence_already_has(model: NgramModel) -> None:
+    pairs = {(a, b) for s in SENTENCES for a, b in zip([BOS, *s], s, strict=False)}
+    base = known_to(model)
+    vocab = Vocabulary(base.known, base.near, seen_pair=lambda a, b: (a, b) in pairs)
+    tokens = ["we", "went", "to", "park", "now", ".", EOS]  # 'park now' is in no sentence of the text
+    assert ("park", "now") not in pairs
+    found = find_oddities(model, tokens, OPEN, vocab=vocab)
+    assert ("the", "park") in [c.tokens for o in found if o.index == 3 for c in o.alternatives]
+    swapped = ["we", "went", "to", "park", "the", "now", ".", EOS]  # swapping back would make 'park now': refused
+    found = find_oddities(model, swapped, OPEN, vocab=vocab)
+    assert all(c.kind != "transposition" for o in found for c in o.alternatives)
+    for vocabulary, config in ((Vocabulary(base.known, base.near), OPEN), (vocab, replace(OPEN, seen_pairs=False))):
+        found = find_oddities(model, swapped, config, vocab=vocabulary)  # no pairs known, or the filter off
+        assert ("the", "park") in [c.tokens for o in found for c in o.alternatives if c.kind == "transposition"]
+
+
+def test_blend_bits_move_every_threshold_only_when_a_screened_model_decides(model: NgramModel) -> None:
+    tokens = ["she", "is", "good", "in", "maths", ".", EOS]
+    [odd] = [o for o in find_oddities(model, tokens, OPEN, vocab=known_to(model)) if o.index == 3]
+    above = replace(OPEN, threshold_bits=odd.alternatives[0].gain + 0.01, blend_bits=-0.02)
+    assert all(o.index != 3 for o in find_oddities(model, tokens, above, vocab=known_to(model)))  # no screen
+    screened = find_oddities(model, tokens, above, vocab=known_to(model), screen=model)
+    assert [c.tokens for o in screened if o.index == 3 for c in o.alternatives][:1] == [odd.alternatives[0].tokens]
+    assert above.for_screened().threshold_bits == pytest.approx(odd.alternatives[0].gain - 0.01)
