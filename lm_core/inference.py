@@ -521,7 +521,9 @@ class NeuralLM:
             raise ValueError(f"the vocabulary has {len(vocab_words)} words but the model has {config.vocab_size}")
         self.config = config
         self.order = config.order
-        self.words: list[str] = list(vocab_words)
+        # a list is kept as given (not copied): every NeuralLM over one vocabulary list then shares it, and with it
+        # what a Blend derives from the list's identity (its alignment onto the store's words)
+        self.words: list[str] = vocab_words if isinstance(vocab_words, list) else list(vocab_words)
         self._ids = {w: i for i, w in enumerate(self.words)}
         # prefix filtering: the predictable words sorted, so a prefix is one index range found by bisection
         ranked = sorted((w, i) for i, w in enumerate(self.words) if i != BOS_ID)

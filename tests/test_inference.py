@@ -157,3 +157,13 @@ def test_the_server_path_with_adaptation_never_imports_torch(tmp_path: Path) -> 
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_models_over_one_vocabulary_list_share_it() -> None:
+    """A Blend keys its alignment of a component's words onto the store's by the list's identity: every thread's
+    NeuralLM over the attached network shares the one list, so one derivation serves them all."""
+    words = list(VOCAB)
+    net = NeuralLM(model_for("lstm", seed=4), words).net
+    first, second = NeuralLM(net, words), NeuralLM(net, words)
+    assert first.words is words and second.words is words
+    assert NeuralLM(net, tuple(words)).words == words  # any other sequence is copied into a list
