@@ -166,14 +166,14 @@ def completion_params(text: str) -> dict[str, Any]:
     return {"textDocument": {"uri": URI}, "position": {"line": len(lines) - 1, "character": character}}
 
 
-def prose_paragraphs(test_file: Path, seed: int = 1) -> list[str]:
-    """WikiText-2 test paragraphs as prose (no headings, none with `<unk>`), shuffled."""
+def prose_paragraphs(test_file: Path, seed: int = 1, keep_unknown: bool = False) -> list[str]:
+    """WikiText-2 test paragraphs as prose (no headings; none with `<unk>` unless `keep_unknown`), shuffled."""
     from lsp_server.default_model import detokenize_wikitext
 
     paragraphs = [
         detokenize_wikitext(line)
         for line in test_file.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.strip().startswith("=") and "<unk>" not in line
+        if line.strip() and not line.strip().startswith("=") and (keep_unknown or "<unk>" not in line)
     ]
     random.Random(seed).shuffle(paragraphs)
     return paragraphs
