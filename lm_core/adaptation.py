@@ -30,6 +30,7 @@ from lm_core.inference import split_sentences
 from lm_core.model import Context
 from lm_core.ngram import NgramModel
 from lm_core.vocab import BOS, EOS, Vocab
+from lm_core.word_lists import SHARED as SHARED_WORD_LISTS
 
 STORE, USER, CACHE = 0, 1, 2
 COMPONENTS = ("store", "user", "cache")
@@ -79,7 +80,7 @@ class DocumentCache:
         self._unigrams: Counter[str] = Counter()
         self._followers: dict[str, Counter[str]] = {}
         self._totals: Counter[str] = Counter()
-        self._dense: tuple[object, np.ndarray] | None = None  # (reference words, unigram counts over them)
+        self._dense: tuple[list[str], np.ndarray] | None = None  # (reference words, unigram counts over them)
 
     @property
     def tokens(self) -> tuple[str, ...]:
@@ -132,7 +133,7 @@ class DocumentCache:
         if self._unigrams[token] == 0:
             del self._unigrams[token]
         if self._dense is not None:
-            at = self.reference.word_positions().get(token)
+            at = SHARED_WORD_LISTS.index(self._dense[0]).position.get(token)  # the list the counts are over
             if at is not None:
                 self._dense[1][at] += delta
 
@@ -159,7 +160,7 @@ class DocumentCache:
         if not self._window:
             return self.reference.distribution_arrays(context)
         words = self.reference.vocabulary_words()
-        index = self.reference.word_positions()
+        index = SHARED_WORD_LISTS.index(words).position  # of this list (the counts may change on another thread)
         if self._dense is None or self._dense[0] is not words:
             counts = np.zeros(len(words))
             for word, n in self._unigrams.items():

@@ -72,6 +72,10 @@ class _Cache:
         self.items: dict[object, object] = {}
 
 
+VERSION_TRIES = 5
+"""`distribution_arrays` reads at most this many times while the counts keep changing under it."""
+
+
 class NgramModel:
     """An n-gram `LanguageModel` reading counts through a `CountReader`."""
 
@@ -174,12 +178,22 @@ class NgramModel:
     def distribution_arrays(self, context: Context) -> tuple[list[str], np.ndarray]:
         """(V's words, P(w | context) for each as float64): `distribution` as arrays, the word list the same object
         while the counts do not change. Under Kneser-Ney it starts from the cached unigram level and touches only
-        each longer context's followers (a blend reads the whole distribution on every key press)."""
-        words = self.vocabulary_words()
-        ids = self._context_ids(context)
-        if self.smoothing is not Smoothing.KNESER_NEY:
-            return words, self._probs(ids, self.vocabulary_ids())
-        return words, self._kneser_ney_dense(ids)
+        each longer context's followers (a blend reads the whole distribution on every key press).
+
+        The counts may change on another thread meanwhile (a learn commits): the words and the probabilities are
+        taken from one version of them, read again when the version moved (else a word list of one version would
+        come with the probabilities of the next, one word shorter or longer)."""
+        for _ in range(VERSION_TRIES):
+            version = self.counts.version
+            words = self.vocabulary_words()
+            ids = self._context_ids(context)
+            if self.smoothing is not Smoothing.KNESER_NEY:
+                probs = self._probs(ids, self.vocabulary_ids())
+            else:
+                probs = self._kneser_ney_dense(ids)
+            if self.counts.version == version and len(probs) == len(words):
+                break
+        return words, probs
 
     def vocabulary_words(self) -> list[str]:
         """V's words in id order: the list `distribution_arrays` returns (the same object while V stays the same,

@@ -374,3 +374,31 @@ def test_a_learn_forgets_the_display_casing_of_its_own_words_only(store_path: Pa
     assert "zorblax" not in engine._casing
     assert engine.display("zorblax", False) == "Zorblax"  # read again: the learned casing
     engine.close()
+
+
+def test_a_distribution_is_read_from_one_version_of_the_counts(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A learn on another thread may commit while a completion reads the store model's distribution: the word list
+    and the probabilities must still come from one version (a server's completion failed on 40,657 words against
+    40,658 probabilities)."""
+    with CountStore.open(store_path) as store:
+        model = NgramModel(SqliteCounts(store))
+        context = ("<s>", "the")
+        model.distribution_arrays(context)
+        dense = NgramModel._kneser_ney_dense
+        learned: list[bool] = []
+
+        def commit_first(self: NgramModel, ids: tuple[int, ...]) -> Any:
+            if not learned:  # a commit lands between the word list and the probabilities
+                learned.append(True)
+                store.learn("doc", "The quokka sat on the mat.")
+            return dense(self, ids)
+
+        monkeypatch.setattr(NgramModel, "_kneser_ney_dense", commit_first)
+        words, probs = model.distribution_arrays(context)
+        monkeypatch.setattr(NgramModel, "_kneser_ney_dense", dense)
+        assert learned and len(words) == len(probs)
+        fresh_words, fresh_probs = NgramModel(SqliteCounts(store)).distribution_arrays(context)
+        assert words == fresh_words and probs.tolist() == fresh_probs.tolist()
+        assert "quokka" in words
