@@ -392,13 +392,17 @@ class NgramModel:
         return dense[words]
 
     def _cached(self, key: str, make):
-        if self._cache.version != self.counts.version:
-            self._cache.version = self.counts.version
-            self._cache.items.clear()
-        items = self._cache.items
-        value = items.get(key)
+        version = self.counts.version
+        cache = self._cache
+        if cache.version != version:
+            # a new memo, not the old one cleared: a thread still making a value for the old version (the counts
+            # changed on another thread meanwhile) then keeps it in the old memo, never in this version's
+            cache = _Cache()
+            cache.version = version
+            self._cache = cache
+        value = cache.items.get(key)
         if value is None:
-            value = items[key] = make()
+            value = cache.items[key] = make()
         return value
 
     # --- the estimators --------------------------------------------------------------------------------------

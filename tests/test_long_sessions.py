@@ -402,3 +402,28 @@ def test_a_distribution_is_read_from_one_version_of_the_counts(
         fresh_words, fresh_probs = NgramModel(SqliteCounts(store)).distribution_arrays(context)
         assert words == fresh_words and probs.tolist() == fresh_probs.tolist()
         assert "quokka" in words
+
+
+def test_a_value_made_for_an_old_version_never_lands_in_the_new_versions_memo(store_path: Path) -> None:
+    """Two threads: one makes the word list for version v1 while the other, after a commit, already reads version
+    v2; the v1 list must not end up in v2's memo (a server's completion failed on an index past the end)."""
+    with CountStore.open(store_path) as store:
+        model = NgramModel(SqliteCounts(store))
+        context = ("<s>", "the")
+        model.distribution_arrays(context)
+        store.learn("first", "A wombat ran to the mat.")  # version v1
+        make = model._current_vocabulary_words
+
+        def made_while_another_thread_moves_on() -> list[str]:
+            words = make()  # the list of v1
+            store.learn("second", "The quokka sat on the mat.")  # version v2 ...
+            model.vocabulary_ids()  # ... which the other thread reads at once
+            return words
+
+        model._current_vocabulary_words = made_while_another_thread_moves_on  # type: ignore[method-assign]
+        model.vocabulary_words()
+        model._current_vocabulary_words = make  # type: ignore[method-assign]
+        words, probs = model.distribution_arrays(context)
+        fresh_words, fresh_probs = NgramModel(SqliteCounts(store)).distribution_arrays(context)
+        assert len(words) == len(probs) and words == fresh_words and probs.tolist() == fresh_probs.tolist()
+        assert "quokka" in words
