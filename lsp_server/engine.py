@@ -536,15 +536,12 @@ class Engine:
     def _warm_after_learning(self) -> None:
         """Derive, on the thread that learned, what the first suggestion after a learn would otherwise derive on the
         interactive thread (15-40 ms of CPU there, the slowest 1 % of completions): the counts' new version (the
-        follower lists the learn changed dropped, those that were in use read again in bulk, the unigram level
+        long follower lists the learn changed patched with its rows, the short ones dropped, the unigram level
         patched), the models' word lists, Kneser-Ney's
         unigram level over them, the mixture's word alignments and indexes; all of it is shared by the threads.
         The document cache is left out (the interactive thread fills it while this runs); a new user layer readies
         itself before it is used (`Adaptation.set_user_text`)."""
         self.yield_point()
-        refetch = getattr(getattr(self.ngram, "counts", None), "refetch_stale", None)
-        if refetch is not None:
-            refetch(self.yield_point)  # the follower lists the learn changed that were in use
         adaptation = self.adaptation
         if adaptation is None:
             top_word_predictions(self.model, (BOS,), 1)

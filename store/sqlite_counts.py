@@ -6,7 +6,7 @@ committed state), and one thread's bulk read never holds up another's read. Foll
 (shared by the threads), least recently used first out, within a budget in bytes (`cache_bytes`; the connections'
 SQLite page caches get a quarter of it), and dropped when the counts change: after another process's writes all of
 them (noticed within `OTHER_WRITERS_CHECK_S`), after this process's writes only the follower lists they changed
-(the store records them per commit; those in use are read again in bulk after a learn, `refetch_stale`).
+(the store records them per commit, with their rows: long lists in use are patched in place, `patched`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -35,14 +35,11 @@ def level_bytes(context: tuple[int, ...], level: Level) -> int:
     return level.ids.nbytes + level.count.nbytes + level.cont.nbytes + LEVEL_OVERHEAD_BYTES + 8 * len(context)
 
 
-MAX_REFETCHED = 5_000
-"""`refetch_stale` reads again at most this many changed follower lists (more: none, the learn was large)..."""
-REFETCH_CHUNK = 100
-"""... this many in one query..."""
-REFETCH_MIN_FOLLOWERS = 200
-"""... and only lists of at least this many followers, which are also the only ones a commit's rows patch in place
-(a short one is read again at once when it is asked for; a long one, "of the", costs milliseconds to read and
-parse, and patching it a fraction of one)."""
+PATCH_MIN_FOLLOWERS = 200
+"""A cached follower list a commit changed is patched with the commit's rows when it has at least this many
+followers, else dropped (a short one is read again at once when it is asked for; a long one, "of the", costs
+milliseconds to read and parse, and patching it a fraction of one; patching every short list a learn touches costs
+more than reading the few asked for again)."""
 
 
 class SqliteCounts:
@@ -66,14 +63,13 @@ class SqliteCounts:
         self._hidden = schema.has_hidden_mass(self.db)
         self._queries = [self._level_query(n, self._hidden) for n in range(1, self.order + 1)]
         self._version = 0
-        self._stale: set[tuple[int, ...]] = set()  # cached follower lists that commits changed (`refetch_stale`)
         self._seen_commits = store.commits
         self._seen_external = store.external_changes()
 
     @property
     def db(self) -> sqlite3.Connection:
         """This thread's connection to the store (made on first use). Each thread reads through its own, so a bulk
-        read on the background thread (a check's prefetch, `refetch_stale`) never holds up a completion's read on
+        read on the background thread (a check's prefetch) never holds up a completion's read on
         the interactive thread: SQLite's write-ahead log lets readers run side by side."""
         ident = threading.get_ident()
         db = self._connections.get(ident)
@@ -165,38 +161,16 @@ class SqliteCounts:
         for change in changes:
             for context in change.contexts:
                 cached = self._levels.get(context)
-                if cached is not None and len(cached) >= REFETCH_MIN_FOLLOWERS:  # a long list, likely in use
-                    rows = change.rows.get(context)
-                    if rows is not None:
-                        self._remember(context, patched(cached, rows))  # the commit's own rows: no read
-                        continue
-                    self._stale.add(context)
+                rows = change.rows.get(context)
+                if cached is not None and rows is not None and len(cached) >= PATCH_MIN_FOLLOWERS:
+                    self._remember(context, patched(cached, rows))  # the commit's own rows: no read
+                    continue
                 self._forget(context)  # a short one is read again when asked for (a fraction of a millisecond)
             unigrams |= change.unigrams
-        if len(self._stale) > MAX_REFETCHED:
-            self._stale.clear()  # a large learn changed much of what was cached: read again as asked
         self._coc.clear()
         cached = self._levels.get(())
         if cached is not None and unigrams:
             self._remember((), self._patched_unigrams(cached, sorted(unigrams)))
-
-    def refetch_stale(self, pause: Callable[[], None] | None = None) -> int:
-        """Read again, in bulk, the follower lists that this process's commits changed while they were cached (the
-        contexts a person has been writing in: "of the", "in the"), so that the next reader of each finds it here
-        instead of reading it alone (a few milliseconds for a list of thousands); only lists of at least
-        REFETCH_MIN_FOLLOWERS followers, at most MAX_REFETCHED of them,
-        REFETCH_CHUNK at a time with `pause()` before each chunk (the connection is held only for one chunk, so
-        a completion on another thread waits at most that long). Returns how many were read. Meant for the thread
-        that learned, right after its learn."""
-        self._refresh()
-        with self.lock:
-            stale, self._stale = sorted(self._stale), set()
-        read = 0
-        for start in range(0, len(stale), REFETCH_CHUNK):
-            if pause is not None:
-                pause()
-            read += len(self._fetched(stale[start : start + REFETCH_CHUNK]))
-        return read
 
     def _patched_unigrams(self, level: Level, changed: list[int]) -> Level:
         rows: list[tuple[int, int, int]] = []

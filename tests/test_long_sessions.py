@@ -288,7 +288,7 @@ def test_a_learn_patches_the_follower_lists_it_changed_in_the_cache(
     followers and counts and after a forget that removes some."""
     from store import sqlite_counts
 
-    monkeypatch.setattr(sqlite_counts, "REFETCH_MIN_FOLLOWERS", 1)  # the toy store's lists are all short
+    monkeypatch.setattr(sqlite_counts, "PATCH_MIN_FOLLOWERS", 1)  # the toy store's lists are all short
     with CountStore.open(store_path) as store:
         counts = SqliteCounts(store)
         vocab = store.vocab
@@ -312,57 +312,10 @@ def test_a_learn_patches_the_follower_lists_it_changed_in_the_cache(
         store.learn("doc", "The cat sat on the big rug. The cat ran. A dog sat on the rug.")
         assert set(cached_equal_fresh()) >= set(contexts)  # patched, not dropped
         assert "big" in [vocab.words[i] for i in counts._levels[contexts[0]].ids.tolist()]
-        assert counts.refetch_stale() == 0  # nothing left to read again
         store.forget("doc")
         assert set(cached_equal_fresh()) >= set(contexts)
         assert "big" not in [vocab.words[i] for i in counts._levels[contexts[0]].ids.tolist()]
         counts.close()
-
-
-def test_follower_lists_in_use_that_no_commit_rows_describe_are_read_again_in_bulk(
-    store_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A commit that could not list its rows (too much changed) leaves the long lists in use to `refetch_stale`."""
-    from store import countstore, sqlite_counts
-
-    monkeypatch.setattr(sqlite_counts, "REFETCH_MIN_FOLLOWERS", 1)
-    monkeypatch.setattr(countstore.Changes, "__init__", _changes_without_rows(countstore.Changes.__init__))
-    with CountStore.open(store_path) as store:
-        counts = SqliteCounts(store)
-        the, dog = store.vocab.get("the"), store.vocab.get("dog")
-        assert the is not None and dog is not None
-        counts.level((the,))  # in use
-        counts.level((dog,))
-        store.learn("doc", "The cat sat on the big rug. The rug was red.")  # changes the followers of "the", not "dog"
-        assert counts.refetch_stale() == 1
-        assert (the,) in counts._levels and (dog,) in counts._levels
-        again = SqliteCounts(store)
-        for context in [(the,), (dog,)]:
-            kept, read = counts._levels[context], again.level(context)
-            assert (kept.ids.tolist(), kept.count.tolist(), kept.cont.tolist()) == (
-                read.ids.tolist(),
-                read.count.tolist(),
-                read.cont.tolist(),
-            )
-        assert "big" in [store.vocab.words[i] for i in counts._levels[(the,)].ids.tolist()]
-        assert counts.refetch_stale() == 0  # read once
-        again.close()
-        counts.close()
-
-
-def _changes_without_rows(init: Callable[..., None]) -> Callable[..., None]:
-    def without_rows(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        self.rows = _NoRows()
-
-    return without_rows
-
-
-class _NoRows(dict):  # type: ignore[type-arg]
-    """A `Changes.rows` that never keeps what is put in it."""
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        return {} if default is None else default
 
 
 def test_a_learn_forgets_the_display_casing_of_its_own_words_only(store_path: Path) -> None:
