@@ -391,7 +391,8 @@ class Adaptation:
         if self.user is None and "user" in self.parts:
             return self.weights
         pair, cache = pair_blend(self.store, self.user), DocumentCache(self.store)
-        rows, buckets = held_out_rows(pair, cache, sentences, self.user, pause)
+        # contexts' buckets only where weights per bucket are used (finding them is a count lookup per token)
+        rows, buckets = held_out_rows(pair, cache, sentences, self.user if self.bucketed else None, pause)
         if len(rows) == 0:
             return self.weights
         self.held_out.add(rows, buckets)

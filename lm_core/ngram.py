@@ -601,18 +601,54 @@ def _interpolate(
             index[key] = len(lists)
             lists.append(entries[key])
     which = np.asarray([index[key] for key in keys], dtype=np.int64)
-    lengths = np.asarray([len(entry[0]) for entry in lists], dtype=np.int64)
-    offsets = np.repeat(np.arange(len(lists), dtype=np.int64) << 32, lengths)
-    followers = np.concatenate([entry[0] for entry in lists]) + offsets
-    values = np.concatenate([entry[1] for entry in lists])
+    a = _follower_counts([entry[0] for entry in lists], [entry[1] for entry in lists], which, words)
     totals = np.asarray([entry[2] for entry in lists], dtype=np.int64)
     gammas = np.asarray([entry[3] for entry in lists], dtype=np.float64)
     discounts = np.asarray([entry[4] for entry in lists], dtype=np.float64)
-    wanted = (which << 32) + words
-    pos = np.minimum(np.searchsorted(followers, wanted), max(len(followers) - 1, 0))
-    a = np.where(followers[pos] == wanted, values[pos], 0) if len(followers) else np.zeros(len(words), np.int64)
     discount = discounts[which, np.minimum(a, 3)]
     return np.maximum(a - discount, 0.0) / totals[which] + gammas[which] * lower
+
+
+LONG_FOLLOWER_LIST = 1024
+"""`_follower_counts` searches a follower list at least this long on its own (copying it costs more than a search)."""
+
+
+def _follower_counts(
+    follower_ids: Sequence[np.ndarray], follower_values: Sequence[np.ndarray], which: np.ndarray, words: np.ndarray
+) -> np.ndarray:
+    """For each query q, the value of word words[q] in follower list which[q] (its ids ascending), 0 where the word
+    is not among them (int64). Long lists (the unigram level, the followers of "the") are searched one by one; the
+    short ones are laid end to end, each id offset by its list's number times 2^32, so one binary search finds all
+    their words (copying a 40,000-word list for a few queries was most of the cost of scoring a short text)."""
+    a = np.zeros(len(words), dtype=np.int64)
+    short = []
+    for i, ids in enumerate(follower_ids):
+        if len(ids) < LONG_FOLLOWER_LIST:
+            short.append(i)
+            continue
+        at = np.flatnonzero(which == i)
+        pos = np.minimum(np.searchsorted(ids, words[at]), len(ids) - 1)
+        a[at] = np.where(ids[pos] == words[at], follower_values[i][pos], 0)
+    if not short:
+        return a
+    if len(short) < len(follower_ids):
+        renumber = np.full(len(follower_ids), -1, dtype=np.int64)
+        renumber[short] = np.arange(len(short))
+        at = np.flatnonzero(renumber[which] >= 0)
+        lists = renumber[which[at]]
+    else:
+        at, lists = np.arange(len(words)), which
+    lengths = np.asarray([len(follower_ids[i]) for i in short], dtype=np.int64)
+    followers = np.concatenate([follower_ids[i] for i in short]).astype(np.int64) + np.repeat(
+        np.arange(len(short), dtype=np.int64) << 32, lengths
+    )
+    if not len(followers):
+        return a
+    values = np.concatenate([follower_values[i] for i in short])
+    wanted = (lists << 32) + words[at]
+    pos = np.minimum(np.searchsorted(followers, wanted), len(followers) - 1)
+    a[at] = np.where(followers[pos] == wanted, values[pos], 0)
+    return a
 
 
 def _with_unk(ids: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lm_core import ngram
 from lm_core.inference import NeuralConfig, build_network
 from lm_core.metrics import continuation_scores, perplexity, perplexity_of_scores, sentence_scores
 from lm_core.ngram import NgramModel
@@ -89,6 +90,20 @@ def test_many_queries_equal_logprob_bit_for_bit_while_the_memo_evicts(pruned: Pa
         assert tiny.logprobs(queries) == expected
         assert tiny.logprobs(queries[::-1]) == expected[::-1]
         assert expected[words.index("<s>")] == -math.inf
+
+
+@pytest.mark.parametrize("long_list", [1, 3, 10**9])  # every list searched alone / some / all laid end to end
+def test_many_queries_equal_logprob_bit_for_bit_however_lists_are_searched(
+    pruned: Path, long_list: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ngram, "LONG_FOLLOWER_LIST", long_list)
+    with CountStore.open(pruned) as store:
+        words = [*store.vocab.words[3:], "</s>", "<s>", "unseen"]
+        contexts = [(), (BOS,), (BOS, "the"), ("the", "cat"), ("on", "the"), ("a", "dog"), ("sat", "on")]
+        queries = [(w, c) for c in contexts for w in words]
+        expected = [NgramModel(SqliteCounts(store)).logprob(w, c) for w, c in queries]
+        assert NgramModel(SqliteCounts(store)).logprobs(queries) == expected
+        assert NgramModel(SqliteCounts(store)).logprobs(queries[::-1]) == expected[::-1]
 
 
 def test_sentences_scored_together_equal_sentences_scored_alone(pruned: Path) -> None:
