@@ -532,6 +532,7 @@ def pretokenized_sentences(text: str) -> list[list[str]]:
 # ----------------------------------------------------------------------------------------------------------
 
 _CONTEXT_LOOKBACK = 512  # characters before the cursor the context is taken from (more for large max_tokens)
+_CHARS_PER_CONTEXT_TOKEN = 12  # ... at least this many per token of context wanted (English prose: ~5.5 a token)
 _LINE_LOOKBACK = 2000  # how much further back the start of the window's first line is looked for
 _FENCE_LOOKBACK = 20_000  # how far back an open code fence is noticed
 _LOOKAHEAD = 1000  # how far past the cursor (on its line) a closing backtick is looked for
@@ -623,7 +624,7 @@ def cursor_context(text: str, offset: int, max_tokens: int = 8, stride: int = 1)
         line_end = min(len(text), offset + _LOOKAHEAD)
     skipped = CursorContext((), "", offset, False, True)
 
-    lookback = min(max(_CONTEXT_LOOKBACK, 24 * max_tokens), _FENCE_LOOKBACK)
+    lookback = min(max(_CONTEXT_LOOKBACK, _CHARS_PER_CONTEXT_TOKEN * max_tokens), _FENCE_LOOKBACK)
     ws, known_start = _window_start(text, offset, lookback)
     for start, end in _fence_regions(text, offset, line_end):
         if start < offset <= end:
