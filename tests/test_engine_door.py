@@ -127,3 +127,13 @@ def test_learning_an_analysed_text_equals_learning_the_text(counts_path: Path, a
     with pytest.raises(ImportedModelError, match=r"cannot learn$"):
         arpa.learn_analysed("a", analysed, sources.sha256(text))
     arpa.close()
+
+
+def test_the_oddity_vocabulary_knows_which_pairs_the_store_has_seen_and_follows_a_learn(counts_path: Path) -> None:
+    engine = Engine.open(counts_path)
+    seen = engine.oddity_vocabulary().seen_pair
+    assert seen("the", "cat") and seen("sat", "on") and seen("<s>", "the")
+    assert not seen("cat", "the") and not seen("the", "on") and not seen("the", "zebra") and not seen("zebra", "cat")
+    engine.learn("more", "the zebra sat\n")
+    seen = engine.oddity_vocabulary().seen_pair
+    assert seen("the", "zebra") and seen("zebra", "sat") and not seen("zebra", "cat")
