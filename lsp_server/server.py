@@ -35,6 +35,7 @@ from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import comments
 from lsp_server.framing import PipeReader, ResyncingStdin
+from lsp_server.heap import HeapTrimmer
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.settings import Settings, parse_settings
@@ -132,6 +133,7 @@ class NextwordServer(LanguageServer):
         self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix=INTERACTIVE_THREAD)
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-background")
         self.training = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-training")
+        self.heap = HeapTrimmer()
         self.initialized = False  # the neural model is loaded only after initialization
         self.retraining = False
         self.neural_task: asyncio.Future[None] | None = None
@@ -241,8 +243,15 @@ class NextwordServer(LanguageServer):
         await run_async(self._stop_event, reader, self.protocol, log, self.report_server_error)
 
     async def run_background(self, work: Callable[..., T], *args: Any) -> T:
-        """Run diagnostics, learning and commands on the background thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.background, work, *args)
+        """Run diagnostics, learning and commands on the background thread; then give the heap memory they freed
+        back to the system (`lsp_server.heap`, at most every few seconds)."""
+        return await asyncio.get_running_loop().run_in_executor(self.background, self._then_trim, work, args)
+
+    def _then_trim(self, work: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return work(*args)
+        finally:
+            self.heap.trim_if_due()
 
     def reopen(self) -> None:
         """Close the engine so the next use opens the store named by the settings."""

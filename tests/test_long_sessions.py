@@ -14,6 +14,7 @@ import pytest
 from lm_core.ngram import NgramModel
 from lm_core.oddities import OddityConfig
 from lsp_server.engine import Engine
+from lsp_server.heap import HeapTrimmer
 from store.countstore import CountStore
 from store.sqlite_counts import SqliteCounts, level_bytes
 
@@ -380,3 +381,25 @@ def test_a_value_made_for_an_old_version_never_lands_in_the_new_versions_memo(st
         fresh_words, fresh_probs = NgramModel(SqliteCounts(store)).distribution_arrays(context)
         assert len(words) == len(probs) and words == fresh_words and probs.tolist() == fresh_probs.tolist()
         assert "quokka" in words
+
+
+def _resident_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not HeapTrimmer().available, reason="the C library has no malloc_trim (not glibc)")
+def test_the_heap_trimmer_gives_freed_memory_back_at_most_once_an_interval() -> None:
+    trimmer = HeapTrimmer(interval_s=3600)
+    trimmer.trim_if_due()
+    blocks = [bytes(2048) for _ in range(40_000)]  # ~80 MB from malloc (too big for Python's small-object arenas)
+    kept = blocks[::64]  # a block kept every 128 KB: freed memory is not at the heap's top, so free() keeps it
+    del blocks
+    before = _resident_mb()
+    assert not trimmer.trim_if_due()  # within the interval: nothing done
+    assert _resident_mb() > before - 20
+    assert HeapTrimmer(interval_s=0).trim_if_due()
+    assert _resident_mb() < before - 40
+    assert len(kept) == 625
