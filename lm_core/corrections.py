@@ -17,6 +17,8 @@ import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from lm_core.morphology import Morphology
+
 CONFUSION, DOUBLED, ARTICLE, PREPOSITION = "confusion", "doubled", "article", "preposition"
 INFLECTION, TRANSPOSITION, MISSING_WORD, SPELLING = "inflection", "transposition", "missing word", "spelling"
 MISSPELLING = "misspelling"
@@ -206,28 +208,21 @@ def edits_at(tokens: Sequence[str], i: int, vocab: Vocabulary, kinds: frozenset[
     return out
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.cache
+def _morphology() -> Morphology:
+    return Morphology.load()
+
+
+@functools.lru_cache(maxsize=8_192)
 def inflections(word: str) -> tuple[str, ...]:
-    """The other inflected forms of every lemma `word` can be (lemminflect's tables; lower case, no duplicates)."""
-    import lemminflect
-
-    forms: dict[str, None] = {}
-    for upos, lemmas in lemminflect.getAllLemmas(word).items():
-        if upos == "AUX":
-            continue
-        for lemma in lemmas:
-            for group in lemminflect.getAllInflections(lemma, upos=upos).values():
-                forms.update((f.lower(), None) for f in group)
-    forms.pop(word, None)
-    return tuple(f for f in forms if f.isalpha())
+    """The other inflected forms of every lemma `word` can be (lemminflect's, from the shipped table
+    `lm_core.morphology`; lower case, no duplicates)."""
+    return _morphology().forms(word)
 
 
-@functools.lru_cache(maxsize=65_536)
 def is_dictionary_word(word: str) -> bool:
-    """lemminflect's dictionary knows `word` as a form of some lemma."""
-    import lemminflect
-
-    return bool(lemminflect.getAllLemmas(word))
+    """The dictionary (lemminflect's, from the shipped table) knows `word` as a form of some lemma."""
+    return _morphology().known(word)
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -325,8 +320,8 @@ def _one_edit(a: str, b: str) -> bool:
 
 
 def warm() -> None:
-    """Load lemminflect's tables now (about a second), so the first check does not wait for them."""
-    inflections("warm")
+    """Load the inflection table now, so the first check does not wait for it."""
+    _morphology()
 
 
 def _is_plain_word(token: str) -> bool:

@@ -334,7 +334,7 @@ def initialize(ls: NextwordServer, params: types.InitializeParams) -> None:
 @server.feature(types.INITIALIZED)
 def initialized(ls: NextwordServer, params: types.InitializedParams) -> None:
     warm_up = ls.start_warm_up()
-    # lemminflect's tables and the spelling index (1-2 s of Python), after the first completions have had the GIL
+    # the inflection table and the spelling index (under a second of Python), after the first completions had the GIL
     asyncio.get_running_loop().call_later(WARM_ODDITIES_S, ls.background.submit, _warm_oddities, ls)
     ls.initialized = True
     schedule_neural(ls, after=asyncio.wrap_future(warm_up))

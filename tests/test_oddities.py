@@ -12,6 +12,7 @@ import pytest
 from lm_core import corrections
 from lm_core.corrections import Edit, NeighbourIndex, Speller, Vocabulary, edits_at, one_edit_away
 from lm_core.counting import count_ngrams, encode_sentences, prune
+from lm_core.morphology import Morphology, dictionary_words, lemminflect_forms
 from lm_core.ngram import NgramModel
 from lm_core.oddities import (
     Correction,
@@ -81,6 +82,29 @@ def test_inflections_come_from_lemminflect_and_only_known_forms_are_proposed() -
     assert {"child"} <= set(corrections.inflections("children"))
     only_goes = Vocabulary(known=lambda w: w == "goes", near=lambda w: ())
     assert list(corrections.inflection_edits(["he", "go", EOS], 1, only_goes)) == [Edit("inflection", 1, 2, ("goes",))]
+
+
+def test_the_shipped_inflection_table_gives_lemminflects_answers_for_every_word_it_knows() -> None:
+    """The table (`lm_core/data/inflections.tsv.gz`) is lemminflect's lookups made once: every dictionary word's
+    forms and membership equal lemminflect's own (the way `inflections` used them before the table), and words it
+    does not know get nothing."""
+    lemminflect = pytest.importorskip("lemminflect")
+    table = Morphology.load()
+    words = dictionary_words()
+    assert len(table) == len(words) > 60_000
+    for word in words:
+        expected = [f for f in lemminflect_forms(word) or () if f != word]
+        assert list(table.forms(word)) == expected, word
+        assert table.known(word) == bool(lemminflect.getAllLemmas(word)), word
+    for word in ("hte", "zzyzx", "", "qwertyuiop"):
+        assert table.forms(word) == () and table.known(word) == bool(lemminflect.getAllLemmas(word)) is False
+    assert table.known("Walked") and set(table.forms("Walked")) == {*table.forms("walked"), "walked"}
+
+
+def test_an_unsorted_inflection_table_is_refused() -> None:
+    with pytest.raises(ValueError, match="not sorted"):
+        Morphology("went\tgo\nchildren\tchild\n")
+    assert Morphology("children\tchild\nwent\tgo goes\n").forms("went") == ("go", "goes")
 
 
 def test_edits_at_proposes_each_replacement_once_and_never_the_text_itself() -> None:
