@@ -57,6 +57,11 @@ class SqliteCounts:
         self._pages_set: dict[int, int] = {}  # the cache_size each connection was given
         self._cache_pages = 0
         self._levels: OrderedDict[tuple[int, ...], Level] = OrderedDict()
+        # cached lists a commit changed, with the rows to put in when one is next asked for (word id -> (c, cc));
+        # the unigram level's changed word ids: patching every changed list at once cost the first completion
+        # after a learn ~17 ms, most of it lists it never read
+        self._pending: dict[tuple[int, ...], dict[int, tuple[int, int]]] = {}
+        self._pending_unigrams: set[int] = set()
         self._bytes = 0  # of the cached follower lists
         self.set_cache_bytes(cache_bytes)
         self._coc: dict[tuple[int, str], tuple[int, ...]] = {}
@@ -108,10 +113,12 @@ class SqliteCounts:
         old = self._levels.pop(context, None)
         if old is not None:
             self._bytes -= level_bytes(context, old)
+        self._pending.pop(context, None)
         self._levels[context] = level
         self._bytes += level_bytes(context, level)
 
     def _forget(self, context: tuple[int, ...]) -> None:
+        self._pending.pop(context, None)
         old = self._levels.pop(context, None)
         if old is not None:
             self._bytes -= level_bytes(context, old)
@@ -121,6 +128,7 @@ class SqliteCounts:
         while self._levels and (len(self._levels) > self.cache_size or self._bytes > self.cache_bytes):
             context, level = self._levels.popitem(last=False)
             self._bytes -= level_bytes(context, level)
+            self._pending.pop(context, None)
 
     @property
     def vocab(self) -> Vocab:
@@ -152,25 +160,44 @@ class SqliteCounts:
 
     def _drop_all(self) -> None:
         self._levels.clear()
+        self._pending.clear()
+        self._pending_unigrams.clear()
         self._bytes = 0
         self._coc.clear()
 
     def _drop_changed(self, changes: list[Changes]) -> None:
-        """Drop only the follower lists these commits changed; patch the (large) unigram level in place."""
+        """Drop the short follower lists these commits changed; the long ones (and the unigram level) are patched
+        when next asked for (`_cached`), with the commits' own rows: no read."""
         unigrams: set[int] = set()
         for change in changes:
             for context in change.contexts:
                 cached = self._levels.get(context)
                 rows = change.rows.get(context)
                 if cached is not None and rows is not None and len(cached) >= PATCH_MIN_FOLLOWERS:
-                    self._remember(context, patched(cached, rows))  # the commit's own rows: no read
+                    self._pending.setdefault(context, {}).update(rows)  # a later commit's rows replace an earlier's
                     continue
                 self._forget(context)  # a short one is read again when asked for (a fraction of a millisecond)
             unigrams |= change.unigrams
         self._coc.clear()
-        cached = self._levels.get(())
-        if cached is not None and unigrams:
-            self._remember((), self._patched_unigrams(cached, sorted(unigrams)))
+        if () in self._levels:
+            self._pending_unigrams |= unigrams
+
+    def _cached(self, context: tuple[int, ...]) -> Level | None:
+        """The cached follower list of `context` (the caller holds the lock), patched first if commits changed it
+        since it was cached; None when it is not cached."""
+        level = self._levels.get(context)
+        if level is None:
+            return None
+        rows = self._pending.pop(context, None)
+        if rows is not None:
+            level = patched(level, rows)
+            self._remember(context, level)
+        if not context and self._pending_unigrams:
+            changed, self._pending_unigrams = sorted(self._pending_unigrams), set()
+            level = self._patched_unigrams(level, changed)
+            self._remember(context, level)
+        self._levels.move_to_end(context)
+        return level
 
     def _patched_unigrams(self, level: Level, changed: list[int]) -> Level:
         rows: list[tuple[int, int, int]] = []
@@ -205,9 +232,8 @@ class SqliteCounts:
         """Followers of `context` (word ids), ascending by id; `()` is the unigram level without `<s>`."""
         self._refresh()
         with self.lock:
-            cached = self._levels.get(context)
+            cached = self._cached(context)
             if cached is not None:
-                self._levels.move_to_end(context)
                 return cached
         if len(context) >= self.order:
             raise ValueError(f"context of {len(context)} words needs order {len(context) + 1}, store has {self.order}")
@@ -254,9 +280,7 @@ class SqliteCounts:
             level = fetched.get(context)
             if level is None:
                 with self.lock:
-                    level = self._levels.get(context)
-                    if level is not None:
-                        self._levels.move_to_end(context)
+                    level = self._cached(context)
             out.append(level if level is not None else self.level(context))
         return out
 

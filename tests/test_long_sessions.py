@@ -285,8 +285,8 @@ def test_after_a_learn_the_first_suggestion_derives_no_tables(
 def test_a_learn_patches_the_follower_lists_it_changed_in_the_cache(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The commit's own rows update the cached lists (no read): each equals a fresh read, after a learn that adds
-    followers and counts and after a forget that removes some."""
+    """The commit's own rows update the cached lists (no read; when a list is next asked for): each equals a fresh
+    read, after a learn that adds followers and counts and after a forget that removes some."""
     from store import sqlite_counts
 
     monkeypatch.setattr(sqlite_counts, "PATCH_MIN_FOLLOWERS", 1)  # the toy store's lists are all short
@@ -297,25 +297,32 @@ def test_a_learn_patches_the_follower_lists_it_changed_in_the_cache(
         def cached_equal_fresh() -> list[tuple[int, ...]]:
             counts.version  # noqa: B018  (notice the commit)
             fresh = SqliteCounts(store)
-            for context, kept in list(counts._levels.items()):
-                read = fresh.level(context)
+            kept_contexts = list(counts._levels)
+            for context in kept_contexts:
+                kept, read = counts.level(context), fresh.level(context)
                 assert (kept.ids.tolist(), kept.count.tolist(), kept.cont.tolist()) == (
                     read.ids.tolist(),
                     read.count.tolist(),
                     read.cont.tolist(),
                 ), context
             fresh.close()
-            return list(counts._levels)
+            assert list(counts._levels) == kept_contexts  # patched in place: none dropped and read again
+            return kept_contexts
 
         contexts = [(vocab.get("the"),), (vocab.get("cat"),), (vocab.get("the"), vocab.get("cat")), (vocab.get("dog"),)]
         for context in contexts:
             counts.level(context)
         store.learn("doc", "The cat sat on the big rug. The cat ran. A dog sat on the rug.")
         assert set(cached_equal_fresh()) >= set(contexts)  # patched, not dropped
-        assert "big" in [vocab.words[i] for i in counts._levels[contexts[0]].ids.tolist()]
+        assert "big" in [vocab.words[i] for i in counts.level(contexts[0]).ids.tolist()]
         store.forget("doc")
         assert set(cached_equal_fresh()) >= set(contexts)
-        assert "big" not in [vocab.words[i] for i in counts._levels[contexts[0]].ids.tolist()]
+        assert "big" not in [vocab.words[i] for i in counts.level(contexts[0]).ids.tolist()]
+        counts.level(())
+        store.learn("one", "The cat saw a huge zebra.")  # two commits before the lists are read again: their rows
+        store.learn("two", "The zebra saw the cat. The huge cat ran.")  # are merged, the later ones winning
+        assert set(cached_equal_fresh()) >= {*contexts, ()}
+        assert "zebra" in [vocab.words[i] for i in counts.level(()).ids.tolist()]
         counts.close()
 
 
