@@ -12,7 +12,10 @@ import time
 from collections.abc import Callable
 
 TRIM_INTERVAL_S = 10.0
-"""At most one trim in this many seconds (each walks the heap, holding malloc's lock for about a millisecond)."""
+"""At most one trim in this many seconds (each walks the heap, holding malloc's lock for about a millisecond) ...
+"""
+LONG_WORK_S = 0.1
+"""... except after work this long (a check of a long document, a large learn): its trim costs ~1% of it."""
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -48,13 +51,14 @@ class HeapTrimmer:
             self._trim = _malloc_trim()
         return self._trim is not None
 
-    def trim_if_due(self) -> bool:
-        """Trim now unless a trim ran less than `interval_s` ago (or there is no `malloc_trim`); whether it ran."""
+    def trim_if_due(self, after_s: float = 0.0) -> bool:
+        """Trim now, after work of `after_s` seconds, unless a trim ran less than `interval_s` ago and the work was
+        shorter than LONG_WORK_S (or there is no `malloc_trim`); whether it ran."""
         if not self.available:
             return False
         with self._lock:
             now = time.monotonic()
-            if now - self._last < self.interval_s:
+            if now - self._last < self.interval_s and after_s < LONG_WORK_S:
                 return False
             self._last = now
         self._trim(0)  # type: ignore[operator]

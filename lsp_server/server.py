@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -248,10 +249,11 @@ class NextwordServer(LanguageServer):
         return await asyncio.get_running_loop().run_in_executor(self.background, self._then_trim, work, args)
 
     def _then_trim(self, work: Callable[..., T], args: tuple[Any, ...]) -> T:
+        started = time.monotonic()
         try:
             return work(*args)
         finally:
-            self.heap.trim_if_due()
+            self.heap.trim_if_due(after_s=time.monotonic() - started)
 
     def reopen(self) -> None:
         """Close the engine so the next use opens the store named by the settings."""

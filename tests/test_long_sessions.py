@@ -405,8 +405,9 @@ def test_the_heap_trimmer_gives_freed_memory_back_at_most_once_an_interval() -> 
     kept = blocks[::64]  # a block kept every 128 KB: freed memory is not at the heap's top, so free() keeps it
     del blocks
     before = _resident_mb()
-    assert not trimmer.trim_if_due()  # within the interval: nothing done
+    assert not trimmer.trim_if_due(after_s=0.05)  # within the interval, after short work: nothing done
     assert _resident_mb() > before - 20
     assert HeapTrimmer(interval_s=0).trim_if_due()
     assert _resident_mb() < before - 40
     assert len(kept) == 625
+    assert trimmer.trim_if_due(after_s=0.5) and not trimmer.trim_if_due()  # after long work: at once, interval or not
