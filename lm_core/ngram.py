@@ -76,6 +76,11 @@ VERSION_TRIES = 5
 """`distribution_arrays` reads at most this many times while the counts keep changing under it."""
 
 
+class _CountsMoved(Exception):
+    """A follower list names a word the vocabulary-wide tables in use do not have: the counts gained a word (a
+    learn committed on another thread) between the two reads."""
+
+
 class NgramModel:
     """An n-gram `LanguageModel` reading counts through a `CountReader`."""
 
@@ -183,14 +188,19 @@ class NgramModel:
         The counts may change on another thread meanwhile (a learn commits): the words and the probabilities are
         taken from one version of them, read again when the version moved (else a word list of one version would
         come with the probabilities of the next, one word shorter or longer)."""
-        for _ in range(VERSION_TRIES):
+        for attempt in range(VERSION_TRIES):
             version = self.counts.version
             words = self.vocabulary_words()
             ids = self._context_ids(context)
-            if self.smoothing is not Smoothing.KNESER_NEY:
-                probs = self._probs(ids, self.vocabulary_ids())
-            else:
-                probs = self._kneser_ney_dense(ids)
+            try:
+                if self.smoothing is not Smoothing.KNESER_NEY:
+                    probs = self._probs(ids, self.vocabulary_ids())
+                else:
+                    probs = self._kneser_ney_dense(ids)
+            except _CountsMoved:
+                if attempt == VERSION_TRIES - 1:
+                    raise RuntimeError("the counts kept gaining words while a distribution was read") from None
+                continue
             if self.counts.version == version and len(probs) == len(words):
                 break
         return words, probs
@@ -224,11 +234,15 @@ class NgramModel:
         vocab_ids = self.vocabulary_ids()
         positions = self._vocabulary_positions()
         p = self._cached("kn_dense_unigram", lambda: self._kneser_ney(ids[:0], self._levels(()), vocab_ids)).copy()
+        if len(p) != len(vocab_ids) or (len(vocab_ids) and len(positions) != int(vocab_ids[-1]) + 1):
+            raise _CountsMoved  # the three tables came from two versions of the counts
         for n in range(2, len(ids) + 2):
             entry = self._kn_level(ids, n)
             if entry is None:
                 break  # an unseen context: every longer one is unseen too (see `logprobs`)
             level_ids, values, total, gamma, discounts = entry
+            if len(level_ids) and level_ids[-1] >= len(positions):  # ids ascending: the last is the largest
+                raise _CountsMoved
             p *= gamma
             at = positions[level_ids]
             a = values.astype(np.float64)

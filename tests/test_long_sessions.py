@@ -365,6 +365,33 @@ def test_a_distribution_is_read_from_one_version_of_the_counts(
         assert "quokka" in words
 
 
+def test_a_follower_list_read_after_a_commit_never_meets_the_old_versions_word_positions(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit lands after the dense distribution took the vocabulary's positions and before it reads a follower
+    list: the list names a word the positions do not have (a 1,000-document soak's completion failed on "index
+    41044 is out of bounds for axis 0 with size 41044"); the distribution is read again, from one version."""
+    with CountStore.open(store_path) as store:
+        model = NgramModel(SqliteCounts(store))
+        context = ("<s>", "the")
+        model.distribution_arrays(context)
+        kn_level = NgramModel._kn_level
+        learned: list[bool] = []
+
+        def commit_first(self: NgramModel, ids: tuple[int, ...], n: int) -> Any:
+            if not learned:
+                learned.append(True)
+                store.learn("doc", "The quokka sat on the mat. The quokka ran.")  # "quokka" now follows "the"
+            return kn_level(self, ids, n)
+
+        monkeypatch.setattr(NgramModel, "_kn_level", commit_first)
+        words, probs = model.distribution_arrays(context)
+        monkeypatch.setattr(NgramModel, "_kn_level", kn_level)
+        fresh_words, fresh_probs = NgramModel(SqliteCounts(store)).distribution_arrays(context)
+        assert learned and words == fresh_words and probs.tolist() == fresh_probs.tolist()
+        assert "quokka" in words
+
+
 def test_a_value_made_for_an_old_version_never_lands_in_the_new_versions_memo(store_path: Path) -> None:
     """Two threads: one makes the word list for version v1 while the other, after a commit, already reads version
     v2; the v1 list must not end up in v2's memo (a server's completion failed on an index past the end)."""
