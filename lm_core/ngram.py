@@ -233,7 +233,7 @@ class NgramModel:
         word is cached; each longer level scales it by gamma and adds the discounted counts of its followers."""
         vocab_ids = self.vocabulary_ids()
         positions = self._vocabulary_positions()
-        p = self._cached("kn_dense_unigram", lambda: self._kneser_ney(ids[:0], self._levels(()), vocab_ids)).copy()
+        p = self._dense_unigram_level().copy()
         if len(p) != len(vocab_ids) or (len(vocab_ids) and len(positions) != int(vocab_ids[-1]) + 1):
             raise _CountsMoved  # the three tables came from two versions of the counts
         for n in range(2, len(ids) + 2):
@@ -256,12 +256,11 @@ class NgramModel:
         if self.smoothing is not Smoothing.KNESER_NEY:
             return float(self.distribution_arrays(context)[1] @ weights)
         ids = self._context_ids(context)
-        vocab_ids = self.vocabulary_ids()
         positions = self._vocabulary_positions()
         sums = self._cached("kn_unigram_mass", dict)
         held = sums.get(id(weights))
         if held is None or held[0] is not weights:
-            unigram = self._cached("kn_dense_unigram", lambda: self._kneser_ney((), self._levels(()), vocab_ids))
+            unigram = self._dense_unigram_level()
             held = sums[id(weights)] = (weights, float(unigram @ weights))
             while len(sums) > MASS_WEIGHTS_KEPT:
                 sums.pop(next(iter(sums)))
@@ -298,6 +297,12 @@ class NgramModel:
             ids = self._context_ids(context)
             wanted.update(ids[len(ids) - n :] for n in range(1, len(ids) + 1))
         fetch(wanted)
+
+    def _dense_unigram_level(self) -> np.ndarray:
+        """Kneser-Ney's unigram level over V (positions of `vocabulary_ids()`), kept per version. Everything it is
+        made from is read inside (a word list the caller took earlier may be an older version's, and would be kept
+        under the newer one: a 1,000-document soak's completions then failed on every try)."""
+        return self._cached("kn_dense_unigram", lambda: self._kneser_ney((), self._levels(()), self.vocabulary_ids()))
 
     def _vocabulary_positions(self) -> np.ndarray:
         """Each word id's position in `vocabulary_ids()` (-1 for an id outside V), an array indexed by id: a
@@ -392,12 +397,15 @@ class NgramModel:
     def _dense_level(self, level: Level, values: np.ndarray, key: str) -> np.ndarray:
         """A level's values indexed by word id (for the big unigram level: a gather beats a binary search)."""
 
-        def make() -> np.ndarray:
+        def make() -> tuple[Level, np.ndarray]:
             dense = np.zeros(max(len(self.counts.vocab), int(level.ids.max(initial=0)) + 1), dtype=values.dtype)
             dense[level.ids] = values
-            return dense
+            return level, dense
 
-        return self._cached(key, make)
+        made_from, dense = self._cached(key, make)
+        if made_from is not level:  # kept for another version's level (taken by a caller before the counts moved)
+            made_from, dense = make()
+        return dense
 
     def _unigram_values(self, level: Level, values: np.ndarray, key: str, words: np.ndarray) -> np.ndarray:
         dense = self._dense_level(level, values, key)

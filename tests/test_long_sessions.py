@@ -392,6 +392,37 @@ def test_a_follower_list_read_after_a_commit_never_meets_the_old_versions_word_p
         assert "quokka" in words
 
 
+def test_a_table_made_from_an_older_word_list_is_never_kept_for_the_new_version(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dense distribution takes V's ids, then a learn commits before the unigram level over V is made: that
+    table must come from the new version's ids, not the ids taken before (kept under the new version, it made every
+    later completion of that version fail: "the counts kept gaining words" in a 1,000-document soak)."""
+    with CountStore.open(store_path) as store:
+        model = NgramModel(SqliteCounts(store))
+        context = ("<s>", "the")
+        model.distribution_arrays(context)
+        positions = NgramModel._vocabulary_positions
+        learned: list[bool] = []
+
+        def commit_first(self: NgramModel) -> Any:
+            if not learned:  # after V's ids were taken, before the positions and the unigram level are made
+                learned.append(True)
+                store.learn("doc", "The quokka sat on the mat.")
+            return positions(self)
+
+        monkeypatch.setattr(NgramModel, "_vocabulary_positions", commit_first)
+        words, probs = model.distribution_arrays(context)
+        monkeypatch.setattr(NgramModel, "_vocabulary_positions", positions)
+        fresh = NgramModel(SqliteCounts(store))
+        for ctx in (context, ("<s>",), ("the", "quokka")):
+            words, probs = model.distribution_arrays(ctx)
+            fresh_words, fresh_probs = fresh.distribution_arrays(ctx)
+            assert words == fresh_words and probs.tolist() == fresh_probs.tolist()
+        assert learned and "quokka" in words
+        assert model.logprob("quokka", ("the",)) == fresh.logprob("quokka", ("the",))
+
+
 def test_a_value_made_for_an_old_version_never_lands_in_the_new_versions_memo(store_path: Path) -> None:
     """Two threads: one makes the word list for version v1 while the other, after a commit, already reads version
     v2; the v1 list must not end up in v2's memo (a server's completion failed on an index past the end)."""
