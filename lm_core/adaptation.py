@@ -380,6 +380,11 @@ class Adaptation:
         self.user_sentences = frozenset(hash(tuple(s)) for s in sentences)
         self._blend = None
 
+    def note_learned(self, sentences: Sequence[Sequence[str]]) -> None:
+        """Sentences learned since the user layer was built: held out no more (`is_learned`), though the layer gets
+        them only at its next rebuild."""
+        self.user_sentences = self.user_sentences | {hash(tuple(s)) for s in sentences}
+
     def is_learned(self, sentence: Sequence[str]) -> bool:
         """Whether the user layer holds this sentence already (text saved again is not held out twice)."""
         return hash(tuple(sentence)) in self.user_sentences

@@ -171,6 +171,30 @@ def test_the_user_layer_holds_only_the_latest_learned_text(tmp_path: Path, monke
     engine.close()
 
 
+def test_the_user_layer_is_rebuilt_once_enough_new_text_came_and_at_once_after_a_forget(tmp_path: Path) -> None:
+    path = tmp_path / "u.db"
+    with CountStore.open(path, order=3, tokenizer="pretokenized", create=True) as store:
+        store.learn("base", "the cat sat on the mat\nthe dog sat on the log\n" * 150)  # 2,100 tokens
+    engine = Engine.open(path)
+    engine.enable_adaptation()
+    adaptation = engine.adaptation
+    assert adaptation is not None and adaptation.user_tokens == 2_100
+    layer = adaptation.user
+    engine.learn("one", "a red car ran\n")  # 5 tokens: under 1 % of the layer, which stays as it was
+    assert adaptation.user is layer and adaptation.user_tokens == 2_100
+    assert adaptation.is_learned(["a", "red", "car", "ran", "</s>"])  # not held out again if saved again
+    assert engine.model.logprob("red", ("a",)) > engine.model.logprob("blue", ("a",))  # the store has it at once
+    engine.learn("two", "the red car sat on the log today\n" * 3)  # 27 more: the lag reaches 1 %, rebuilt
+    assert adaptation.user is not layer and adaptation.user_tokens == 2_100 + 5 + 27
+    assert "red" in adaptation.user.vocabulary_words()
+    engine.learn("three", "a blue zebra ran\n" * 5)  # 25 tokens: rebuilt again
+    assert "zebra" in adaptation.user.vocabulary_words()
+    engine.learn("four", "a cat ran\n")  # 4 tokens: no rebuild ...
+    engine.forget("three")  # ... but a forget rebuilds at once: the forgotten text leaves the user layer now
+    assert adaptation.user_tokens == 2_100 + 5 + 27 + 4 and "zebra" not in adaptation.user.vocabulary_words()
+    engine.close()
+
+
 def test_learning_and_checking_stop_at_yield_points(store_path: Path) -> None:
     engine = Engine.open(store_path)
     engine.enable_adaptation()
