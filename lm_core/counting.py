@@ -87,6 +87,7 @@ class CountTables:
     _keys: list[np.ndarray] | None = field(default=None, repr=False)
     _width: int = field(default=0, repr=False)
     _hidden_dense: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _unigram_level: tuple[int, Level] | None = field(default=None, repr=False)  # (version, the unigram level)
 
     # --- lookups -------------------------------------------------------------------------------------------
     def _index(self) -> list[np.ndarray]:
@@ -124,10 +125,12 @@ class CountTables:
 
     def level(self, context: tuple[int, ...]) -> Level:
         """Followers of `context` (word ids); `()` gives the unigram level without `<s>`."""
-        if not context:
-            t = self.tables[0]
-            keep = t.grams[:, 0] != BOS_ID
-            return Level(t.grams[keep, 0], t.count[keep], t.cont[keep])
+        if not context:  # one object per version (a model keeps tables derived from it while it is the same)
+            if self._unigram_level is None or self._unigram_level[0] != self.version:
+                t = self.tables[0]
+                keep = t.grams[:, 0] != BOS_ID
+                self._unigram_level = (self.version, Level(t.grams[keep, 0], t.count[keep], t.cont[keep]))
+            return self._unigram_level[1]
         n = len(context) + 1
         if n > self.order:
             raise ValueError(f"context of {len(context)} words needs order {n}, tables have {self.order}")

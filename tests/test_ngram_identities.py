@@ -218,3 +218,19 @@ def test_distribution_arrays_are_the_distribution_to_the_last_bit(counts, name, 
         assert words == list(expected)
         assert probs.tolist() == list(expected.values()), context
         assert model.distribution_arrays(context)[0] is words  # one word list while the counts stay
+
+
+def test_in_memory_counts_give_one_unigram_level_per_version_and_a_model_keeps_its_tables_for_it() -> None:
+    """A model keeps tables derived from the unigram level while it is the same object (a user layer's in-memory
+    counts made a new one on every call, and the model rebuilt its dense unigram table on every completion)."""
+    vocab = Vocab()
+    counts = count_ngrams(encode_sentences([["a", "b", "a", "</s>"], ["b", "c", "</s>"]], vocab), 3, vocab)
+    level = counts.level(())
+    assert counts.level(()) is level
+    model = NgramModel(counts)
+    before = model.logprob("a", ("b",))
+    table = model._dense_level(level, level.cont, "dense-test")
+    assert model._dense_level(counts.level(()), level.cont, "dense-test") is table
+    counts.touch()
+    assert counts.level(()) is not level and counts.level(()).ids.tolist() == level.ids.tolist()
+    assert model.logprob("a", ("b",)) == before
