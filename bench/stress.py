@@ -68,7 +68,18 @@ class WriterLog:
 
 # --- the writers --------------------------------------------------------------------------------------------------
 def store_writer(path: str, wid: int, ops: int, seed: int, queue: Any) -> None:
-    """A process learning and forgetting through CountStore (what the CLI and each server do underneath)."""
+    """A process learning and forgetting through CountStore (what the CLI and each server do underneath); puts its
+    log on `queue`, or the traceback of what stopped it (a string), so the parent never waits for a dead writer."""
+    try:
+        _store_writer(path, wid, ops, seed, queue)
+    except BaseException:
+        import traceback
+
+        queue.put(f"writer {wid}: {traceback.format_exc()}")
+        raise
+
+
+def _store_writer(path: str, wid: int, ops: int, seed: int, queue: Any) -> None:
     rng = random.Random(seed)
     own = [f"store{wid}-{i}" for i in range(4)]
     log = WriterLog("CountStore")
@@ -198,6 +209,23 @@ def cli_writer(path: Path, folder: Path, ops: int, seed: int, env: dict[str, str
     logs.append(log.plain())
 
 
+def _writer_log(queue: Any, writers: list[Any], timeout_s: float = 600) -> WriterLog:
+    """The next writer process's log; RuntimeError with its traceback when a writer failed, or when none came
+    within `timeout_s` while a writer had already died (its log will never come)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            item = queue.get(timeout=1)
+        except Exception:  # queue.Empty
+            dead = [p.exitcode for p in writers if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"a writer process failed (exit codes {dead}) or sent nothing") from None
+            continue
+        if isinstance(item, str):
+            raise RuntimeError(f"a writer process failed: {item}")
+        return item
+
+
 # --- one run ------------------------------------------------------------------------------------------------------
 @dataclass
 class StressResult:
@@ -244,7 +272,7 @@ def run_stress(
             )
         for t in threads:
             t.start()
-        logs = [queue.get() for _ in writer_procs]
+        logs = [_writer_log(queue, writer_procs) for _ in writer_procs]
         for p in writer_procs:
             p.join()
         for t in threads:
