@@ -446,12 +446,13 @@ class Engine:
             return None
         return {**dict(zip(COMPONENTS, saved["weights"], strict=True)), "fitted_tokens": saved["fitted_tokens"]}
 
-    def _adapt_before_learning(self, text: str) -> None:
-        """Score the text's new sentences (not learned before) under each component, refit and keep the weights."""
+    def _adapt_before_learning(self, sentences: list[list[str]]) -> None:
+        """Score the text's new sentences (normalised tokens; those not learned before) under each component, refit
+        and keep the weights."""
         adaptation = self.adaptation
         if adaptation is None:
             return
-        fresh = [[t.norm for t in s] for s in self._sentences(text)]
+        fresh = sentences
         fresh = [s for s in fresh if not adaptation.is_learned(s)]
         while sum(map(len, fresh)) > HELD_OUT_PER_LEARN and len(fresh) > 1:
             fresh = fresh[len(fresh) // 2 :]  # the newest part of a long text is enough (and bounds the cost)
@@ -465,12 +466,14 @@ class Engine:
         }
         self.store.save_setting(ADAPTATION_KEY, json.dumps(record))
 
-    def _adapt_after_learning(self, learned: LearnResult | None = None, text: str | None = None) -> None:
+    def _adapt_after_learning(
+        self, learned: LearnResult | None = None, sentences: list[list[str]] | None = None
+    ) -> None:
         """After the store changed: warm what suggesting derives, then rebuild the user layer, at once after a
         forget (`learned` None: the forgotten text must leave it now) or once the text learned since its last
         rebuild reaches USER_LAYER_LAG of it (rebuilding a full layer costs ~0.15 s of CPU, after every save of a
         150-word document it doubled a learn's work; the store's model and the document cache have the new text at
-        once). `text`: what was learned, whose sentences count as held out already until the rebuild."""
+        once). `sentences`: what was learned (normalised tokens), held out no more until the rebuild."""
         self._warm_after_learning()  # first: the counts have changed already
         adaptation = self.adaptation
         if adaptation is None:
@@ -478,8 +481,8 @@ class Engine:
         if learned is not None:
             self._user_layer_lag += learned.tokens
             if self._user_layer_lag < USER_LAYER_LAG * adaptation.user_tokens:
-                if text is not None:
-                    adaptation.note_learned([[t.norm for t in s] for s in self._sentences(text)])
+                if sentences is not None:
+                    adaptation.note_learned(sentences)
                 return
         self.yield_point()
         adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
@@ -958,23 +961,25 @@ class Engine:
     def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
         """Learn `text` as `source` (a "document" or a "file"); with adaptation on, its new sentences first refit
         the mixture's weights. `ImportedModelError` for an imported ARPA model."""
-        self._adapt_before_learning(text)
+        sentences = [[t.norm for t in s] for s in self._sentences(text)]  # tokenized once for the steps below
+        self._adapt_before_learning(sentences)
         self.yield_point()
         pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
         before = self.version()
         result = self.store.learn(source, text, kind, pause=pause)
-        self._keep_casing(before, text)
-        self._adapt_after_learning(result, text)
+        self._keep_casing(before, sentences)
+        self._adapt_after_learning(result, sentences)
         return result
 
-    def _keep_casing(self, before: int, text: str) -> None:
-        """After this engine's own learn of `text` (the counts at version `before` until then), forget only the
-        display casing of the words it holds, so the next suggestions do not read every word's casing again."""
+    def _keep_casing(self, before: int, sentences: list[list[str]]) -> None:
+        """After this engine's own learn of `sentences` (normalised tokens; the counts at version `before` until
+        then), forget only the display casing of the words they hold, so the next suggestions do not read every
+        word's casing again."""
         if self._casing_version != before:
             return
-        for sentence in self._sentences(text):
-            for token in sentence:
-                self._casing.pop(token.norm, None)
+        for sentence in sentences:
+            for norm in sentence:
+                self._casing.pop(norm, None)
         self._casing_version = self.version()
 
     def learn_analysed(

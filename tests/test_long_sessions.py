@@ -361,6 +361,22 @@ def test_a_learn_forgets_the_display_casing_of_its_own_words_only(store_path: Pa
     engine.close()
 
 
+def commit_once_during(monkeypatch: pytest.MonkeyPatch, method: str, store: CountStore, text: str) -> list[bool]:
+    """Make `NgramModel.<method>` learn `text` into `store` (a commit, as another thread's would land) the first time
+    it is called, before it does its work; the list returned holds True once that happened."""
+    original = getattr(NgramModel, method)
+    learned: list[bool] = []
+
+    def commit_first(self: NgramModel, *args: Any) -> Any:
+        if not learned:
+            learned.append(True)
+            store.learn("doc", text)
+        return original(self, *args)
+
+    monkeypatch.setattr(NgramModel, method, commit_first)
+    return learned
+
+
 def test_a_distribution_is_read_from_one_version_of_the_counts(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -371,18 +387,10 @@ def test_a_distribution_is_read_from_one_version_of_the_counts(
         model = NgramModel(SqliteCounts(store))
         context = ("<s>", "the")
         model.distribution_arrays(context)
-        dense = NgramModel._kneser_ney_dense
-        learned: list[bool] = []
-
-        def commit_first(self: NgramModel, ids: tuple[int, ...]) -> Any:
-            if not learned:  # a commit lands between the word list and the probabilities
-                learned.append(True)
-                store.learn("doc", "The quokka sat on the mat.")
-            return dense(self, ids)
-
-        monkeypatch.setattr(NgramModel, "_kneser_ney_dense", commit_first)
+        # a commit lands between the word list and the probabilities
+        learned = commit_once_during(monkeypatch, "_kneser_ney_dense", store, "The quokka sat on the mat.")
         words, probs = model.distribution_arrays(context)
-        monkeypatch.setattr(NgramModel, "_kneser_ney_dense", dense)
+        monkeypatch.undo()
         assert learned and len(words) == len(probs)
         fresh_words, fresh_probs = NgramModel(SqliteCounts(store)).distribution_arrays(context)
         assert words == fresh_words and probs.tolist() == fresh_probs.tolist()
@@ -399,18 +407,10 @@ def test_a_follower_list_read_after_a_commit_never_meets_the_old_versions_word_p
         model = NgramModel(SqliteCounts(store))
         context = ("<s>", "the")
         model.distribution_arrays(context)
-        kn_level = NgramModel._kn_level
-        learned: list[bool] = []
-
-        def commit_first(self: NgramModel, ids: tuple[int, ...], n: int) -> Any:
-            if not learned:
-                learned.append(True)
-                store.learn("doc", "The quokka sat on the mat. The quokka ran.")  # "quokka" now follows "the"
-            return kn_level(self, ids, n)
-
-        monkeypatch.setattr(NgramModel, "_kn_level", commit_first)
+        text = "The quokka sat on the mat. The quokka ran."  # "quokka" now follows "the"
+        learned = commit_once_during(monkeypatch, "_kn_level", store, text)
         words, probs = model.distribution_arrays(context)
-        monkeypatch.setattr(NgramModel, "_kn_level", kn_level)
+        monkeypatch.undo()
         fresh_words, fresh_probs = NgramModel(SqliteCounts(store)).distribution_arrays(context)
         assert learned and words == fresh_words and probs.tolist() == fresh_probs.tolist()
         assert "quokka" in words
@@ -426,18 +426,10 @@ def test_a_table_made_from_an_older_word_list_is_never_kept_for_the_new_version(
         model = NgramModel(SqliteCounts(store))
         context = ("<s>", "the")
         model.distribution_arrays(context)
-        positions = NgramModel._vocabulary_positions
-        learned: list[bool] = []
-
-        def commit_first(self: NgramModel) -> Any:
-            if not learned:  # after V's ids were taken, before the positions and the unigram level are made
-                learned.append(True)
-                store.learn("doc", "The quokka sat on the mat.")
-            return positions(self)
-
-        monkeypatch.setattr(NgramModel, "_vocabulary_positions", commit_first)
+        # after V's ids were taken, before the positions and the unigram level are made
+        learned = commit_once_during(monkeypatch, "_vocabulary_positions", store, "The quokka sat on the mat.")
         words, probs = model.distribution_arrays(context)
-        monkeypatch.setattr(NgramModel, "_vocabulary_positions", positions)
+        monkeypatch.undo()
         fresh = NgramModel(SqliteCounts(store))
         for ctx in (context, ("<s>",), ("the", "quokka")):
             words, probs = model.distribution_arrays(ctx)
