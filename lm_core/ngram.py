@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -287,8 +287,21 @@ class NgramModel:
         ids = self._context_ids(context)
         return top_predictions(self._candidates(ids, k, prefix), partial(self._probs, ids), self.counts.vocab.words, k)
 
-    def prefetch(self, contexts: Iterable[Context]) -> None:
-        """Warm the count reader for many contexts at once (if it can fetch in bulk); results do not change."""
+    def warm(self, pause: Callable[[], None] | None = None) -> None:
+        """Derive now what the first distribution after a change of the counts would derive (V's ids, words and
+        positions, the word index, Kneser-Ney's unigram level over V), `pause` called before each step (each is up
+        to a few milliseconds: the server lets a waiting completion go first). Results do not change."""
+        steps = [self.vocabulary_ids, self.vocabulary_words, self._vocabulary_positions, self.word_positions]
+        if self.smoothing is Smoothing.KNESER_NEY:
+            steps.append(self._dense_unigram_level)
+        for step in steps:
+            if pause is not None:
+                pause()
+            step()
+
+    def prefetch(self, contexts: Iterable[Context], pause: Callable[[], None] | None = None) -> None:
+        """Warm the count reader for many contexts at once (if it can fetch in bulk); results do not change.
+        `pause`, when given, is called between the reader's queries."""
         fetch = getattr(self.counts, "prefetch", None)
         if fetch is None:
             return
@@ -296,7 +309,7 @@ class NgramModel:
         for context in contexts:
             ids = self._context_ids(context)
             wanted.update(ids[len(ids) - n :] for n in range(1, len(ids) + 1))
-        fetch(wanted)
+        fetch(wanted, pause)
 
     def _dense_unigram_level(self) -> np.ndarray:
         """Kneser-Ney's unigram level over V (positions of `vocabulary_ids()`), kept per version. Everything it is

@@ -485,7 +485,8 @@ class Engine:
                     adaptation.note_learned(sentences)
                 return
         self.yield_point()
-        adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
+        latest = self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS)
+        adaptation.set_user_text(latest, None if self.yield_point is _no_wait else self.yield_point)
         self._user_layer_lag = 0
 
     def _fill_cache(self, text: str, end: int) -> None:
@@ -563,13 +564,24 @@ class Engine:
         The document cache is left out (the interactive thread fills it while this runs); a new user layer readies
         itself before it is used (`Adaptation.set_user_text`)."""
         self.yield_point()
+        self.version()  # the counts' new version first (the reader drops and patches what the learn changed)
         adaptation = self.adaptation
+        counted = (
+            [self.ngram] if adaptation is None else [m for m in adaptation.blend.models if m is not adaptation.cache]
+        )
+        for model in counted:  # each model's own tables, a yield point between (each is milliseconds of work)
+            if isinstance(model, NgramModel):
+                model.warm(self.yield_point)
+            else:
+                self.yield_point()
+                top_word_predictions(model, (BOS,), 1)
+        self.yield_point()
         if adaptation is None:
-            top_word_predictions(self.model, (BOS,), 1)
+            top_word_predictions(self.model, (BOS,), 1)  # the blend's alignment, when a neural model is attached
             return
         from lm_core.blend import Blend
 
-        models: list[LanguageModel] = [m for m in adaptation.blend.models if m is not adaptation.cache]
+        models: list[LanguageModel] = list(counted)
         if self.neural is not None:
             models.append(self._thread_neural_lm())
         top_word_predictions(Blend(models), (BOS,), 1)
@@ -967,6 +979,7 @@ class Engine:
         pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
         before = self.version()
         result = self.store.learn(source, text, kind, pause=pause)
+        self.yield_point()
         self._keep_casing(before, sentences)
         self._adapt_after_learning(result, sentences)
         return result

@@ -35,7 +35,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import comments
-from lsp_server.framing import PipeReader, ResyncingStdin
+from lsp_server.framing import PipeReader, ResyncingStdin, watched_event_loop
 from lsp_server.heap import HeapTrimmer
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
@@ -45,6 +45,7 @@ from store.errors import StoreError, UnknownSourceError
 if TYPE_CHECKING:
     from lm_core.oddities import OddityConfig
     from lsp_server.engine import Completion, Engine, Suggestion
+    from store.countstore import LearnResult
 
 # The language model (numpy, the store, the tokenizer) is imported when the engine opens, after `initialize` has
 # been answered (on the interactive thread, see `start_warm_up`), never on the way to it: see bench/startup.py. So
@@ -78,11 +79,25 @@ GIL_SWITCH_S = 0.0001  # a completion waiting for the interpreter lock while a l
 INTERACTIVE_THREAD = "nextword-interactive"  # the thread completions and hovers run on (see NextwordServer.run)
 YIELD_MAX_S = 0.25  # how long paused background work waits at most at one yield point (a stream of completions
 # cannot starve it)
+BACKGROUND_NICE = 10  # the niceness of the background and training threads (see `lower_thread_priority`)
+EXIT_LEARN_S = 10.0  # at exit, saved documents not learned yet are learned for at most this long
 CHECKPOINT_IDLE_S = 1.0  # the write-ahead log is checkpointed once learning has been quiet this long ...
 CHECKPOINT_EVERY_FILES = 25  # ... and every this many files while the workspace is learned
 
 
 IGNORED = "$/nextword/ignoredMessage"
+
+
+def lower_thread_priority() -> None:
+    """Give the calling thread the scheduling priority of `nice BACKGROUND_NICE` (Linux schedules threads on their
+    own): where the cores are busy (2 cores, the editor, the client), a learn's SQLite writes and numpy work, which
+    run without the interpreter lock, take a core from a completion only when it is free. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except OSError:  # not allowed here (a sandbox): the thread keeps its priority
+        log.debug("could not lower the background thread's priority")
 
 
 class NextwordProtocol(LanguageServerProtocol):
@@ -132,8 +147,12 @@ class NextwordServer(LanguageServer):
         self.settings = Settings(database=db)
         self.empty_store = empty_store  # a store not there yet starts empty (serve --empty-store), not seeded
         self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix=INTERACTIVE_THREAD)
-        self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-background")
-        self.training = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-training")
+        self.background = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="nextword-background", initializer=lower_thread_priority
+        )
+        self.training = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="nextword-training", initializer=lower_thread_priority
+        )
         self.heap = HeapTrimmer()
         self.initialized = False  # the neural model is loaded only after initialization
         self.retraining = False
@@ -149,6 +168,7 @@ class NextwordServer(LanguageServer):
         self.checkpoint_task: asyncio.Task[None] | None = None
         self._waiting = 0  # requests a person waits for (completion, hover) in flight; background work yields to them
         self._quiet = threading.Condition()  # notified when none is in flight any more
+        self._loop_awake = False  # the stdio event loop is handling something (it counts as one in `waiting`)
         self.warm_up: Future[None] | None = None  # loading what the first completion needs (start_warm_up)
 
     def report_server_error(self, error: Exception, source: Any) -> None:
@@ -193,7 +213,8 @@ class NextwordServer(LanguageServer):
 
     @property
     def waiting(self) -> int:
-        """How many requests a person waits for (completion, hover) are in flight."""
+        """How many requests a person waits for (completion, hover) are in flight, plus one while the stdio event
+        loop is awake (reading, handling or answering a message); background work yields while it is not 0."""
         return self._waiting
 
     @waiting.setter
@@ -227,14 +248,35 @@ class NextwordServer(LanguageServer):
         event loop reading stdin itself: see `lsp_server.framing`)."""
         self._stop_event = threading.Event()
         self.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
+        self._loop_wakes()  # the event loop is awake until it first waits for input
+        runner = asyncio.Runner(loop_factory=lambda: watched_event_loop(self._loop_sleeps, self._loop_wakes))
         try:
-            asyncio.run(self._read_stdio())
+            runner.run(self._read_stdio())
         except BrokenPipeError:
             log.error("the client closed the connection")
         except (KeyboardInterrupt, SystemExit):
             pass
         finally:
+            saved = dict(self.saved_text)  # saves not learned yet, taken before closing cancels their tasks
+            runner.close()
+            self._loop_sleeps()  # the loop is gone: background work no longer waits for it at its yield points
+            learn_saved_at_exit(self, saved)
             self.shutdown()
+
+    def _loop_sleeps(self) -> None:
+        """The event loop waits for input (or has stopped): background work may have the interpreter lock."""
+        if self._loop_awake:
+            self._loop_awake = False
+            self.waiting -= 1
+
+    def _loop_wakes(self) -> None:
+        """The event loop has a message (or a timer) to handle: background work pauses at its next yield point
+        until the loop sleeps again, so reading a completion request, handling it and writing its answer never
+        share the interpreter lock with a learn (bench/soak.py: the round trips over 10 ms while a learn ran were
+        mostly time outside the Engine)."""
+        if not self._loop_awake:
+            self._loop_awake = True
+            self.waiting += 1
 
     async def _read_stdio(self) -> None:
         reader: PipeReader | StdinAsyncReader | None = await PipeReader.of_pipe(sys.stdin.buffer)
@@ -505,17 +547,9 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
             if text is None:
                 document = ls.open_document(uri)
                 text = None if document is None else ls.prose(document)
-            if text is None or ls.learning_paused:
+            if text is None or not _may_learn(ls, uri, text):
                 return
-            reason = _never_learned(ls, uri)
-            if reason is not None:
-                log.info("not learning %s: %s", uri, reason)
-                return
-            if len(text) > ls.settings.max_document_chars:
-                ls.log_to_client(f"not learning {uri}: {len(text):,} characters is over maxDocumentChars")
-                return
-            result = await ls.run_background(lambda: ls.engine().learn(uri, text))
-            log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
+            await ls.run_background(_learn_now, ls, uri, text)
             schedule_checkpoint(ls)
             if ls.is_open(uri):
                 schedule_diagnostics(ls, uri, delay=0)
@@ -523,6 +557,43 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
         if ls.learn_tasks.get(uri) is asyncio.current_task():  # done, and not replaced by a newer learn of it
             ls.learn_tasks.pop(uri, None)
             ls.saved_text.pop(uri, None)
+
+
+def _may_learn(ls: NextwordServer, uri: str, text: str) -> bool:
+    """Whether `text` of the document at `uri` is learned now (learning not paused, the document not excluded, not
+    over maxDocumentChars); says why not in the log."""
+    if ls.learning_paused:
+        return False
+    reason = _never_learned(ls, uri)
+    if reason is not None:
+        log.info("not learning %s: %s", uri, reason)
+        return False
+    if len(text) > ls.settings.max_document_chars:
+        ls.log_to_client(f"not learning {uri}: {len(text):,} characters is over maxDocumentChars")
+        return False
+    return True
+
+
+def _learn_now(ls: NextwordServer, uri: str, text: str) -> LearnResult:
+    """Learn `text` as the document `uri` (on the background thread)."""
+    result = ls.engine().learn(uri, text)
+    log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
+    return result
+
+
+def learn_saved_at_exit(ls: NextwordServer, saved: dict[str, str]) -> None:
+    """Learn the saved documents whose learn had not finished when the event loop stopped (a save right before the
+    editor quits; their tasks went with the loop), on the background thread, for at most EXIT_LEARN_S. A learn
+    that was running then finishes first; the same text learned again changes nothing."""
+    if not saved or not ls.settings.learning:
+        return
+    jobs = [ls.background.submit(_learn_now, ls, uri, text) for uri, text in saved.items() if _may_learn(ls, uri, text)]
+    done, late = futures.wait(jobs, timeout=EXIT_LEARN_S)
+    for job in done:
+        if job.exception() is not None:
+            log.error("learning a saved document at exit failed: %r", job.exception())
+    if late:
+        log.warning("%d saved documents were not learned: exit came first", len(late))
 
 
 def schedule_checkpoint(ls: NextwordServer, delay: float = CHECKPOINT_IDLE_S) -> None:

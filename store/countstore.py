@@ -599,6 +599,7 @@ class CountStore(StoreFile):
             self._pause()
             key = ", ".join(schema.columns(n))
             self.db.execute(f"DELETE FROM ng{n} WHERE ({key}) IN (SELECT {key} FROM temp.ch{n} WHERE new = 0)")
+        self._pause()  # then the new words and the commit
 
     def _record_changes(self) -> None:
         """Note which follower lists the update changed, so readers in this process drop only those."""
@@ -609,6 +610,7 @@ class CountStore(StoreFile):
         self._pending.unigrams.update(r[0] for r in db.execute(unigrams))
         rows = self._pending.rows
         for n in range(2, self.order + 1):
+            self._pause()
             cols = schema.columns(n)
             key = ", ".join(cols)
             changed = f"SELECT {key} FROM temp.ch{n}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -264,11 +264,12 @@ class SqliteCounts:
         ).fetchone()
         return row[0] if row else word
 
-    def prefetch(self, contexts: set[tuple[int, ...]]) -> None:
+    def prefetch(self, contexts: set[tuple[int, ...]], pause: Callable[[], None] | None = None) -> None:
         """Fetch the follower lists of many contexts at once (one query per order instead of one per context):
-        scoring a whole document needs thousands of them."""
+        scoring a whole document needs thousands of them. `pause`, when given, is called before each order's
+        query (the server lets a waiting completion go first)."""
         self._refresh()
-        self._fetched(contexts)
+        self._fetched(contexts, pause)
 
     def levels(self, contexts: Sequence[tuple[int, ...]]) -> list[Level]:
         """`level` of each context, the counts' version checked once and the lists not cached fetched in one query
@@ -284,9 +285,11 @@ class SqliteCounts:
             out.append(level if level is not None else self.level(context))
         return out
 
-    def _fetched(self, contexts: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], Level]:
+    def _fetched(
+        self, contexts: Iterable[tuple[int, ...]], pause: Callable[[], None] | None = None
+    ) -> dict[tuple[int, ...], Level]:
         """Fetch and cache the follower lists of the contexts (of 1 to order - 1 words) not cached now; returns
-        what it fetched."""
+        what it fetched. `pause` is called before each order's query."""
         with self.lock:
             wanted = {c for c in contexts if c and len(c) < self.order and c not in self._levels}
         by_order: dict[int, list[tuple[int, ...]]] = {}
@@ -294,6 +297,8 @@ class SqliteCounts:
             by_order.setdefault(len(context) + 1, []).append(context)
         fetched: dict[tuple[int, ...], Level] = {}
         for n, group in by_order.items():
+            if pause is not None:
+                pause()
             fetched.update(self._fetch_many(n, group))
         with self.lock:
             for context, level in fetched.items():

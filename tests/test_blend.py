@@ -165,6 +165,34 @@ def test_em_weights_on_a_matrix_maximise_the_likelihood() -> None:
         assert likelihood(w) >= likelihood(other) - 1e-9
 
 
+def _em_in_logs(logprobs: np.ndarray, iterations: int = 200, tol: float = 1e-9) -> np.ndarray:
+    """EM as written in log space (log-sum-exp over every row each iteration): what em_weights must equal."""
+    lp = logprobs[np.isfinite(logprobs).any(axis=1)]
+    w = np.full(lp.shape[1], 1.0 / lp.shape[1])
+    previous = -math.inf
+    with np.errstate(divide="ignore"):
+        for _ in range(iterations):
+            joint = lp + np.log(w)
+            total = np.logaddexp.reduce(joint, axis=1)
+            w = np.exp(joint - total[:, None]).mean(axis=0)
+            w /= w.sum()
+            if float(total.mean()) - previous < tol:
+                break
+            previous = float(total.mean())
+    return w
+
+
+def test_em_weights_equal_em_in_log_space_on_rows_of_any_scale() -> None:
+    rng = np.random.default_rng(1)
+    logprobs = np.log(rng.dirichlet(np.ones(3), 2_000)) - rng.uniform(0, 600, (2_000, 1))  # rows down to e^-600
+    logprobs[::5, 2] = -math.inf  # a component that cannot explain some tokens
+    logprobs[7] = -math.inf  # nor can any: left out
+    calls = []
+    fitted = em_weights(logprobs, pause=lambda: calls.append(1))
+    assert np.allclose(fitted, _em_in_logs(logprobs), atol=1e-12)
+    assert 1 < len(calls) <= 200  # paused before every iteration
+
+
 def test_em_leaves_out_tokens_no_component_can_explain() -> None:
     logprobs = np.array([[math.log(0.5), math.log(0.1)], [-math.inf, -math.inf], [math.log(0.5), math.log(0.1)]])
     assert em_weights(logprobs)[0] == pytest.approx(1.0, abs=1e-3)
