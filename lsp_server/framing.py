@@ -12,19 +12,13 @@ first well-framed message after the garbage is read again:
   completion's round trip on 2 cores);
 - `ResyncingStdin`: a blocking stream for pygls' thread-pool reader, where stdin cannot be watched by the event
   loop (a regular file, or Windows).
-
-`watched_event_loop` makes the event loop that reads them tell when it wakes and when it sleeps, so that background
-work can keep off the interpreter lock while a message is read, handled and answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import selectors
-import sys
-from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -96,30 +90,3 @@ class PipeReader:
             return await self.stream.readexactly(n)
         except asyncio.IncompleteReadError as exc:  # the input ended inside a body
             return exc.partial
-
-
-class _WatchedSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
-    """The platform's default selector, calling `sleeps()` before the event loop waits for input or a timer and
-    `wakes()` when it wakes (a poll with timeout 0, asyncio's look while callbacks are ready, is neither)."""
-
-    def __init__(self, sleeps: Callable[[], None], wakes: Callable[[], None]) -> None:
-        super().__init__()
-        self._sleeps, self._wakes = sleeps, wakes
-
-    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
-        if timeout is not None and timeout <= 0:
-            return super().select(timeout)
-        self._sleeps()
-        try:
-            return super().select(timeout)
-        finally:
-            self._wakes()
-
-
-def watched_event_loop(sleeps: Callable[[], None], wakes: Callable[[], None]) -> asyncio.AbstractEventLoop:
-    """A new event loop that calls `sleeps()` whenever it goes idle (waiting for input or a timer) and `wakes()`
-    whenever it has work again, on its own thread; it starts awake. On Windows (no selector loop for pipes) the
-    default loop, which says nothing."""
-    if sys.platform == "win32":
-        return asyncio.new_event_loop()
-    return asyncio.SelectorEventLoop(_WatchedSelector(sleeps, wakes))

@@ -35,7 +35,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import comments
-from lsp_server.framing import PipeReader, ResyncingStdin, watched_event_loop
+from lsp_server.framing import PipeReader, ResyncingStdin
 from lsp_server.heap import HeapTrimmer
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
@@ -79,7 +79,7 @@ GIL_SWITCH_S = 0.0001  # a completion waiting for the interpreter lock while a l
 INTERACTIVE_THREAD = "nextword-interactive"  # the thread completions and hovers run on (see NextwordServer.run)
 YIELD_MAX_S = 0.25  # how long paused background work waits at most at one yield point (a stream of completions
 # cannot starve it)
-BACKGROUND_NICE = 10  # the niceness of the background and training threads (see `lower_thread_priority`)
+BACKGROUND_NICE = 10  # niceness added to the background and training threads (see `lower_thread_priority`)
 EXIT_LEARN_S = 10.0  # at exit, saved documents not learned yet are learned for at most this long
 CHECKPOINT_IDLE_S = 1.0  # the write-ahead log is checkpointed once learning has been quiet this long ...
 CHECKPOINT_EVERY_FILES = 25  # ... and every this many files while the workspace is learned
@@ -89,13 +89,15 @@ IGNORED = "$/nextword/ignoredMessage"
 
 
 def lower_thread_priority() -> None:
-    """Give the calling thread the scheduling priority of `nice BACKGROUND_NICE` (Linux schedules threads on their
-    own): where the cores are busy (2 cores, the editor, the client), a learn's SQLite writes and numpy work, which
-    run without the interpreter lock, take a core from a completion only when it is free. Elsewhere a no-op."""
+    """Lower the calling thread's scheduling priority by BACKGROUND_NICE steps of niceness (Linux schedules
+    threads on their own): where the cores are busy (2 cores, the editor, the client), a learn's SQLite writes and
+    numpy work, which run without the interpreter lock, take a core from a completion only when it is free.
+    Elsewhere a no-op."""
     if not sys.platform.startswith("linux"):
         return
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + BACKGROUND_NICE))
     except OSError:  # not allowed here (a sandbox): the thread keeps its priority
         log.debug("could not lower the background thread's priority")
 
@@ -168,7 +170,6 @@ class NextwordServer(LanguageServer):
         self.checkpoint_task: asyncio.Task[None] | None = None
         self._waiting = 0  # requests a person waits for (completion, hover) in flight; background work yields to them
         self._quiet = threading.Condition()  # notified when none is in flight any more
-        self._loop_awake = False  # the stdio event loop is handling something (it counts as one in `waiting`)
         self.warm_up: Future[None] | None = None  # loading what the first completion needs (start_warm_up)
 
     def report_server_error(self, error: Exception, source: Any) -> None:
@@ -213,8 +214,7 @@ class NextwordServer(LanguageServer):
 
     @property
     def waiting(self) -> int:
-        """How many requests a person waits for (completion, hover) are in flight, plus one while the stdio event
-        loop is awake (reading, handling or answering a message); background work yields while it is not 0."""
+        """How many requests a person waits for (completion, hover) are in flight."""
         return self._waiting
 
     @waiting.setter
@@ -248,8 +248,7 @@ class NextwordServer(LanguageServer):
         event loop reading stdin itself: see `lsp_server.framing`)."""
         self._stop_event = threading.Event()
         self.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
-        self._loop_wakes()  # the event loop is awake until it first waits for input
-        runner = asyncio.Runner(loop_factory=lambda: watched_event_loop(self._loop_sleeps, self._loop_wakes))
+        runner = asyncio.Runner()
         try:
             runner.run(self._read_stdio())
         except BrokenPipeError:
@@ -259,24 +258,8 @@ class NextwordServer(LanguageServer):
         finally:
             saved = dict(self.saved_text)  # saves not learned yet, taken before closing cancels their tasks
             runner.close()
-            self._loop_sleeps()  # the loop is gone: background work no longer waits for it at its yield points
             learn_saved_at_exit(self, saved)
             self.shutdown()
-
-    def _loop_sleeps(self) -> None:
-        """The event loop waits for input (or has stopped): background work may have the interpreter lock."""
-        if self._loop_awake:
-            self._loop_awake = False
-            self.waiting -= 1
-
-    def _loop_wakes(self) -> None:
-        """The event loop has a message (or a timer) to handle: background work pauses at its next yield point
-        until the loop sleeps again, so reading a completion request, handling it and writing its answer never
-        share the interpreter lock with a learn (bench/soak.py: the round trips over 10 ms while a learn ran were
-        mostly time outside the Engine)."""
-        if not self._loop_awake:
-            self._loop_awake = True
-            self.waiting += 1
 
     async def _read_stdio(self) -> None:
         reader: PipeReader | StdinAsyncReader | None = await PipeReader.of_pipe(sys.stdin.buffer)

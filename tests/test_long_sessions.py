@@ -3,6 +3,8 @@ learns. Real SQLite stores of their own, tiny texts."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -485,3 +487,21 @@ def test_the_heap_trimmer_gives_freed_memory_back_at_most_once_an_interval() -> 
     assert _resident_mb() < before - 40
     assert len(kept) == 625
     assert trimmer.trim_if_due(after_s=0.5) and not trimmer.trim_if_due()  # after long work: at once, interval or not
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own priority on Linux")
+def test_background_and_training_threads_run_at_a_lower_priority() -> None:
+    from lsp_server import server as server_module
+
+    ls = server_module.NextwordServer()
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    expected = min(19, own + server_module.BACKGROUND_NICE)
+    assert ls.background.submit(niceness).result() == expected
+    assert ls.training.submit(niceness).result() == expected
+    assert ls.interactive.submit(niceness).result() == own  # completions keep the process's priority
+    for pool in (ls.background, ls.training, ls.interactive):
+        pool.shutdown()
