@@ -15,6 +15,7 @@ Run it in the background, it is long (~15 minutes for 1,000 documents on an idle
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -70,8 +71,12 @@ def position(text: str) -> dict[str, int]:
     return {"line": len(lines) - 1, "character": len(lines[-1].encode("utf-16-le")) // 2}
 
 
-def start(db: Path, env: dict[str, str], neural: str, cache_megabytes: int | None = None) -> RawClient:
-    client = RawClient([sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(db)], env)
+def start(
+    db: Path, env: dict[str, str], neural: str, cache_megabytes: int | None = None, tree: Path = ROOT
+) -> RawClient:
+    """A server of the nextword source tree `tree` on the store `db`, initialised, its neural model attached."""
+    env = {**env, "PYTHONPATH": str(tree)}
+    client = RawClient([sys.executable, "-m", "lsp_server.cli", "serve", "--db", str(db)], env, cwd=tree)
     options: dict[str, Any] = {"neuralModel": neural}
     if cache_megabytes is not None:
         options["cacheMegabytes"] = cache_megabytes
@@ -90,52 +95,89 @@ def start(db: Path, env: dict[str, str], neural: str, cache_megabytes: int | Non
     return client
 
 
+class Session:
+    """One server's session, typed a block of documents at a time (`type`), so that two servers can take turns."""
+
+    def __init__(self, client: RawClient, every: int) -> None:
+        self.client, self.every = client, every
+        self.readings: list[dict[str, float]] = []
+        self.window: list[float] = []
+        self.after_save: list[float] = []
+        self.everything: list[float] = []
+        self.pending_close: str | None = None
+        self.typed = 0
+        self.started = time.perf_counter()
+        rss0, _ = client.rss()
+        self.readings.append(
+            {"documents": 0, "rss": rss0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+        )
+
+    def type(self, documents: list[list[str]]) -> None:
+        """Type, save and close these documents, numbered on from the last block."""
+        client = self.client
+        for words in documents:
+            self.typed += 1
+            d = self.typed
+            uri = f"file:///soak/doc{d:05d}.md"
+            client.notify(
+                "textDocument/didOpen",
+                {"textDocument": {"uri": uri, "languageId": "markdown", "version": 1, "text": ""}},
+            )
+            text = ""
+            for i, word in enumerate(words):
+                text = f"{text}{word} "
+                client.notify(
+                    "textDocument/didChange",
+                    {"textDocument": {"uri": uri, "version": i + 2}, "contentChanges": [{"text": text}]},
+                )
+                with Stopwatch() as sw:
+                    client.request(
+                        "textDocument/completion", {"textDocument": {"uri": uri}, "position": position(text)}
+                    )
+                ms = sw.seconds * 1000
+                self.window.append(ms)
+                self.everything.append(ms)
+                if d > 1 and i < AFTER_SAVE:
+                    self.after_save.append(ms)
+                if self.pending_close is not None and i == CLOSE_AFTER:
+                    client.notify("textDocument/didClose", {"textDocument": {"uri": self.pending_close}})
+                    self.pending_close = None
+            client.notify("textDocument/didSave", {"textDocument": {"uri": uri}})
+            self.pending_close = uri
+            if d % self.every == 0:
+                self.read()
+
+    def read(self) -> None:
+        """A reading: RSS now, latency of the completions since the last reading."""
+        if not self.window:
+            return
+        rss, _ = self.client.rss()
+        p50, _, p99 = percentiles(self.window)
+        d = self.typed
+        self.readings.append({"documents": d, "rss": rss, "p50": p50, "p99": p99, "max": max(self.window)})
+        print(
+            f"{d:>6} documents  RSS {rss / 2**20:7.1f} MB  p50 {p50:5.2f}  p99 {p99:6.2f}  "
+            f"max {max(self.window):.1f} ms  ({time.perf_counter() - self.started:,.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.window = []
+
+    def settle(self) -> None:
+        """Wait until the server's background work (the last document's learn) is done: the statistics command
+        runs on the same background thread, after it."""
+        self.client.request("workspace/executeCommand", {"command": "nextword.statistics", "arguments": []})
+
+    def result(self) -> dict[str, Any]:
+        return {"readings": self.readings, "after_save": self.after_save, "all": self.everything}
+
+
 def session(client: RawClient, documents: list[list[str]], every: int) -> dict[str, Any]:
     """Type the documents; returns the readings and the after-save latencies."""
-    readings: list[dict[str, float]] = []
-    window: list[float] = []
-    after_save: list[float] = []
-    everything: list[float] = []
-    pending_close: str | None = None
-    started = time.perf_counter()
-    rss0, _ = client.rss()
-    readings.append({"documents": 0, "rss": rss0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")})
-    for d, words in enumerate(documents, start=1):
-        uri = f"file:///soak/doc{d:05d}.md"
-        client.notify(
-            "textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "markdown", "version": 1, "text": ""}}
-        )
-        text = ""
-        for i, word in enumerate(words):
-            text = f"{text}{word} "
-            client.notify(
-                "textDocument/didChange",
-                {"textDocument": {"uri": uri, "version": i + 2}, "contentChanges": [{"text": text}]},
-            )
-            with Stopwatch() as sw:
-                client.request("textDocument/completion", {"textDocument": {"uri": uri}, "position": position(text)})
-            ms = sw.seconds * 1000
-            window.append(ms)
-            everything.append(ms)
-            if d > 1 and i < AFTER_SAVE:
-                after_save.append(ms)
-            if pending_close is not None and i == CLOSE_AFTER:
-                client.notify("textDocument/didClose", {"textDocument": {"uri": pending_close}})
-                pending_close = None
-        client.notify("textDocument/didSave", {"textDocument": {"uri": uri}})
-        pending_close = uri
-        if d % every == 0 or d == len(documents):
-            rss, _ = client.rss()
-            p50, _, p99 = percentiles(window)
-            readings.append({"documents": d, "rss": rss, "p50": p50, "p99": p99, "max": max(window)})
-            print(
-                f"{d:>6} documents  RSS {rss / 2**20:7.1f} MB  p50 {p50:5.2f}  p99 {p99:6.2f}  max {max(window):.1f} ms"
-                f"  ({time.perf_counter() - started:,.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-            window = []
-    return {"readings": readings, "after_save": after_save, "all": everything}
+    typing = Session(client, every)
+    typing.type(documents)
+    typing.read()
+    return typing.result()
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> Path | None:
@@ -232,20 +274,44 @@ def main() -> None:
         action="store_true",
         help="type every WikiText-2 test paragraph (its <unk> left out), not only the ~5,100 words without <unk>",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another nextword source tree (e.g. a git worktree of an earlier commit): its server types the same "
+        "documents, the two taking turns every --every documents (the other one idle, its learns finished), so "
+        "both meet the machine's same hours",
+    )
+    parser.add_argument("--baseline-name", default=None, help="what to call it in the table (default: its path)")
     args = parser.parse_args()
     count = 40 if args.quick else args.documents
     (test_file,) = corpus_files(args, ["wikitext-2/wiki.test.tokens"])
     documents = document_texts(test_file, count, args.words, every_paragraph=args.fresh_text)
+    trees = [("", ROOT)]
+    if args.baseline is not None:
+        trees.append((f", baseline {args.baseline_name or args.baseline}", args.baseline.resolve()))
     results: dict[str, dict[str, Any]] = {}
     with Stopwatch() as total:
         for model in args.models:
-            with tempfile.TemporaryDirectory() as tmp:
-                db = seeded_store(Path(tmp) / "store.db")
-                env = {**os.environ, "XDG_DATA_HOME": tmp}
-                client = start(db, env, "none" if model == "n-gram" else "default", args.cache_megabytes)
-                with step(f"{model}: {count} documents of {args.words} words"):
-                    results[model] = session(client, documents, args.every)
-                client.close()
+            with contextlib.ExitStack() as stack:
+                sessions: dict[str, Session] = {}
+                for suffix, tree in trees:
+                    tmp = stack.enter_context(tempfile.TemporaryDirectory())
+                    db = seeded_store(Path(tmp) / "store.db")
+                    env = {**os.environ, "XDG_DATA_HOME": tmp}
+                    neural = "none" if model == "n-gram" else "default"
+                    client = start(db, env, neural, args.cache_megabytes, tree)
+                    stack.callback(client.close)
+                    sessions[model + suffix] = Session(client, args.every)
+                with step(f"{model}: {count} documents of {args.words} words, {len(trees)} tree(s) taking turns"):
+                    for block in range(0, count, args.every):
+                        for typing in sessions.values():
+                            typing.type(documents[block : block + args.every])
+                            typing.read()
+                            if len(sessions) > 1:
+                                typing.settle()
+                for name, typing in sessions.items():
+                    results[name] = typing.result()
     plot_path = plot(results, ROOT / "bench" / "plots" / "soak_rss.png") if results_path(args) is not None else None
     body = report(results, args.words, plot_path)
     print(body)
