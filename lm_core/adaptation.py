@@ -42,7 +42,7 @@ CACHE_TOKENS = 4_000
 """The document cache holds at most this many of the latest tokens before the cursor."""
 HELD_OUT_TOKENS = 20_000
 """EM refits on at most this many of the latest held-out tokens."""
-HELD_OUT_PIECE_TOKENS = 4
+HELD_OUT_PIECE_TOKENS = 8
 """Held-out text is scored this many tokens at a time, with a pause (a yield to a waiting completion) before each."""
 USER_LAYER_TOKENS = 100_000
 """The user layer is built over about this many of the latest learned tokens (the store's model keeps all of them):
