@@ -172,14 +172,6 @@ class Session:
         return {"readings": self.readings, "after_save": self.after_save, "all": self.everything}
 
 
-def session(client: RawClient, documents: list[list[str]], every: int) -> dict[str, Any]:
-    """Type the documents; returns the readings and the after-save latencies."""
-    typing = Session(client, every)
-    typing.type(documents)
-    typing.read()
-    return typing.result()
-
-
 def plot(results: dict[str, dict[str, Any]], path: Path) -> Path | None:
     """RSS over documents, one line per configuration (matplotlib; skipped without it)."""
     try:

@@ -295,11 +295,9 @@ def _prefetch(
         for word in sentence:
             contexts.append(tuple(history if width is None else history[max(0, len(history) - width) :]))
             history.append(word)
-    if pause is None:
-        prefetch(contexts)
-    else:
+    if pause is not None:
         pause()
-        prefetch(contexts, pause)
+    prefetch(contexts, pause)
 
 
 def make_blend(store: NgramModel, user: NgramModel | None, cache: DocumentCache, weights: Sequence[float]) -> Blend:
@@ -345,6 +343,7 @@ class Adaptation:
         self.user: NgramModel | None = None
         self.user_tokens = 0
         self.user_sentences: frozenset[int] = frozenset()  # hashes of the user layer's sentences (word tuples)
+        self.tokens_since_rebuild = 0  # learned since the user layer was built (see `note_learned`)
         self.cache = DocumentCache(store)
         self.held_out = HeldOut()
         self.fitted_tokens = fitted_tokens
@@ -390,12 +389,14 @@ class Adaptation:
         self.user = user
         self.user_tokens = sum(len(s) for s in sentences)
         self.user_sentences = frozenset(hash(tuple(s)) for s in sentences)
+        self.tokens_since_rebuild = 0
         self._blend = None
 
-    def note_learned(self, sentences: Sequence[Sequence[str]]) -> None:
-        """Sentences learned since the user layer was built: held out no more (`is_learned`), though the layer gets
-        them only at its next rebuild."""
+    def note_learned(self, sentences: Sequence[Sequence[str]], tokens: int) -> None:
+        """Text learned since the user layer was built (`tokens` of it; its `sentences` when at hand): held out no
+        more (`is_learned`), though the layer gets it only at its next rebuild; counted in `tokens_since_rebuild`."""
         self.user_sentences = self.user_sentences | {hash(tuple(s)) for s in sentences}
+        self.tokens_since_rebuild += tokens
 
     def is_learned(self, sentence: Sequence[str]) -> bool:
         """Whether the user layer holds this sentence already (text saved again is not held out twice)."""

@@ -199,7 +199,6 @@ class Engine:
         # waits for (a completion) run first; the server waits there while a completion is in flight (no-op here)
         self.yield_point: Callable[[], None] = _no_wait
         self.adaptation: Adaptation | None = None  # see enable_adaptation
-        self._user_layer_lag = 0  # tokens learned since the user layer was last built
         self._cache_head: tuple[str, list[str]] = ("", [])  # the document cache's paragraphs above, tokenized
         self._cache_middle: tuple[str, list[str]] = ("", [])  # ... and the current paragraph's finished sentences
         self._paragraph_memo: dict[str, list[str]] = {}  # paragraph text -> its tokens (oldest first out)
@@ -431,7 +430,6 @@ class Engine:
         if self.cache_bytes:
             adaptation.set_memo_bytes(self.cache_bytes // 16)
         adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS))
-        self._user_layer_lag = 0
         top_word_predictions(adaptation.blend, (BOS,), 1)  # the alignments of the mixture's word lists ...
         self._count_model.word_positions()  # ... and the index the document cache's distributions use
         self.adaptation = adaptation
@@ -452,8 +450,7 @@ class Engine:
         adaptation = self.adaptation
         if adaptation is None:
             return
-        fresh = sentences
-        fresh = [s for s in fresh if not adaptation.is_learned(s)]
+        fresh = [s for s in sentences if not adaptation.is_learned(s)]
         while sum(map(len, fresh)) > HELD_OUT_PER_LEARN and len(fresh) > 1:
             fresh = fresh[len(fresh) // 2 :]  # the newest part of a long text is enough (and bounds the cost)
         if not fresh:
@@ -479,15 +476,11 @@ class Engine:
         if adaptation is None:
             return
         if learned is not None:
-            self._user_layer_lag += learned.tokens
-            if self._user_layer_lag < USER_LAYER_LAG * adaptation.user_tokens:
-                if sentences is not None:
-                    adaptation.note_learned(sentences)
+            adaptation.note_learned(sentences or [], learned.tokens)
+            if adaptation.tokens_since_rebuild < USER_LAYER_LAG * adaptation.user_tokens:
                 return
         self.yield_point()
-        latest = self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS)
-        adaptation.set_user_text(latest, None if self.yield_point is _no_wait else self.yield_point)
-        self._user_layer_lag = 0
+        adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS), self.yield_point)
 
     def _fill_cache(self, text: str, end: int) -> None:
         """The document cache: the tokens of `text` before character `end` (the start of the word being typed),

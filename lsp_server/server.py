@@ -568,8 +568,6 @@ def learn_saved_at_exit(ls: NextwordServer, saved: dict[str, str]) -> None:
     """Learn the saved documents whose learn had not finished when the event loop stopped (a save right before the
     editor quits; their tasks went with the loop), on the background thread, for at most EXIT_LEARN_S. A learn
     that was running then finishes first; the same text learned again changes nothing."""
-    if not saved or not ls.settings.learning:
-        return
     jobs = [ls.background.submit(_learn_now, ls, uri, text) for uri, text in saved.items() if _may_learn(ls, uri, text)]
     done, late = futures.wait(jobs, timeout=EXIT_LEARN_S)
     for job in done:
