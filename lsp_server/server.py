@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -34,17 +33,18 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.json_rpc import JsonRPCNotification
 
-from lsp_server import comments
+from lsp_server import completing
+from lsp_server.completing import CursorProse
 from lsp_server.framing import PipeReader, ResyncingStdin
 from lsp_server.heap import HeapTrimmer
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
-from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
+from lsp_server.positions import LineIndex, offset_at, position_at
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
 
 if TYPE_CHECKING:
     from lm_core.oddities import OddityConfig
-    from lsp_server.engine import Completion, Engine, Suggestion
+    from lsp_server.engine import Completion, Engine
     from store.countstore import LearnResult
 
 # The language model (numpy, the store, the tokenizer) is imported when the engine opens, after `initialize` has
@@ -300,16 +300,8 @@ class NextwordServer(LanguageServer):
         return document
 
     def prose(self, document: Any, cursor: int | None = None) -> str | None:
-        """The document's text as nextword should read it: all of it for the enabled languages, only the comments
-        (in place, the rest blanked) for code files when the `comments` setting is on; None when neither applies,
-        or when `cursor` is given and lies outside every comment."""
-        language = getattr(document, "language_id", None)
-        if language is None or language in self.settings.languages:
-            return document.source
-        if self.settings.comments and comments.supports(language):
-            view = comments.comment_text(document.source, language)
-            return view.text if cursor is None or view.inside(cursor) else None
-        return None
+        """The document's text as nextword should read it (`lsp_server.completing.prose`)."""
+        return completing.prose(getattr(document, "language_id", None), document.source, self.settings, cursor)
 
     def encoding(self) -> str:
         """The position encoding agreed with the client: "utf-8", "utf-16" (the LSP default) or "utf-32"."""
@@ -703,7 +695,8 @@ def build_diagnostics(text: str, check: Any, settings: Settings, encoding: str) 
 
 # --- completion --------------------------------------------------------------------------------------------------
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[" "]))
-async def completion(ls: NextwordServer, params: types.CompletionParams) -> types.CompletionList | None:
+async def completion(ls: NextwordServer, params: types.CompletionParams) -> dict[str, Any] | None:
+    """The next words at the cursor (`lsp_server.completing.completion_list`, a CompletionList as JSON)."""
     uri = params.text_document.uri
     generation = ls.completion_generation.get(uri, 0) + 1
     ls.completion_generation[uri] = generation
@@ -721,36 +714,17 @@ async def completion(ls: NextwordServer, params: types.CompletionParams) -> type
         return ls.engine().complete_at(at.text, at.offset, k)
 
     result = await _complete(ls, work)
-    if result is None:
-        return None
-    edit_range = at.range_back(result.prefix)
-    items = [_completion_item(s, rank, edit_range) for rank, s in enumerate(result.suggestions)]
-    return types.CompletionList(is_incomplete=True, items=items)
-
-
-@dataclass(frozen=True)
-class CursorProse:
-    """The prose of a document as nextword reads it (`NextwordServer.prose`), and a cursor in it."""
-
-    text: str
-    offset: int  # the cursor, in characters of `text`
-    cursor: types.Position  # the cursor, as the client counts
-    encoding: str  # the position encoding agreed with the client
-
-    def range_back(self, typed: str) -> types.Range:
-        """The range from where `typed` (the text just before the cursor) starts, to the cursor."""
-        start = max(0, self.cursor.character - units(typed, self.encoding))
-        return types.Range(start=types.Position(line=self.cursor.line, character=start), end=self.cursor)
+    return None if result is None else completing.completion_list(result, at)
 
 
 def _cursor_prose(ls: NextwordServer, document: Any | None, position: types.Position) -> CursorProse | None:
     """The prose at `position` of an open `document`; None when there is no document or no prose there."""
     if document is None:
         return None
-    encoding = ls.encoding()
-    offset, cursor = locate(document.source, position, encoding)
-    text = ls.prose(document, offset)
-    return None if text is None else CursorProse(text, offset, cursor, encoding)
+    language = getattr(document, "language_id", None)
+    return completing.cursor_prose(
+        language, document.source, position.line, position.character, ls.encoding(), ls.settings
+    )
 
 
 async def _complete(ls: NextwordServer, work: Callable[[], T]) -> T | None:
@@ -762,22 +736,9 @@ async def _complete(ls: NextwordServer, work: Callable[[], T]) -> T | None:
         return None
 
 
-def _completion_item(suggestion: Suggestion, rank: int, edit_range: types.Range) -> types.CompletionItem:
-    return types.CompletionItem(
-        label=suggestion.word,
-        kind=types.CompletionItemKind.Text,
-        sort_text=f"{rank:04d}",
-        filter_text=suggestion.word,
-        text_edit=types.TextEdit(range=edit_range, new_text=suggestion.word),
-        label_details=types.CompletionItemLabelDetails(description=f"{suggestion.prob:.1%}"),
-        detail=f"P = {suggestion.prob:.4f}",
-    )
-
-
 @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
-async def inline_completion(
-    ls: NextwordServer, params: types.InlineCompletionParams
-) -> types.InlineCompletionList | None:
+async def inline_completion(ls: NextwordServer, params: types.InlineCompletionParams) -> dict[str, Any] | None:
+    """The words that most likely come next, as ghost text (an InlineCompletionList as JSON)."""
     if not ls.settings.inline_completion:
         return None
     at = _cursor_prose(ls, ls.open_document(params.text_document.uri), params.position)
@@ -785,12 +746,8 @@ async def inline_completion(
         return None
     max_words = ls.settings.inline_max_words
 
-    def work() -> types.InlineCompletionList:
-        found = ls.engine().continue_at(at.text, at.offset, max_words)
-        if found is None:
-            return types.InlineCompletionList(items=[])
-        item = types.InlineCompletionItem(insert_text=found.suggestions[0].word, range=at.range_back(found.prefix))
-        return types.InlineCompletionList(items=[item])
+    def work() -> dict[str, Any]:
+        return completing.inline_completion_list(ls.engine().continue_at(at.text, at.offset, max_words), at)
 
     return await _complete(ls, work)
 

@@ -8,17 +8,18 @@ import math
 
 import pytest
 from lsprotocol import types
+from lsprotocol.converters import get_converter
 
 from lm_core.corrections import KINDS
 from lm_core.oddities import OddityConfig
-from lsp_server.engine import DocumentCheck, OddWord, Suggestion
+from lsp_server.completing import CursorProse, completion_list, inline_completion_list
+from lsp_server.engine import Completion, DocumentCheck, OddWord, Suggestion
 from lsp_server.positions import LineIndex, locate, offset_at, position_at, units
 from lsp_server.server import (
     COMMANDS,
     ODD_WORD,
     PERPLEXITY,
     SOURCE,
-    _completion_item,
     _flatten,
     _with_space_before,
     build_diagnostics,
@@ -202,17 +203,29 @@ def test_hover_explains_each_alternative() -> None:
 
 
 def test_a_completion_item_replaces_the_typed_prefix() -> None:
+    at = CursorProse("the ma", 6, 0, 6, "utf-16")
+    answer = completion_list(Completion([Suggestion("mat", 0.41234), Suggestion("man", 0.2)], "ma", 4), at)
+    # the JSON reads as the protocol's own types say (what the client's library makes of it)
+    read = get_converter().structure(answer, types.CompletionList)
     edit_range = rng((0, 4), (0, 6))
-    item = _completion_item(Suggestion("mat", 0.41234), 3, edit_range)
-    assert item == types.CompletionItem(
+    assert read.is_incomplete is True and read.items[0] == types.CompletionItem(
         label="mat",
         kind=types.CompletionItemKind.Text,
-        sort_text="0003",
+        sort_text="0000",
         filter_text="mat",
         text_edit=types.TextEdit(range=edit_range, new_text="mat"),
         label_details=types.CompletionItemLabelDetails(description="41.2%"),
         detail="P = 0.4123",
     )
+    assert read.items[1].sort_text == "0001" and read.items[1].detail == "P = 0.2000"
+
+
+def test_ghost_text_replaces_the_typed_prefix_and_is_empty_without_a_continuation() -> None:
+    at = CursorProse("I live in the Uni", 17, 2, 17, "utf-16")
+    answer = inline_completion_list(Completion([Suggestion("United States", 0.5)], "Uni", 14), at)
+    read = get_converter().structure(answer, types.InlineCompletionList)
+    assert list(read.items) == [types.InlineCompletionItem(insert_text="United States", range=rng((2, 14), (2, 17)))]
+    assert inline_completion_list(None, at) == {"items": []}
 
 
 @pytest.mark.parametrize(
