@@ -10,11 +10,12 @@ Measured the way a person meets them, on the shipped model (seeded into a fresh 
   file to the server's answer to a completion request sent as soon as the client is initialised, with an existing
   store and on the very first start (the store is seeded from the shipped model then);
 - references in the same run, on the same loaded machine: the Python interpreter alone (`python -c pass`), the LSP
-  library alone (`import pygls.lsp.server` and the converter every pygls server makes: the floor for "ready", since
-  lsprotocol defines the protocol's ~1,000 attrs classes at import and resolves their type hints for cattrs when the
-  converter is made), the model alone (import the Engine, open the store, suggest once: what a first completion
-  needs besides the LSP library), and, with `--baseline DIR`, another source tree of nextword (for example the
-  commit before a change) measured the same way.
+  library alone (`import pygls.lsp.server` and the converter every pygls server makes: lsprotocol defines the
+  protocol's ~1,000 attrs classes at import and resolves their type hints for cattrs when the converter is made;
+  the server's prelude answers `initialize` and the first completions before it is loaded, see
+  lsp_server/prelude.py), the model alone (import the Engine, open the store, suggest once: what the prelude needs
+  before a first completion), and, with `--baseline DIR`, another source tree of nextword (for example the commit
+  before a change) measured the same way.
 
 Beside the wall clock, the CPU seconds each server (and each reference process) had used by then: on a machine shared
 with other work they move far less with the load than the wall clock does. Python runs as from an installed
@@ -266,9 +267,9 @@ def main() -> None:
         "`initialize` (ready) and to the first completion, and the CPU seconds the server had used by then (all "
         "its threads; the references: the whole process). Neovim rows: from `:edit` to the client being "
         "initialised (ready) and to the answer to a completion request sent then. The first three rows are "
-        "references measured in the same run: the interpreter, the LSP library (its import and converter: the "
-        'floor under "ready"), and the model alone (what a first completion needs besides the LSP library). Python '
-        "uses its bytecode caches, as an installed package does (written by a first round, not counted).\n\n" + table
+        "references measured in the same run: the interpreter, the LSP library (its import and converter, which the "
+        "server's prelude no longer waits for: lsp_server/prelude.py), and the model alone (what the prelude needs "
+        "before a first completion). Python uses its bytecode caches, as an installed package does (written by a first round, not counted).\n\n" + table
     )
     path = results_path(args)
     if path is not None:

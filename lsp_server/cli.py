@@ -525,7 +525,7 @@ def serve(db: Path | None, tcp: bool, host: str, port: int, empty_store: bool) -
 
     Example: nextword serve --db ~/notes.db
     """
-    from lsp_server.server import main as serve_main
+    from lsp_server.prelude import serve as serve_main
 
     serve_main(tcp=tcp, host=host, port=port, db=str(db) if db else None, empty_store=empty_store)
 

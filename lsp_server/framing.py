@@ -17,6 +17,7 @@ first well-framed message after the garbage is read again:
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from typing import BinaryIO
 
@@ -53,6 +54,24 @@ class ResyncingStdin:
         return self.raw.read(n)
 
 
+class PrefixedStream:
+    """A binary input stream (`readline`, `read`) that reads `prefix` first, then `raw`."""
+
+    def __init__(self, prefix: bytes, raw: BinaryIO) -> None:
+        self.prefix = io.BytesIO(prefix)
+        self.raw = raw
+
+    def readline(self) -> bytes:
+        line = self.prefix.readline()
+        return line if line.endswith(b"\n") else line + self.raw.readline()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.prefix.read(n)
+        if n < 0:
+            return data + self.raw.read()
+        return data if len(data) == n else data + self.raw.read(n - len(data))
+
+
 class PipeReader:
     """pygls' asynchronous reader (`readline`, `readexactly`) over an `asyncio.StreamReader`, with the same resync
     as `ResyncingStdin`; end of input reads as `b""`."""
@@ -62,11 +81,13 @@ class PipeReader:
         self.dropped = 0  # bytes dropped so far (lines over LINE_LIMIT are counted as LINE_LIMIT)
 
     @classmethod
-    async def of_pipe(cls, pipe: BinaryIO) -> PipeReader | None:
-        """A reader the running event loop feeds from `pipe` (a pipe, socket or terminal); None when the loop cannot
-        watch it (a regular file; Windows' event loop and pipes)."""
+    async def of_pipe(cls, pipe: BinaryIO, pending: bytes = b"") -> PipeReader | None:
+        """A reader the running event loop feeds from `pipe` (a pipe, socket or terminal), after the bytes `pending`
+        (read from it already); None when the loop cannot watch it (a regular file; Windows' event loop and pipes)."""
         loop = asyncio.get_running_loop()
         stream = asyncio.StreamReader(limit=LINE_LIMIT, loop=loop)
+        if pending:
+            stream.feed_data(pending)
         try:
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream, loop=loop), pipe)
         except (ValueError, OSError, NotImplementedError):

@@ -35,10 +35,11 @@ from pygls.protocol.json_rpc import JsonRPCNotification
 
 from lsp_server import completing
 from lsp_server.completing import CursorProse
-from lsp_server.framing import PipeReader, ResyncingStdin
+from lsp_server.framing import PipeReader, PrefixedStream, ResyncingStdin
 from lsp_server.heap import HeapTrimmer
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, offset_at, position_at
+from lsp_server.prelude import GIL_SWITCH_S, Handover, open_engine, server_version
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
 
@@ -73,9 +74,6 @@ RETRAIN_MAX_EPOCHS = 1000  # the most a client may ask for: a bound against typo
 RETRAIN_MAX_MINUTES = 24 * 60  # ... and a day's budget: a longer run belongs to `nextword train-neural`
 RETRAIN_LOG_EVERY = 5  # steps between $/progress reports: the learned documents make few steps per epoch
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".text"}
-GIL_SWITCH_S = 0.0001  # a completion waiting for the interpreter lock while a learn or a check runs Python code on the
-# background thread gets it within 0.1 ms (Python's default: 5 ms; it is waited for again after every numpy call and
-# every read that let it go, tens of times in one completion; bench/soak.py: p99 halved against 1 ms)
 INTERACTIVE_THREAD = "nextword-interactive"  # the thread completions and hovers run on (see NextwordServer.run)
 YIELD_MAX_S = 0.25  # how long paused background work waits at most at one yield point (a stream of completions
 # cannot starve it)
@@ -104,8 +102,19 @@ def lower_thread_priority() -> None:
 
 class NextwordProtocol(LanguageServerProtocol):
     """pygls' protocol, but a message whose params cannot be read gets an error response (requests) or a log
-    line (notifications), instead of no response and an error pop-up in the editor; and the future pygls files
-    for each notification it handles is forgotten once done."""
+    line (notifications), instead of no response and an error pop-up in the editor; the future pygls files
+    for each notification it handles is forgotten once done; and a request the prelude answered already
+    (`lsp_server.prelude`, read again so that pygls sets itself up) is not answered twice."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answered_early: set[Any] = set()  # ids of requests the prelude answered
+
+    def _send_response(self, msg_id: Any, result: Any = None, error: Any = None) -> None:
+        if msg_id in self.answered_early:
+            self.answered_early.discard(msg_id)
+            return
+        super()._send_response(msg_id, result, error)
 
     def _handle_notification(self, method_name: str, params: Any) -> None:
         """pygls (2.1) files a future under a fresh id for every notification whose handler is a coroutine or a
@@ -139,13 +148,7 @@ class NextwordServer(LanguageServer):
     """Server state: settings, the engine (opened lazily), per-document tasks and request generations."""
 
     def __init__(self, db: str | None = None, empty_store: bool = False) -> None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            server_version = version("nextword")
-        except PackageNotFoundError:  # pragma: no cover - running from a source tree
-            server_version = "0"
-        super().__init__("nextword", server_version, protocol_cls=NextwordProtocol)
+        super().__init__("nextword", server_version(), protocol_cls=NextwordProtocol)
         self.settings = Settings(database=db)
         self.empty_store = empty_store  # a store not there yet starts empty (serve --empty-store), not seeded
         self.interactive = ThreadPoolExecutor(max_workers=1, thread_name_prefix=INTERACTIVE_THREAD)
@@ -161,6 +164,7 @@ class NextwordServer(LanguageServer):
         self.neural_task: asyncio.Future[None] | None = None
         self._engine_lock = threading.Lock()
         self._engine: Engine | None = None
+        self._adoptable: tuple[Engine, str | None] | None = None  # the prelude's Engine and the store setting
         self.learning_paused = False
         self.ignored: set[str] = set()
         self.diagnostic_tasks: dict[str, asyncio.Task[None]] = {}
@@ -190,18 +194,35 @@ class NextwordServer(LanguageServer):
         once, when it is made."""
         with self._engine_lock:
             if self._engine is None:
-                from lsp_server.engine import Engine
-
-                empty = self.empty_store
-                engine = Engine.open(self.settings.database, create=empty, seed=not empty)
-                engine.defer_checkpoints()  # run when learning is quiet (schedule_checkpoint), not in a learn
-                engine.set_cache_budget(self.settings.cache_megabytes * 2**20)
+                adopted = self._adopt()
+                engine = adopted or open_engine(self.settings, self.empty_store)
                 engine.yield_point = self.yield_to_waiting
                 self._engine = engine
-                note = engine.seeded_note()
+                note = None if adopted else engine.seeded_note()  # the prelude said it
                 if note:
                     self.message(note, types.MessageType.Info)
             return self._engine
+
+    def _adopt(self) -> Engine | None:
+        """The Engine the prelude opened (`take_over`), when it opened the store the settings name now (the budget
+        of its caches follows the settings); else None, and it is closed."""
+        adoptable, self._adoptable = self._adoptable, None
+        if adoptable is None:
+            return None
+        engine, database = adoptable
+        if database != self.settings.database:
+            engine.close()
+            return None
+        engine.set_cache_budget(self.settings.cache_megabytes * 2**20)
+        return engine
+
+    def take_over(self, handover: Handover) -> None:
+        """Take over from the prelude (`lsp_server.prelude`): its Engine, to be used when the settings name its
+        store, and the requests it answered, whose answers pygls must not send again."""
+        self.protocol.answered_early.update(handover.answered)
+        if handover.engine is not None:
+            with self._engine_lock:
+                self._adoptable = (handover.engine, handover.database)
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """Run work a person is waiting for (completion, hover) on the interactive thread; background work (learning,
@@ -243,14 +264,17 @@ class NextwordServer(LanguageServer):
         with self._quiet:
             self._quiet.wait_for(lambda: not self._waiting, timeout=YIELD_MAX_S)
 
-    def serve_stdio(self) -> None:
+    def serve_stdio(self, handover: Handover | None = None) -> None:
         """Serve over stdin / stdout until the client says exit or the input ends (pygls' `start_io`, with the
-        event loop reading stdin itself: see `lsp_server.framing`)."""
+        event loop reading stdin itself: see `lsp_server.framing`), after the prelude's `handover` if any: its
+        pending bytes are read first."""
         self._stop_event = threading.Event()
         self.protocol.set_writer(StdoutWriter(sys.stdout.buffer))
+        if handover is not None:
+            self.take_over(handover)
         runner = asyncio.Runner()
         try:
-            runner.run(self._read_stdio())
+            runner.run(self._read_stdio(handover.pending if handover else b""))
         except BrokenPipeError:
             log.error("the client closed the connection")
         except (KeyboardInterrupt, SystemExit):
@@ -261,10 +285,11 @@ class NextwordServer(LanguageServer):
             learn_saved_at_exit(self, saved)
             self.shutdown()
 
-    async def _read_stdio(self) -> None:
-        reader: PipeReader | StdinAsyncReader | None = await PipeReader.of_pipe(sys.stdin.buffer)
+    async def _read_stdio(self, pending: bytes = b"") -> None:
+        reader: PipeReader | StdinAsyncReader | None = await PipeReader.of_pipe(sys.stdin.buffer, pending)
         if reader is None:
-            reader = StdinAsyncReader(ResyncingStdin(sys.stdin.buffer), self.thread_pool)  # type: ignore[arg-type]
+            stdin = ResyncingStdin(PrefixedStream(pending, sys.stdin.buffer))
+            reader = StdinAsyncReader(stdin, self.thread_pool)  # type: ignore[arg-type]
         assert self._stop_event is not None
         await run_async(self._stop_event, reader, self.protocol, log, self.report_server_error)
 
@@ -283,6 +308,9 @@ class NextwordServer(LanguageServer):
     def reopen(self) -> None:
         """Close the engine so the next use opens the store named by the settings."""
         with self._engine_lock:
+            if self._adoptable is not None:
+                self._adoptable[0].close()
+                self._adoptable = None
             if self._engine is not None:
                 self._engine.close()
             self._engine = None
@@ -1114,9 +1142,15 @@ def _flatten(args: Any) -> list[Any]:
 
 
 def main(
-    tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str | None = None, empty_store: bool = False
+    tcp: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 2087,
+    db: str | None = None,
+    empty_store: bool = False,
+    handover: Handover | None = None,
 ) -> None:
-    """Serve over stdio (default) or TCP (bound to `host`, 127.0.0.1 unless asked otherwise)."""
+    """Serve over stdio (default) or TCP (bound to `host`, 127.0.0.1 unless asked otherwise); on stdio, after the
+    prelude's `handover` if it served first (`lsp_server.prelude.serve`)."""
     logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs every cancelled request with a traceback
@@ -1127,4 +1161,4 @@ def main(
     if tcp:
         server.start_tcp(host, port)
     else:
-        server.serve_stdio()
+        server.serve_stdio(handover)
