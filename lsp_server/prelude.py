@@ -210,14 +210,15 @@ class FrameReader:
         self.ended = False  # the input ended
 
     def peek(self) -> tuple[int, dict[str, Any]] | None:
-        """The next message and its length in bytes, waiting for it; None when the input ended, when the prelude
-        should stop waiting (`wake`) or when what comes next is not a message the prelude reads."""
+        """The next message and its length in bytes, waiting for it; None when the input ended, when what comes
+        next is not a message the prelude reads, or when it would have to wait for input after `wake` (messages
+        received whole before are still returned)."""
         while True:
             parsed = _parse_frame(self.buffer)
             if parsed is not None or self.ended:
                 return parsed if isinstance(parsed, tuple) else None
             readable, _, _ = select.select([self.fd, self.wake], [], [])
-            if self.fd not in readable:
+            if self.wake in readable:
                 return None
             chunk = os.read(self.fd, READ_CHUNK)
             if not chunk:
@@ -269,7 +270,6 @@ class Prelude:
         self.encoding = "utf-16"
         self.handover = Handover()
         self.replay: list[bytes] = []  # frames pygls reads again
-        self.server_imported = threading.Event()
 
     def run(self) -> Handover:
         """Serve until the server is imported or a message the prelude does not serve comes; return the handover."""
@@ -330,12 +330,12 @@ class Prelude:
         except Exception:  # the main thread imports it again and fails there, with the traceback
             log.debug("importing the server failed", exc_info=True)
         finally:
-            self.server_imported.set()
             os.write(self.wake_write, b"!")
 
     def _serve(self) -> None:
-        """Serve messages until the server is imported (then at the next message, even in a burst of them)."""
-        while not self.server_imported.is_set() and (peeked := self.reader.peek()) is not None:
+        """Serve messages until one the prelude does not serve, or until the server is imported and every message
+        received whole by then is served."""
+        while (peeked := self.reader.peek()) is not None:
             length, message = peeked
             try:
                 served = self._handle(message)
