@@ -273,7 +273,7 @@ def run_adaptation(
     for user, learn, held in users:
         db = workdir / f"user-{len(rows)}.db"
         if not seed_from_default_model(db):
-            sys.exit("error: the shipped default model (lsp_server/data/default-ngram.db.xz) is missing")
+            sys.exit("error: the shipped default model (lsp_server/data/default-ngram.db.gz) is missing")
         engine = Engine.open(db)
         with step(f"{user}: before learning"):
             rows.append(AdaptRow(user, "default model", *evaluate_engine(engine, held, sizes)))

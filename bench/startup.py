@@ -269,7 +269,8 @@ def main() -> None:
         "initialised (ready) and to the answer to a completion request sent then. The first three rows are "
         "references measured in the same run: the interpreter, the LSP library (its import and converter, which the "
         "server's prelude no longer waits for: lsp_server/prelude.py), and the model alone (what the prelude needs "
-        "before a first completion). Python uses its bytecode caches, as an installed package does (written by a first round, not counted).\n\n" + table
+        "before a first completion). Python uses its bytecode caches, as an installed package does (written by a "
+        "first round, not counted).\n\n" + table
     )
     path = results_path(args)
     if path is not None:
