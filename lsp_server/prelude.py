@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import select
 import stat
 import sys
@@ -47,6 +48,7 @@ GIL_SWITCH_S = 0.0001  # a completion waiting for the interpreter lock while a l
 # waited for again after every numpy call and every read that let it go, tens of times in one completion;
 # bench/soak.py: p99 halved against 1 ms)
 READ_CHUNK = 1 << 20  # bytes read from stdin at a time
+CONTENT_LENGTH = re.compile(rb"Content-Length: (\d+)")  # as pygls' reader matches the line (pygls.io_)
 HEADER_LIMIT = 8192  # a header block longer than this is not one the prelude reads (pygls does)
 DOCUMENT_EVENTS = ("textDocument/didOpen", "textDocument/didChange", "textDocument/didClose")
 ENCODINGS = ("utf-8", "utf-16", "utf-32")
@@ -233,19 +235,20 @@ class FrameReader:
 
 def _parse_frame(buffer: bytearray) -> tuple[int, dict[str, Any]] | bool | None:
     """(length, message) for a whole message at the start of `buffer`; None while it is incomplete; False when
-    it is not a message the prelude reads (anything before the header, another header, bad JSON)."""
+    it is not a message the prelude reads. It reads only what pygls reads alike: a `Content-Length: N` line exactly
+    as pygls matches it, at most a `Content-Type` line besides, a JSON object (not garbage before the header,
+    other headers, bad JSON)."""
     end = buffer.find(b"\r\n\r\n", 0, HEADER_LIMIT)
     if end < 0:
         return False if len(buffer) >= HEADER_LIMIT else None
     length = None
     for line in bytes(buffer[:end]).split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length" and value.strip().isdigit():
-            length = int(value)
-        elif name != b"content-type":
+        match = CONTENT_LENGTH.fullmatch(line)
+        if match and length is None:
+            length = int(match.group(1))
+        elif not line.startswith(b"Content-Type:"):
             return False
-    if length is None:
+    if not length:
         return False
     total = end + 4 + length
     if len(buffer) < total:

@@ -120,6 +120,8 @@ def test_a_frame_is_read_whole_and_anything_unusual_is_left_to_pygls() -> None:
     assert _parse_frame(bytearray(b"Content-Length: 5\r\n\r\n{nope")) is False
     assert _parse_frame(bytearray(b"Content-Length: 2\r\n\r\n[]")) is False
     assert _parse_frame(bytearray(b"X-Other: 1\r\n" + whole)) is False
+    assert _parse_frame(bytearray(whole.replace(b"Content-Length", b"content-length"))) is False  # pygls reads not
+    assert _parse_frame(bytearray(whole.replace(b"Content-Length: ", b"Content-Length:  "))) is False
 
 
 # --- serving and handing over, in process ----------------------------------------------------------------------
