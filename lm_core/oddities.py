@@ -53,9 +53,6 @@ from lm_core.vocab import BOS, EOS, SPECIAL
 UNGATED = frozenset({CONFUSION, DOUBLED, MISSPELLING})
 INSERTING = frozenset({ARTICLE, PREPOSITION, MISSING_WORD})
 """The kinds that insert a word before a token (tried before names and other tokens that are never changed)."""
-_ONLY_INSERTING = frozenset({MISSING_WORD})  # kinds whose every edit inserts a word before the token
-_CHANGING = frozenset({INFLECTION, SPELLING})  # gated kinds whose every edit changes the token alone
-_SWAPS = frozenset({TRANSPOSITION})  # the gated kind whose edits change two tokens
 DEFAULT_KIND_BITS: tuple[tuple[str, float], ...] = (
     (ARTICLE, -2.0), (CONFUSION, -3.0), (DOUBLED, -9.0), (INFLECTION, 2.0), (MISSING_WORD, -3.0), (PREPOSITION, -2.0),
     (SPELLING, 4.0), (TRANSPOSITION, -4.0),
@@ -351,29 +348,25 @@ def score_tokens_many(
 def _candidates(
     item: SentenceInput, i: int, bits: Sequence[float], vocab: Vocabulary, config: OddityConfig
 ) -> list[Edit]:
-    """The edits at token i of the sentence worth scoring (`bits`: each token's surprisal). The filters are a
-    conjunction, cheapest and most selective first: the gate, then the words' being known, then names and numbers
-    beside the edit, then unseen pairs."""
+    """The edits at token i of the sentence worth scoring (`bits`: each token's surprisal)."""
     sentence, skip, editable = item.tokens, item.skip, item.editable
     if sentence[i] == EOS or skip[i]:
         return []
-    kinds = _open_kinds(config.kinds if editable[i] else config.kinds & INSERTING, bits, i, config)
+    kinds = config.kinds if editable[i] else config.kinds & INSERTING  # before a name: a word inserted, if any
+    if max(bits[i : i + 3]) < config.gate_bits and bits[i] < config.insertion_gate_bits:
+        kinds = kinds & UNGATED  # nothing surprising here: only confusable and doubled words are looked at
     out = []
     last = len(sentence) - 1
-    known = vocab.known
     for edit in edits_at(sentence, i, vocab, kinds):
-        inserts = _inserts(sentence, edit)
-        changed = range(edit.start, edit.start if inserts else edit.stop)
-        if edit.stop > last + (edit.kind == DOUBLED) or not all(editable[j] for j in changed):
+        if edit.stop > last + (edit.kind == DOUBLED) or not all(editable[j] for j in _changed(sentence, edit)):
             continue
-        gated = edit.kind not in UNGATED
-        if gated and _below_gate(edit, inserts, bits, config):
+        if any(t not in SPECIAL and not vocab.known(t) for t in edit.tokens):
             continue
-        if any(t not in SPECIAL and not known(t) for t in edit.tokens):
-            continue
-        if gated:
-            if not all(known(t) for t in sentence[edit.start : edit.stop]):
+        if edit.kind not in UNGATED:
+            if not all(vocab.known(t) for t in sentence[edit.start : edit.stop]):
                 continue  # only confusion sets and doubled words judge a word the model does not know
+            if candidate_is_gated(sentence, edit, bits, config):
+                continue
             if not _plain_neighbour(sentence, skip, editable, edit.stop, vocab) or (
                 config.seen_pairs and not _pairs_seen(sentence, edit, vocab)
             ):
@@ -382,40 +375,13 @@ def _candidates(
     return out
 
 
-def _open_kinds(kinds: frozenset[str], bits: Sequence[float], i: int, config: OddityConfig) -> frozenset[str]:
-    """`kinds` less those whose every edit at token i would be gated (`candidate_is_gated`), so that they are not
-    made at all: the kinds that only insert a word before token i need `bits[i]` to reach `insertion_gate_bits`;
-    those that change token i (or insert before it) need token i or i+1 to reach `gate_bits` (or the insertion
-    gate); a swap of tokens i and i+1, one of tokens i to i+2. Every generator but the swap's and the doubled
-    word's makes edits of token i alone (`lm_core.corrections`)."""
-    insert = bits[i] >= config.insertion_gate_bits
-    change = max(bits[i : i + 2]) >= config.gate_bits
-    swap = max(bits[i : i + 3]) >= config.gate_bits
-    if insert and change and swap:
-        return kinds
-    closed: set[str] = set()
-    if not swap:
-        closed |= _SWAPS
-    if not insert:
-        closed |= _ONLY_INSERTING
-    if not change:
-        closed |= _CHANGING
-    if not (insert or change):
-        closed |= INSERTING
-    return kinds - closed
-
-
 def candidate_is_gated(sentence: Sequence[str], edit: Edit, bits: Sequence[float], config: OddityConfig) -> bool:
     """The edit is not tried: nothing near it is surprising enough (`bits`: each token's surprisal). Confusion
     sets, doubled words and misspellings are always tried; an insertion needs the word after the gap to reach
     `insertion_gate_bits`, any other edit a token it changes or the one after to reach `gate_bits`."""
     if edit.kind in UNGATED:
         return False
-    return _below_gate(edit, _inserts(sentence, edit), bits, config)
-
-
-def _below_gate(edit: Edit, inserts: bool, bits: Sequence[float], config: OddityConfig) -> bool:
-    if inserts:
+    if _inserts(sentence, edit):
         return bits[edit.start] < config.insertion_gate_bits
     return max(bits[edit.start : edit.stop + 1]) < config.gate_bits
 
