@@ -51,8 +51,8 @@ READ_CHUNK = 1 << 20  # bytes read from stdin at a time
 CONTENT_LENGTH = re.compile(rb"Content-Length: (\d+)")  # as pygls' reader matches the line (pygls.io_)
 HEADER_LIMIT = 8192  # a header block longer than this is not one the prelude reads (pygls does)
 DOCUMENT_EVENTS = ("textDocument/didOpen", "textDocument/didChange", "textDocument/didClose")
-ENCODINGS = ("utf-8", "utf-16", "utf-32")
-INFO = 3  # MessageType.Info  # the position encodings pygls offers, in the client's order of preference
+ENCODINGS = ("utf-8", "utf-16", "utf-32")  # the position encodings pygls offers
+INFO = 3  # MessageType.Info
 
 # What pygls (2.x) answers to `initialize` for this server's features, before the parts that depend on the client
 # (`initialize_result`). tests/test_prelude.py builds pygls' own answer for many clients and compares: a feature
