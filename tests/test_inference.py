@@ -4,6 +4,7 @@ server's model path never importing torch."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -178,3 +179,20 @@ def test_models_over_one_vocabulary_list_share_it() -> None:
     first, second = NeuralLM(net, words), NeuralLM(net, words)
     assert first.words is words and second.words is words
     assert NeuralLM(net, tuple(words)).words == words  # any other sequence is copied into a list
+
+
+def test_blas_threads_are_one_for_the_server_and_what_a_batch_command_sets_later(tmp_path: Path) -> None:
+    model = model_for("lstm")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, model.config, VOCAB, half=True)
+    code = (
+        "from threadpoolctl import threadpool_info; from lm_core.inference import NeuralLM, set_blas_threads\n"
+        "def blas(): return sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'})\n"
+        f"NeuralLM.load({str(path)!r}); first = blas()\n"
+        f"set_blas_threads(2); NeuralLM.load({str(path)!r}); batch = blas()\n"
+        "set_blas_threads(1); print(first, batch, blas())"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, check=True)
+    assert out.stdout.split() == ["[1]", "[2]", "[1]"]
