@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -309,24 +310,22 @@ class Network(ABC):
 
 
 _blas_limited: list[object] = []
-_blas_threads = [BLAS_THREADS]  # the BLAS threads of this process (`set_blas_threads`)
+_batch_threads = [1]  # threads that score groups of sentences side by side (`set_batch_threads`)
 
 
 def _limit_blas_threads() -> None:
-    """Limit numpy's BLAS to this process's threads (BLAS_THREADS unless `set_blas_threads` said otherwise), once."""
+    """Limit numpy's BLAS to BLAS_THREADS threads in this process (once)."""
     if not _blas_limited:
-        _blas_limited.append(threadpool_limits(limits=_blas_threads[0], user_api="blas"))
+        _blas_limited.append(threadpool_limits(limits=BLAS_THREADS, user_api="blas"))
 
 
-def set_blas_threads(threads: int) -> None:
-    """numpy's BLAS threads in this process from now on, networks built later included. BLAS_THREADS (1) suits the
-    server, whose threads share the cores with each other and the editor; a command that scores a whole file in a
-    process of its own (`nextword eval`, `score`, `check`) may use every core: its matrix products are large
-    (`DECODE_ROWS` rows at a time; `nextword eval` of 40,000 tokens with the shipped LSTM: 13.0 -> 9.0 s with 2
-    threads on 2 idle cores)."""
-    _blas_threads[0] = max(1, threads)
-    _blas_limited.clear()
-    _blas_limited.append(threadpool_limits(limits=_blas_threads[0], user_api="blas"))
+def set_batch_threads(threads: int) -> None:
+    """How many threads score groups of sentences side by side in this process (`NeuralLM.score_continuations`,
+    which `eval`, `score` and checks use); each group's products and softmax run on one core (numpy lets go of the
+    interpreter lock in them). One (the default) suits the server, whose threads share the cores with each other
+    and the editor; a command that scores a whole file in a process of its own may use every core (`nextword eval`
+    of WikiText-2 test with the shipped LSTM on 2 idle cores: see bench/RESULTS.md, "Check speed")."""
+    _batch_threads[0] = max(1, threads)
 
 
 def _weight(weights: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -677,21 +676,29 @@ class NeuralLM:
         it never changes what a token sees); only the positions of `after` tokens are decoded."""
         out: list[list[float]] = [[] for _ in requests]
         order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]) + len(requests[i][1]))
-        for start in range(0, len(order), batch):
-            group = [i for i in order[start : start + batch] if requests[i][1]]
-            if not group:
-                continue
-            rows, targets, inputs = self._padded(group, requests)
-            outputs, _ = self.net.hidden(inputs, self.net.init_state(len(group)))  # (B, T, H)
-            picked = outputs[rows[:, 0], rows[:, 1]]  # (N, H): only the positions scored are decoded
-            scores = self._decode_targets(picked, targets)
-            self.tokens_run += len(targets)
+        groups = [[i for i in order[start : start + batch] if requests[i][1]] for start in range(0, len(order), batch)]
+        groups = [group for group in groups if group]
+        threads = min(_batch_threads[0], len(groups))
+        if threads > 1:  # groups side by side (`set_batch_threads`), each result where it belongs
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nextword-scoring") as pool:
+                results = list(pool.map(lambda group: self._score_group(group, requests), groups))
+        else:
+            results = [self._score_group(group, requests) for group in groups]
+        for group, scores in zip(groups, results, strict=True):
+            self.tokens_run += len(scores)
             position = 0
             for i in group:
                 n = len(requests[i][1])
                 out[i] = scores[position : position + n].tolist()
                 position += n
         return out
+
+    def _score_group(self, group: list[int], requests: Sequence[tuple[Sequence[str], Sequence[str]]]) -> np.ndarray:
+        """The scores of the `after` tokens of the requests `group`, in order, from one padded forward pass."""
+        rows, targets, inputs = self._padded(group, requests)
+        outputs, _ = self.net.hidden(inputs, self.net.init_state(len(group)))  # (B, T, H)
+        picked = outputs[rows[:, 0], rows[:, 1]]  # (N, H): only the positions scored are decoded
+        return self._decode_targets(picked, targets)
 
     def _padded(
         self, group: list[int], requests: Sequence[tuple[Sequence[str], Sequence[str]]]

@@ -148,10 +148,10 @@ def open_engine(
     except CheckpointError as exc:
         engine.close()
         fail(str(exc))
-    if engine.neural is not None:  # one command in a process of its own: its matrix products may use every core
-        from lm_core.inference import set_blas_threads
+    if engine.neural is not None:  # one command in a process of its own: its scoring may use every core
+        from lm_core.inference import set_batch_threads
 
-        set_blas_threads(os.cpu_count() or 1)
+        set_batch_threads(os.cpu_count() or 1)
     if engine.neural is None and neural.strip().lower() == DEFAULT_NEURAL:
         if neural_required:
             fail("no neural model for this store: none retrained beside it, and it did not grow from the shipped one")

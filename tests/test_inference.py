@@ -181,18 +181,19 @@ def test_models_over_one_vocabulary_list_share_it() -> None:
     assert NeuralLM(net, tuple(words)).words == words  # any other sequence is copied into a list
 
 
-def test_blas_threads_are_one_for_the_server_and_what_a_batch_command_sets_later(tmp_path: Path) -> None:
+def test_groups_scored_side_by_side_give_the_same_floats_and_blas_keeps_one_thread(tmp_path: Path) -> None:
     model = model_for("lstm")
     path = tmp_path / "m.pt"
     save_checkpoint(path, model, model.config, VOCAB, half=True)
     code = (
-        "from threadpoolctl import threadpool_info; from lm_core.inference import NeuralLM, set_blas_threads\n"
+        "from threadpoolctl import threadpool_info; from lm_core.inference import NeuralLM, set_batch_threads\n"
         "def blas(): return sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'})\n"
-        f"NeuralLM.load({str(path)!r}); first = blas()\n"
-        f"set_blas_threads(2); NeuralLM.load({str(path)!r}); batch = blas()\n"
-        "set_blas_threads(1); print(first, batch, blas())"
+        f"lm = NeuralLM.load({str(path)!r}); tokens = {TOKENS * 40!r}\n"
+        "one = lm.sentence_logprobs(tokens, batch=3)\n"
+        "set_batch_threads(2); two = lm.sentence_logprobs(tokens, batch=3)\n"
+        "print(one == two, len(one) == len(tokens), lm.tokens_run == 2 * len(tokens), blas())"
     )
     root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, check=True)
-    assert out.stdout.split() == ["[1]", "[2]", "[1]"]
+    assert out.stdout.split() == ["True", "True", "True", "[1]"]
