@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+PLOTS = ROOT / "bench" / "plots"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -275,6 +276,7 @@ def main() -> None:
         "both meet the machine's same hours",
     )
     parser.add_argument("--baseline-name", default=None, help="what to call it in the table (default: its path)")
+    parser.add_argument("--plots", type=Path, default=None, help=f"where the RSS plot goes (default {PLOTS})")
     args = parser.parse_args()
     count = 40 if args.quick else args.documents
     (test_file,) = corpus_files(args, ["wikitext-2/wiki.test.tokens"])
@@ -304,7 +306,7 @@ def main() -> None:
                                 typing.settle()
                 for name, typing in sessions.items():
                     results[name] = typing.result()
-    plot_path = plot(results, ROOT / "bench" / "plots" / "soak_rss.png") if results_path(args) is not None else None
+    plot_path = plot(results, (args.plots or PLOTS) / "soak_rss.png") if results_path(args) is not None else None
     body = report(results, args.words, plot_path)
     print(body)
     publish(args, "soak", "A long editing session (soak)", body, total.seconds)
