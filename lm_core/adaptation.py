@@ -26,7 +26,7 @@ import numpy as np
 
 from lm_core.blend import Blend, em_weights
 from lm_core.counting import count_ngrams, encode_sentences
-from lm_core.inference import split_sentences
+from lm_core.metrics import split_sentences
 from lm_core.model import Context
 from lm_core.ngram import NgramModel
 from lm_core.vocab import BOS, EOS, Vocab

@@ -34,8 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lm_core.inference import split_sentences
-from lm_core.metrics import Continuation, continuation_scores
+from lm_core.metrics import Continuation, continuation_scores, split_sentences
 from lm_core.model import Context, LanguageModel, Prediction
 from lm_core.vocab import BOS, UNK
 from lm_core.word_lists import SHARED as SHARED_WORD_LISTS

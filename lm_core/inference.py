@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from lm_core.metrics import split_sentences
 from lm_core.model import Context, Prediction
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
 
@@ -747,20 +748,6 @@ class NeuralLM:
             scores[start + 1 : start + 1 + len(next_ids)] = self._decode_targets(outputs, next_ids)
             self.tokens_run += len(next_ids)
         return scores[targets].tolist()
-
-
-def split_sentences(tokens: Sequence[str]) -> list[list[str]]:
-    """A flat token sequence cut after each `</s>` (a last sentence without one is kept as it is)."""
-    sentences: list[list[str]] = []
-    current: list[str] = []
-    for token in tokens:
-        current.append(token)
-        if token == EOS:
-            sentences.append(current)
-            current = []
-    if current:
-        sentences.append(current)
-    return sentences
 
 
 def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:

@@ -111,3 +111,17 @@ def perplexity(model: LanguageModel, tokens: Sequence[str]) -> float:
     if many is not None:
         return perplexity_of_scores(many(list(contexts(tokens, None if model.order is None else model.order - 1))))
     return perplexity_of_scores(s.logprob for s in score_tokens(model, tokens))
+
+
+def split_sentences(tokens: Sequence[str]) -> list[list[str]]:
+    """A flat token sequence cut after each `</s>` (a last sentence without one is kept as it is)."""
+    sentences: list[list[str]] = []
+    current: list[str] = []
+    for token in tokens:
+        current.append(token)
+        if token == EOS:
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    return sentences

@@ -18,6 +18,7 @@ control characters and lone surrogates, which produce no tokens.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import unicodedata
@@ -210,10 +211,15 @@ def _master(branches: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
 
 # Blanks before a token are skipped inside the match (much faster than failing every branch at each blank);
 # "junk" consumes any other character no branch wants (controls, lone marks, a lone "_"), and trailing blanks.
-_MASTER = _master(_BRANCHES)
-# Every e-mail alternative needs an "@": where the scanned text has none, the scanner uses this pattern, which gives
-# the same matches (~1/3 faster: the e-mail branch otherwise runs along every word before "word" matches it).
+# Every e-mail alternative needs an "@": where the scanned text has none, the scanner uses the pattern without them,
+# which gives the same matches (~1/3 faster: the e-mail branch otherwise runs along every word before "word" matches
+# it). The full pattern is compiled when a text with an "@" first comes (each takes ~55 ms to compile: not at start).
 _MASTER_WITHOUT_EMAIL = _master(tuple(b for b in _BRANCHES if b[0] != "email"))
+
+
+@functools.cache
+def _master_with_email() -> re.Pattern[str]:
+    return _master(_BRANCHES)
 _FENCE = re.compile(_FENCE_SRC, re.MULTILINE)
 
 # Sentence-end machinery.
@@ -305,7 +311,7 @@ def _sentence_end(text: str, start: int, end: int, endpos: int, cur: list[Token]
 
 
 class _Scanner:
-    """Walks ``_MASTER`` over ``text[pos:endpos]`` and assembles tokens into sentences."""
+    """Walks the master pattern over ``text[pos:endpos]`` and assembles tokens into sentences."""
 
     __slots__ = (
         "boundaries",
@@ -341,7 +347,7 @@ class _Scanner:
     def run(self) -> _Scan:
         """Scan the whole range and return the result."""
         text, stop, endpos = self.text, self.stop, self.endpos
-        master = _MASTER if text.find("@", self.pos, endpos) >= 0 else _MASTER_WITHOUT_EMAIL
+        master = _master_with_email() if text.find("@", self.pos, endpos) >= 0 else _MASTER_WITHOUT_EMAIL
         make = tuple.__new__  # Token(...) without its Python-level __new__: tokens are made by the million
         cur, eos_after = self.cur, self.eos_after  # kept in locals for words, the common case; synced around calls
         for m in master.finditer(text, self.pos, endpos):

@@ -44,6 +44,17 @@ def test_the_server_answers_initialize_before_importing_the_models() -> None:
     assert json.loads(proc.stdout) == []
 
 
+def test_the_model_a_first_completion_needs_comes_without_the_neural_models_modules() -> None:
+    code = (
+        "import sys, json; from lsp_server.engine import Engine; "
+        "print(json.dumps([m for m in ('lm_core.inference', 'threadpoolctl', 'torch') if m in sys.modules]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
+    )
+    assert json.loads(proc.stdout) == []  # they load when a neural model is attached, after the first completions
+
+
 def test_the_settings_default_threshold_is_the_oddity_detectors() -> None:
     assert OddityConfig().threshold_bits == ODDITY_THRESHOLD
 
