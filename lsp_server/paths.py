@@ -7,10 +7,10 @@ WikiText-2, gzip-compressed inside the package), so nextword completes text with
 
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from lm_core.files import make_private_folder, open_private
 from store.errors import StoreError
@@ -47,8 +47,8 @@ def seed_from_default_model(path: Path, model: Path = DEFAULT_MODEL) -> bool:
     make_private_folder(path.parent)
     partial = path.with_name(path.name + ".seeding")
     try:  # a full disk or an interrupt leaves no partial copy behind
-        with open_private(partial, "wb") as out, gzip.open(model, "rb") as src:
-            shutil.copyfileobj(src, out, length=1 << 20)
+        with open_private(partial, "wb") as out, open(model, "rb") as src:
+            _gunzip(src, out)
         os.replace(partial, path)
     except BaseException as exc:
         partial.unlink(missing_ok=True)
@@ -83,3 +83,20 @@ def neural_model_path(setting: str | None, store: Path, base_sources: list[str])
     if DEFAULT_BASE_NAME in base_sources and DEFAULT_NEURAL_MODEL.exists():
         return DEFAULT_NEURAL_MODEL
     return None
+
+
+SEED_CHUNK = 4 << 20  # compressed bytes inflated at a time: long calls that let go of the interpreter lock (the
+# server imports the model's modules meanwhile: `lsp_server.prelude.open_engine`)
+
+
+def _gunzip(src: BinaryIO, out: BinaryIO) -> None:
+    """Write the gzip stream `src` inflated to `out` (one member; an incomplete stream is an error)."""
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    try:
+        while chunk := src.read(SEED_CHUNK):
+            out.write(inflater.decompress(chunk))
+        out.write(inflater.flush())
+    except zlib.error as exc:
+        raise StoreError(f"the shipped model is damaged ({exc}): reinstall nextword") from exc
+    if not inflater.eof:
+        raise StoreError("the shipped model is truncated: reinstall nextword")

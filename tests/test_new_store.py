@@ -130,3 +130,23 @@ async def test_the_server_makes_an_empty_store_when_asked(tmp_path: Path) -> Non
     assert (words, shown) == ([], [])
     with CountStore.open(db) as store:
         assert store.sources() == []
+
+
+def test_a_damaged_or_truncated_shipped_model_is_one_clear_error_and_leaves_no_store(tmp_path: Path) -> None:
+    import gzip
+
+    from lsp_server.paths import seed_from_default_model
+    from store.errors import StoreError
+
+    whole = gzip.compress(b"SQLite format 3\x00" + bytes(5000))
+    for name, data in (("truncated", whole[: len(whole) // 2]), ("damaged", whole[:20] + b"\xff" * 40 + whole[60:])):
+        model = tmp_path / f"{name}.db.gz"
+        model.write_bytes(data)
+        target = tmp_path / f"{name}.db"
+        with pytest.raises(StoreError, match="reinstall nextword"):
+            seed_from_default_model(target, model)
+        assert not target.exists() and not target.with_name(f"{name}.db.seeding").exists()
+    good = tmp_path / "good.db.gz"
+    good.write_bytes(whole)
+    assert seed_from_default_model(tmp_path / "good.db", good)
+    assert (tmp_path / "good.db").read_bytes() == gzip.decompress(whole)
