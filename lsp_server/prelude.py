@@ -194,15 +194,21 @@ def open_engine(settings: Settings, empty_store: bool) -> Engine:
 @dataclass
 class Handover:
     """What the prelude hands to the server: bytes for pygls to read first (the messages to read again, then what
-    the prelude had not read yet), the ids of requests already answered whose answers pygls must not send again,
-    and the Engine it opened with the store setting it was opened for (None when it opened none)."""
+    the prelude had not read yet), the ids of the requests it answered (`answered`; of those, `replayed` are read
+    again by pygls, whose answers to them must not be sent), and the Engine it opened with the store setting it
+    was opened for (None when it opened none)."""
 
     pending: bytes = b""
     answered: set[Any] = field(default_factory=set)
+    replayed: set[Any] = field(default_factory=set)  # `initialize`'s id: pygls sets itself up from it
     engine: Engine | None = None
     database: str | None = None
-    completions: int = 0  # completions and ghost texts the prelude answered
     seconds: float = 0.0  # how long it served
+
+    @property
+    def completions(self) -> int:
+        """Completions and ghost texts the prelude answered (pygls never sees them)."""
+        return len(self.answered - self.replayed)
 
 
 @dataclass
@@ -318,6 +324,7 @@ class Prelude:
         settings, _problems = parse_settings(params.get("initializationOptions"), self.settings)  # told by pygls
         self.replay.append(self.reader.consume(length))
         self.handover.answered.add(message["id"])
+        self.handover.replayed.add(message["id"])
         self.encoding = position_encoding(params)
         self._send({"jsonrpc": "2.0", "id": message["id"], "result": initialize_result(params)})
         self.settings = settings
@@ -418,7 +425,6 @@ class Prelude:
             result = completing.inline_completion_list(found, at)
         self._send({"jsonrpc": "2.0", "id": request_id, "result": result})
         self.handover.answered.add(request_id)
-        self.handover.completions += 1
         return False
 
     def _send(self, message: dict[str, Any]) -> None:
@@ -438,13 +444,19 @@ def stdin_is_a_stream(fd: int = 0) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
+def configure_process() -> None:
+    """What a server process sets once, prelude or not: its log lines on stderr, and the interpreter lock's switch
+    interval (GIL_SWITCH_S)."""
+    logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    sys.setswitchinterval(GIL_SWITCH_S)
+
+
 def serve(
     tcp: bool = False, host: str = "127.0.0.1", port: int = 2087, db: str | None = None, empty_store: bool = False
 ) -> None:
     """`nextword serve`: the prelude on stdio (when stdin is a pipe or a socket), then the server."""
-    logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)
-    sys.setswitchinterval(GIL_SWITCH_S)
+    configure_process()
     handover = None
     if not tcp and stdin_is_a_stream():
         handover = Prelude(db, empty_store).run()

@@ -39,7 +39,7 @@ from lsp_server.framing import PipeReader, PrefixedStream, ResyncingStdin
 from lsp_server.heap import HeapTrimmer
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, offset_at, position_at
-from lsp_server.prelude import GIL_SWITCH_S, Handover, open_engine, server_version
+from lsp_server.prelude import Handover, configure_process, open_engine, server_version
 from lsp_server.settings import Settings, parse_settings
 from store.errors import StoreError, UnknownSourceError
 
@@ -108,7 +108,7 @@ class NextwordProtocol(LanguageServerProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.answered_early: set[Any] = set()  # ids of requests the prelude answered
+        self.answered_early: set[Any] = set()  # ids of requests the prelude answered that pygls reads again
 
     def _send_response(self, msg_id: Any, result: Any = None, error: Any = None) -> None:
         if msg_id in self.answered_early:
@@ -218,8 +218,8 @@ class NextwordServer(LanguageServer):
 
     def take_over(self, handover: Handover) -> None:
         """Take over from the prelude (`lsp_server.prelude`): its Engine, to be used when the settings name its
-        store, and the requests it answered, whose answers pygls must not send again."""
-        self.protocol.answered_early.update(handover.answered)
+        store, and the requests it answered that pygls reads again, whose answers pygls must not send again."""
+        self.protocol.answered_early.update(handover.replayed)
         if handover.engine is not None:
             with self._engine_lock:
                 self._adoptable = (handover.engine, handover.database)
@@ -1151,10 +1151,8 @@ def main(
 ) -> None:
     """Serve over stdio (default) or TCP (bound to `host`, 127.0.0.1 unless asked otherwise); on stdio, after the
     prelude's `handover` if it served first (`lsp_server.prelude.serve`)."""
-    logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)
+    configure_process()
     logging.getLogger("pygls").setLevel(logging.CRITICAL)  # it logs every cancelled request with a traceback
-    sys.setswitchinterval(GIL_SWITCH_S)
     if db:
         server.settings = Settings(database=db)
     server.empty_store = empty_store

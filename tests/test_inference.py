@@ -49,6 +49,23 @@ def model_for(cell: str, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+def saved_lstm(tmp_path: Path) -> Path:
+    """A small random LSTM saved as a half-precision checkpoint (as the shipped one is)."""
+    model = model_for("lstm")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, model.config, VOCAB, half=True)
+    return path
+
+
+def python_prints(code: str) -> str:
+    """What `code` prints, run by a fresh interpreter from the repository (thread-count variables unset)."""
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, check=True
+    ).stdout
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_numpy_logits_and_states_equal_torch(cell: str) -> None:
     model = model_for(cell)
@@ -131,25 +148,19 @@ def test_foreign_pickles_and_damaged_files_are_refused_in_one_line(tmp_path: Pat
 
 
 def test_the_server_path_never_imports_torch(tmp_path: Path) -> None:
-    model = model_for("lstm")
-    path = tmp_path / "m.pt"
-    save_checkpoint(path, model, model.config, VOCAB, half=True)
+    path = saved_lstm(tmp_path)
     code = (
         "import sys; from lm_core.inference import NeuralLM; "
         f"lm = NeuralLM.load({str(path)!r}); lm.predict(('<s>', 'the'), 3); lm.sentence_logprobs(['the', '</s>']); "
         "print('torch' in sys.modules)"
     )
-    root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
-    assert out.stdout.strip() == "False"
+    assert python_prints(code).strip() == "False"
 
 
 def test_the_server_path_with_adaptation_never_imports_torch(tmp_path: Path) -> None:
     """The Engine as the server drives it: a neural model attached, personal adaptation on, completions, a check
     and a learn; torch (hundreds of MB resident) is never loaded."""
-    model = model_for("lstm")
-    path = tmp_path / "m.pt"
-    save_checkpoint(path, model, model.config, VOCAB, half=True)
+    path = saved_lstm(tmp_path)
     db = tmp_path / "s.db"
     code = (
         "import sys\n"
@@ -166,9 +177,7 @@ def test_the_server_path_with_adaptation_never_imports_torch(tmp_path: Path) -> 
         "e.check('The the cat sees a dog.')\n"
         "print('torch' in sys.modules)"
     )
-    root = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
-    assert out.stdout.strip() == "False"
+    assert python_prints(code).strip() == "False"
 
 
 def test_models_over_one_vocabulary_list_share_it() -> None:
@@ -182,9 +191,7 @@ def test_models_over_one_vocabulary_list_share_it() -> None:
 
 
 def test_groups_scored_side_by_side_give_the_same_floats_and_blas_keeps_one_thread(tmp_path: Path) -> None:
-    model = model_for("lstm")
-    path = tmp_path / "m.pt"
-    save_checkpoint(path, model, model.config, VOCAB, half=True)
+    path = saved_lstm(tmp_path)
     code = (
         "from threadpoolctl import threadpool_info; from lm_core.inference import NeuralLM, set_batch_threads\n"
         "def blas(): return sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'})\n"
@@ -193,7 +200,4 @@ def test_groups_scored_side_by_side_give_the_same_floats_and_blas_keeps_one_thre
         "set_batch_threads(2); two = lm.sentence_logprobs(tokens, batch=3)\n"
         "print(one == two, len(one) == len(tokens), lm.tokens_run == 2 * len(tokens), blas())"
     )
-    root = Path(__file__).resolve().parent.parent
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, check=True)
-    assert out.stdout.split() == ["True", "True", "True", "[1]"]
+    assert python_prints(code).split() == ["True", "True", "True", "[1]"]
