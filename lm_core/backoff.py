@@ -35,7 +35,7 @@ import numpy as np
 from lm_core.counting import CountTables, adjusted_counts
 from lm_core.counts import ADJUSTED, RAW
 from lm_core.metrics import LN10
-from lm_core.model import Context, Prediction, top_predictions
+from lm_core.model import Context, Prediction, kth_largest, top_predictions
 from lm_core.smoothing import kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID, Vocab
 
@@ -451,7 +451,7 @@ class BackoffModel:
         top_n = min(len(pool), k + len(seen))
         if top_n == 0:
             return seen.astype(np.int64)
-        threshold = np.partition(base, len(base) - top_n)[len(base) - top_n]
+        threshold = kth_largest(base, top_n)
         return np.union1d(seen, pool[base >= threshold]).astype(np.int64)
 
     def _prefix_ids(self, prefix: str) -> np.ndarray:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lm_core.metrics import Continuation, continuation_scores, split_sentences
-from lm_core.model import Context, LanguageModel, Prediction
+from lm_core.model import Context, LanguageModel, Prediction, kth_largest
 from lm_core.vocab import BOS, UNK
 from lm_core.word_lists import SHARED as SHARED_WORD_LISTS
 from lm_core.word_lists import WordListIndex, build_index
@@ -180,12 +180,7 @@ class Blend:
         if k <= 0:
             return []
         words, blended = self.blended_arrays(context)
-        positions = self._prefix_positions(prefix)
-        values = blended[positions]
-        if len(values) > k:  # the k best and every word tied with the k-th
-            kth = np.partition(values, len(values) - k)[len(values) - k]
-            keep = values >= kth
-            positions, values = positions[keep], values[keep]
+        positions, values = _candidates_with_prefix(blended, self._prefix_positions(prefix) if prefix else None, k)
         ranked = sorted(zip(values.tolist(), positions.tolist(), strict=True), key=lambda vp: (-vp[0], words[vp[1]]))
         return [Prediction(words[i], p) for p, i in ranked[:k] if p > 0]
 
@@ -447,6 +442,19 @@ class Blend:
         for m, model in enumerate(self.models):
             self._known[m] = SHARED_WORD_LISTS.index(_word_list(model)).position  # callers never ask about <s>
         self._known_key = key
+
+
+def _candidates_with_prefix(
+    values: np.ndarray, positions: np.ndarray | None, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, values) of the k best of `values` at `positions` (None: every position) and every one tied with
+    the k-th: the candidates that ranking by word breaks ties among."""
+    if positions is not None:
+        values = values[positions]
+    if len(values) <= k:
+        return (np.arange(len(values)) if positions is None else positions), values
+    keep = np.flatnonzero(values >= kth_largest(values, k))
+    return (keep if positions is None else positions[keep]), values[keep]
 
 
 def _word_list(model: LanguageModel) -> list[str]:

@@ -32,7 +32,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lm_core.metrics import split_sentences
-from lm_core.model import Context, Prediction
+from lm_core.model import Context, Prediction, kth_largest
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
 
 CELLS = ("rnn", "lstm", "gru", "window")
@@ -603,8 +603,7 @@ class NeuralLM:
         ids = self.prefix_ids(prefix)
         values = logprobs[ids]  # (P,) the candidates' log-probabilities
         if len(values) > k:
-            kth = np.partition(values, len(values) - k)[len(values) - k]
-            keep = values >= kth  # the top k and every word tied with the k-th
+            keep = values >= kth_largest(values, k)  # the top k and every word tied with the k-th
             ids, values = ids[keep], values[keep]
         ranked = sorted(zip(values.tolist(), ids.tolist(), strict=True), key=lambda vi: (-vi[0], self.words[vi[1]]))
         return [Prediction(self.words[i], math.exp(v)) for v, i in ranked[:k] if v > -math.inf]

@@ -29,7 +29,7 @@ from functools import partial
 import numpy as np
 
 from lm_core.counts import ADJUSTED, RAW, CountReader, Level
-from lm_core.model import Context, Prediction, top_predictions
+from lm_core.model import Context, Prediction, kth_largest, top_predictions
 from lm_core.smoothing import Smoothing, good_turing_ratios, kneser_ney_discounts
 from lm_core.vocab import BOS, BOS_ID, UNK_ID
 from lm_core.word_lists import SHARED as SHARED_WORD_LISTS
@@ -362,7 +362,7 @@ class NgramModel:
         if prefix:
             base = self._dense_unigram_scores()[pool]
             # every word tied with the top_n-th too, so that ties are broken by word exactly
-            top = pool[base >= np.partition(base, len(base) - top_n)[len(base) - top_n]] if top_n else pool[:0]
+            top = pool[base >= kth_largest(base, top_n)] if top_n else pool[:0]
         else:
             ranked = self._ranked_vocabulary()
             if 0 < top_n < len(ranked):

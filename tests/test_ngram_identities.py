@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lm_core.counting import CountTables, count_ngrams, encode_sentences
+from lm_core.model import kth_largest
 from lm_core.ngram import NgramModel, Smoothing
 from lm_core.vocab import Vocab
 from store.countstore import CountStore
@@ -234,3 +236,26 @@ def test_in_memory_counts_give_one_unigram_level_per_version_and_a_model_keeps_i
     counts.touch()
     assert counts.level(()) is not level and counts.level(()).ids.tolist() == level.ids.tolist()
     assert model.logprob("a", ("b",)) == before
+
+
+@pytest.mark.parametrize("n", [1, 10, 127, 128, 1_000, 50_000])
+@pytest.mark.parametrize("k", [1, 3, 10])
+@pytest.mark.parametrize("kind", ["dirichlet", "ties", "constant", "with -inf"])
+def test_kth_largest_equals_a_full_partition(n: int, k: int, kind: str) -> None:
+    """The sampled bound never changes the answer: the k-th largest (repeats counted) as np.partition gives it,
+    for long and short arrays, many ties, a constant array and -inf entries (a log-probability of 0)."""
+    if k > n:
+        pytest.skip("k is at most the array's length")
+    rng = np.random.default_rng(n * 31 + k)
+    if kind == "dirichlet":
+        values = rng.dirichlet(np.full(n, 0.05))
+    elif kind == "ties":
+        values = rng.integers(0, 4, n).astype(np.float64)
+    elif kind == "constant":
+        values = np.full(n, 0.25)
+    else:
+        values = np.log(np.maximum(rng.dirichlet(np.full(n, 0.05)), 1e-300))
+        values[rng.random(n) < 0.5] = -np.inf
+    expected = np.partition(values, n - k)[n - k]
+    assert kth_largest(values, k) == expected
+    assert kth_largest(values[::-1].copy(), k) == expected  # the sample's phase does not matter
