@@ -118,9 +118,26 @@ class CountTables:
             rank = np.where(found, pos_clipped, 0)
         return np.where(found, rank, -1)
 
+    def row_of(self, gram: Sequence[int]) -> int:
+        """`rows` of one n-gram (-1 when absent), with one scalar search per word instead of the array path's dozen
+        small numpy calls per word: a completion, or a learn's held-out token, asks about one context at a time."""
+        keys = self._index()
+        width = self._width
+        rank = 0
+        for j, word in enumerate(gram):
+            if not 0 <= word < width:
+                return -1
+            key = word if j == 0 else rank * width + word
+            table_keys = keys[j]
+            pos = int(table_keys.searchsorted(key))
+            if pos >= len(table_keys) or table_keys[pos] != key:
+                return -1
+            rank = pos
+        return rank
+
     def count(self, gram: Sequence[int]) -> int:
         """Raw count of one n-gram of word ids."""
-        row = int(self.rows(np.asarray([gram]))[0])
+        row = self.row_of(gram)
         return int(self.tables[len(gram) - 1].count[row]) if row >= 0 else 0
 
     def level(self, context: tuple[int, ...]) -> Level:
@@ -134,12 +151,14 @@ class CountTables:
         n = len(context) + 1
         if n > self.order:
             raise ValueError(f"context of {len(context)} words needs order {n}, tables have {self.order}")
-        row = int(self.rows(np.asarray([context]))[0])
+        row = self.row_of(context)
         if row < 0:
             return Level.empty()
         keys = self._index()[n - 1]
-        lo, hi = np.searchsorted(keys, [row * self._width, (row + 1) * self._width])
+        lo, hi = keys.searchsorted([row * self._width, (row + 1) * self._width]).tolist()
         t = self.tables[n - 1]
+        if not self.hidden:  # nothing pruned
+            return Level(t.grams[lo:hi, -1], t.count[lo:hi], t.cont[lo:hi])
         hidden_count, hidden_cont = self.hidden_of(n - 1, np.asarray([row]))
         return Level(t.grams[lo:hi, -1], t.count[lo:hi], t.cont[lo:hi], int(hidden_count[0]), int(hidden_cont[0]))
 

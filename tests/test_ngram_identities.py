@@ -259,3 +259,18 @@ def test_kth_largest_equals_a_full_partition(n: int, k: int, kind: str) -> None:
     expected = np.partition(values, n - k)[n - k]
     assert kth_largest(values, k) == expected
     assert kth_largest(values[::-1].copy(), k) == expected  # the sample's phase does not matter
+
+
+def test_row_of_one_ngram_equals_the_array_lookup() -> None:
+    """`CountTables.row_of` (the scalar path a completion's context takes) finds the row `rows` finds for every
+    n-gram counted and for absent ones: unseen combinations, ids past the vocabulary, negative ids."""
+    sentences = [[*s.split(), "</s>"] for s in HANDWRITTEN if s]
+    tables = count_ngrams(encode_sentences(sentences * 2, Vocab()), 4)
+    rng = random.Random(7)
+    width = len(tables.vocab)
+    for n in range(1, 5):
+        grams = [tuple(int(w) for w in g) for g in tables.tables[n - 1].grams]
+        grams += [tuple(rng.randrange(-1, width + 2) for _ in range(n)) for _ in range(300)]
+        expected = tables.rows(np.asarray(grams, dtype=np.int64)).tolist()
+        assert [tables.row_of(g) for g in grams] == expected
+        assert sum(r >= 0 for r in expected) >= len(tables.tables[n - 1].grams)
