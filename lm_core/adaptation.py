@@ -54,11 +54,11 @@ def user_model(
     sentences: Sequence[Sequence[str]], order: int, pause: Callable[[], None] | None = None
 ) -> NgramModel | None:
     """Interpolated modified Kneser-Ney over `sentences` alone (each ending with `</s>`), in memory; None for none.
-    `pause` is called between encoding the words and counting the n-grams."""
+    `pause` is called while the words are encoded and between encoding and counting the n-grams."""
     if not any(len(s) > 1 for s in sentences):
         return None
     vocab = Vocab()
-    encoded = encode_sentences(sentences, vocab)
+    encoded = encode_sentences(sentences, vocab, pause=pause)
     if pause is not None:
         pause()
     return NgramModel(count_ngrams(encoded, order, vocab))
@@ -311,9 +311,11 @@ def ready(store: NgramModel, user: NgramModel, pause: Callable[[], None] | None 
     every Blend over them. `pause` is called between the steps."""
     user.warm(pause)
     store.warm(pause)
+    pair = Blend([store, user])
+    pair.align(pause)
     if pause is not None:
         pause()
-    Blend([store, user]).predict((BOS,), 1)
+    pair.predict((BOS,), 1)
 
 
 def pair_blend(store: NgramModel, user: NgramModel | None) -> Blend:
@@ -386,6 +388,8 @@ class Adaptation:
             if self.memo_bytes is not None:
                 user.memo_bytes = self.memo_bytes
             ready(self.store, user, pause)
+        if pause is not None:
+            pause()
         self.user = user
         self.user_tokens = sum(len(s) for s in sentences)
         self.user_sentences = frozenset(hash(tuple(s)) for s in sentences)

@@ -167,6 +167,18 @@ class Blend:
         self._blended_memo: tuple[object, np.ndarray] | None = None
 
     # --- the LanguageModel interface --------------------------------------------------------------------------------
+    def align(self, pause: Callable[[], None] | None = None) -> None:
+        """Derive now how each component's word list maps onto the reference's (what the first distribution would
+        derive: ~10,000 dictionary lookups a component), `pause` called before each component (the server's
+        background thread lets a waiting completion go first). Shared with every Blend over the same lists."""
+        self._set_reference(_word_list(self.models[0]))
+        for m, model in enumerate(self.models[1:], start=1):
+            if pause is not None:
+                pause()
+            words_m = _word_list(model)
+            if words_m is not self._ref_words:
+                self._alignment(m, words_m)
+
     def logprob(self, word: str, context: Context) -> float:
         """Natural log of the blended P(word | context); a word outside V is scored as `<unk>`; -inf for `<s>`."""
         lps = self.component_logprobs(word, context)

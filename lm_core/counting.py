@@ -12,7 +12,7 @@ below, so the followers of a context are one contiguous slice and lookups are bi
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,15 +24,24 @@ DEFAULT_ORDER = 5
 """The n-gram order counted when none is given (a new store, the shipped model): 5-grams, as KenLM's usual models."""
 
 
-def encode_sentences(sentences: Iterable[Sequence[str]], vocab: Vocab, grow: bool = True) -> np.ndarray:
+ENCODE_PAUSE_SENTENCES = 512
+"""`encode_sentences` calls its `pause` every this many sentences (~1 ms of work)."""
+
+
+def encode_sentences(
+    sentences: Iterable[Sequence[str]], vocab: Vocab, grow: bool = True, pause: Callable[[], None] | None = None
+) -> np.ndarray:
     """A token stream (int64) for `sentences` (each a list of tokens ending with `</s>`), with `<s>` prepended.
 
     New words are added to `vocab` when `grow`, else mapped to `<unk>`. A literal "<s>" inside text is `<unk>`.
+    `pause` is called every `ENCODE_PAUSE_SENTENCES` sentences.
     """
     ids: list[int] = []
     known = vocab.index  # words already in `vocab`: most sentences need nothing else (a dict lookup per token)
     lookup = vocab.add if grow else vocab.id_of
-    for sentence in sentences:
+    for done, sentence in enumerate(sentences, start=1):
+        if pause is not None and done % ENCODE_PAUSE_SENTENCES == 0:
+            pause()
         try:
             part = [known[w] for w in sentence]
         except KeyError:

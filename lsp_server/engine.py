@@ -480,7 +480,9 @@ class Engine:
             if adaptation.tokens_since_rebuild < USER_LAYER_LAG * adaptation.user_tokens:
                 return
         self.yield_point()
-        adaptation.set_user_text(self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS), self.yield_point)
+        latest = self.store.learned_sentences(latest_tokens=USER_LAYER_TOKENS, pause=self.yield_point)
+        self.yield_point()
+        adaptation.set_user_text(latest, self.yield_point)
 
     def _fill_cache(self, text: str, end: int) -> None:
         """The document cache: the tokens of `text` before character `end` (the start of the word being typed),
@@ -967,6 +969,7 @@ class Engine:
         """Learn `text` as `source` (a "document" or a "file"); with adaptation on, its new sentences first refit
         the mixture's weights. `ImportedModelError` for an imported ARPA model."""
         sentences = [[t.norm for t in s] for s in self._sentences(text)]  # tokenized once for the steps below
+        self.yield_point()
         self._adapt_before_learning(sentences)
         self.yield_point()
         pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once

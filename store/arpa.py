@@ -313,7 +313,9 @@ class ArpaStore(StoreFile):
     def sources(self) -> list[SourceInfo]:
         return []
 
-    def learned_sentences(self, latest_tokens: int | None = None) -> list[list[str]]:
+    def learned_sentences(
+        self, latest_tokens: int | None = None, pause: Callable[[], None] | None = None
+    ) -> list[list[str]]:
         return []
 
     def setting(self, key: str) -> str | None:

@@ -70,9 +70,12 @@ class ModelStore(Protocol):
         """What it learned from, oldest first (none for an imported model)."""
         ...
 
-    def learned_sentences(self, latest_tokens: int | None = None) -> list[list[str]]:
+    def learned_sentences(
+        self, latest_tokens: int | None = None, pause: Callable[[], None] | None = None
+    ) -> list[list[str]]:
         """The sentences (each ending with `</s>`) of the documents and files it learned, oldest first (none for an
-        imported model); with `latest_tokens`, only about that many of the latest."""
+        imported model); with `latest_tokens`, only about that many of the latest. `pause` is called now and then
+        while they are decoded (the server lets a waiting completion go first)."""
         ...
 
     def export_arpa(self, path: str | Path, order: int | None = None) -> dict[int, int]:

@@ -702,13 +702,16 @@ class CountStore(StoreFile):
             rows = self.db.execute("SELECT name, kind, tokens, sha256, learned_at FROM sources ORDER BY name")
             return [SourceInfo(*row) for row in rows]
 
-    def learned_sentences(self, latest_tokens: int | None = None) -> list[list[str]]:
+    def learned_sentences(
+        self, latest_tokens: int | None = None, pause: Callable[[], None] | None = None
+    ) -> list[list[str]]:
         """The sentences (each ending with `</s>`) of every document and file the store has learned, oldest first;
         a base model has no text. What `nextword train-neural --from-store` and the server's retraining read.
 
         With `latest_tokens`, only the most recently learned sources, newest first until their tokens (counting
         `</s>`, not `<s>`) reach that many (the source that crosses the mark is kept whole), still oldest first:
-        the cost and the memory stay bounded however much was learned."""
+        the cost and the memory stay bounded however much was learned. `pause` is called every `PAUSE_TOKENS`
+        tokens decoded."""
         query = "SELECT stream FROM sources WHERE stream IS NOT NULL ORDER BY learned_at DESC, name DESC"
         with self.lock:
             cursor = self.db.execute(query)
@@ -723,9 +726,15 @@ class CountStore(StoreFile):
             cursor.close()
             words = self.vocab.words
         out: list[list[str]] = []
+        decoded = 0
         for blob in reversed(blobs):
             sentence: list[str] = []
-            for wid in sources.unpack_stream(blob).tolist():  # <s> w1 .. wk </s> <s> ...
+            stream = sources.unpack_stream(blob)
+            decoded += len(stream)
+            if pause is not None and decoded >= PAUSE_TOKENS:
+                pause()
+                decoded = 0
+            for wid in stream.tolist():  # <s> w1 .. wk </s> <s> ...
                 if wid == BOS_ID:
                     sentence = []
                     out.append(sentence)
@@ -887,6 +896,8 @@ def sentence_chunks(stream: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 PAUSE_ROWS = 4096
 """With a pause (see `CountStore.learn`), rows are made this many at a time and `pause()` is called between them."""
+PAUSE_TOKENS = 8192
+"""`CountStore.learned_sentences` calls its `pause` after about this many tokens decoded (~1 ms of work)."""
 
 
 def _rows(*columns: np.ndarray, pause: Callable[[], None] | None = None) -> Iterator[tuple[int, ...]]:
