@@ -220,3 +220,32 @@ def test_the_mass_over_a_set_of_words_is_the_sum_of_their_probabilities(store_mo
     chosen[[i for i, w in enumerate(words) if w in {"cat", "dog", "<unk>", "</s>", "mat"}]] = 1.0
     assert store_model.mass_over(context, chosen) == pytest.approx(float(probs @ chosen), abs=1e-15)
     assert store_model.mass_over(context, np.ones(len(words))) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_the_user_layer_built_with_pauses_is_the_one_built_without(tmp_path: Path) -> None:
+    """The server's learner yields while it reads the learned text back and encodes it: the pauses come as often
+    as promised (every ENCODE_PAUSE_SENTENCES sentences; a whole source at a time, once past PAUSE_TOKENS tokens)
+    and change nothing."""
+    from lm_core.counting import ENCODE_PAUSE_SENTENCES
+    from store.countstore import PAUSE_TOKENS
+
+    lines = [f"{' '.join(USER[i % 3].split()[: 2 + i % 5])} w{i % 97}" for i in range(3_000)]
+    calls: list[str] = []
+    vocab_a, vocab_b = Vocab(), Vocab()
+    plain = encode_sentences(sentences(lines), vocab_a)
+    paused = encode_sentences(sentences(lines), vocab_b, pause=lambda: calls.append("encode"))
+    assert np.array_equal(plain, paused) and vocab_a.words == vocab_b.words
+    assert calls.count("encode") == len(lines) // ENCODE_PAUSE_SENTENCES
+    db = tmp_path / "s.db"
+    with CountStore.open(db, create=True, tokenizer="pretokenized", order=3) as store:
+        for part in range(6):
+            store.learn(f"doc{part}", "\n".join(lines[part * 500 : (part + 1) * 500]) + "\n")
+        whole = store.learned_sentences(latest_tokens=10**9)
+        read = store.learned_sentences(latest_tokens=10**9, pause=lambda: calls.append("read"))
+    assert read == whole == sentences(lines)
+    read_tokens = sum(len(s) + 1 for s in whole)  # each <s> is read too
+    assert 1 <= calls.count("read") <= read_tokens // PAUSE_TOKENS  # at most once per PAUSE_TOKENS tokens read
+    layer, again = user_model(whole, 3), user_model(whole, 3, pause=lambda: None)
+    for n in (1, 2, 3):
+        assert np.array_equal(layer.counts.tables[n - 1].grams, again.counts.tables[n - 1].grams)
+        assert np.array_equal(layer.counts.tables[n - 1].count, again.counts.tables[n - 1].count)
