@@ -975,10 +975,19 @@ class Engine:
         pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
         before = self.version()
         result = self.store.learn(source, text, kind, pause=pause)
+        self._take_in_commit()
         self.yield_point()
         self._keep_casing(before, sentences)
         self._adapt_after_learning(result, sentences)
         return result
+
+    def _take_in_commit(self) -> None:
+        """Right after this engine's own commit, before any yield point: the reader drops or patches what the commit
+        changed and patches its unigram level (~2 ms), so the completion typed right after a save finds that done
+        instead of doing it on the interactive thread (the rest is warmed step by step, `_warm_after_learning`)."""
+        model = self._count_model
+        if model is not None:
+            model.counts.level(())  # the version first (drops and patches), then the unigram level's patch
 
     def _keep_casing(self, before: int, sentences: list[list[str]]) -> None:
         """After this engine's own learn of `sentences` (normalised tokens; the counts at version `before` until
