@@ -40,7 +40,7 @@ from lm_core.oddities import (
 )
 from lm_core.vocab import BOS, BOS_ID, EOS, SPECIAL, UNK, UNK_ID
 from lsp_server.paths import DEFAULT_BASE_NAME, default_db_path, neural_model_path, seed_from_default_model
-from store import sources
+from store import sources, streaming
 from store.base import ModelStore, open_model_store
 from store.countstore import LearnResult, SourceInfo
 
@@ -967,14 +967,20 @@ class Engine:
     # --- learning ---------------------------------------------------------------------------------------------
     def learn(self, source: str, text: str, kind: str = "document") -> LearnResult:
         """Learn `text` as `source` (a "document" or a "file"); with adaptation on, its new sentences first refit
-        the mixture's weights. `ImportedModelError` for an imported ARPA model."""
-        sentences = [[t.norm for t in s] for s in self._sentences(text)]  # tokenized once for the steps below
+        the mixture's weights. `ImportedModelError` for an imported ARPA model.
+
+        The text is analysed once, as the store learns it (secrets dropped; a long prose text in pieces, with a
+        yield point after each), and the adaptive mixture's held-out text and the casing read the same sentences."""
+        if not self.store.learnable:
+            return self.store.learn(source, text, kind)  # says why it cannot
+        pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
+        analysed = streaming.analyse_pausing(text, self.tokenizer, pause)
+        sentences = analysed.sentences
         self.yield_point()
         self._adapt_before_learning(sentences)
         self.yield_point()
-        pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
         before = self.version()
-        result = self.store.learn(source, text, kind, pause=pause)
+        result = self.store.learn_analysed(source, analysed, sources.sha256(text), kind, pause)
         self._take_in_commit()
         self.yield_point()
         self._keep_casing(before, sentences)

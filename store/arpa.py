@@ -293,7 +293,14 @@ class ArpaStore(StoreFile):
     ) -> LearnResult:
         raise self._cannot("learn")
 
-    def learn_analysed(self, source: str, analysed: Analysed, digest: str, kind: str = "document") -> LearnResult:
+    def learn_analysed(
+        self,
+        source: str,
+        analysed: Analysed,
+        digest: str,
+        kind: str = "document",
+        pause: Callable[[], None] | None = None,
+    ) -> LearnResult:
         raise self._cannot("learn")
 
     def learn_file(self, path: str | Path) -> LearnResult:

@@ -58,7 +58,14 @@ class ModelStore(Protocol):
         """Make `text` the current content of `source`; `pause()` is called every few milliseconds of work."""
         ...
 
-    def learn_analysed(self, source: str, analysed: Analysed, digest: str, kind: str = "document") -> LearnResult:
+    def learn_analysed(
+        self,
+        source: str,
+        analysed: Analysed,
+        digest: str,
+        kind: str = "document",
+        pause: Callable[[], None] | None = None,
+    ) -> LearnResult:
         """`learn` of a text already analysed with its tokenizer; `digest` is the text's `sources.sha256`."""
         ...
 

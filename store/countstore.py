@@ -289,10 +289,7 @@ class CountStore(StoreFile):
         `pause()`, when given, is called every few milliseconds of work (the server lets a completion that waits go
         first): a prose text longer than `streaming.PAUSE_PIECE_CHARS` is analysed in pieces (`store.streaming`,
         the same result as at once), and the count update pauses between its steps and every `PAUSE_ROWS` rows."""
-        if pause is not None and self.tokenizer == "prose" and len(text) > streaming.PAUSE_PIECE_CHARS:
-            analysed = streaming.analyse_text(text, self.tokenizer, pause)
-        else:
-            analysed = sources.analyse(text, self.tokenizer)
+        analysed = streaming.analyse_pausing(text, self.tokenizer, pause)
         return self.learn_analysed(source, analysed, sources.sha256(text), kind, pause)
 
     def learn_analysed(
@@ -620,7 +617,9 @@ class CountStore(StoreFile):
             found = db.execute(
                 f"SELECT k.*, coalesce(g.c, 0), coalesce(g.cc, 0) FROM ({changed}) AS k LEFT JOIN ng{n} AS g ON {match}"
             )
-            for *gram, c, cc in found:  # the final counts (rows about to be deleted have c = 0)
+            for i, (*gram, c, cc) in enumerate(found, start=1):  # the final counts (rows to be deleted have c = 0)
+                if i % PAUSE_ROWS == 0:
+                    self._pause()
                 context = tuple(gram[:-1])
                 rows.setdefault(context, {})[gram[-1]] = (c, cc)  # a later piece of the same learn wins
                 self._pending.contexts.add(context)

@@ -212,6 +212,14 @@ def read_corpus_document(path: Path, tokenizer: str, progress: Callable[[int], N
     return read_document(path, tokenizer, max_bytes=1 << 62, progress=progress)
 
 
+def analyse_pausing(text: str, tokenizer: str, pause: Callable[[], None] | None) -> sources.Analysed:
+    """`sources.analyse(text, tokenizer)`; with `pause`, a prose text longer than `PAUSE_PIECE_CHARS` is analysed in
+    pieces with a pause after each (`analyse_text`: the same result)."""
+    if pause is not None and tokenizer == "prose" and len(text) > PAUSE_PIECE_CHARS:
+        return analyse_text(text, tokenizer, pause)
+    return sources.analyse(text, tokenizer)
+
+
 def analyse_text(
     text: str, tokenizer: str, pause: Callable[[], None], piece_chars: int | None = None
 ) -> sources.Analysed:

@@ -255,3 +255,20 @@ def test_a_report_never_shows_a_secret(tmp_path: Path) -> None:
     page = (tmp_path / "r.html").read_text()
     assert key not in page and password not in page and "AKIA" not in page
     assert ">walked<" in page and "•" * len(key) in page
+
+
+def test_a_secret_is_not_held_out_by_the_adaptive_mixture_either(tmp_path: Path) -> None:
+    """The adaptive mixture scores a learn's new sentences before they are learned: it reads the text as the store
+    learns it, so the line holding a key is neither learned nor held out (its tokens are not counted as fitted)."""
+    key = "AKIA" + fake(string.ascii_uppercase + string.digits, 16)
+    db = tmp_path / "s.db"
+    with CountStore.open(db, create=True, tokenizer="pretokenized", order=3) as store:
+        store.learn("base", "the cat sat on the mat\nthe dog sat on the log\n" * 3)
+    engine = Engine.open(db)
+    engine.enable_adaptation()
+    engine.learn("first", "the red car sat on the log\n")  # a user layer to weigh
+    fitted = engine.adaptation.fitted_tokens
+    engine.learn("notes", f"a red car ran to the mat\nmy key is {key} today\n")
+    assert engine.adaptation.fitted_tokens - fitted == 7 + 1  # "a red car ran to the mat" and its end
+    assert engine.store.vocab.get(key.casefold()) is None and engine.store.vocab.get("today") is None
+    engine.close()
