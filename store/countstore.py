@@ -618,7 +618,7 @@ class CountStore(StoreFile):
                 f"SELECT k.*, coalesce(g.c, 0), coalesce(g.cc, 0) FROM ({changed}) AS k LEFT JOIN ng{n} AS g ON {match}"
             )
             for i, (*gram, c, cc) in enumerate(found, start=1):  # the final counts (rows to be deleted have c = 0)
-                if i % PAUSE_ROWS == 0:
+                if i % RECORD_PAUSE_ROWS == 0:
                     self._pause()
                 context = tuple(gram[:-1])
                 rows.setdefault(context, {})[gram[-1]] = (c, cc)  # a later piece of the same learn wins
@@ -895,6 +895,9 @@ def sentence_chunks(stream: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 PAUSE_ROWS = 4096
 """With a pause (see `CountStore.learn`), rows are made this many at a time and `pause()` is called between them."""
+RECORD_PAUSE_ROWS = 256
+"""The record of a learn's changed follower lists pauses every this many rows (a row is a SQLite step and a few
+dictionary updates, ~30 us: a 2 MB learn records a million of them)."""
 PAUSE_TOKENS = 8192
 """`CountStore.learned_sentences` calls its `pause` after about this many tokens decoded (~1 ms of work)."""
 
