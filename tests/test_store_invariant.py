@@ -159,3 +159,39 @@ def test_arbitrary_unicode_learned_and_forgotten_equals_a_fresh_build(
                 store.forget(name)
                 del docs[name]
         assert store_snapshot(store) == fresh_build(tmp_path, docs, 3, "prose")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(3, 9), min_size=1, max_size=12), max_size=12),
+    st.lists(st.lists(st.integers(3, 9), min_size=1, max_size=12), max_size=12),
+)
+def test_the_delta_of_two_texts_is_the_difference_of_their_ngram_counts(new: list, old: list) -> None:
+    """`ngram_delta` (what a learn applies): per order, exactly the n-grams whose count differs between the two
+    token streams, by that much, sorted as rows; counted here with a Counter of tuples."""
+    from collections import Counter
+
+    import numpy as np
+
+    from lm_core.counting import count_ngrams, ngram_delta
+    from lm_core.vocab import BOS_ID, EOS_ID
+
+    def stream(sentences: list) -> np.ndarray:
+        return np.asarray([t for s in sentences for t in (BOS_ID, *s, EOS_ID)] or [BOS_ID, EOS_ID], dtype=np.int64)
+
+    def counted(s: np.ndarray, n: int) -> Counter:
+        starts = [*np.flatnonzero(s == BOS_ID).tolist(), len(s)]
+        grams: Counter = Counter()
+        for a, b in itertools.pairwise(starts):
+            sentence = s[a:b].tolist()
+            grams.update(tuple(sentence[i : i + n]) for i in range(len(sentence) - n + 1))
+        return grams
+
+    a, b = stream(new), stream(old)
+    deltas = ngram_delta(count_ngrams(a, 3), count_ngrams(b, 3))
+    for n, (grams, change) in enumerate(deltas, start=1):
+        expected = counted(a, n)
+        expected.subtract(counted(b, n))
+        rows = [tuple(g) for g in grams.tolist()]
+        assert rows == sorted(rows)
+        assert dict(zip(rows, change.tolist(), strict=True)) == {g: c for g, c in expected.items() if c}
