@@ -603,6 +603,12 @@ class CountStore(StoreFile):
         if self._pending is None:
             return
         db = self.db
+        changed_rows = sum(
+            db.execute(f"SELECT count(*) FROM temp.ch{n}").fetchone()[0] for n in range(2, self.order + 1)
+        )
+        if changed_rows > RECORD_MAX_ROWS:
+            self._pending = None  # too much changed to list: readers drop all they cached (cheaper than the list)
+            return
         unigrams = "SELECT w1 FROM temp.ch1" + (" UNION SELECT w1 FROM temp.e1" if self.order > 1 else "")
         self._pending.unigrams.update(r[0] for r in db.execute(unigrams))
         rows = self._pending.rows
@@ -895,6 +901,11 @@ def sentence_chunks(stream: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 PAUSE_ROWS = 4096
 """With a pause (see `CountStore.learn`), rows are made this many at a time and `pause()` is called between them."""
+RECORD_MAX_ROWS = 20_000
+"""A learn that changes more n-grams than this (of order 2 and up; a document of ~4,000 words or more) is not
+recorded for the readers in this process, which drop every follower list they cached instead: recording it costs
+~30 us a row of interpreter time, and the readers' walk over it as much again under their lock (a 1.9 MB document:
+~4 s and ~1 s, the second stalling completions)."""
 RECORD_PAUSE_ROWS = 256
 """The record of a learn's changed follower lists pauses every this many rows (a row is a SQLite step and a few
 dictionary updates, ~30 us: a 2 MB learn records a million of them)."""

@@ -505,3 +505,29 @@ def test_background_and_training_threads_run_at_a_lower_priority() -> None:
     assert ls.interactive.submit(niceness).result() == own  # completions keep the process's priority
     for pool in (ls.background, ls.training, ls.interactive):
         pool.shutdown()
+
+
+def test_a_learn_that_changes_too_much_to_list_drops_the_cached_lists(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over RECORD_MAX_ROWS changed n-grams, the commit is not listed for this process's readers: they drop what
+    they cached (instead of walking a list of millions under their lock) and read it again, equal to a fresh read."""
+    from store import countstore
+
+    monkeypatch.setattr(countstore, "RECORD_MAX_ROWS", 8)
+    with CountStore.open(store_path) as store:
+        counts = SqliteCounts(store)
+        vocab = store.vocab
+        context = (vocab.get("the"),)
+        counts.level(context)
+        store.learn("small", "the cat")  # at most 6 n-grams of order 2 and up ("<s> the", "the cat", ...): listed
+        assert store.changes_since(store.commits - 1) is not None
+        store.learn("large", "The cat sat on the big rug. The cat ran. A dog sat on the rug.")
+        assert store.changes_since(store.commits - 1) is None
+        counts.version  # noqa: B018  (notice the commit)
+        assert context not in counts._levels  # dropped, not patched
+        fresh = SqliteCounts(store)
+        kept, read = counts.level(context), fresh.level(context)
+        assert (kept.ids.tolist(), kept.count.tolist()) == (read.ids.tolist(), read.count.tolist())
+        assert "big" in [vocab.words[i] for i in kept.ids.tolist()]
+        fresh.close()
