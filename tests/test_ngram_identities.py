@@ -238,14 +238,11 @@ def test_in_memory_counts_give_one_unigram_level_per_version_and_a_model_keeps_i
     assert model.logprob("a", ("b",)) == before
 
 
-@pytest.mark.parametrize("n", [1, 10, 127, 128, 1_000, 50_000])
-@pytest.mark.parametrize("k", [1, 3, 10])
+@pytest.mark.parametrize(("n", "k"), [(n, k) for n in (1, 10, 127, 128, 1_000, 50_000) for k in (1, 3, 10) if k <= n])
 @pytest.mark.parametrize("kind", ["dirichlet", "ties", "constant", "with -inf"])
 def test_kth_largest_equals_a_full_partition(n: int, k: int, kind: str) -> None:
     """The sampled bound never changes the answer: the k-th largest (repeats counted) as np.partition gives it,
     for long and short arrays, many ties, a constant array and -inf entries (a log-probability of 0)."""
-    if k > n:
-        pytest.skip("k is at most the array's length")
     rng = np.random.default_rng(n * 31 + k)
     if kind == "dirichlet":
         values = rng.dirichlet(np.full(n, 0.05))
