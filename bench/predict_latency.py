@@ -248,13 +248,13 @@ def learn_times(path: Path, texts: list[list[str]], positions: list[Position], w
 
 
 # --- learning through the Engine, in parts -------------------------------------------------------------------------
-LEARN_PARTS = {  # part -> (module, attribute) of what is timed; the commit is what the store's learn spends besides
+LEARN_PARTS = {  # part -> (module, attribute) of what is timed; the commit is what the store's update spends besides
     "adaptation before": ("lsp_server.engine", "Engine._adapt_before_learning"),
     "tokenize + secrets": ("store.sources", "analyse"),
     "secret scan": ("store.secrets", "find_secrets"),
     "count + count updates": ("store.countstore", "CountStore._apply_stream_change"),
     "casing": ("store.countstore", "CountStore._apply_casing"),
-    "store learn": ("store.countstore", "CountStore.learn"),
+    "store learn": ("store.countstore", "CountStore.learn_analysed"),  # the update of an analysed text (both trees)
     "adaptation after": ("lsp_server.engine", "Engine._adapt_after_learning"),
 }
 
@@ -304,12 +304,8 @@ def child_engine_learn(spec: dict) -> dict:
                 engine.next_words((BOS, "the"), K)
             after_ms.append(sw.seconds * 1000)
         engine.close()
-    commit = [
-        s - a - c - k
-        for s, a, c, k in zip(
-            *(spent[p] for p in ("store learn", "tokenize + secrets", "count + count updates", "casing")), strict=True
-        )
-    ]
+    timed = (spent[p] for p in ("store learn", "count + count updates", "casing"))
+    commit = [s - c - k for s, c, k in zip(*timed, strict=True)]
     parts = {p: spent.get(p, []) for p in LEARN_PARTS if p != "store learn"}
     return {"learn": learn_ms, "after": after_ms, "parts": {**parts, "commit and the rest": commit}}
 
@@ -373,8 +369,9 @@ def engine_learn_table(runs: dict[str, dict]) -> str:
     ]
     return (
         markdown_table(header, rows) + "\n\nWhere a learn's time goes (p50 / p95 ms per learn; the secret scan "
-        "is part of tokenizing; commit and the rest = the store's learn less its timed parts: writing the "
-        "source's row, new words, the commit):\n\n" + markdown_table(["", *parts], part_rows)
+        "is part of tokenizing; commit and the rest = the store's update of the analysed text "
+        "(`CountStore.learn_analysed`) less its timed parts: writing the source's row, new words, the commit):\n\n"
+        + markdown_table(["", *parts], part_rows)
     )
 
 
