@@ -272,8 +272,8 @@ def main() -> None:
         type=Path,
         default=None,
         help="another nextword source tree (e.g. a git worktree of an earlier commit): its server types the same "
-        "documents, the two taking turns every --every documents (the other one idle, its learns finished), so "
-        "both meet the machine's same hours",
+        "documents, the two taking turns every --every documents (the other one idle, its learns finished; which "
+        "one goes first alternates), so both meet the machine's same hours",
     )
     parser.add_argument("--baseline-name", default=None, help="what to call it in the table (default: its path)")
     parser.add_argument("--plots", type=Path, default=None, help=f"where the RSS plot goes (default {PLOTS})")
@@ -298,8 +298,11 @@ def main() -> None:
                     stack.callback(client.close)
                     sessions[model + suffix] = Session(client, args.every)
                 with step(f"{model}: {count} documents of {args.words} words, {len(trees)} tree(s) taking turns"):
-                    for block in range(0, count, args.every):
-                        for typing in sessions.values():
+                    for turn, block in enumerate(range(0, count, args.every)):
+                        # the tree that types second after a block does better (the other's learns just ended):
+                        # each goes first every other block
+                        order = list(sessions.values())
+                        for typing in order[::-1] if turn % 2 else order:
                             typing.type(documents[block : block + args.every])
                             typing.read()
                             if len(sessions) > 1:
