@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lm_core.metrics import Continuation, continuation_scores, split_sentences
-from lm_core.model import Context, LanguageModel, Prediction, kth_largest
+from lm_core.model import Context, LanguageModel, Prediction, rank_top_k
 from lm_core.vocab import BOS, UNK
 from lm_core.word_lists import SHARED as SHARED_WORD_LISTS
 from lm_core.word_lists import WordListIndex, build_index
@@ -192,9 +192,12 @@ class Blend:
         if k <= 0:
             return []
         words, blended = self.blended_arrays(context)
-        positions, values = _candidates_with_prefix(blended, self._prefix_positions(prefix) if prefix else None, k)
-        ranked = sorted(zip(values.tolist(), positions.tolist(), strict=True), key=lambda vp: (-vp[0], words[vp[1]]))
-        return [Prediction(words[i], p) for p, i in ranked[:k] if p > 0]
+        if prefix:
+            positions = self._prefix_positions(prefix)
+            ranked = rank_top_k(blended[positions], positions, words, k)
+        else:  # every word: no gather of the whole array
+            ranked = rank_top_k(blended, None, words, k)
+        return [Prediction(words[i], p) for p, i in ranked if p > 0]
 
     def distribution(self, context: Context) -> dict[str, float]:
         """The blended P(w | context) for every w in V (sums to 1 when the components do)."""
@@ -454,19 +457,6 @@ class Blend:
         for m, model in enumerate(self.models):
             self._known[m] = SHARED_WORD_LISTS.index(_word_list(model)).position  # callers never ask about <s>
         self._known_key = key
-
-
-def _candidates_with_prefix(
-    values: np.ndarray, positions: np.ndarray | None, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, values) of the k best of `values` at `positions` (None: every position) and every one tied with
-    the k-th: the candidates that ranking by word breaks ties among."""
-    if positions is not None:
-        values = values[positions]
-    if len(values) <= k:
-        return (np.arange(len(values)) if positions is None else positions), values
-    keep = np.flatnonzero(values >= kth_largest(values, k))
-    return (keep if positions is None else positions[keep]), values[keep]
 
 
 def _word_list(model: LanguageModel) -> list[str]:

@@ -32,7 +32,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lm_core.metrics import split_sentences
-from lm_core.model import Context, Prediction, kth_largest
+from lm_core.model import Context, Prediction, rank_top_k
 from lm_core.vocab import BOS, BOS_ID, EOS, UNK, UNK_ID
 
 CELLS = ("rnn", "lstm", "gru", "window")
@@ -601,12 +601,8 @@ class NeuralLM:
         if k <= 0:
             return []
         ids = self.prefix_ids(prefix)
-        values = logprobs[ids]  # (P,) the candidates' log-probabilities
-        if len(values) > k:
-            keep = values >= kth_largest(values, k)  # the top k and every word tied with the k-th
-            ids, values = ids[keep], values[keep]
-        ranked = sorted(zip(values.tolist(), ids.tolist(), strict=True), key=lambda vi: (-vi[0], self.words[vi[1]]))
-        return [Prediction(self.words[i], math.exp(v)) for v, i in ranked[:k] if v > -math.inf]
+        ranked = rank_top_k(logprobs[ids], ids, self.words, k)
+        return [Prediction(self.words[i], math.exp(v)) for v, i in ranked if v > -math.inf]
 
     # --- inference with cached states -------------------------------------------------------------------------------
     def logprobs_after(self, doc_key: object, tokens: Sequence[str]) -> np.ndarray:

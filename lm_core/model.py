@@ -76,11 +76,14 @@ def kth_largest(values: np.ndarray, k: int) -> float:
     return np.partition(values, n - k)[n - k]
 
 
-def rank_top_k(scores: np.ndarray, ids: np.ndarray, words: list[str], k: int) -> list[tuple[float, int]]:
-    """The k best (score, id) pairs, best first, ties broken by word. Only the ids scoring at least the k-th best
-    are sorted (every one tied with it included), so ranking stays cheap for thousands of candidates."""
-    if len(ids) > k:
-        keep = scores >= kth_largest(scores, k)
-        scores, ids = scores[keep], ids[keep]
+def rank_top_k(scores: np.ndarray, ids: np.ndarray | None, words: list[str], k: int) -> list[tuple[float, int]]:
+    """The k best (score, id) pairs, best first, ties broken by word (`words[id]`). Only the ids scoring at least
+    the k-th best are sorted (every one tied with it included), so ranking stays cheap for a whole vocabulary.
+    `ids` None: each score's id is its position (no array of them is made)."""
+    if len(scores) > k:
+        keep = np.flatnonzero(scores >= kth_largest(scores, k))
+        scores, ids = scores[keep], (keep if ids is None else ids[keep])
+    elif ids is None:
+        ids = np.arange(len(scores))
     ranked = sorted(zip(scores.tolist(), ids.tolist(), strict=True), key=lambda si: (-si[0], words[si[1]]))
     return ranked[:k]

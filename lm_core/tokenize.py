@@ -220,6 +220,8 @@ _MASTER_WITHOUT_EMAIL = _master(tuple(b for b in _BRANCHES if b[0] != "email"))
 @functools.cache
 def _master_with_email() -> re.Pattern[str]:
     return _master(_BRANCHES)
+
+
 _FENCE = re.compile(_FENCE_SRC, re.MULTILINE)
 
 # Sentence-end machinery.
