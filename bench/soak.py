@@ -42,8 +42,10 @@ from bench.common import (  # noqa: E402
 )
 from bench.lsp_latency import RawClient, prose_paragraphs  # noqa: E402
 from lsp_server.default_model import UNK_MARKER  # noqa: E402
+from lsp_server.heap import TRIM_INTERVAL_S  # noqa: E402
 
 AFTER_SAVE = 5  # completions counted as "right after a save" (the learn of the last document may still run)
+SETTLE_WAIT_S = TRIM_INTERVAL_S + 1.0  # a settled reading waits this long after the learns: the server trims its heap
 CLOSE_AFTER = 5  # words typed into the next document before the saved one is closed
 
 
@@ -99,8 +101,8 @@ def start(
 class Session:
     """One server's session, typed a block of documents at a time (`type`), so that two servers can take turns."""
 
-    def __init__(self, client: RawClient, every: int) -> None:
-        self.client, self.every = client, every
+    def __init__(self, client: RawClient, every: int, settled_readings: bool = True) -> None:
+        self.client, self.every, self.settled_readings = client, every, settled_readings
         self.readings: list[dict[str, float]] = []
         self.window: list[float] = []
         self.after_save: list[float] = []
@@ -109,9 +111,8 @@ class Session:
         self.typed = 0
         self.started = time.perf_counter()
         rss0, _ = client.rss()
-        self.readings.append(
-            {"documents": 0, "rss": rss0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-        )
+        nan = float("nan")
+        self.readings.append({"documents": 0, "rss": rss0, "settled": rss0, "p50": nan, "p99": nan, "max": nan})
 
     def type(self, documents: list[list[str]]) -> None:
         """Type, save and close these documents, numbered on from the last block."""
@@ -149,15 +150,26 @@ class Session:
                 self.read()
 
     def read(self) -> None:
-        """A reading: RSS now, latency of the completions since the last reading."""
+        """A reading: RSS now (the last document's learn may still run), latency of the completions since the last
+        reading; then, with `settled_readings`, RSS once the server's background work is done and its heap trimmed
+        (the same point of every document's cycle, for the trend: the first reading swings with where in a learn
+        or in malloc's free lists it falls)."""
         if not self.window:
             return
         rss, _ = self.client.rss()
         p50, _, p99 = percentiles(self.window)
         d = self.typed
-        self.readings.append({"documents": d, "rss": rss, "p50": p50, "p99": p99, "max": max(self.window)})
+        settled = float("nan")
+        if self.settled_readings:
+            self.settle()
+            time.sleep(SETTLE_WAIT_S)
+            settled, _ = self.client.rss()
+        self.readings.append(
+            {"documents": d, "rss": rss, "settled": settled, "p50": p50, "p99": p99, "max": max(self.window)}
+        )
         print(
-            f"{d:>6} documents  RSS {rss / 2**20:7.1f} MB  p50 {p50:5.2f}  p99 {p99:6.2f}  "
+            f"{d:>6} documents  RSS {rss / 2**20:7.1f} MB  settled {settled / 2**20:7.1f} MB  "
+            f"p50 {p50:5.2f}  p99 {p99:6.2f}  "
             f"max {max(self.window):.1f} ms  ({time.perf_counter() - self.started:,.0f} s)",
             file=sys.stderr,
             flush=True,
@@ -170,7 +182,8 @@ class Session:
         self.client.request("workspace/executeCommand", {"command": "nextword.statistics", "arguments": []})
 
     def result(self) -> dict[str, Any]:
-        return {"readings": self.readings, "after_save": self.after_save, "all": self.everything}
+        _, peak = self.client.rss()
+        return {"readings": self.readings, "after_save": self.after_save, "all": self.everything, "peak": peak}
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> Path | None:
@@ -186,7 +199,10 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, result in results.items():
         xs = [r["documents"] for r in result["readings"]]
-        ax.plot(xs, [r["rss"] / 2**20 for r in result["readings"]], marker=".", label=name)
+        ax.plot(xs, [r["rss"] / 2**20 for r in result["readings"]], marker=".", label=f"{name}, while typing")
+        settled = [r.get("settled", float("nan")) / 2**20 for r in result["readings"]]
+        if any(v == v for v in settled[1:]):
+            ax.plot(xs, settled, marker=".", label=f"{name}, settled (learns done, heap trimmed)")
     ax.set_xlabel("documents opened, typed, saved and closed")
     ax.set_ylabel("server RSS, MB")
     ax.set_ylim(bottom=0)
@@ -205,9 +221,19 @@ def report(results: dict[str, dict[str, Any]], words: int, plot_path: Path | Non
     for name, result in results.items():
         readings = result["readings"]
         for r in readings[1:]:
-            rows.append([name, fmt(int(r["documents"])), f"{r['rss'] / 2**20:,.1f}", fmt(r["p50"]), fmt(r["p99"])])
+            rows.append(
+                [
+                    name,
+                    fmt(int(r["documents"])),
+                    f"{r['rss'] / 2**20:,.1f}",
+                    f"{r['settled'] / 2**20:,.1f}",
+                    fmt(r["p50"]),
+                    fmt(r["p99"]),
+                ]
+            )
         last = readings[-1]
         half = next(r for r in readings if r["documents"] >= last["documents"] / 2)
+        peak = max([result.get("peak", 0), *(r["rss"] for r in readings)])
         p50, _, p99 = percentiles(result["all"])
         s50, _, s99 = percentiles(result["after_save"])
         worst_window_p99 = max(r["p99"] for r in readings[1:])
@@ -215,8 +241,9 @@ def report(results: dict[str, dict[str, Any]], words: int, plot_path: Path | Non
             [
                 name,
                 fmt(int(last["documents"])),
-                f"{max(r['rss'] for r in readings) / 2**20:,.1f}",
+                f"{peak / 2**20:,.1f}",
                 f"{(last['rss'] - half['rss']) / 2**20:+,.1f}",
+                f"{(last['settled'] - half['settled']) / 2**20:+,.1f}",
                 f"{p50:.2f} / {p99:.2f}",
                 fmt(worst_window_p99),
                 f"{s50:.2f} / {s99:.2f}",
@@ -229,13 +256,18 @@ def report(results: dict[str, dict[str, Any]], words: int, plot_path: Path | Non
         f"background thread) and closed {CLOSE_AFTER} words into the next one. Latency is the client's round trip "
         f"(ms); 'after a save': the first {AFTER_SAVE} completions of each next document, while the last one is "
         "learned. Aims (issue 19): RSS with the blend < 300 MB, the last half of the documents adding < 10 MB, "
-        "completion p99 <= 10 ms throughout.\n\n"
+        "completion p99 <= 10 ms throughout. Peak RSS is the server's high-water mark (VmHWM). A reading's RSS is "
+        "read twice: while typing goes on (the last document's learn may still run, freed memory not yet "
+        f"returned), and settled: after the server's background work is done and {SETTLE_WAIT_S:.0f} s, within which "
+        "the server gives freed heap memory back (`lsp_server.heap`); the next document's first completions then "
+        "meet no learn, once every reading.\n\n"
         + markdown_table(
             [
                 "model",
                 "documents",
                 "peak RSS MB",
                 "RSS change over the last half MB",
+                "settled RSS change over the last half MB",
                 "p50 / p99 ms",
                 "worst p99 of a reading",
                 "after a save p50 / p99 ms",
@@ -244,7 +276,7 @@ def report(results: dict[str, dict[str, Any]], words: int, plot_path: Path | Non
             summary,
         )
         + "\n\nReadings (RSS after that many documents; latency of the completions since the last reading):\n\n"
-        + markdown_table(["model", "documents", "RSS MB", "p50 ms", "p99 ms"], rows)
+        + markdown_table(["model", "documents", "RSS MB", "settled RSS MB", "p50 ms", "p99 ms"], rows)
     )
     if plot_path is not None:
         body += f"\n\n![RSS over documents](plots/{plot_path.name})\n"
@@ -277,6 +309,11 @@ def main() -> None:
     )
     parser.add_argument("--baseline-name", default=None, help="what to call it in the table (default: its path)")
     parser.add_argument("--plots", type=Path, default=None, help=f"where the RSS plot goes (default {PLOTS})")
+    parser.add_argument(
+        "--no-settled-readings",
+        action="store_true",
+        help=f"read RSS only while typing goes on (no {SETTLE_WAIT_S:.0f} s wait for a settled reading)",
+    )
     args = parser.parse_args()
     count = 40 if args.quick else args.documents
     (test_file,) = corpus_files(args, ["wikitext-2/wiki.test.tokens"])
@@ -296,7 +333,7 @@ def main() -> None:
                     neural = "none" if model == "n-gram" else "default"
                     client = start(db, env, neural, args.cache_megabytes, tree)
                     stack.callback(client.close)
-                    sessions[model + suffix] = Session(client, args.every)
+                    sessions[model + suffix] = Session(client, args.every, not args.no_settled_readings)
                 with step(f"{model}: {count} documents of {args.words} words, {len(trees)} tree(s) taking turns"):
                     for turn, block in enumerate(range(0, count, args.every)):
                         # the tree that types second after a block does better (the other's learns just ended):

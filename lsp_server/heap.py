@@ -43,6 +43,7 @@ class HeapTrimmer:
         self._trim: object = _UNKNOWN  # looked up at the first trim
         self._last = -float("inf")
         self._lock = threading.Lock()
+        self._deferred: threading.Timer | None = None  # the trim promised for the end of the interval
 
     @property
     def available(self) -> bool:
@@ -53,13 +54,43 @@ class HeapTrimmer:
 
     def trim_if_due(self, after_s: float = 0.0) -> bool:
         """Trim now, after work of `after_s` seconds, unless a trim ran less than `interval_s` ago and the work was
-        shorter than LONG_WORK_S (or there is no `malloc_trim`); whether it ran."""
+        shorter than LONG_WORK_S (or there is no `malloc_trim`); whether it ran. A trim declined is not lost: one
+        runs when the interval is over (on a timer thread), so what the last work freed is returned within
+        `interval_s` even when no work follows it."""
         if not self.available:
             return False
         with self._lock:
             now = time.monotonic()
             if now - self._last < self.interval_s and after_s < LONG_WORK_S:
+                self._defer(self._last + self.interval_s - now)
                 return False
             self._last = now
         self._trim(0)  # type: ignore[operator]
         return True
+
+    def trim_now(self) -> None:
+        """Trim at once, whatever the interval (a checkpoint, the end of a session)."""
+        if self.available:
+            with self._lock:
+                self._last = time.monotonic()
+            self._trim(0)  # type: ignore[operator]
+
+    @property
+    def deferred(self) -> bool:
+        """Whether a trim is waiting for the end of the interval."""
+        return self._deferred is not None
+
+    def _defer(self, delay_s: float) -> None:
+        """Arrange one trim in `delay_s` seconds, unless one is arranged already (called holding the lock)."""
+        if self._deferred is None:
+            timer = threading.Timer(max(0.0, delay_s), self._run_deferred)
+            timer.name = "nextword-heap-trim"
+            timer.daemon = True
+            self._deferred = timer
+            timer.start()
+
+    def _run_deferred(self) -> None:
+        with self._lock:
+            self._deferred = None
+            self._last = time.monotonic()
+        self._trim(0)  # type: ignore[operator]

@@ -654,27 +654,7 @@ def _checkpoint(ls: NextwordServer) -> None:
         ls.engine().checkpoint()
     except Exception:  # a checkpoint that cannot run now runs next time; never kill the server for it
         log.exception("checkpoint failed")
-    release_free_memory()
-
-
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc's malloc_trim): freed numpy blocks and SQLite pages
-    otherwise stay resident, and a long session's memory creeps up. A no-op where there is no glibc."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-def _malloc_trim() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # musl and others have no malloc_trim
-        return None
+    ls.heap.trim_now()
 
 
 # --- diagnostics -----------------------------------------------------------------------------------------------

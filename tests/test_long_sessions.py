@@ -489,6 +489,26 @@ def test_the_heap_trimmer_gives_freed_memory_back_at_most_once_an_interval() -> 
     assert trimmer.trim_if_due(after_s=0.5) and not trimmer.trim_if_due()  # after long work: at once, interval or not
 
 
+@pytest.mark.skipif(not HeapTrimmer().available, reason="the C library has no malloc_trim (not glibc)")
+def test_a_trim_declined_within_the_interval_runs_when_the_interval_is_over() -> None:
+    trimmer = HeapTrimmer(interval_s=1.0)
+    assert trimmer.trim_if_due()
+    blocks = [bytes(2048) for _ in range(40_000)]
+    kept = blocks[::64]
+    del blocks
+    before = _resident_mb()
+    assert not trimmer.trim_if_due() and trimmer.deferred  # declined, and promised for the interval's end
+    assert not trimmer.trim_if_due()  # a second decline promises nothing more
+    assert _resident_mb() > before - 20
+    deadline = time.monotonic() + 10
+    while trimmer.deferred and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not trimmer.deferred
+    assert _resident_mb() < before - 40  # the freed memory went back without any further work
+    assert len(kept) == 625
+    assert not trimmer.trim_if_due()  # the deferred trim counts as the interval's trim
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own priority on Linux")
 def test_background_and_training_threads_run_at_a_lower_priority() -> None:
     from lsp_server import server as server_module
