@@ -213,6 +213,41 @@ def test_held_out_rows_scored_a_sentence_at_a_time_equal_the_rows_token_by_token
     assert np.isfinite(rows[:, 1]).all()
 
 
+def test_a_sample_of_held_out_sentences_scores_as_the_whole_text_does(store_model: NgramModel) -> None:
+    """Only the sampled sentences are scored, each exactly as when every sentence is (the cache reads the skipped
+    ones too, as the document held them); the sample is the same on every call."""
+    from lm_core.adaptation import held_out_rows, pair_blend, sampled
+
+    user = user_model(sentences(["the red car ran", "a red car sat"]), 3)
+    pair = pair_blend(store_model, user)
+    text = sentences([f"the {w} car sat on the mat" for w in ("red", "big", "old", "new", "fast", "blue", "dog")])
+    every, _ = held_out_rows(pair, DocumentCache(store_model), text, user)
+    sample, _ = held_out_rows(pair, DocumentCache(store_model), text, user, sample_every=3)
+    picked = [sampled(s, 3) for s in text]
+    assert 0 < sum(picked) < len(text)  # these sentences give a real sample (crc32 is fixed)
+    token_picked = [p for sentence, p in zip(text, picked, strict=True) for _ in sentence]
+    positions = [i for i, p in enumerate(token_picked) if p]
+    assert sample.shape == (len(positions), 3)
+    assert np.allclose(sample, every[positions], rtol=0, atol=1e-12)
+    assert [sampled(s, 3) for s in text] == picked and all(sampled(s, 1) for s in text)
+
+
+def test_once_the_held_out_window_is_full_a_sample_of_new_text_is_scored(store_model: NgramModel) -> None:
+    from lm_core.adaptation import HELD_OUT_SAMPLE_WHEN_FULL, HeldOut, sampled
+
+    adaptation = Adaptation(store_model, parts=("user", "cache"))
+    adaptation.set_user_text(sentences(USER))
+    adaptation.held_out = HeldOut(limit=10)
+    first = sentences(["the red car sat on the mat", "a red car ran"])
+    adaptation.observe(first)
+    assert adaptation.fitted_tokens == sum(map(len, first))  # the window was not full: every token
+    later = sentences([f"the {w} car ran to the mat" for w in ("red", "big", "old", "new", "fast", "blue")])
+    adaptation.observe(later)
+    expected = sum(len(s) for s in later if sampled(s, HELD_OUT_SAMPLE_WHEN_FULL))
+    assert 0 < expected < sum(map(len, later))
+    assert adaptation.fitted_tokens == sum(map(len, first)) + expected
+
+
 @pytest.mark.parametrize("context", [(), ("<s>",), ("<s>", "the"), ("the", "red"), ("zebra", "ran"), ("on", "the")])
 def test_the_mass_over_a_set_of_words_is_the_sum_of_their_probabilities(store_model: NgramModel, context) -> None:
     words, probs = store_model.distribution_arrays(context)
