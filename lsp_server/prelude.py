@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote
 
 from lsp_server import completing
+from lsp_server.heap import tune_malloc
 from lsp_server.positions import apply_edit
 from lsp_server.settings import Settings, parse_settings
 
@@ -445,11 +446,12 @@ def stdin_is_a_stream(fd: int = 0) -> bool:
 
 
 def configure_process() -> None:
-    """What a server process sets once, prelude or not: its log lines on stderr, and the interpreter lock's switch
-    interval (GIL_SWITCH_S)."""
+    """What a server process sets once, prelude or not: its log lines on stderr, the interpreter lock's switch
+    interval (GIL_SWITCH_S), and malloc's mmap threshold (`lsp_server.heap.tune_malloc`)."""
     logging.basicConfig(level=logging.WARNING, format="nextword: %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     sys.setswitchinterval(GIL_SWITCH_S)
+    tune_malloc()
 
 
 def serve(
