@@ -4,6 +4,7 @@ learns. Real SQLite stores of their own, tiny texts."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -487,6 +488,42 @@ def test_the_heap_trimmer_gives_freed_memory_back_at_most_once_an_interval() -> 
     assert _resident_mb() < before - 40
     assert len(kept) == 625
     assert trimmer.trim_if_due(after_s=0.5) and not trimmer.trim_if_due()  # after long work: at once, interval or not
+
+
+ROOT = Path(__file__).resolve().parent.parent
+MAPPED_AFTER_A_FREED_BLOCK = """
+import ctypes, sys
+import numpy as np
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                                "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "tuned":
+    from lsp_server.heap import tune_malloc
+    assert tune_malloc()
+first = np.ones(500_000); del first  # 4 MB, mapped, then freed
+before = libc.mallinfo2().hblkhd
+second = np.ones(500_000)
+print(libc.mallinfo2().hblkhd - before)
+"""
+
+
+@pytest.mark.skipif(not HeapTrimmer().available, reason="not glibc")
+@pytest.mark.parametrize("mode", ["default", "tuned"])
+def test_large_blocks_keep_their_own_mapping_after_one_was_freed(mode: str) -> None:
+    """glibc alone raises its mmap threshold to a freed mapped block's size, so the next block that large comes from
+    the heap (where its hole stays); with `tune_malloc` it is mapped again (given back when freed)."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", MAPPED_AFTER_A_FREED_BLOCK, mode], capture_output=True, text=True, env=env, check=True
+    )
+    mapped = int(out.stdout.split()[-1])
+    if mode == "tuned":
+        assert mapped >= 4_000_000
+    else:
+        assert mapped < 1_000_000  # what the tuning is for: without it, the heap
 
 
 @pytest.mark.skipif(not HeapTrimmer().available, reason="the C library has no malloc_trim (not glibc)")
