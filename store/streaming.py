@@ -44,8 +44,10 @@ MARGIN_CHARS = 8192
 """Characters kept past a cut: more than any look-ahead of the tokenizer (inline code: 4,000 characters)."""
 OVERLAP_CHARS = 4096
 """Characters before a piece that the secret detectors see again (a secret written across a cut is found)."""
-PAUSE_PIECE_CHARS = 32_768
-"""Characters analysed at a time by `analyse_text` (a pause after each: ~10 ms of tokenizing)."""
+PAUSE_PIECE_CHARS = 8_192
+"""Characters analysed at a time by `analyse_text` (a pause after each): ~8 ms of tokenizing and keeping the
+sentences (32 KB pieces took 35-45 ms each while a 1.9 MB document was learned, and a completion that came during one
+waited 25-35 ms for its end)."""
 PROGRESS_ENV = "NEXTWORD_PROGRESS_MB"
 DEFAULT_PROGRESS_MB = 32.0
 
@@ -311,14 +313,19 @@ def prose_batches(chunks: Iterator[str], piece_chars: int | None = None) -> Iter
     buffer, offset = "", 0  # buffer[0] is at `offset` in the whole text
     pos, state, before = 0, tokenize.ScanState(), 0  # where the scan goes on; its line state; last sentence's end
     ended = False
+    ahead = 2 * MARGIN_CHARS  # read past the piece: the sentence across its end, then the margin after that
     while True:
         if not ended:
-            buffer, ended = _fill(buffer, chunks, pos + piece_chars + MARGIN_CHARS)
+            buffer, ended = _fill(buffer, chunks, pos + piece_chars + ahead)
         stop = pos + piece_chars if not ended else len(buffer) + 1
         found, resume, next_state = tokenize.sentences_from(buffer, pos, state, stop)
-        if resume is not None and resume > len(buffer) - MARGIN_CHARS:
-            piece_chars *= 2  # a sentence runs on past the margin: read more, then scan this stretch again
+        if not ended and (resume is None or resume > len(buffer) - MARGIN_CHARS):
+            # a sentence runs on past the margin, or to the end of what was read (the scan then gives no place to
+            # go on from, which is not the end of the text): read further for this piece only, then scan it again
+            # (the pieces after it keep their size: a piece that grew for good made every later pause come later)
+            ahead *= 2
             continue
+        ahead = 2 * MARGIN_CHARS
         yield Batch(buffer, offset, before, len(buffer) if resume is None else resume, found)
         if resume is None:
             return

@@ -168,6 +168,26 @@ def words_and_counts(db: Path) -> list[tuple]:
         con.close()
 
 
+def test_a_long_sentence_makes_its_own_piece_longer_not_the_pieces_after_it() -> None:
+    """A sentence running past the look-ahead is read whole by its piece, and the text after it is read too (the
+    scan reaching the end of what was read had been taken for the end of the text: everything after the sentence
+    was lost); the pieces after it keep their size (a learn pauses after each: a piece that grew for good made every
+    later pause come later, ~3 s apart)."""
+    sentence = "The cat sat on the mat and looked at the dog. "
+    long = " ".join(["word"] * 8_000) + ". "  # ~40,000 characters without a sentence end
+    text = sentence * 600 + long + sentence * 1_200
+    piece = 2_000
+    chunks = (text[i : i + 1_000] for i in range(0, len(text), 1_000))
+    batches = list(streaming.prose_batches(chunks, piece))
+    spans = [(b.offset + b.start, b.offset + b.end) for b in batches]
+    long_start = text.index(long)
+    after = [end - start for start, end in spans[:-1] if start > long_start + len(long)]  # the last: the rest
+    assert len(after) > 15 and max(after) < piece + 2 * len(sentence)
+    assert any(end - start > len(long) for start, end in spans)  # the long sentence's piece holds it whole
+    whole = [[t.norm for t in sent] for sent in tokenize.sentences(text)]
+    assert [[t.norm for t in sent] for b in batches for sent in b.sentences] == whole
+
+
 def test_learning_a_file_in_pieces_stores_what_learning_its_text_stores(tmp_path: Path, small_pieces) -> None:
     text = corpus(30_000, 5)
     path = write(tmp_path, text)
