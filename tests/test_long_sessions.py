@@ -509,6 +509,34 @@ print(libc.mallinfo2().hblkhd - before)
 """
 
 
+HEAP_TOP_KEPT_AFTER_A_FREE = """
+import ctypes
+from lsp_server.heap import tune_malloc
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                                "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+assert tune_malloc()
+block = bytearray(900_000)  # under the mmap threshold: the heap's top
+before = libc.mallinfo2().arena
+del block
+print(before - libc.mallinfo2().arena)
+"""
+
+
+@pytest.mark.skipif(not HeapTrimmer().available, reason="not glibc")
+def test_freeing_a_block_at_the_top_of_the_heap_keeps_the_heap() -> None:
+    """The trim threshold is set with the mmap threshold (fixing one stops glibc raising the other from 128 KB):
+    otherwise the heap's top went back to the system at every free and every completion faulted it in again."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", HEAP_TOP_KEPT_AFTER_A_FREE], capture_output=True, text=True, env=env, check=True
+    )
+    assert int(out.stdout.split()[-1]) == 0
+
+
 @pytest.mark.skipif(not HeapTrimmer().available, reason="not glibc")
 @pytest.mark.parametrize("mode", ["default", "tuned"])
 def test_large_blocks_keep_their_own_mapping_after_one_was_freed(mode: str) -> None:
