@@ -278,11 +278,11 @@ def held_out_rows(
     reads every one, as the document held them)."""
     tokens = [t for s in sentences for t in s]
     width = None if pair.order is None else pair.order - 1
-    scored_sentences = [s for s in split_sentences(tokens) if sampled(s, sample_every)]
-    _prefetch(pair.models[0], scored_sentences, width, pause)
+    picked = [(sentence, sampled(sentence, sample_every)) for sentence in split_sentences(tokens)]
+    _prefetch(pair.models[0], [sentence for sentence, scored in picked if scored], width, pause)
     rows, buckets = [], []
-    for sentence in split_sentences(tokens):
-        if not sampled(sentence, sample_every):
+    for sentence, scored in picked:
+        if not scored:
             for word in sentence:
                 cache.push(word)
             continue

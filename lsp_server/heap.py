@@ -18,18 +18,25 @@ LONG_WORK_S = 0.1
 """... except after work this long (a check of a long document, a large learn): its trim costs ~1% of it."""
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's `malloc_trim` (from the symbols the process has loaded: no library search at start-up), or None where
-    the C library has none."""
+def _libc_function(name: str, argtypes: list[type], restype: type) -> Callable[..., int] | None:
+    """A function of the C library the process has loaded (no library search at start-up), or None where it has
+    no such function (not glibc)."""
     import ctypes
 
     try:
-        trim = ctypes.CDLL(None).malloc_trim
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, TypeError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = argtypes
+    function.restype = restype
+    return function
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library has none."""
+    import ctypes
+
+    return _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 
 
 M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (malloc.h)
@@ -57,12 +64,9 @@ def tune_malloc() -> bool:
 
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, TypeError, AttributeError):
+    mallopt = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    if mallopt is None:
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
     )
@@ -128,5 +132,4 @@ class HeapTrimmer:
     def _run_deferred(self) -> None:
         with self._lock:
             self._deferred = None
-            self._last = time.monotonic()
-        self._trim(0)  # type: ignore[operator]
+        self.trim_now()

@@ -491,14 +491,16 @@ def test_the_heap_trimmer_gives_freed_memory_back_at_most_once_an_interval() -> 
 
 
 ROOT = Path(__file__).resolve().parent.parent
-MAPPED_AFTER_A_FREED_BLOCK = """
+MALLINFO = """
 import ctypes, sys
-import numpy as np
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
                                                 "uordblks", "fordblks", "keepcost")]
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
+"""
+MAPPED_AFTER_A_FREED_BLOCK = """
+import numpy as np
 if sys.argv[1] == "tuned":
     from lsp_server.heap import tune_malloc
     assert tune_malloc()
@@ -507,16 +509,8 @@ before = libc.mallinfo2().hblkhd
 second = np.ones(500_000)
 print(libc.mallinfo2().hblkhd - before)
 """
-
-
 HEAP_TOP_KEPT_AFTER_A_FREE = """
-import ctypes
 from lsp_server.heap import tune_malloc
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                                                "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Info
 assert tune_malloc()
 block = bytearray(900_000)  # under the mmap threshold: the heap's top
 before = libc.mallinfo2().arena
@@ -525,16 +519,21 @@ print(before - libc.mallinfo2().arena)
 """
 
 
+def _bytes_in_a_fresh_process(script: str, *args: str) -> int:
+    """The number `script` (after MALLINFO) prints, run in a new interpreter with no MALLOC_ settings of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", MALLINFO + script, *args], capture_output=True, text=True, env=env, check=True
+    )
+    return int(out.stdout.split()[-1])
+
+
 @pytest.mark.skipif(not HeapTrimmer().available, reason="not glibc")
 def test_freeing_a_block_at_the_top_of_the_heap_keeps_the_heap() -> None:
     """The trim threshold is set with the mmap threshold (fixing one stops glibc raising the other from 128 KB):
     otherwise the heap's top went back to the system at every free and every completion faulted it in again."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env["PYTHONPATH"] = str(ROOT)
-    out = subprocess.run(
-        [sys.executable, "-c", HEAP_TOP_KEPT_AFTER_A_FREE], capture_output=True, text=True, env=env, check=True
-    )
-    assert int(out.stdout.split()[-1]) == 0
+    assert _bytes_in_a_fresh_process(HEAP_TOP_KEPT_AFTER_A_FREE) == 0
 
 
 @pytest.mark.skipif(not HeapTrimmer().available, reason="not glibc")
@@ -542,12 +541,7 @@ def test_freeing_a_block_at_the_top_of_the_heap_keeps_the_heap() -> None:
 def test_large_blocks_keep_their_own_mapping_after_one_was_freed(mode: str) -> None:
     """glibc alone raises its mmap threshold to a freed mapped block's size, so the next block that large comes from
     the heap (where its hole stays); with `tune_malloc` it is mapped again (given back when freed)."""
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
-    env["PYTHONPATH"] = str(ROOT)
-    out = subprocess.run(
-        [sys.executable, "-c", MAPPED_AFTER_A_FREED_BLOCK, mode], capture_output=True, text=True, env=env, check=True
-    )
-    mapped = int(out.stdout.split()[-1])
+    mapped = _bytes_in_a_fresh_process(MAPPED_AFTER_A_FREED_BLOCK, mode)
     if mode == "tuned":
         assert mapped >= 4_000_000
     else:
