@@ -111,26 +111,48 @@ def doubled_edits(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator[
 def article_edits(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator[Edit]:
     """Articles and determiners: token i swapped within its set (a/an/the, this/these, much/many...), an article
     dropped, or an article inserted before token i."""
+    yield from article_changes(tokens, i, vocab)
+    yield from article_insertions(tokens, i, vocab)
+
+
+def article_changes(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator[Edit]:
+    """`article_edits` that change token i (swapped within its set, or dropped)."""
     word = tokens[i]
     for other in DETERMINERS.get(word, ()):
         if (word, other) not in (("a", "an"), ("an", "a")):  # a/an is a confusion set of its own
             yield Edit(ARTICLE, i, i + 1, (other,))
     if word in ARTICLES:
         yield Edit(ARTICLE, i, i + 1, ())
-    elif _is_plain_word(word) and (i == 0 or tokens[i - 1] not in NO_INSERT_AFTER):
+
+
+def article_insertions(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator[Edit]:
+    """`article_edits` that insert an article before token i (not itself an article)."""
+    word = tokens[i]
+    if word not in ARTICLES and _is_plain_word(word) and (i == 0 or tokens[i - 1] not in NO_INSERT_AFTER):
         for article in ARTICLES:
             yield Edit(ARTICLE, i, i + 1, (article, word))
 
 
 def preposition_edits(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator[Edit]:
     """Prepositions (a closed set): token i swapped for another or dropped, or one inserted before token i."""
+    yield from preposition_changes(tokens, i, vocab)
+    yield from preposition_insertions(tokens, i, vocab)
+
+
+def preposition_changes(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator[Edit]:
+    """`preposition_edits` that change token i (swapped for another preposition, or dropped)."""
     word = tokens[i]
     if word in PREPOSITION_SET:
         for other in PREPOSITIONS:
             if other != word:
                 yield Edit(PREPOSITION, i, i + 1, (other,))
         yield Edit(PREPOSITION, i, i + 1, ())
-    elif _is_plain_word(word) and i > 0 and tokens[i - 1] not in PREPOSITION_SET:
+
+
+def preposition_insertions(tokens: Sequence[str], i: int, vocab: Vocabulary) -> Iterator[Edit]:
+    """`preposition_edits` that insert a preposition before token i (not itself one, nor after one)."""
+    word = tokens[i]
+    if word not in PREPOSITION_SET and _is_plain_word(word) and i > 0 and tokens[i - 1] not in PREPOSITION_SET:
         for preposition in INSERTED_PREPOSITIONS:
             yield Edit(PREPOSITION, i, i + 1, (preposition, word))
 
@@ -191,16 +213,29 @@ GENERATORS: dict[str, Generator] = {
     SPELLING: spelling_edits,
     MISSPELLING: misspelling_edits,
 }
+WITHOUT_INSERTIONS: dict[str, Generator | None] = {
+    ARTICLE: article_changes,
+    PREPOSITION: preposition_changes,
+    MISSING_WORD: None,
+}
+"""The generators of the kinds that insert words, less their insertions (None: the kind only inserts)."""
 
 
-def edits_at(tokens: Sequence[str], i: int, vocab: Vocabulary, kinds: frozenset[str] | Sequence[str]) -> list[Edit]:
-    """Every edit of the given kinds at position i, each replacement proposed once (the first kind names it)."""
+def edits_at(
+    tokens: Sequence[str], i: int, vocab: Vocabulary, kinds: frozenset[str] | Sequence[str], insertions: bool = True
+) -> list[Edit]:
+    """Every edit of the given kinds at position i, each replacement proposed once (the first kind names it);
+    without `insertions`, none that inserts a word before token i (the same list less those: no edit that changes
+    tokens is ever named like an insertion)."""
     seen: set[tuple[int, tuple[str, ...]]] = set()
     out: list[Edit] = []
     for kind in KINDS:
         if kind not in kinds:
             continue
-        for edit in GENERATORS[kind](tokens, i, vocab):
+        generate = GENERATORS[kind] if insertions else WITHOUT_INSERTIONS.get(kind, GENERATORS[kind])
+        if generate is None:
+            continue
+        for edit in generate(tokens, i, vocab):
             key = (edit.stop, edit.tokens)
             if key not in seen and edit.tokens != tuple(tokens[edit.start : edit.stop]):
                 seen.add(key)

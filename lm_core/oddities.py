@@ -357,17 +357,26 @@ def _candidates(
         kinds = kinds & UNGATED  # nothing surprising here: only confusable and doubled words are looked at
     out = []
     last = len(sentence) - 1
-    for edit in edits_at(sentence, i, vocab, kinds):
-        if edit.stop > last + (edit.kind == DOUBLED) or not all(editable[j] for j in _changed(sentence, edit)):
+    known = vocab.known
+    # an insertion before token i is tried only when token i is surprising enough (`candidate_is_gated`): below
+    # that, none is made (most of the edits at a token are insertions: ~45 common words)
+    insertions = bits[i] >= config.insertion_gate_bits
+    for edit in edits_at(sentence, i, vocab, kinds, insertions):
+        start, stop = edit.start, edit.stop
+        if stop > last + (edit.kind == DOUBLED):
             continue
-        if any(t not in SPECIAL and not vocab.known(t) for t in edit.tokens):
+        inserts = _inserts(sentence, edit)
+        if not inserts and not all(editable[start:stop]):
+            continue  # it would change a token that may not change
+        gated = edit.kind not in UNGATED
+        if gated and _below_gate(inserts, start, stop, bits, config):
+            continue  # the cheapest test first (the tests are independent: their order does not change the result)
+        if any(t not in SPECIAL and not known(t) for t in edit.tokens):
             continue
-        if edit.kind not in UNGATED:
-            if not all(vocab.known(t) for t in sentence[edit.start : edit.stop]):
+        if gated:
+            if not all(map(known, sentence[start:stop])):
                 continue  # only confusion sets and doubled words judge a word the model does not know
-            if candidate_is_gated(sentence, edit, bits, config):
-                continue
-            if not _plain_neighbour(sentence, skip, editable, edit.stop, vocab) or (
+            if not _plain_neighbour(sentence, skip, editable, stop, vocab) or (
                 config.seen_pairs and not _pairs_seen(sentence, edit, vocab)
             ):
                 continue  # names and numbers swing the window; unseen pairs are unlikely corrections
@@ -381,9 +390,14 @@ def candidate_is_gated(sentence: Sequence[str], edit: Edit, bits: Sequence[float
     `insertion_gate_bits`, any other edit a token it changes or the one after to reach `gate_bits`."""
     if edit.kind in UNGATED:
         return False
-    if _inserts(sentence, edit):
-        return bits[edit.start] < config.insertion_gate_bits
-    return max(bits[edit.start : edit.stop + 1]) < config.gate_bits
+    return _below_gate(_inserts(sentence, edit), edit.start, edit.stop, bits, config)
+
+
+def _below_gate(inserts: bool, start: int, stop: int, bits: Sequence[float], config: OddityConfig) -> bool:
+    """`candidate_is_gated` for an edit of a gated kind over tokens [start, stop) (`inserts`: see `_inserts`)."""
+    if inserts:
+        return bits[start] < config.insertion_gate_bits
+    return max(bits[start : stop + 1]) < config.gate_bits
 
 
 def _inserts(sentence: Sequence[str], edit: Edit) -> bool:

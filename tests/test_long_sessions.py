@@ -257,6 +257,24 @@ def test_the_user_layer_memo_is_within_the_cache_budget_before_and_after_a_learn
     engine.close()
 
 
+def test_the_oddity_tables_are_out_of_the_collectors_reach_once_loaded(store_path: Path) -> None:
+    """A full collection walks every object it tracks: the oddity tables (lemminflect's forms, the vocabulary's
+    indexes), loaded once, are moved out of its reach as the model's are (`gc.freeze`)."""
+    import gc
+
+    from lsp_server import server as server_module
+
+    ls = server_module.NextwordServer(db=str(store_path))
+    try:
+        server_module._warm_oddities(ls)
+        vocabulary = ls.engine().oddity_vocabulary()
+        assert gc.get_freeze_count() > 0
+        assert gc.is_tracked(vocabulary) and not any(o is vocabulary for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
+        ls.engine().close()
+
+
 def test_notifications_leave_no_future_behind() -> None:
     """pygls files a future for each notification a generator or coroutine handles (didChange: every keystroke) and
     never drops it; the server's protocol drops each once done."""

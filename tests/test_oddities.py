@@ -20,6 +20,7 @@ from lm_core.oddities import (
     candidate_is_gated,
     explain,
     find_oddities,
+    score_tokens_of,
     score_windows,
 )
 from lm_core.vocab import BOS, EOS, Vocab
@@ -242,6 +243,28 @@ def test_edits_are_gated_by_the_surprisal_near_them() -> None:
     assert not candidate_is_gated(tokens, Edit("inflection", 2, 3, ("goes",)), bits, config)  # the next: 9.5 >= 7
     assert candidate_is_gated(tokens, Edit("inflection", 1, 2, ("wants",)), bits, config)  # 2.0 and 6.5 < 7
     assert not candidate_is_gated(tokens, Edit("confusion", 1, 2, ("want",)), bits, config)  # never gated
+
+
+def test_without_insertions_the_edits_are_the_same_less_those_that_insert_a_word() -> None:
+    sentences = [["i", "want", "go", "to", "the", "park", "in", "summer", EOS], ["the", "the", "dogs", "runs", EOS]]
+    kinds = frozenset(corrections.KINDS)
+    for tokens in sentences:
+        for i in range(len(tokens) - 1):
+            every = edits_at(tokens, i, EVERYTHING, kinds)
+            kept = [tuple(tokens[e.start : e.stop]) for e in every]  # an insertion keeps these after its new word
+            inserting = [e for e, k in zip(every, kept, strict=True) if len(k) == 1 and e.tokens[1:] == k]
+            assert edits_at(tokens, i, EVERYTHING, kinds, insertions=False) == [e for e in every if e not in inserting]
+    assert any(e.kind == "missing word" for e in edits_at(sentences[0], 2, EVERYTHING, kinds))  # there were some
+
+
+def test_no_insertion_is_proposed_before_a_token_below_the_insertion_gate(model: NgramModel) -> None:
+    tokens = [*["we", "want", "to", "go", "to", "park", "yesterday", "."], EOS]
+    open_gate = replace(OPEN, kinds=frozenset({"article", "missing word"}))
+    [odd] = [o for o in find_oddities(model, tokens, open_gate, vocab=known_to(model)) if o.index == 5]
+    assert odd.alternatives[0].tokens == ("the", "park")
+    surprisal = -math.log2(math.exp(score_tokens_of(model, tokens)[5]))
+    shut = replace(open_gate, insertion_gate_bits=surprisal + 0.01, gate_bits=100.0)
+    assert all(o.index != 5 for o in find_oddities(model, tokens, shut, vocab=known_to(model)))
 
 
 def test_the_threshold_and_the_kinds_decide_what_is_flagged(model: NgramModel) -> None:
