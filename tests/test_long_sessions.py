@@ -368,6 +368,10 @@ def test_a_learn_patches_the_follower_lists_it_changed_in_the_cache(
         store.learn("two", "The zebra saw the cat. The huge cat ran.")  # are merged, the later ones winning
         assert set(cached_equal_fresh()) >= {*contexts, ()}
         assert "zebra" in [vocab.words[i] for i in counts.level(()).ids.tolist()]
+        store.forget("one")  # the unigram level loses words (their ids found by binary search) and changes counts
+        store.forget("two")
+        assert set(cached_equal_fresh()) >= {*contexts, ()}
+        assert "zebra" not in [vocab.words[i] for i in counts.level(()).ids.tolist()]
         counts.close()
 
 
