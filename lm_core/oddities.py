@@ -408,11 +408,6 @@ def _inserts(sentence: Sequence[str], edit: Edit) -> bool:
     )
 
 
-def _changed(sentence: Sequence[str], edit: Edit) -> range:
-    """The original tokens the edit changes (none for an insertion before a token)."""
-    return range(edit.start, edit.start) if _inserts(sentence, edit) else range(edit.start, edit.stop)
-
-
 def _pairs_seen(sentence: Sequence[str], edit: Edit, vocab: Vocabulary) -> bool:
     """Every pair of adjacent words the edit makes was seen in the model's text (a cheap first filter: a writer's
     slip usually makes an unseen pair, and its correction seen ones). Pairs the sentence already has where the
