@@ -5,9 +5,9 @@ A check (`Engine.check`: the perplexity and the odd words of every sentence) run
 shipped model (the count caches empty; lemminflect's tables and the oddity vocabulary built first and then frozen
 out of the garbage collector's reach, as the server does at its start), on WikiText-2 test paragraphs (detokenized,
 without `<unk>`) as one document; then one word is inserted in the middle and the document checked again (only the
-changed sentence is scored again). Each figure is
-the median of `--runs` runs, each in a process of its own; CPU seconds (this process's, `time.process_time`) are
-shown beside the wall-clock ones, since the machine is shared and waits for a core inflate the wall clock.
+changed sentence is scored again). Each figure is the median of `--runs` runs, each in a process of its own; CPU
+seconds (this process's, `time.process_time`) are shown beside the wall-clock ones, since the machine is shared and
+waits for a core inflate the wall clock.
 
 References in the same run: the check for confusion sets and doubled words only (what nextword looked for before
 issue 13), and, with `--baseline DIR`, another source tree of nextword (e.g. `git worktree add /tmp/base main`)
