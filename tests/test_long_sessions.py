@@ -632,3 +632,116 @@ def test_a_learn_that_changes_too_much_to_list_drops_the_cached_lists(
         assert (kept.ids.tolist(), kept.count.tolist()) == (read.ids.tolist(), read.count.tolist())
         assert "big" in [vocab.words[i] for i in kept.ids.tolist()]
         fresh.close()
+
+
+class _Node:
+    """A container that can refer to itself (a reference cycle only the cyclic collector frees)."""
+
+    link: object = None
+
+
+def _cycle_freed_on(freed: list[str]) -> None:
+    """Make an unreachable reference cycle; when it is freed, the freeing thread's name goes into `freed`."""
+    import weakref
+
+    node = _Node()
+    node.link = node
+    weakref.finalize(node, lambda: freed.append(threading.current_thread().name))
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
+
+
+def test_the_collector_runs_on_its_own_thread_while_no_completion_is_in_flight() -> None:
+    import gc
+
+    from lsp_server.heap import CollectorPacer
+
+    busy = [True]
+    freed: list[str] = []
+    pacer = CollectorPacer(busy=lambda: busy[0], poll_s=0.002)
+    was_enabled = gc.isenabled()
+    try:
+        pacer.start()
+        assert not gc.isenabled()  # no thread's allocation collects any more
+        _cycle_freed_on(freed)
+        allocated = [[] for _ in range(3 * gc.get_threshold()[0])]  # the youngest generation's threshold, thrice
+        time.sleep(0.1)
+        assert freed == []  # a completion is in flight: the cycle waits
+        assert sum(pacer.collections) == 0
+        busy[0] = False
+        assert _wait_for(lambda: freed != [])
+        assert freed == ["nextword-collector"]
+        assert sum(pacer.collections) >= 1 and len(allocated) > 0
+    finally:
+        pacer.stop()
+    assert gc.isenabled() == was_enabled  # given back as it was
+
+
+def test_the_collector_collects_under_load_once_too_much_is_pending() -> None:
+    import gc
+
+    from lsp_server.heap import FORCED_COLLECTION_FACTOR, CollectorPacer
+
+    freed: list[str] = []
+    pacer = CollectorPacer(busy=lambda: True, poll_s=0.002)  # completions without a pause
+    try:
+        pacer.start()
+        _cycle_freed_on(freed)
+        allocated = [[] for _ in range(FORCED_COLLECTION_FACTOR * gc.get_threshold()[0] // 2)]
+        time.sleep(0.1)
+        assert freed == []
+        allocated += [[] for _ in range(FORCED_COLLECTION_FACTOR * gc.get_threshold()[0])]
+        assert _wait_for(lambda: freed != [])  # memory stays bounded whatever the load
+    finally:
+        pacer.stop()
+
+
+def test_the_collector_collects_the_generation_cpython_would() -> None:
+    import gc
+
+    from lsp_server.heap import CollectorPacer
+
+    pacer = CollectorPacer(busy=lambda: False)  # not started: collect_if_due called here, automatic collection off
+    thresholds = gc.get_threshold()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        gc.set_threshold(50, 1, 1)
+        gc.collect()
+        held: list[list[object]] = []
+        generations = []
+        for _ in range(9):
+            assert pacer.collect_if_due() is None  # below the youngest generation's threshold
+            held += [[] for _ in range(60)]
+            generations.append(pacer.collect_if_due())
+        # a generation is collected once its count (young collections since the last middle one, middle ones since
+        # the last full one) is above its threshold, the oldest such first (`gc.get_count`)
+        assert generations == [0, 0, 1, 0, 0, 1, 2, 0, 0]
+        assert pacer.collections == [6, 2, 1]
+    finally:
+        gc.set_threshold(*thresholds)
+        if was_enabled:
+            gc.enable()
+
+
+def test_the_server_collects_garbage_between_completions_while_it_serves() -> None:
+    """`nextword serve` runs with the pacer (automatic collection off) and gives collection back when it ends."""
+    script = """
+import gc
+from lsp_server import server as server_module
+seen = []
+def serve_stdio(self, handover=None):
+    seen.append((gc.isenabled(), self.collector.running))
+server_module.NextwordServer.serve_stdio = serve_stdio
+server_module.main()
+print(seen, gc.isenabled(), server_module.server.collector.running)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120, check=True
+    ).stdout
+    assert out.strip() == "[(False, True)] True False"
