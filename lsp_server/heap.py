@@ -1,6 +1,4 @@
-"""The server's memory housekeeping, kept off the work a person waits for: giving the heap memory Python has freed
-back to the operating system (`HeapTrimmer`), and running the interpreter's cyclic garbage collector between
-completions rather than inside one (`CollectorPacer`).
+"""Giving the heap memory Python has freed back to the operating system.
 
 A long check or learn allocates tens of MB of small objects (scores, candidates, follower lists) and frees them;
 glibc's malloc keeps most of that memory mapped for the next allocations, so the server's resident memory stays at
@@ -9,7 +7,6 @@ its high-water mark. `malloc_trim` returns the free pages (measured: 20 MB after
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Callable
@@ -136,76 +133,3 @@ class HeapTrimmer:
         with self._lock:
             self._deferred = None
         self.trim_now()
-
-
-COLLECT_POLL_S = 0.01
-"""How often the collector's thread looks whether a collection is due (a look costs microseconds)."""
-FORCED_COLLECTION_FACTOR = 50
-"""A collection runs even while a completion is in flight once this many times the first generation's threshold of
-allocations are pending (700 x 50: ~1 MB of small objects at most): memory stays bounded under any load."""
-
-
-class CollectorPacer:
-    """Runs the interpreter's cyclic garbage collector on a thread of its own, while no request a person waits for
-    is in flight (`busy` says whether one is), instead of in whichever thread's allocation crosses a threshold.
-
-    With automatic collection every 700 container allocations, the thread that allocated paid for it, most often
-    the one answering completions (its vocabulary-wide lists and the learn's rows in the youngest generation):
-    in a 200-document soak 1 completion in 40 overlapped a collection (young generation 0.8 ms at the median,
-    middle 2 ms, oldest 13-20 ms), and those completions' 99th percentile was 21 ms against 8 ms for the rest.
-    Here automatic collection is off (`gc.disable`) while the pacer runs; every COLLECT_POLL_S its thread
-    collects as CPython would (the same thresholds and counts, `gc.get_count`: the oldest generation whose count
-    passed its threshold; CPython also puts the oldest off until a quarter of its objects are new, which Python
-    cannot see, but the server freezes its long-lived tables, `gc.freeze`) once the youngest generation's
-    threshold is reached and nothing is in flight. Collecting only decides *when*
-    unreachable cycles are freed, never *whether*: reference counting frees everything else at once."""
-
-    def __init__(self, busy: Callable[[], bool], poll_s: float = COLLECT_POLL_S) -> None:
-        self.busy = busy
-        self.poll_s = poll_s
-        self.collections = [0, 0, 0]  # collections run by this pacer, per generation
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._was_enabled = True
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
-    def start(self) -> None:
-        """Turn automatic collection off and start collecting on the pacer's thread (once)."""
-        if self._thread is not None:
-            return
-        self._was_enabled = gc.isenabled()
-        gc.disable()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="nextword-collector", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the pacer's thread and give collection back to the interpreter (as it was before `start`)."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        thread.join()
-        if self._was_enabled:
-            gc.enable()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self.collect_if_due()
-
-    def collect_if_due(self) -> int | None:
-        """Collect the generation CPython's own policy would (the oldest whose count passed its threshold) when
-        the youngest generation's threshold is reached and nothing is in flight, or when FORCED_COLLECTION_FACTOR
-        thresholds are pending whatever is in flight; the generation collected, or None."""
-        counts, thresholds = gc.get_count(), gc.get_threshold()
-        if thresholds[0] <= 0 or counts[0] <= thresholds[0]:  # CPython's tests: a count above its threshold
-            return None
-        if counts[0] <= FORCED_COLLECTION_FACTOR * thresholds[0] and self.busy():
-            return None
-        generation = 2 if counts[2] > thresholds[2] else 1 if counts[1] > thresholds[1] else 0
-        gc.collect(generation)
-        self.collections[generation] += 1
-        return generation

@@ -37,7 +37,7 @@ from pygls.protocol.json_rpc import JsonRPCNotification, RPCNotification, RPCReq
 from lsp_server import completing
 from lsp_server.completing import CursorProse
 from lsp_server.framing import PipeReader, PrefixedStream, ResyncingStdin
-from lsp_server.heap import CollectorPacer, HeapTrimmer
+from lsp_server.heap import HeapTrimmer
 from lsp_server.paths import DEFAULT_NEURAL, personal_neural_path
 from lsp_server.positions import LineIndex, offset_at, position_at
 from lsp_server.prelude import Handover, configure_process, open_engine, server_version
@@ -195,7 +195,6 @@ class NextwordServer(LanguageServer):
             max_workers=1, thread_name_prefix="nextword-training", initializer=lower_thread_priority
         )
         self.heap = HeapTrimmer()
-        self.collector = CollectorPacer(busy=lambda: self._waiting > 0)  # started while serving (`main`)
         self.initialized = False  # the neural model is loaded only after initialization
         self.retraining = False
         self.neural_task: asyncio.Future[None] | None = None
@@ -1175,11 +1174,7 @@ def main(
     if db:
         server.settings = Settings(database=db)
     server.empty_store = empty_store
-    server.collector.start()  # garbage collection between completions, not inside one
-    try:
-        if tcp:
-            server.start_tcp(host, port)
-        else:
-            server.serve_stdio(handover)
-    finally:
-        server.collector.stop()
+    if tcp:
+        server.start_tcp(host, port)
+    else:
+        server.serve_stdio(handover)
