@@ -64,6 +64,16 @@ class _Memo(dict):
     nbytes = 0
 
 
+def _first_keys(memo: dict, count: int) -> list:
+    """The first `count` keys of a dict other threads may change meanwhile (taken again if one did: listing them
+    can let another thread run, when an allocation sets off the garbage collector)."""
+    while True:
+        try:
+            return list(itertools.islice(memo, count))
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
+
+
 class _Cache:
     """Per-version memo of vocabulary-wide arrays; dropped whenever the counts change."""
 
@@ -263,7 +273,7 @@ class NgramModel:
             unigram = self._dense_unigram_level()
             held = sums[id(weights)] = (weights, float(unigram @ weights))
             while len(sums) > MASS_WEIGHTS_KEPT:
-                sums.pop(next(iter(sums)))
+                sums.pop(next(iter(sums), None), None)  # shared by the threads: another may have dropped it
         total = held[1]
         for n in range(2, len(ids) + 2):
             entry = self._kn_level(ids, n)
@@ -513,8 +523,9 @@ class NgramModel:
         if entry is not None:
             memo.nbytes += entry[0].nbytes + entry[1].nbytes + KN_MEMO_OVERHEAD_BYTES
         if memo.nbytes > self.memo_bytes:
-            for old in list(itertools.islice(memo, (len(memo) + 1) // 2)):
-                dropped = memo.pop(old)
+            # the memo is shared by the threads: another may have dropped an entry since the list was taken
+            for old in _first_keys(memo, (len(memo) + 1) // 2):
+                dropped = memo.pop(old, None)
                 if dropped is not None:
                     memo.nbytes -= dropped[0].nbytes + dropped[1].nbytes + KN_MEMO_OVERHEAD_BYTES
             if memo.nbytes > self.memo_bytes:  # one entry larger than the whole budget

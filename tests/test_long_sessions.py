@@ -632,3 +632,37 @@ def test_a_learn_that_changes_too_much_to_list_drops_the_cached_lists(
         assert (kept.ids.tolist(), kept.count.tolist()) == (read.ids.tolist(), read.count.tolist())
         assert "big" in [vocab.words[i] for i in kept.ids.tolist()]
         fresh.close()
+
+
+def test_threads_sharing_a_models_memo_never_trip_over_each_others_evictions(store_path: Path) -> None:
+    """The interactive and background threads share a model's Kneser-Ney memo; when it is full each evicts its
+    older half, and an entry the other thread evicted first is simply gone (a soak's completion once failed with
+    a KeyError there)."""
+    with CountStore.open(store_path) as store:
+        model = NgramModel(SqliteCounts(store))
+        model.memo_bytes = 4_000  # a handful of entries: nearly every new context evicts
+        vocab = [w for w in store.vocab.words[3:60]]
+        contexts = [(a, b) for a in vocab[:20] for b in vocab[20:40]]
+        failures: list[BaseException] = []
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # threads take turns as often as the interpreter allows
+
+        def score(offset: int) -> None:
+            try:
+                for _ in range(5):
+                    for context in contexts[offset:] + contexts[:offset]:
+                        model.logprob("the", context)
+            except BaseException as exc:  # reported by the assertion below
+                failures.append(exc)
+
+        try:
+            threads = [threading.Thread(target=score, args=(k * 97,)) for k in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            sys.setswitchinterval(switch)
+        assert failures == []
+        fresh = NgramModel(SqliteCounts(store))
+        assert all(model.logprob("cat", c) == fresh.logprob("cat", c) for c in contexts[:50])
