@@ -13,7 +13,7 @@ import math
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -464,10 +464,10 @@ class Engine:
         self.store.save_setting(ADAPTATION_KEY, json.dumps(record))
 
     def _adapt_after_learning(
-        self, learned: LearnResult | None = None, sentences: list[list[str]] | None = None
+        self, learned_tokens: int | None = None, sentences: list[list[str]] | None = None
     ) -> None:
         """After the store changed: warm what suggesting derives, then rebuild the user layer, at once after a
-        forget (`learned` None: the forgotten text must leave it now) or once the text learned since its last
+        forget (`learned_tokens` None: the forgotten text must leave it now) or once the text learned since its last
         rebuild reaches USER_LAYER_LAG of it (rebuilding a full layer costs ~0.15 s of CPU, after every save of a
         150-word document it doubled a learn's work; the store's model and the document cache have the new text at
         once). `sentences`: what was learned (normalised tokens), held out no more until the rebuild."""
@@ -475,8 +475,8 @@ class Engine:
         adaptation = self.adaptation
         if adaptation is None:
             return
-        if learned is not None:
-            adaptation.note_learned(sentences or [], learned.tokens)
+        if learned_tokens is not None:
+            adaptation.note_learned(sentences or [], learned_tokens)
             if adaptation.tokens_since_rebuild < USER_LAYER_LAG * adaptation.user_tokens:
                 return
         self.yield_point()
@@ -971,21 +971,34 @@ class Engine:
 
         The text is analysed once, as the store learns it (secrets dropped; a long prose text in pieces, with a
         yield point after each), and the adaptive mixture's held-out text and the casing read the same sentences."""
+        return self.learn_many([(source, text)], kind)[0]
+
+    def learn_many(self, documents: Sequence[tuple[str, str]], kind: str = "document") -> list[LearnResult]:
+        """`learn` of several texts, each given as (source, text), at once: their new sentences scored together for
+        the weights, one count update and one commit (`CountStore.learn_many_analysed`), and one warm-up after it,
+        so what every suggestion derives from the counts changes once, not once a text (the server learns the
+        documents saved while a person types together). A source named twice: `ValueError`."""
         if not self.store.learnable:
-            return self.store.learn(source, text, kind)  # says why it cannot
+            return [self.store.learn(source, text, kind) for source, text in documents]  # says why it cannot
         pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
-        analysed = streaming.analyse_pausing(text, self.tokenizer, pause)
-        sentences = analysed.sentences
-        self.yield_point()
+        analyses = []
+        for _, text in documents:
+            analyses.append(streaming.analyse_pausing(text, self.tokenizer, pause))
+            self.yield_point()
+        sentences = [sentence for analysed in analyses for sentence in analysed.sentences]
         self._adapt_before_learning(sentences)
         self.yield_point()
         before = self.version()
-        result = self.store.learn_analysed(source, analysed, sources.sha256(text), kind, pause)
+        analysed_documents = [
+            (source, analysed, sources.sha256(text))
+            for (source, text), analysed in zip(documents, analyses, strict=True)
+        ]
+        results = self.store.learn_many_analysed(analysed_documents, kind, pause)
         self._take_in_commit()
         self.yield_point()
         self._keep_casing(before, sentences)
-        self._adapt_after_learning(result, sentences)
-        return result
+        self._adapt_after_learning(sum(r.tokens for r in results), sentences)
+        return results
 
     def _take_in_commit(self) -> None:
         """Right after this engine's own commit, before any yield point: the reader drops or patches what the commit
@@ -1013,12 +1026,12 @@ class Engine:
         pieces; `digest`: the text's `sources.sha256`); adaptation's weights are not refit on it (its text is not
         at hand), its user layer is updated. `ImportedModelError` for an imported ARPA model."""
         result = self.store.learn_analysed(source, analysed, digest, kind)
-        self._adapt_after_learning(result)
+        self._adapt_after_learning(result.tokens)
         return result
 
     def learn_file(self, path: str | Path) -> LearnResult:
         result = self.store.learn_file(path)
-        self._adapt_after_learning(result)
+        self._adapt_after_learning(result.tokens)
         return result
 
     def forget(self, source: str) -> LearnResult:

@@ -79,6 +79,8 @@ INTERACTIVE_THREAD = "nextword-interactive"  # the thread completions and hovers
 YIELD_MAX_S = 0.25  # how long paused background work waits at most at one yield point (a stream of completions
 # cannot starve it)
 BACKGROUND_NICE = 10  # niceness added to the background and training threads (see `lower_thread_priority`)
+LEARN_PAUSE_S = 0.3  # saved documents are learned once typing has paused this long (no completion or hover) ...
+LEARN_WAIT_MAX_S = 3.0  # ... or at the latest this long after the first of them was saved, in one learn
 EXIT_LEARN_S = 10.0  # at exit, saved documents not learned yet are learned for at most this long
 CHECKPOINT_IDLE_S = 1.0  # the write-ahead log is checkpointed once learning has been quiet this long ...
 CHECKPOINT_EVERY_FILES = 25  # ... and every this many files while the workspace is learned
@@ -206,6 +208,11 @@ class NextwordServer(LanguageServer):
         self.diagnostic_tasks: dict[str, asyncio.Task[None]] = {}
         self.learn_tasks: dict[str, asyncio.Task[None]] = {}
         self.saved_text: dict[str, str] = {}  # the text of a save whose learn has not finished yet, by URI
+        # documents waiting to be learned together (`learn_together`): URI -> (text, the future its learn awaits)
+        self.learn_batch: dict[str, tuple[str, asyncio.Future[LearnResult]]] = {}
+        self.learn_batch_since: float | None = None  # when the first of them joined
+        self.learner_task: asyncio.Task[None] | None = None
+        self.last_interactive = -float("inf")  # time.monotonic() when a request a person waits for last ran
         self.completion_generation: dict[str, int] = {}
         self.checkpoint_task: asyncio.Task[None] | None = None
         self._waiting = 0  # requests a person waits for (completion, hover) in flight; background work yields to them
@@ -264,10 +271,12 @@ class NextwordServer(LanguageServer):
         """Run work a person is waiting for (completion, hover) on the interactive thread; background work (learning,
         checking) pauses at its next yield point until it is done (`yield_to_waiting`)."""
         self.waiting += 1
+        self.last_interactive = time.monotonic()
         try:
             return await asyncio.get_running_loop().run_in_executor(self.interactive, work, *args)
         finally:
             self.waiting -= 1
+            self.last_interactive = time.monotonic()
 
     @property
     def waiting(self) -> int:
@@ -590,7 +599,7 @@ async def _learn_later(ls: NextwordServer, uri: str, delay: float) -> None:
                 text = None if document is None else ls.prose(document)
             if text is None or not _may_learn(ls, uri, text):
                 return
-            await ls.run_background(_learn_now, ls, uri, text)
+            await learn_together(ls, uri, text)
             schedule_checkpoint(ls)
             if ls.is_open(uri):
                 schedule_diagnostics(ls, uri, delay=0)
@@ -620,6 +629,95 @@ def _learn_now(ls: NextwordServer, uri: str, text: str) -> LearnResult:
     result = ls.engine().learn(uri, text)
     log.info("learned %s: %d tokens, %d n-gram counts changed", uri, result.tokens, result.changed_ngrams)
     return result
+
+
+async def learn_together(ls: NextwordServer, uri: str, text: str) -> LearnResult:
+    """Learn `text` as the document `uri` with the other documents saved meanwhile, in one learn
+    (`Engine.learn_many`: one count update, one commit, one warm-up), once typing pauses for LEARN_PAUSE_S (no
+    completion or hover in flight or answered within it) or LEARN_WAIT_MAX_S after the first of them was saved.
+    A person who saves while typing on never meets a learn's work between two keystrokes once a document: the
+    tables every suggestion derives from the counts change once a batch (bench/soak.py). A newer text of the same
+    document replaces the one waiting; cancelled (the document closed unsaved, learning paused, the document
+    forgotten), it leaves the batch unless the batch's learn has begun."""
+    future: asyncio.Future[LearnResult] = asyncio.get_running_loop().create_future()
+    waiting = ls.learn_batch.get(uri)
+    if waiting is not None:
+        waiting[1].cancel()
+    ls.learn_batch[uri] = (text, future)
+    if ls.learn_batch_since is None:
+        ls.learn_batch_since = time.monotonic()
+    if ls.learner_task is None or ls.learner_task.done():
+        ls.learner_task = asyncio.ensure_future(_learn_batches(ls))
+    try:
+        return await future
+    finally:
+        if future.cancelled() and ls.learn_batch.get(uri, (None, None))[1] is future:
+            del ls.learn_batch[uri]
+
+
+async def _learn_batches(ls: NextwordServer) -> None:
+    """Learn the waiting documents together at the next pause in typing, until none is waiting."""
+    while ls.learn_batch:
+        await _typing_pause(ls)
+        batch = {uri: waiting for uri, waiting in ls.learn_batch.items() if not waiting[1].done()}
+        ls.learn_batch, ls.learn_batch_since = {}, None
+        if not batch:
+            continue
+        documents = [(uri, text) for uri, (text, _) in batch.items()]
+        try:
+            results = await ls.run_background(_learn_batch_now, ls, documents)
+        except asyncio.CancelledError:  # shutting down
+            for _, future in batch.values():
+                future.cancel()
+            raise
+        except Exception as exc:  # the store cannot be used: each document's task says so
+            for _, future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+            continue
+        for (_, future), result in zip(batch.values(), results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+async def _typing_pause(ls: NextwordServer) -> None:
+    """Return once no request a person waits for is in flight and typing has paused LEARN_PAUSE_S, or the first
+    waiting document has waited LEARN_WAIT_MAX_S."""
+    while True:
+        now = time.monotonic()
+        idle = now - ls.last_interactive
+        waited = now - (ls.learn_batch_since if ls.learn_batch_since is not None else now)
+        if not ls.waiting and (idle >= LEARN_PAUSE_S or waited >= LEARN_WAIT_MAX_S):
+            return
+        await asyncio.sleep(max(0.005, min(LEARN_PAUSE_S - idle, LEARN_WAIT_MAX_S - waited)))
+
+
+def _learn_batch_now(ls: NextwordServer, documents: list[tuple[str, str]]) -> list[LearnResult | Exception]:
+    """Learn the documents (URI, text) together (on the background thread); where that fails for a reason other
+    than the store (which fails them all), each one alone, its own error in its place."""
+    engine = ls.engine()
+    try:
+        results: list[LearnResult | Exception] = list(engine.learn_many(documents))
+    except StoreError:
+        raise
+    except Exception:
+        if len(documents) == 1:
+            raise
+        log.exception("learning %d documents together failed; learning them one at a time", len(documents))
+        results = []
+        for uri, text in documents:
+            try:
+                results.append(engine.learn(uri, text))
+            except Exception as exc:  # this document's own error, for its task to report
+                results.append(exc)
+    for (uri, _), result in zip(documents, results, strict=True):
+        if not isinstance(result, Exception):
+            log.info("learned %s: %d tokens (%d documents together)", uri, result.tokens, len(documents))
+    return results
 
 
 def learn_saved_at_exit(ls: NextwordServer, saved: dict[str, str]) -> None:

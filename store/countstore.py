@@ -51,8 +51,12 @@ CHUNK_TOKENS = 4_000_000
 the corpus or the file."""
 
 
-CHANGE_LOG_SIZE = 64
-"""Commits whose changes are remembered, so that readers drop only the follower lists they changed."""
+CHANGE_LOG_SIZE = 8
+"""Commits whose changes are remembered, so that readers drop only the follower lists they changed (this process's
+readers take each commit in right after it; one that fell further behind drops everything it cached) ..."""
+CHANGE_LOG_ROWS = 40_000
+"""... and changed rows remembered in all, at most (the newest commit's whatever its size): each is ~0.3 KB of
+Python objects; 64 commits of documents learned together held ~50 MB in a soak."""
 MIN_PAGE_CACHE_KIB = 256
 """SQLite's page cache is never made smaller than this (KiB), whatever the budget."""
 
@@ -66,6 +70,7 @@ class Changes:
     contexts: set[tuple[int, ...]]
     unigrams: set[int]
     rows: dict[tuple[int, ...], dict[int, tuple[int, int]]] = field(default_factory=dict)
+    size: int = 0  # rows recorded (what the change log's bound counts)
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,16 @@ class CountStore(StoreFile):
         """How many write transactions this object has run (readers compare it to notice this process's writes)."""
         return self._commits
 
+    def _trim_change_log(self) -> None:
+        """Forget the oldest commits' changes until CHANGE_LOG_SIZE commits and CHANGE_LOG_ROWS rows are left (the
+        newest commit's are kept whatever their size)."""
+        log = self._change_log
+        total = sum(change.size for change in log.values())
+        for commit in sorted(log)[:-1]:
+            if len(log) <= CHANGE_LOG_SIZE and total <= CHANGE_LOG_ROWS:
+                break
+            total -= log.pop(commit).size
+
     def changes_since(self, commit: int) -> list[Changes] | None:
         """What this object's commits after `commit` changed, oldest first; None if any is not known."""
         found = [self._change_log.get(c) for c in range(commit + 1, self._commits + 1)]
@@ -260,7 +275,7 @@ class CountStore(StoreFile):
                 self._commits += 1
                 if self._pending is not None:
                     self._change_log[self._commits] = self._pending
-                    self._change_log.pop(self._commits - CHANGE_LOG_SIZE, None)
+                self._trim_change_log()
             except BaseException as exc:
                 if self.db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
                     self.db.execute("ROLLBACK")
@@ -302,25 +317,54 @@ class CountStore(StoreFile):
     ) -> LearnResult:
         """`learn` of a text already analysed with this store's tokenizer (`store.streaming` reads large files in
         pieces); `digest` is the text's `sources.sha256`; `pause` as in `learn`."""
+        return self.learn_many_analysed([(source, analysed, digest)], kind, pause)[0]
+
+    def learn_many_analysed(
+        self,
+        documents: Sequence[tuple[str, sources.Analysed, str]],
+        kind: str = "document",
+        pause: Callable[[], None] | None = None,
+    ) -> list[LearnResult]:
+        """`learn_analysed` of several sources at once, each given as (name, analysis, digest): one transaction and
+        one count update. N-grams never cross a sentence end, so the counts of the sources' token streams joined are
+        the sum of theirs, and the tables end as the learns one after another would leave them (the invariant), for
+        one update and one commit (the server learns together the documents saved while a person types). Each
+        result's `changed_ngrams` counts the rows the whole update changed. A source named twice: `ValueError`."""
+        names = [name for name, _, _ in documents]
+        if len(set(names)) != len(names):
+            raise ValueError("a source is named twice in one learn")
+        if not documents:
+            return []
         with self._write(), self._pausing(pause):
-            old_stream, old_casing, existed = self._source_contribution(source)
-            new_stream = encode_sentences(analysed.sentences, self.vocab)
-            changed = self._apply_stream_change(new_stream, old_stream)
-            self._apply_casing(analysed.casing - old_casing, old_casing - analysed.casing)
-            self.db.execute(
+            olds = [self._source_contribution(name) for name in names]
+            news = [encode_sentences(analysed.sentences, self.vocab) for _, analysed, _ in documents]
+            changed = self._apply_stream_change(_joined(news), _joined([stream for stream, _, _ in olds]))
+            added: Counter[tuple[str, str]] = Counter()
+            removed: Counter[tuple[str, str]] = Counter()
+            for (_, analysed, _), (_, old_casing, _) in zip(documents, olds, strict=True):
+                added += analysed.casing - old_casing
+                removed += old_casing - analysed.casing
+            self._apply_casing(added, removed)
+            self.db.executemany(
                 "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    source,
-                    kind,
-                    sources.pack_stream(new_stream),
-                    sources.pack_casing(analysed.casing),
-                    analysed.tokens,
-                    digest,
-                    _now(),
-                ),
+                [
+                    (
+                        name,
+                        kind,
+                        sources.pack_stream(stream),
+                        sources.pack_casing(analysed.casing),
+                        analysed.tokens,
+                        digest,
+                        _now(),
+                    )
+                    for (name, analysed, digest), stream in zip(documents, news, strict=True)
+                ],
             )
             self._forget_unused_words()
-        return LearnResult(source, analysed.tokens, changed, existed, analysed.secrets)
+        return [
+            LearnResult(name, analysed.tokens, changed, existed, analysed.secrets)
+            for (name, analysed, _), (_, _, existed) in zip(documents, olds, strict=True)
+        ]
 
     @contextmanager
     def _pausing(self, pause: Callable[[], None] | None) -> Iterator[None]:
@@ -629,6 +673,7 @@ class CountStore(StoreFile):
                 context = tuple(gram[:-1])
                 rows.setdefault(context, {})[gram[-1]] = (c, cc)  # a later piece of the same learn wins
                 self._pending.contexts.add(context)
+                self._pending.size += 1
 
     def _apply_raw(self, n: int, grams: np.ndarray, change: np.ndarray) -> None:
         cols = schema.columns(n)
@@ -922,6 +967,11 @@ def _rows(*columns: np.ndarray, pause: Callable[[], None] | None = None) -> Iter
         if lo and pause is not None:
             pause()
         yield from zip(*(c[lo : lo + step].tolist() for c in columns), strict=True)
+
+
+def _joined(streams: Sequence[np.ndarray]) -> np.ndarray:
+    """Token streams (each whole sentences, `<s>` .. `</s>`) one after another, as one stream."""
+    return np.concatenate(streams) if streams else np.zeros(0, np.int64)
 
 
 def _no_pause() -> None:

@@ -634,6 +634,130 @@ def test_a_learn_that_changes_too_much_to_list_drops_the_cached_lists(
         fresh.close()
 
 
+def test_an_engine_learns_several_documents_in_one_commit_as_it_would_one_by_one(tmp_path: Path) -> None:
+    """`Engine.learn_many`: the store ends as learning the documents one by one leaves it, after one commit (what
+    every suggestion derives changes once), and the adaptive mixture holds every sentence as learned."""
+    import shutil
+
+    from tests.conftest import store_snapshot
+
+    base = tmp_path / "base.db"
+    with CountStore.open(base, order=3, tokenizer="prose", create=True) as store:
+        store.learn("base", TEXT)
+    documents = [
+        ("doc1", "The zorblax sat on the mat. A dog ran."),
+        ("doc2", "The cat saw a zorblax. The zorblax ran to the log."),
+        ("doc3", "A red car went by. The cat sat."),
+    ]
+    shutil.copy(base, tmp_path / "one.db")
+    one_by_one = Engine.open(tmp_path / "one.db")
+    one_by_one.enable_adaptation()
+    for source, text in documents:
+        one_by_one.learn(source, text)
+    shutil.copy(base, tmp_path / "many.db")
+    together = Engine.open(tmp_path / "many.db")
+    together.enable_adaptation()
+    commits = together.store.commits
+    results = together.learn_many(documents)
+    assert together.store.commits == commits + 1
+    assert [r.source for r in results] == ["doc1", "doc2", "doc3"]
+    assert [r.tokens for r in results] == [s.tokens for s in one_by_one.sources() if s.name.startswith("doc")]
+    assert store_snapshot(together.store) == store_snapshot(one_by_one.store)
+    assert together.adaptation is not None
+    from store import streaming
+
+    learned = [s for _, t in documents for s in streaming.analyse_pausing(t, "prose", None).sentences]
+    assert learned and all(together.adaptation.is_learned(s) for s in learned)
+    assert "zorblax" in [s.word.casefold() for s in together.next_words(("<s>", "the"), 5)]
+    one_by_one.close()
+    together.close()
+
+
+def _learning_server(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[str]]]:
+    """A server over the store whose engine notes the sources of every learn (the real learn runs)."""
+    from lsp_server import server as server_module
+
+    ls = server_module.NextwordServer(db=str(store_path))
+    engine = ls.engine()
+    calls: list[list[str]] = []
+    learn_many = engine.learn_many
+
+    def noted(documents: list[tuple[str, str]], kind: str = "document") -> list[Any]:
+        calls.append([source for source, _ in documents])
+        return learn_many(documents, kind)
+
+    monkeypatch.setattr(engine, "learn_many", noted)
+    return ls, calls
+
+
+def test_documents_saved_while_typing_are_learned_together_once_typing_pauses(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from lsp_server import server as server_module
+
+    ls, calls = _learning_server(store_path, monkeypatch)
+
+    async def scenario() -> float:
+        ls.last_interactive = time.monotonic()  # a completion was just answered
+        started = time.monotonic()
+        tasks = [
+            asyncio.ensure_future(server_module.learn_together(ls, f"file:///d{i}.md", f"The zebra{i} ran home."))
+            for i in range(3)
+        ]
+        await asyncio.sleep(server_module.LEARN_PAUSE_S / 3)
+        assert calls == []  # typing has not paused yet
+        results = await asyncio.gather(*tasks)
+        assert [r.source for r in results] == [f"file:///d{i}.md" for i in range(3)]
+        return time.monotonic() - started
+
+    waited = asyncio.run(scenario())
+    assert calls == [["file:///d0.md", "file:///d1.md", "file:///d2.md"]]  # one learn for the three
+    assert waited >= server_module.LEARN_PAUSE_S
+    assert {s.name for s in ls.engine().sources()} >= {f"file:///d{i}.md" for i in range(3)}
+    ls.engine().close()
+
+
+def test_saved_documents_are_learned_within_the_longest_wait_while_typing_goes_on(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from lsp_server import server as server_module
+
+    monkeypatch.setattr(server_module, "LEARN_WAIT_MAX_S", 0.6)
+    ls, calls = _learning_server(store_path, monkeypatch)
+
+    async def typing(stop: asyncio.Event) -> None:
+        while not stop.is_set():  # a completion every 20 ms: typing never pauses
+            await ls.run(time.sleep, 0.005)
+            await asyncio.sleep(0.015)
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        typist = asyncio.ensure_future(typing(stop))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        first = asyncio.ensure_future(server_module.learn_together(ls, "file:///a.md", "The quagga ran."))
+        await asyncio.sleep(0.1)
+        dropped = asyncio.ensure_future(server_module.learn_together(ls, "file:///b.md", "The okapi ran."))
+        await asyncio.sleep(0.1)
+        dropped.cancel()  # closed unsaved, or learning paused: it leaves the batch
+        second = asyncio.ensure_future(server_module.learn_together(ls, "file:///c.md", "The eland ran."))
+        await asyncio.gather(first, second)
+        waited = time.monotonic() - started
+        stop.set()
+        await typist
+        return waited
+
+    waited = asyncio.run(scenario())
+    assert calls == [["file:///a.md", "file:///c.md"]]
+    assert 0.6 <= waited < 0.6 + 1.0
+    assert "file:///b.md" not in {s.name for s in ls.engine().sources()}
+    ls.engine().close()
+
+
 def test_threads_sharing_a_models_memo_never_trip_over_each_others_evictions(store_path: Path) -> None:
     """The interactive and background threads share a model's Kneser-Ney memo; when it is full each evicts its
     older half, and an entry the other thread evicted first is simply gone (a soak's completion once failed with
@@ -666,3 +790,32 @@ def test_threads_sharing_a_models_memo_never_trip_over_each_others_evictions(sto
         assert failures == []
         fresh = NgramModel(SqliteCounts(store))
         assert all(model.logprob("cat", c) == fresh.logprob("cat", c) for c in contexts[:50])
+
+
+def test_the_change_log_keeps_a_few_commits_and_a_bounded_number_of_rows(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers in this process take each commit in right after it; what the store remembers of older commits is
+    bounded (in commits and in rows), and a reader that fell further behind drops all it cached: still exact."""
+    from store import countstore
+
+    with CountStore.open(store_path) as store:
+        counts = SqliteCounts(store)
+        context = (store.vocab.get("the"),)
+        counts.level(context)
+        for i in range(countstore.CHANGE_LOG_SIZE + 3):
+            store.learn(f"doc{i}", f"The cat sat on the mat number {i}.")
+        assert store.changes_since(store.commits - countstore.CHANGE_LOG_SIZE) is not None
+        assert store.changes_since(store.commits - countstore.CHANGE_LOG_SIZE - 1) is None
+        monkeypatch.setattr(countstore, "CHANGE_LOG_ROWS", 10)
+        store.learn("long", "The red dog ran to the big log by the old mill. " * 3)
+        assert store.changes_since(store.commits - 1) is not None  # the newest is kept whatever its size
+        assert store.changes_since(store.commits - 2) is None
+        assert sum(c.size for c in store.changes_since(store.commits - 1) or []) > 10
+        kept, fresh = counts.level(context), SqliteCounts(store).level(context)  # fell behind: read again
+        assert (kept.ids.tolist(), kept.count.tolist(), kept.cont.tolist()) == (
+            fresh.ids.tolist(),
+            fresh.count.tolist(),
+            fresh.cont.tolist(),
+        )
+        counts.close()

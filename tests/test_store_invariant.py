@@ -101,6 +101,56 @@ def test_any_sequence_of_learns_and_forgets_equals_a_fresh_build(
         assert store_snapshot(store) == fresh_build(tmp_path, docs, 3, tokenizer)
 
 
+names = st.sampled_from(["d1", "d2", "d3"])
+
+
+@pytest.mark.parametrize("tokenizer", ["pretokenized", "prose"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    before=st.dictionaries(names, document, max_size=3),
+    together=st.dictionaries(names, document, min_size=1, max_size=3),
+)
+def test_learning_several_sources_at_once_equals_learning_them_one_after_another(
+    tmp_path: Path, tokenizer: str, before: dict[str, str], together: dict[str, str]
+) -> None:
+    """One count update for several sources (`learn_many_analysed`, new ones and ones learned before) leaves the
+    tables a fresh build of every source's current text gives, and each source's own contribution on record: forgetting
+    any one of them afterwards leaves a fresh build of the others."""
+    from store import sources, streaming
+
+    path = tmp_path / f"many{next(counter)}.db"
+    with CountStore.open(path, order=3, tokenizer=tokenizer, create=True) as store:
+        for name in sorted(before):
+            store.learn(name, before[name])
+        analysed = [(n, streaming.analyse_pausing(t, tokenizer, None), sources.sha256(t)) for n, t in together.items()]
+        results = store.learn_many_analysed(analysed)
+        current = {**before, **together}
+        assert store_snapshot(store) == fresh_build(tmp_path, current, 3, tokenizer)
+        assert [(r.source, r.replaced, r.tokens) for r in results] == [
+            (n, n in before, a.tokens) for n, a, _ in analysed
+        ]
+        assert {s.name: s.sha256 for s in store.sources()} == {n: sources.sha256(t) for n, t in current.items()}
+        gone = sorted(together)[0]
+        store.forget(gone)
+        del current[gone]
+        assert store_snapshot(store) == fresh_build(tmp_path, current, 3, tokenizer)
+
+
+def test_a_source_named_twice_in_one_learn_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    from store import sources, streaming
+
+    with CountStore.open(tmp_path / "s.db", order=3, tokenizer="prose", create=True) as store:
+        store.learn("a", "The cat sat.")
+        before = store_snapshot(store)
+        text = "A dog ran."
+        analysed = streaming.analyse_pausing(text, "prose", None)
+        with pytest.raises(ValueError, match="named twice"):
+            store.learn_many_analysed([("b", analysed, sources.sha256(text)), ("b", analysed, sources.sha256(text))])
+        assert store_snapshot(store) == before
+        assert [s.name for s in store.sources()] == ["a"]
+        assert store.learn_many_analysed([]) == []
+
+
 def all_contexts(store: CountStore) -> list[tuple[int, ...]]:
     tables = store.load_tables()
     return [()] + [tuple(g) for t in tables.tables[:-1] for g in t.grams.tolist()]
