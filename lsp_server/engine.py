@@ -980,6 +980,8 @@ class Engine:
         documents saved while a person types together). A source named twice: `ValueError`."""
         if not self.store.learnable:
             return [self.store.learn(source, text, kind) for source, text in documents]  # says why it cannot
+        if not documents:
+            return []
         pause = None if self.yield_point is _no_wait else self.yield_point  # nothing to yield to: learn at once
         analyses = []
         for _, text in documents:

@@ -22,8 +22,12 @@ written as a base model (see `store.bulk`). The pipeline, in `distributed` futur
    under a temporary name; unigrams (from the driver's word counts and the partitions' continuation counts),
    count-of-counts and casing last; then the file is renamed into place.
 
-A worker that dies has its tasks run again elsewhere (`distributed` recomputes lost results); if a task keeps
-killing workers the build fails with `KilledWorker`, the temporary file is removed and the target is untouched.
+A worker that dies has its tasks run again elsewhere (`distributed` recomputes lost results from their inputs);
+the driver holds every stage's futures until the last partition is written, since the scheduler forgets a task no
+one holds once its dependents are done, and a lost result whose inputs were forgotten cannot be recomputed (a build
+whose worker died mid-count then failed with "cancelled ... already forgotten"); the workers keep the streams
+and the counted pieces until then. If a task keeps killing workers the build fails with `KilledWorker`, the
+temporary file is removed and the target is untouched.
 Pretokenized files are cut only where no secret (`store.secrets`) can span the cut, so blocks drop exactly the
 lines the whole file drops; prose files are never split (a sentence, a code fence or a secret can span lines).
 Workers read the input files themselves: with `scheduler`, every worker must see them at the same paths.
@@ -400,7 +404,7 @@ def _run(
     hook: TaskHook | None,
 ) -> BuildResult:
     """Stages 1 to 5 of the module docstring; returns what was written."""
-    corpus, streams = _read(client, blocks, tokenizer, hook)
+    corpus, streams, held = _read(client, blocks, tokenizer, hook)
     if corpus.word_tokens == 0:
         raise InputError("the corpus is empty: no words in " + ", ".join(str(p) for p in paths))
     full_counts = corpus.counts[: len(corpus.vocab)]
@@ -409,10 +413,11 @@ def _run(
     with new_store(path, order, tokenizer) as store, store.base_writer(vocab, base_source_name(paths)) as writer:
         totals = _Totals.empty(order, len(vocab))
         if order > 1:
-            reduced = _submit_counts(client, streams, scattered, order, partitions, len(vocab), limits, hook)
-            del streams
+            reduced, counting = _submit_counts(client, streams, scattered, order, partitions, len(vocab), limits, hook)
+            held += counting  # held until every partition is written: see the module docstring
             for result in _as_completed(client, reduced):
                 totals.add(writer, result)
+        del held, streams
         unigram_counts = np.bincount(limit_map, full_counts, len(vocab)).astype(np.int64)
         totals.finish(writer, _unigram_table(unigram_counts, totals.unigram_cont))
         writer.add_casing(casing_of_vocabulary(corpus.casing, vocab))
@@ -421,15 +426,16 @@ def _run(
 
 def _read(
     client: Client, blocks: list[Block], tokenizer: str, hook: TaskHook | None
-) -> tuple[_Vocabulary, list[Future]]:
-    """Stages 1 and 2: the corpus vocabulary, and each block's stream in its ids (futures, kept on the workers)."""
+) -> tuple[_Vocabulary, list[Future], list[Future]]:
+    """Stages 1 and 2: the corpus vocabulary, each block's stream in its ids (futures, kept on the workers), and
+    the futures the streams are made from (held by the caller, so that a lost stream can be made again)."""
     read = [client.submit(read_block, b, tokenizer, hook, pure=False, priority=-b.index) for b in blocks]
     corpus = _Vocabulary.empty()
     streams = []
     for future in read:  # in input order: first occurrence decides the ids
         local_to_global = corpus.add(client.submit(_first, future, pure=False).result())
         streams.append(client.submit(_second_global, future, local_to_global, pure=False))
-    return corpus, streams
+    return corpus, streams, read
 
 
 @dataclass
@@ -484,18 +490,20 @@ def _submit_counts(
     width: int,
     limits: list[int],
     hook: TaskHook | None,
-) -> list[Future]:
-    """Submit stages 3 and 4; the futures of the reduce partitions."""
+) -> tuple[list[Future], list[Future]]:
+    """Submit stages 3 and 4; the futures of the reduce partitions, and those of the counting they are made from
+    (held by the caller, so that a lost piece can be counted again)."""
     import operator
 
     counted = [
         client.submit(count_block, s, limit_map, order, partitions, i, hook, pure=False) for i, s in enumerate(streams)
     ]
     pieces = [[client.submit(operator.getitem, c, j, pure=False) for c in counted] for j in range(partitions)]
-    return [
+    reduced = [
         client.submit(reduce_partition, j, order, width, limits, hook, *pieces[j], pure=False)
         for j in range(partitions)
     ]
+    return reduced, [*counted, *itertools.chain.from_iterable(pieces)]
 
 
 def _as_completed(client: Client, futures: list[Future]) -> Iterator[PartitionResult]:

@@ -658,6 +658,7 @@ def test_an_engine_learns_several_documents_in_one_commit_as_it_would_one_by_one
     together = Engine.open(tmp_path / "many.db")
     together.enable_adaptation()
     commits = together.store.commits
+    assert together.learn_many([]) == [] and together.store.commits == commits  # nothing to learn: no commit
     results = together.learn_many(documents)
     assert together.store.commits == commits + 1
     assert [r.source for r in results] == ["doc1", "doc2", "doc3"]
